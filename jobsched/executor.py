@@ -1,0 +1,140 @@
+"""``Executor``: the ``concurrent.futures`` interface over a private background scheduler."""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from .commands import processor_count
+from .scheduler import Scheduler
+
+T = TypeVar("T")
+
+
+class Executor(concurrent.futures.Executor):
+    """A ``concurrent.futures.Executor`` whose workers are jobsched worker processes.
+
+    Functions defined in a notebook cell, lambdas and closures work (they travel by value). A failed call's
+    future raises ``JobError`` with the remote traceback.
+
+    Args:
+        max_workers: worker processes (default ``processor_count()``).
+        **options: passed to ``Scheduler`` (timeout, max_retries, prefetch, ...).
+    """
+
+    def __init__(self, max_workers: int | None = None, **options: Any) -> None:
+        if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int)
+                                        or max_workers < 1):
+            raise ValueError(f"Executor: max_workers must be an integer >= 1 or None, got {max_workers!r}")
+        self._max_workers = max_workers or processor_count()
+        self._scheduler = Scheduler(**options)
+        self._lock = threading.Lock()
+        self._started = False
+        self._shutdown = False
+        self._futures: set[Future[Any]] = set()
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The scheduler behind this executor (for ``stats()``, ``dashboard()``, ``scale()``)."""
+        return self._scheduler
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Schedule ``fn(*args, **kwargs)`` on a worker; return its future."""
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if not self._started:
+                self._scheduler.start(self._max_workers, wait=False)
+                self._started = True
+        future = self._scheduler.submit(fn, *args, **kwargs)
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
+        return future
+
+    def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1, buffersize: int | None = None, progress: bool = False) -> Iterator[T]:
+        """Like the builtin ``map``, in parallel: results in input order, streamed.
+
+        Unlike ``concurrent.futures``, the inputs are read (and pickled) only ``buffersize`` items ahead
+        of the results consumed, so a map over a long or endless iterable uses bounded memory.
+
+        Args:
+            timeout: seconds from this call after which ``__next__`` raises ``TimeoutError``.
+            chunksize: accepted for compatibility; every item is one job.
+            buffersize: items in flight (default ``max(64, 8 * max_workers)``).
+            progress: show a tqdm bar (a widget in a notebook).
+        """
+        if buffersize is None:
+            buffersize = max(64, 8 * self._max_workers)
+        if buffersize < 1:
+            raise ValueError(f"map: buffersize must be >= 1, got {buffersize!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        inputs = zip(*iterables, strict=False)
+        total = _length_hint(iterables)
+        window: collections.deque[Future[T]] = collections.deque()
+        for args in inputs:
+            window.append(self.submit(fn, *args))
+            if len(window) >= buffersize:
+                break
+        return self._results(fn, inputs, window, deadline, total if progress else -1, buffersize)
+
+    def _results(self, fn: Callable[..., T], inputs: Iterator[tuple[Any, ...]], window: collections.deque[Future[T]],
+                 deadline: float | None, total: int | None, buffersize: int) -> Iterator[T]:
+        bar = None
+        if total != -1:
+            from .progress import job_bar
+
+            bar = job_bar(total, desc="map")
+        try:
+            while window:
+                future = window.popleft()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                result = future.result(remaining) if remaining is None or remaining > 0 else future.result(0)
+                for args in inputs:
+                    window.append(self.submit(fn, *args))
+                    if len(window) >= buffersize:
+                        break
+                if bar is not None:
+                    bar.update(1)
+                yield result
+        finally:
+            for future in window:
+                future.cancel()
+            if bar is not None:
+                bar.close()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop taking work; optionally cancel queued calls; close the workers when the rest is done."""
+        with self._lock:
+            self._shutdown = True
+        if cancel_futures:
+            for future in list(self._futures):
+                future.cancel()
+        if wait:
+            self._finish()
+        else:
+            threading.Thread(target=self._finish, name="jobsched-executor-shutdown", daemon=True).start()
+
+    def _finish(self) -> None:
+        if self._started:
+            try:
+                self._scheduler.wait()
+            finally:
+                self._scheduler.close()
+        else:
+            self._scheduler.close()
+
+
+def _length_hint(iterables: tuple[Iterable[Any], ...]) -> int | None:
+    lengths = []
+    for it in iterables:
+        try:
+            lengths.append(len(it))  # type: ignore[arg-type]
+        except TypeError:
+            return None
+    return min(lengths) if lengths else None

@@ -1,0 +1,193 @@
+"""Remote calls: a function call captured on the server and executed in a worker.
+
+A ``RemoteCall`` names its function in one of three ways, chosen once, when it is created:
+
+* **by reference** ``(module, qualname)`` for a function of an importable module (the worker imports it);
+* **by file** ``(path, qualname)`` for a function of a script run as ``__main__``; the worker loads the
+  file under another name, as ``multiprocessing`` does, so its ``if __name__ == "__main__":`` block does
+  not run;
+* **by value** (cloudpickle) for functions that have no importable home: notebook cells, lambdas,
+  closures, bound methods.
+
+The arguments are evaluated and pickled on the server when the call is created, so a value that cannot
+travel raises ``TypeError`` right there, naming the argument.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ._pickling import dumps
+
+# Name under which a worker loads a script, as multiprocessing's spawn does.
+SCRIPT_MODULE_NAME = "__mp_main__"
+
+
+class RemoteCall:
+    """A captured call ``fun(*args, **kwargs)`` to be run by a worker.
+
+    Attributes:
+        fun_name: the function's ``__qualname__``.
+        args: positional arguments (tuple).
+        kwargs: keyword arguments (dict).
+        module: importable module name, the file path of a script's ``__main__``, or None when the
+            function travels by value.
+    """
+
+    __slots__ = ("fun_name", "args", "kwargs", "module", "_function", "_payload")
+
+    def __init__(
+        self,
+        fun_name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        module: str | None,
+        function: Callable[..., Any] | None = None,
+    ) -> None:
+        self.fun_name = fun_name
+        self.args = args
+        self.kwargs = kwargs
+        self.module = module
+        self._function = function
+        self._payload: bytes | None = None
+
+    @property
+    def function(self) -> Callable[..., Any]:
+        """The function itself, imported (or loaded from its file) on first use."""
+        if self._function is None:
+            self._function = resolve(self.module, self.fun_name)
+        return self._function
+
+    def __call__(self) -> Any:
+        """Run the call here, in this process."""
+        return self.function(*self.args, **self.kwargs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        shipped = self._function if self.module is None else None
+        return (RemoteCall, (self.fun_name, self.args, self.kwargs, self.module, shipped))
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, RemoteCall)
+            and (self.module, self.fun_name, self.args, self.kwargs)
+            == (other.module, other.fun_name, other.args, other.kwargs)
+            and (self.module is not None or self._function is other._function)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # kwargs is a dict
+
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"remote_call({self.fun_name}, {', '.join(parts)})" if parts else f"remote_call({self.fun_name})"
+
+
+def remote_call(fun: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RemoteCall:
+    """Capture the call ``fun(*args, **kwargs)`` as a job to run in a worker.
+
+    Raises:
+        TypeError: ``fun`` is not callable, or it or an argument cannot be pickled (the message names it).
+    """
+    if not callable(fun):
+        raise TypeError(f"remote_call: the first argument must be a function, got {type(fun).__name__}: {fun!r}")
+    module = _home_of(fun)
+    rc = RemoteCall(getattr(fun, "__qualname__", repr(fun)), args, kwargs, module, fun)
+    try:
+        rc._payload = dumps(rc, "remote_call")
+    except TypeError:
+        _raise_for_culprit(fun, module, args, kwargs)
+        raise
+    return rc
+
+
+def is_remote_call(value: object) -> bool:
+    """Return whether ``value`` is a RemoteCall."""
+    return isinstance(value, RemoteCall)
+
+
+def payload_of(rc: RemoteCall) -> bytes:
+    """Return the pickled RemoteCall, computed once (remote_call() already did it)."""
+    if rc._payload is None:
+        rc._payload = dumps(rc, "remote_call")
+    return rc._payload
+
+
+def run_remote_call(rc: RemoteCall) -> Any:
+    """Run a RemoteCall received by a worker."""
+    return rc()
+
+
+def _home_of(fun: Callable[..., Any]) -> str | None:
+    """Return where a worker can find ``fun`` by name, or None if it must travel by value."""
+    module_name = getattr(fun, "__module__", None)
+    qualname = getattr(fun, "__qualname__", None)
+    if not module_name or not qualname or "<" in qualname:  # lambdas, closures: "<lambda>", "<locals>"
+        return None
+    module = sys.modules.get(module_name)
+    if module is None or _lookup(module, qualname) is not fun:
+        return None
+    if module_name != "__main__":
+        return module_name
+    spec = getattr(module, "__spec__", None)
+    if spec is not None and spec.name not in ("__main__", None):
+        return str(spec.name)  # run with ``python -m package.module``: importable under its real name
+    file = getattr(module, "__file__", None)
+    return os.path.abspath(file) if file else None  # a script by path; a notebook by value
+
+
+def _lookup(module: Any, qualname: str) -> Any:
+    target = module
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            return None
+    return target
+
+
+_files: dict[str, Any] = {}
+
+
+def load_file(path: str) -> Any:
+    """Load a Python file as a module named ``__mp_main__`` (once per path and process)."""
+    path = os.path.realpath(path)
+    module = _files.get(path)
+    if module is not None:
+        return module
+    spec = importlib.util.spec_from_file_location(SCRIPT_MODULE_NAME, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path!r} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(SCRIPT_MODULE_NAME, module)
+    _files[path] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del _files[path]
+        raise
+    return module
+
+
+def resolve(module: str | None, qualname: str) -> Callable[..., Any]:
+    """Find the function ``qualname`` in an importable module or a script file."""
+    if module is None:
+        raise LookupError(f"function {qualname} was shipped by value but its value is missing")
+    mod = load_file(module) if os.sep in module or module.endswith(".py") else importlib.import_module(module)
+    fun = _lookup(mod, qualname)
+    if fun is None:
+        raise AttributeError(f"module {module!r} has no function {qualname!r}")
+    return fun  # type: ignore[no-any-return]
+
+
+def _raise_for_culprit(fun: Callable[..., Any], module: str | None, args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> None:
+    """Re-pickle piece by piece to name the value that cannot travel."""
+    if module is None:
+        dumps(fun, f"remote_call: function {getattr(fun, '__qualname__', fun)!r}")
+    for i, arg in enumerate(args):
+        dumps(arg, f"remote_call({getattr(fun, '__qualname__', fun)}): argument {i}")
+    for key, arg in kwargs.items():
+        dumps(arg, f"remote_call({getattr(fun, '__qualname__', fun)}): keyword argument {key!r}")

@@ -1,0 +1,112 @@
+"""The manual's simple server: a scheduler hidden behind a worker file and a list of data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .commands import make_python_cmd, processor_count
+from .job import Job
+from .scheduler import Scheduler
+
+ProcessResult = Callable[[Any, Any], object]
+
+
+def make_server(
+    worker_file: str | os.PathLike[str],
+    entry: str = "worker",
+    n_workers: int | None = None,
+    debug: bool = False,
+    worker_args: Iterable[str | os.PathLike[str]] = (),
+    **options: Any,
+) -> Scheduler:
+    """Return a scheduler whose workers run ``entry()`` of ``worker_file``.
+
+    If ``n_workers`` is given, the workers start now, in the background, and are ready sooner.
+    ``options`` go to ``Scheduler`` (max_retries, timeout, prefetch, ...).
+    """
+    args = [os.fspath(a) for a in worker_args]
+    file = os.fspath(worker_file)
+    make_python_cmd(file, *args, entry=entry, debug=debug)  # fail now on a missing file or bad entry name
+
+    def command(worker_index: int) -> list[str]:
+        return make_python_cmd(file, *args, entry=entry, debug=debug)
+
+    sched = Scheduler(command, **options)
+    if n_workers:
+        sched.start(n_workers, wait=False)
+    return sched
+
+
+def server_start(
+    sched: Scheduler,
+    data_list: Iterable[Any],
+    process_result: ProcessResult,
+    n_workers: int | None = None,
+    close_workers: bool = False,
+    progress: bool = False,
+) -> None:
+    """Run one job per element of ``data_list``; call ``process_result(data, result)`` for each result.
+
+    Args:
+        n_workers: default: the workers already running, or ``min(len(data_list), processor_count())``.
+        close_workers: close the workers at the end (default False: keep them for the next call).
+        progress: show a tqdm progress bar (a widget in a notebook).
+    """
+    data = list(data_list)
+    if not callable(process_result):
+        raise TypeError(f"server_start: process_result must be a function (data, result) -> None, "
+                        f"got {type(process_result).__name__}")
+    for item in data:
+        sched.add_job(item)
+    if n_workers is None:
+        n_workers = sched.n_workers or min(len(data), processor_count())
+    bar = _progress_bar(len(data), sched) if progress else None
+
+    def after_stop(s: Scheduler, job: Job, result: Any) -> None:
+        if bar is not None:
+            bar.update(1)
+        process_result(job.data, result)
+
+    try:
+        if data or sched.n_queued_jobs:
+            sched.start(max(n_workers, 1), after_stop=after_stop, close_workers=close_workers)
+        elif close_workers:
+            sched.close()
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def server_close(sched: Scheduler) -> None:
+    """Close the workers of ``sched`` gracefully and block until they have exited."""
+    sched.close()
+
+
+def start_simple_server(
+    worker_file: str | os.PathLike[str],
+    data_list: Iterable[Any],
+    process_result: ProcessResult,
+    entry: str = "worker",
+    n_workers: int | None = None,
+    progress: bool = False,
+) -> None:
+    """Run ``data_list`` through the workers of ``worker_file``: ``make_server`` + ``server_start`` + close.
+
+    Each worker runs ``entry()`` of the file, which calls ``start_simple_worker(run)``; each element of
+    ``data_list`` becomes one ``run(data)`` call, and ``process_result(data, result)`` is called here with
+    each result as it arrives.
+    """
+    data = list(data_list)
+    sched = make_server(worker_file, entry=entry)
+    try:
+        server_start(sched, data, process_result, n_workers=n_workers, close_workers=True, progress=progress)
+    finally:
+        server_close(sched)
+
+
+def _progress_bar(total: int, sched: Scheduler) -> Any:
+    from .progress import job_bar
+
+    return job_bar(total)

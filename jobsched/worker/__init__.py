@@ -1,0 +1,157 @@
+"""What runs inside a worker process: the job loop, and ``python -m jobsched.worker``.
+
+A worker is started by its scheduler (see ``_wire`` for the protocol). It connects, authenticates,
+then runs one job at a time until the scheduler says CLOSE, when ``start_worker`` returns and the
+worker's own code after it runs. A job that raises does not end the worker: the exception travels back
+as text. A watchdog thread exits the process as soon as the scheduler's process is gone.
+
+This module must stay lean: it imports neither IPython, ipywidgets nor tqdm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from .. import _wire
+from .._pickling import dumps, loads
+from ..job import Job
+from ..remote_call import load_file, run_remote_call
+
+# Exit status of a worker whose scheduler vanished.
+ORPHAN_EXIT = 70
+
+
+def _watch_scheduler(stdin: Any) -> None:
+    """Exit the process when the scheduler's end of our stdin closes (its process died)."""
+    try:
+        while stdin.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    os._exit(ORPHAN_EXIT)
+
+
+def _connect_from_environment() -> _wire.BlockingConnection:
+    address = os.environ.pop(_wire.ENV_ADDRESS, None)
+    ident = os.environ.pop(_wire.ENV_WORKER, None)
+    if address is None or ident is None:
+        raise RuntimeError(
+            "start_worker: this process was not started by a jobsched scheduler "
+            f"({_wire.ENV_ADDRESS} is not set). Run the worker file through make_server / "
+            "start_simple_server / Scheduler, not by hand."
+        )
+    stdin = os.fdopen(os.dup(0), "rb", buffering=0)
+    secret = bytes.fromhex(stdin.readline().decode().strip())
+    # Replace fd 0 so that job code reading stdin sees EOF instead of stealing the watchdog's pipe.
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    threading.Thread(target=_watch_scheduler, args=(stdin,), name="jobsched-watchdog", daemon=True).start()
+    host, port = address.rsplit(":", 1)
+    index, generation = (int(x) for x in ident.split(":"))
+    return _wire.connect((host, int(port)), secret, index, generation)
+
+
+_PLUMBING = (os.path.dirname(os.path.abspath(__file__)), os.path.abspath(run_remote_call.__code__.co_filename))
+
+
+def _error_body(exc: BaseException) -> bytes:
+    # Show the user's frames, not the worker loop's.
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_PLUMBING):
+        tb = tb.tb_next
+    tb_text = "".join(traceback.format_exception(type(exc), exc, tb))
+    return dumps((type(exc).__name__, str(exc), tb_text))
+
+
+def start_worker(run_job: Callable[[Job], Any], silent: bool = False) -> None:
+    """Serve jobs from the scheduler that started this process until it says to close.
+
+    Args:
+        run_job: called with each ``Job``; its return value (any picklable value, ``None`` included)
+            is the job's result. If it raises, the result is a ``JobError`` and the worker goes on.
+        silent: suppress what ``run_job`` prints to stdout (stderr is untouched).
+    """
+    conn = _connect_from_environment()
+    # redirect_stdout is reusable, so one object serves every job.
+    quiet: contextlib.AbstractContextManager[Any] = (
+        contextlib.redirect_stdout(open(os.devnull, "w")) if silent else contextlib.nullcontext()  # noqa: SIM115
+    )
+    try:
+        while True:
+            kind, index, body = conn.recv_frame()
+            if kind == _wire.CLOSE:
+                return
+            if kind != _wire.JOB:
+                raise ConnectionError(f"unexpected frame kind {kind} from the scheduler")
+            (cost,) = _wire.COST.unpack_from(body)
+            try:
+                job = Job(index, cost, loads(body[_wire.COST.size:]), time.time() * 1000.0)
+                with quiet:
+                    result = run_job(job)
+            except (Exception, SystemExit) as exc:
+                conn.send_frame(_wire.ERROR, index, _error_body(exc))
+                continue
+            try:
+                out = dumps(result, f"the result of job {index}")
+            except TypeError as exc:
+                conn.send_frame(_wire.ERROR, index, _error_body(exc))
+            else:
+                conn.send_frame(_wire.RESULT, index, out)
+            del job, result
+    except ConnectionError:
+        # The scheduler went away between jobs: nothing to report to anyone.
+        os._exit(ORPHAN_EXIT)
+    finally:
+        conn.sock.close()
+
+
+def start_simple_worker(run: Callable[[Any], Any], silent: bool = False) -> None:
+    """Like ``start_worker``, but ``run`` receives the job's data instead of the ``Job``."""
+    start_worker(lambda job: run(job.data), silent=silent)
+
+
+def start_remote_call_worker() -> None:
+    """Serve ``remote_call`` jobs: import (or unpickle) each function and call it with its arguments."""
+    start_worker(lambda job: run_remote_call(job.data))
+
+
+def _extend_sys_path() -> None:
+    """Make the scheduler's import path ours too, so its modules resolve here (as multiprocessing does)."""
+    extra = os.environ.pop(_wire.ENV_SYS_PATH, None)
+    if extra:
+        for entry in json.loads(extra):
+            if entry not in sys.path:
+                sys.path.append(entry)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m jobsched.worker [--file PATH --entry NAME -- ARGS...]``."""
+    parser = argparse.ArgumentParser(prog="python -m jobsched.worker",
+                                     description="A jobsched worker (started by a scheduler).")
+    parser.add_argument("--file", help="worker file to load as a module (not as __main__)")
+    parser.add_argument("--entry", default="worker", help="function of the file to call (default: worker)")
+    parser.add_argument("args", nargs="*", help="arguments for the worker file (its sys.argv[1:])")
+    ns = parser.parse_args(argv)
+    _extend_sys_path()
+    if ns.file is None:
+        start_remote_call_worker()
+        return
+    sys.argv = [ns.file, *ns.args]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(ns.file)))
+    module = load_file(ns.file)
+    entry = getattr(module, ns.entry, None)
+    if not callable(entry):
+        sys.exit(f"jobsched worker: {ns.file} has no function {ns.entry!r} to start the worker; "
+                 f"define `def {ns.entry}(): start_simple_worker(run)` (or pass entry=...)")
+    entry()
+
