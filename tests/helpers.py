@@ -1,0 +1,73 @@
+"""Picklable, importable functions that tests run in workers (by reference, like a user's module)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+
+def add(x: int, y: int = 1) -> int:
+    return x + y
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+def return_none() -> None:
+    return None
+
+
+def raise_value_error(message: str) -> None:
+    raise ValueError(message)
+
+
+def unpicklable_result() -> Any:
+    return open(os.devnull)  # noqa: SIM115 - an open file cannot be pickled
+
+
+def getpid() -> int:
+    return os.getpid()
+
+
+def sleep_then(seconds: float, value: Any = None) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+def kill_self(sig: int = signal.SIGKILL) -> None:
+    os.kill(os.getpid(), sig)
+
+
+def exit_process(code: int) -> None:
+    os._exit(code)
+
+
+def print_lines(n: int, width: int = 100) -> int:
+    line = "x" * width
+    for i in range(n):
+        print(i, line)
+    sys.stdout.flush()
+    return n
+
+
+def die_once(marker: str, value: Any) -> Any:
+    """Kill the worker the first time (marker file absent), return ``value`` the second time."""
+    if not os.path.exists(marker):
+        with open(marker, "w") as f:
+            f.write(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value
+
+
+def big_bytes(n: int) -> bytes:
+    return b"\xab" * n
+
+
+def append_line(path: str, text: str) -> str:
+    with open(path, "a") as f:
+        f.write(text + "\n")
+    return text
