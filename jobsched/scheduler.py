@@ -307,6 +307,22 @@ class Scheduler:
             "error": f"{type(error).__name__}: {error}" if error is not None else None,
         }
 
+    def dashboard(self) -> Any:
+        """Return a live ipywidgets dashboard of this scheduler (needs ``jobsched[notebook]``)."""
+        try:
+            from .notebook.dashboard import Dashboard
+        except ImportError as exc:
+            raise ImportError(
+                f"Scheduler.dashboard() needs ipywidgets ({exc}): pip install 'jobsched[notebook]'"
+            ) from exc
+        return Dashboard(self)
+
+    def _ipython_display_(self) -> None:
+        """``display(sched)`` in a notebook shows the dashboard."""
+        from IPython.display import display
+
+        display(self.dashboard())
+
     def __repr__(self) -> str:
         s = self.stats()
         mode = "closed" if s["closed"] else "paused" if s["paused"] else "running" if s["running"] else "stopped"
