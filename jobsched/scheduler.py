@@ -572,8 +572,8 @@ class Scheduler:
         if self._closing or self._error is not None:
             return all(w.state is WorkerState.CLOSED for w in self._workers)
         if self._until_idle and self._is_idle():
-            if not self._close_when_idle:
-                return True
+            if not self._close_when_idle:  # keep the workers, once the extra ones are gone
+                return all(w.state is WorkerState.CLOSED for w in self._workers[self._n_target:])
             if self._n_target:
                 self._n_target = 0
                 self._maintain_at = 0.0

@@ -1,0 +1,4 @@
+"""A worker file without the entry function."""
+
+def run(data):
+    return data
