@@ -1,0 +1,49 @@
+"""The public API: every name of api.md is exported once; the core and the workers stay lean."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import helpers
+
+import jobsched
+from jobsched import Scheduler
+
+API_NAMES = {
+    "remote_call", "RemoteCall", "is_remote_call", "start_remote_call_worker", "start_simple_worker",
+    "start_simple_server", "make_server", "server_start", "server_close", "Job", "Scheduler", "Worker",
+    "make_scheduler", "processor_count", "start_worker", "make_python_cmd", "this_file", "JobError",
+    "Executor", "default_scheduler", "WorkerState",
+}
+HEAVY = ("IPython", "ipywidgets", "ipykernel", "tqdm", "dask", "distributed")
+
+
+def test_all_lists_every_api_name_once() -> None:
+    assert len(jobsched.__all__) == len(set(jobsched.__all__))
+    assert API_NAMES <= set(jobsched.__all__)
+    for name in jobsched.__all__:
+        assert getattr(jobsched, name) is not None
+
+
+def test_job_fields() -> None:
+    job = jobsched.Job(3, 1.5, "data", 1000.0, 1250.0)
+    assert (job.index, job.cost, job.data, job.start_ms, job.stop_ms, job.elapsed_ms) == (3, 1.5, "data", 1000.0,
+                                                                                          1250.0, 250.0)
+
+
+def test_import_jobsched_is_lean() -> None:
+    code = f"import sys, jobsched; print([m for m in {HEAVY!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def loaded_heavy_modules() -> list[str]:
+    return [m for m in HEAVY if m in sys.modules]
+
+
+def test_a_worker_process_is_lean(sched: Scheduler) -> None:
+    sched.start(1, wait=False)
+    assert sched.submit(helpers.add, 1).result(timeout=60) == 2
+    assert sched.submit(loaded_heavy_modules).result(timeout=60) == []
