@@ -260,18 +260,18 @@ def test_a_bad_worker_count_is_refused(sched: Scheduler, bad: Any) -> None:
 
 def test_zero_workers_with_queued_jobs_is_a_value_error(sched: Scheduler) -> None:
     sched.add_job(remote_call(helpers.add, 1))
-    with pytest.raises(ValueError, match="2 jobs are queued|1 jobs are queued"):
+    with pytest.raises(ValueError, match="1 jobs are queued but n_workers=0"):
         sched.start(0)
     assert sched.n_queued_jobs == 1
 
 
 def test_changing_n_workers_between_starts_closes_the_extra_ones(sched: Scheduler) -> None:
-    for i in range(6):
+    for _ in range(6):
         sched.add_job(remote_call(helpers.getpid))
     sched.start(3, close_workers=False)
     first = {w.index: w.pid for w in sched.workers}
     assert len(first) == 3
-    for i in range(4):
+    for _ in range(4):
         sched.add_job(remote_call(helpers.getpid))
     pids: list[int] = []
     sched.start(1, close_workers=False, after_stop=lambda s, job, pid: pids.append(pid))
