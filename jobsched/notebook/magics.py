@@ -1,0 +1,384 @@
+"""IPython magics: ``%jobsched`` drives ``jobsched.default_scheduler()``; ``%%jobsched`` runs a cell in a worker.
+
+``%load_ext jobsched`` calls ``load_ipython_extension``, which registers ``JobschedMagics``. The magics are
+thin: each subcommand is one call on the default scheduler (``start``, ``scale``, ``pause``, ``resume``,
+``stats``, ``close``), and the dashboard is ``Scheduler.dashboard()``.
+
+``%%jobsched [-o NAME]`` ships the cell to a worker::
+
+    kernel                                                  worker
+    ──────                                                  ──────
+    cell ─> transform IPython syntax ─> parse ─> names it uses
+            values of those names in user_ns ─> pickled one by one (cloudpickle for notebook
+                                                 functions; modules by name; unpicklable: skipped + warned)
+    default_scheduler().submit(run_cell, source, values, modules) ─────> run_cell: import modules, unpickle
+                                                                         values, exec the cell, eval its
+    done callback: user_ns[NAME] = value  <──── value of the last ────── last expression
+                   or show the remote traceback     expression
+
+The cell magic returns at once; the kernel stays free while the worker runs the cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import keyword
+import re
+import reprlib
+import shlex
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import CancelledError, Future
+from types import ModuleType
+from typing import Any, NoReturn
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from .._pickling import dumps
+from ..background import default_scheduler
+from ..errors import JobError
+from ._cell import run_cell
+from ._common import scale_to, status_line
+
+USAGE = """\
+usage:
+  %jobsched                  show the live dashboard of the default scheduler
+  %jobsched start [-n N]     start N workers in the background (default: one per CPU)
+  %jobsched scale N          run N workers from now on (busy workers beyond N finish their job first)
+  %jobsched pause            stop handing out jobs (running jobs finish)
+  %jobsched resume           hand out jobs again
+  %jobsched status           print one line: workers, queued, active, done and failed counts
+  %jobsched wait [TIMEOUT]   block until no job is queued or active and every %%jobsched cell is done
+  %jobsched stop             close the workers (running jobs finish first)
+  %%jobsched [-o NAME]       run the cell in a worker; bind the value of its last expression to NAME"""
+
+_SUBCOMMANDS = ("start", "scale", "pause", "resume", "status", "wait", "stop")
+# Names IPython puts in the user namespace (outputs, inputs, history): never shipped to a worker.
+_IPYTHON_NAMES = re.compile(r"_+|_i+|_\d+|_i\d+|_[iod]h|In|Out|get_ipython|exit|quit")
+# The frame of run_cell itself, in a remote traceback: plumbing, not the user's code.
+_RUN_CELL_FRAME = re.compile(r'  File "[^"]*_cell\.py", line \d+, in run_cell\n(?:    .*\n)*')
+_short = reprlib.Repr()
+_short.maxstring = 60
+_short.maxother = 60
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ``UsageError`` (IPython shows the message, no traceback) instead of exiting."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog=prog, add_help=False)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}\n{USAGE}")
+
+
+def _count(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _identifier(text: str) -> str:
+    if not text.isidentifier() or keyword.iskeyword(text):
+        raise argparse.ArgumentTypeError(f"NAME must be a Python identifier, got {text!r}")
+    return text
+
+
+def _parsers() -> dict[str, _Parser]:
+    parsers = {sub: _Parser(f"%jobsched {sub}") for sub in _SUBCOMMANDS}
+    parsers["start"].add_argument("-n", "--workers", type=_count(1), default=None, dest="n")
+    parsers["scale"].add_argument("n", type=_count(0))
+    parsers["wait"].add_argument("timeout", type=_seconds, nargs="?", default=None)
+    return parsers
+
+
+_PARSERS = _parsers()
+_CELL_PARSER = _Parser("%%jobsched")
+_CELL_PARSER.add_argument("-o", "--out", type=_identifier, default=None, dest="name")
+
+
+def _split(prog: str, line: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"{prog}: cannot parse {line!r}: {exc}\n{USAGE}") from None
+
+
+class CellJob:
+    """A cell that ``%%jobsched`` sent to a worker.
+
+    Attributes:
+        name: the user-namespace name bound to the cell's value when it succeeds (or None).
+        future: resolves *after* ``name`` is bound: to the value, or to the ``JobError`` of a failure.
+        output: the ``ipywidgets.Output`` in the cell's output area that shows the outcome (None outside
+            a Jupyter kernel).
+        skipped: names the cell uses whose values could not be pickled, so were not sent.
+    """
+
+    def __init__(self, name: str | None, output: Any, skipped: list[str]) -> None:
+        self.name = name
+        self.future: Future[Any] = Future()
+        self.output = output
+        self.skipped = skipped
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the cell's value (raises its ``JobError`` if it failed)."""
+        return self.future.result(timeout)
+
+    def __repr__(self) -> str:
+        target = f" -> {self.name}" if self.name else ""
+        if not self.future.done():
+            state = "running"
+        elif self.future.cancelled():
+            state = "cancelled"
+        else:
+            state = "failed" if self.future.exception() is not None else "done"
+        return f"<CellJob{target}: {state}>"
+
+
+@magics_class
+class JobschedMagics(Magics):  # type: ignore[misc]  # IPython's classes are untyped
+    """The ``%jobsched`` line magic and the ``%%jobsched`` cell magic."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.cells: list[CellJob] = []  # cells sent and not finished yet (and the last one)
+        self._cells_lock = threading.Lock()
+
+    @line_cell_magic  # type: ignore[misc]
+    def jobsched(self, line: str, cell: str | None = None) -> None:
+        """Drive jobsched's default scheduler, or run a cell in a worker.
+
+        Line magic (the scheduler is ``jobsched.default_scheduler()``)::
+
+          %jobsched                  show the live dashboard of the default scheduler
+          %jobsched start [-n N]     start N workers in the background (default: one per CPU)
+          %jobsched scale N          run N workers from now on (busy workers beyond N finish their job first)
+          %jobsched pause            stop handing out jobs (running jobs finish)
+          %jobsched resume           hand out jobs again
+          %jobsched status           print one line: workers, queued, active, done and failed counts
+          %jobsched wait [TIMEOUT]   block until no job is queued or active and every %%jobsched cell is done
+          %jobsched stop             close the workers (running jobs finish first)
+
+        Cell magic::
+
+          %%jobsched [-o NAME]
+          <cell body>
+
+        runs the cell body in a worker, as a background job of the default scheduler (started if it is
+        not running), and returns at once. The names the body uses that exist in the notebook are sent
+        along: values are pickled (cloudpickle for functions and classes defined in the notebook),
+        modules are imported again by name in the worker; a value that cannot be pickled (an open file,
+        a lock) is not sent, with a warning. When the job finishes, the value of the body's last
+        expression is bound to ``NAME`` in the notebook. The body must be plain Python (no %magics or
+        !shell lines). Assignments in the body happen in the worker, not in the notebook.
+
+        Where the outcome shows: in a Jupyter kernel, the cell that ran ``%%jobsched`` displays a small
+        output area that says "running", then "done" or the *remote traceback*. The outcome goes there
+        rather than to stdout because a background thread's prints land in whichever cell runs at that
+        moment. Outside a kernel (terminal IPython) the traceback is printed to stderr when the job fails.
+        Either way, ``_jobsched_cell`` in the notebook is the last ``CellJob``: ``_jobsched_cell.result()``
+        returns the value or raises the ``JobError``; ``%jobsched wait`` blocks until every cell is done.
+
+        Bad subcommands or arguments raise ``UsageError`` (a message, no traceback).
+        """
+        if cell is not None:
+            self._run_cell(line, cell)
+            return
+        tokens = _split("%jobsched", line)
+        if not tokens:
+            self._show_dashboard()
+            return
+        sub, rest = tokens[0], tokens[1:]
+        if sub in ("-h", "--help", "help"):
+            print(USAGE)
+            return
+        if sub not in _PARSERS:
+            raise UsageError(f"%jobsched: unknown subcommand {sub!r}\n{USAGE}")
+        args = _PARSERS[sub].parse_args(rest)
+        getattr(self, f"_{sub}")(args)
+
+    # ------------------------------------------------------------------ line magic
+
+    def _show_dashboard(self) -> None:
+        from IPython.display import display
+
+        display(default_scheduler().dashboard())
+
+    def _start(self, args: argparse.Namespace) -> None:
+        sched = default_scheduler()
+        sched.start(args.n, wait=False)
+        print(f"jobsched: started {sched.n_workers} workers in the background")
+
+    def _scale(self, args: argparse.Namespace) -> None:
+        scale_to(default_scheduler(), args.n)
+        print(f"jobsched: scaling to {args.n} workers")
+
+    def _pause(self, args: argparse.Namespace) -> None:
+        default_scheduler().pause()
+        print("jobsched: paused (running jobs finish; `%jobsched resume` goes on)")
+
+    def _resume(self, args: argparse.Namespace) -> None:
+        default_scheduler().resume()
+        print("jobsched: resumed")
+
+    def _status(self, args: argparse.Namespace) -> None:
+        stats = default_scheduler().stats()
+        print(status_line(stats))
+        if stats["error"]:
+            print(f"jobsched: error: {stats['error']}", file=sys.stderr)
+
+    def _wait(self, args: argparse.Namespace) -> None:
+        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        sched = default_scheduler()
+        if (sched.running or sched.n_queued_jobs) and not sched.wait(args.timeout):
+            raise TimeoutError(f"%jobsched wait: still busy after {args.timeout:g} s: {status_line(sched.stats())}")
+        with self._cells_lock:
+            cells = list(self.cells)
+        for job in cells:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                job.future.exception(remaining)  # the cell's own failure is shown in its cell, not here
+            except CancelledError:
+                pass
+            except TimeoutError:
+                raise TimeoutError(f"%jobsched wait: a %%jobsched cell is still running after "
+                                   f"{args.timeout:g} s") from None
+
+    def _stop(self, args: argparse.Namespace) -> None:
+        sched = default_scheduler()
+        sched.close()
+        stats = sched.stats()
+        print(f"jobsched: stopped ({stats['done']} done, {stats['failed']} failed)")
+
+    # ------------------------------------------------------------------ cell magic
+
+    def _run_cell(self, line: str, cell: str) -> None:
+        args = _CELL_PARSER.parse_args(_split("%%jobsched", line))
+        source = self.shell.transform_cell(cell)
+        if "get_ipython()" in source and "get_ipython()" not in cell:
+            raise UsageError("%%jobsched: the cell uses IPython syntax (%magic, !shell or ?help), which a worker "
+                             "cannot run; write the cell in plain Python")
+        try:
+            tree = ast.parse(source)
+        except SyntaxError as exc:
+            raise UsageError(f"%%jobsched: the cell is not valid Python: {exc}") from None
+        values, modules, skipped = self._capture(sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}))
+        if skipped:
+            print(f"jobsched: not sent to the worker (they cannot be pickled): {', '.join(skipped)}; "
+                  "the cell fails with NameError if it needs them", file=sys.stderr)
+        sched = default_scheduler()
+        if not sched.running:
+            sched.start(wait=False)
+        output = self._output_area(args.name)
+        job = CellJob(args.name, output, skipped)
+        filename = f"<%%jobsched cell {self.shell.execution_count}>"
+        inner = sched.submit(run_cell, source, values, modules, filename)
+        with self._cells_lock:
+            self.cells = [c for c in self.cells if not c.future.done()] + [job]
+        self.shell.user_ns["_jobsched_cell"] = job
+        inner.add_done_callback(lambda f: self._finish(job, f))
+
+    def _capture(self, names: Sequence[str]) -> tuple[dict[str, bytes], dict[str, str], list[str]]:
+        """Split the names the cell uses into pickled values, modules, and unpicklable ones (skipped)."""
+        user_ns = self.shell.user_ns
+        hidden = getattr(self.shell, "user_ns_hidden", {})
+        values: dict[str, bytes] = {}
+        modules: dict[str, str] = {}
+        skipped: list[str] = []
+        for name in names:
+            if name not in user_ns or name in hidden or _IPYTHON_NAMES.fullmatch(name):
+                continue
+            value = user_ns[name]
+            if isinstance(value, ModuleType) and value.__name__ != "__main__":
+                modules[name] = value.__name__
+                continue
+            try:
+                values[name] = dumps(value, f"%%jobsched: variable {name!r}")
+            except TypeError:
+                skipped.append(f"{name} ({type(value).__name__})")
+        return values, modules, skipped
+
+    def _output_area(self, name: str | None) -> Any:
+        """In a Jupyter kernel, display an output area in this cell for the job's outcome; else None."""
+        if getattr(self.shell, "kernel", None) is None:
+            print(f"jobsched: running the cell in a worker{f'; {name} is bound when it finishes' if name else ''}")
+            return None
+        import ipywidgets
+        from IPython.display import display
+
+        output = ipywidgets.Output()
+        output.add_class("jobsched-cell")
+        output.append_stdout(f"jobsched: running in a worker{f' (result -> {name})' if name else ''}\n")
+        display(output)
+        return output
+
+    def _finish(self, job: CellJob, inner: Future[Any]) -> None:
+        """Bind the value (or report the failure), then resolve ``job.future``; runs on the scheduler thread."""
+        if inner.cancelled():
+            message, error = "jobsched: cancelled (the scheduler was stopped)", None
+            value = None
+        elif inner.exception() is not None:
+            error = inner.exception()
+            message = (_RUN_CELL_FRAME.sub("", str(error)) if isinstance(error, JobError)
+                       else f"{type(error).__name__}: {error}")
+            value = None
+        else:
+            value, error = inner.result(), None
+            if job.name is not None:
+                self.shell.user_ns[job.name] = value
+            target = f"{job.name} = " if job.name else ""
+            message = f"jobsched: done: {target}{_short.repr(value)}"
+        try:
+            self._report(job, message, failed=error is not None or inner.cancelled())
+        finally:
+            if inner.cancelled():
+                job.future.cancel()
+                job.future.set_running_or_notify_cancel()
+            elif error is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(value)
+
+    def _report(self, job: CellJob, message: str, failed: bool) -> None:
+        output = job.output
+        if output is not None:
+            output.outputs = ()
+            if failed:
+                output.append_stderr(message + "\n")
+            else:
+                output.append_stdout(message + "\n")
+        elif failed:
+            stream = sys.stderr
+            try:
+                stream.write(message + "\n")
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext jobsched``: register ``%jobsched`` and ``%%jobsched``."""
+    ipython.register_magics(JobschedMagics)
+
