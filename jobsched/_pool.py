@@ -42,6 +42,7 @@ class Worker:
         self.state = WorkerState.CLOSED
         self.n_done = 0
         self.n_restarts = 0
+        self.n_jobs_this_process = 0
         self.output: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES)
         self.exit_description: str | None = None
         # Owned by the scheduler thread.
@@ -124,6 +125,18 @@ def pidfd_open(pid: int) -> int:
         return os.pidfd_open(pid)
     except (AttributeError, OSError):
         return -1
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_memory(pid: int) -> int | None:
+    """Return the resident set size of ``pid`` in bytes (Linux), or None if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def signal_process(proc: subprocess.Popen[bytes], sig: int) -> None:

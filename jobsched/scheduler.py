@@ -48,16 +48,19 @@ import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _wire
 from ._pickling import dumps, loads
-from ._pool import Worker, describe_exit, pidfd_open, signal_process, spawn
+from ._pool import Worker, describe_exit, pidfd_open, resident_memory, signal_process, spawn
 from .commands import processor_count
 from .errors import JobError, JobTimeout, SchedulerClosedError, WorkerStartupError
 from .job import Job
 from .remote_call import RemoteCall, payload_of, remote_call
 from .states import WorkerState
+
+if TYPE_CHECKING:
+    from ._backend import Backend
 
 T = TypeVar("T")
 
@@ -91,16 +94,17 @@ def default_worker_command(worker_index: int) -> list[str]:
 class _Entry:
     """A job in the scheduler's hands, with what the scheduler needs to deliver its result."""
 
-    __slots__ = ("job", "payload", "future", "timeout", "max_retries", "deaths", "timed_out")
+    __slots__ = ("job", "payload", "future", "timeout", "max_retries", "retry_on_timeout", "deaths", "timed_out")
 
     def __init__(self, job: Job, payload: bytes, future: Future[Any] | None, timeout: float | None,
-                 max_retries: int) -> None:
+                 max_retries: int, retry_on_timeout: bool) -> None:
         self.job = job
         self.payload = payload
         self.future = future
         self.timeout = timeout
         self.max_retries = max_retries
-        self.deaths: list[str] | None = None
+        self.retry_on_timeout = retry_on_timeout
+        self.deaths: list[str] | None = None  # "worker 2 (pid 123) killed by signal SIGKILL", ...
         self.timed_out = False
 
 
@@ -113,12 +117,20 @@ class Scheduler:
         max_retries: a job whose worker dies this many times fails with ``JobError`` (default 3).
         timeout: default per-job time limit in seconds (None: no limit). A job over its limit has its
             worker killed and replaced, and fails with ``JobTimeout``.
+        retry_on_timeout: re-run a job that timed out, as if its worker had died (it counts against
+            ``max_retries``; the last failure is still a ``JobTimeout``).
+        max_jobs_per_worker: replace a worker by a fresh process after this many jobs (None: never), like
+            ``max_tasks_per_child``; for code that leaks memory or state.
+        max_worker_memory: replace a worker, between two jobs, once its resident memory (RSS) exceeds this
+            many bytes (None: never).
         prefetch: jobs sent ahead to each worker (default 1: a job leaves the queue only when a worker is
             free, as in the manual). More hides the round-trip for streams of tiny jobs, at the price of
             strict priority order: up to ``prefetch - 1`` jobs per worker are committed before a cheaper
             job added later.
         echo_output: copy each line that a worker prints to this process's stderr, prefixed with
             ``[worker N]`` (in a Jupyter kernel: to the kernel's own stderr, never into a cell).
+        backend: run the jobs somewhere else than local worker processes, e.g.
+            ``jobsched.dask.DaskBackend(client_or_address)``; ``workers`` then lists the backend's slots.
     """
 
     def __init__(
@@ -127,8 +139,12 @@ class Scheduler:
         *,
         max_retries: int = 3,
         timeout: float | None = None,
+        retry_on_timeout: bool = False,
+        max_jobs_per_worker: int | None = None,
+        max_worker_memory: int | None = None,
         prefetch: int = 1,
         echo_output: bool = True,
+        backend: Backend | None = None,
     ) -> None:
         if make_worker_command is not None and not callable(make_worker_command):
             raise TypeError(
@@ -138,9 +154,16 @@ class Scheduler:
         _check_positive_int("Scheduler: max_retries", max_retries)
         _check_positive_int("Scheduler: prefetch", prefetch)
         _check_timeout("Scheduler", timeout)
+        if max_jobs_per_worker is not None:
+            _check_positive_int("Scheduler: max_jobs_per_worker", max_jobs_per_worker)
+        if max_worker_memory is not None:
+            _check_positive_int("Scheduler: max_worker_memory (bytes)", max_worker_memory)
         self.make_worker_command = make_worker_command or default_worker_command
         self.max_retries = max_retries
         self.timeout = timeout
+        self.retry_on_timeout = retry_on_timeout
+        self.max_jobs_per_worker = max_jobs_per_worker
+        self.max_worker_memory = max_worker_memory
         self.prefetch = prefetch
         self.echo_output = echo_output
 
@@ -164,6 +187,7 @@ class Scheduler:
         self._closing = False  # close(): every worker goes, then the loop ends
         self._closed = False
         self._error: BaseException | None = None  # raised by the next start()/wait()
+        self._fatal = False  # the error is the scheduler's own (not a callback's): fail waiting futures
         self._before_start: BeforeStart | None = None
         self._after_stop: AfterStop | None = None
         self._startup_failures = 0
@@ -180,12 +204,16 @@ class Scheduler:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._address: tuple[str, int] | None = None
+        # ---- backend seam (jobsched.dask): slots and transport come from the backend, not from processes.
+        self._backend = backend
+        if backend is not None:
+            backend.attach(self)  # refuses what it cannot run (worker files, prefetch) before anything starts
         _live.add(self)
 
     # ------------------------------------------------------------------ adding jobs (any thread)
 
     def add_job(self, data: Any, cost: float = 0, *, timeout: float | None = None,
-                max_retries: int | None = None) -> int:
+                max_retries: int | None = None, retry_on_timeout: bool | None = None) -> int:
         """Queue a job; it goes to the next free worker after every job of lower ``cost``.
 
         Args:
@@ -193,6 +221,7 @@ class Scheduler:
             cost: priority, lowest first; equal costs run in the order they were added.
             timeout: time limit in seconds for this job (default: the scheduler's).
             max_retries: worker deaths this job may cause before it fails (default: the scheduler's).
+            retry_on_timeout: re-run the job if it times out (default: the scheduler's).
 
         Returns:
             The number of jobs now waiting in the queue.
@@ -200,23 +229,24 @@ class Scheduler:
         Raises:
             TypeError: ``data`` cannot be pickled, or ``cost`` is not a number (the queue is unchanged).
         """
-        self._push(data, cost, None, timeout, max_retries)
+        self._push(data, cost, None, timeout, max_retries, retry_on_timeout)
         return self.n_queued_jobs
 
     def submit(self, fn: Callable[..., T], /, *args: Any, cost: float = 0, timeout: float | None = None,
-               **kwargs: Any) -> Future[T]:
+               max_retries: int | None = None, retry_on_timeout: bool | None = None, **kwargs: Any) -> Future[T]:
         """Run ``fn(*args, **kwargs)`` in a worker; return a ``concurrent.futures.Future`` of its result.
 
         The scheduler's workers must run remote calls (the default worker does). If ``fn`` raises, the
-        future raises a ``JobError`` carrying the remote traceback.
+        future raises a ``JobError`` carrying the remote traceback. ``cost``, ``timeout``, ``max_retries``
+        and ``retry_on_timeout`` are as for ``add_job`` (and so cannot be keyword arguments of ``fn``).
         """
         rc = fn if isinstance(fn, RemoteCall) and not args and not kwargs else remote_call(fn, *args, **kwargs)
         future: Future[T] = Future()
-        self._push(rc, cost, future, timeout, None)
+        self._push(rc, cost, future, timeout, max_retries, retry_on_timeout)
         return future
 
     def _push(self, data: Any, cost: float, future: Future[Any] | None, timeout: float | None,
-              max_retries: int | None) -> _Entry:
+              max_retries: int | None, retry_on_timeout: bool | None = None) -> _Entry:
         _check_cost(cost)
         _check_timeout("add_job", timeout)
         if max_retries is not None:
@@ -228,7 +258,8 @@ class Scheduler:
             index = next(self._counter)
             entry = _Entry(Job(index, cost, data), payload, future,
                            self.timeout if timeout is None else timeout,
-                           self.max_retries if max_retries is None else max_retries)
+                           self.max_retries if max_retries is None else max_retries,
+                           self.retry_on_timeout if retry_on_timeout is None else retry_on_timeout)
             heapq.heappush(self._heap, (cost, index, entry))
         if future is not None:
             future.add_done_callback(self._on_future_done)
@@ -361,6 +392,8 @@ class Scheduler:
             raise SchedulerClosedError("this scheduler is closed; create a new Scheduler")
         if n_workers is not None:
             _check_n_workers(n_workers)
+        if n_workers is None and not self._n_target and self._backend is not None:  # backend seam
+            n_workers = self._backend.default_n_workers()  # every thread of the cluster, not our CPUs
         target = n_workers if n_workers is not None else (self._n_target or processor_count())
         if wait and target == 0 and self.n_queued_jobs:
             raise ValueError(
@@ -434,6 +467,8 @@ class Scheduler:
         for entry in queued:
             if entry.future is not None:
                 entry.future.cancel()
+        if self._backend is not None:  # ---- backend seam: release the cluster (and a client jobsched opened)
+            self._backend.close()
         _live.discard(self)
 
     def __enter__(self) -> Scheduler:
@@ -481,6 +516,7 @@ class Scheduler:
 
     def _raise_error(self) -> None:
         error, self._error = self._error, None
+        self._fatal = False
         if error is not None:
             raise error
 
@@ -558,13 +594,16 @@ class Scheduler:
                 timeout = max(0.0, min(self._maintain_at - time.monotonic(), _TICK))
                 for key, mask in selector.select(timeout):
                     key.data(mask)
-        except BaseException as exc:
+        except BaseException as exc:  # a bug: keep it for the caller, leave no process behind
             if self._error is None:
                 self._error = exc
+                self._fatal = True
             self._kill_all()
         finally:
             if self._closing or self._error is not None:
                 self._shutdown()
+            if self._fatal and self._error is not None:
+                self._fail_queued_futures(self._error)
             with self._idle:
                 self._idle.notify_all()
 
@@ -598,10 +637,24 @@ class Scheduler:
         if self._closing:
             self._closed = True
 
+    def _fail_queued_futures(self, error: BaseException) -> None:
+        """The scheduler cannot go on: a queued future gets the error rather than waiting forever."""
+        with self._lock:
+            doomed = [entry for _, _, entry in self._heap if entry.future is not None]
+            self._heap[:] = [item for item in self._heap if item[2].future is None]
+            heapq.heapify(self._heap)
+            self._n_cancelled_queued = 0
+        for entry in doomed:
+            assert entry.future is not None
+            if not entry.future.done():
+                entry.future.set_exception(error)
+        self._notify_if_idle()
+
     def _kill_all(self) -> None:
         """Last resort (fatal error, close timeout): SIGKILL every live worker and reap it."""
         for w in self._workers:
             if w.proc is not None and w.state is not WorkerState.CLOSED:
+                w.kill_reason = "terminated"  # its jobs go back to the queue, no death counted
                 signal_process(w.proc, signal.SIGKILL)
                 w.proc.wait()
                 self._on_exit(w)
@@ -617,6 +670,12 @@ class Scheduler:
     # ---- maintain: start, restart, retire and time out workers
 
     def _maintain(self, now: float) -> None:
+        if self._backend is not None:  # ---- backend seam: the backend opens, retires and times out its slots
+            next_at = self._backend.maintain(now)
+            if self._n_done and (not self._rate_samples or now - self._rate_samples[-1][0] >= 0.25):
+                self._rate_samples.append((now, self._n_done))
+            self._maintain_at = next_at
+            return
         next_at = now + _TICK
         if self._pending:
             self._expire_handshakes(now)
@@ -632,10 +691,10 @@ class Scheduler:
                     else:
                         next_at = min(next_at, w.restart_at)
                         continue
-                w.retiring = False
             elif state is not WorkerState.CLOSED and state is not WorkerState.CLOSING:
                 w.retiring = True
-                if not w.inflight:
+                # Scaling down lets a busy worker finish first; close() starts its grace period now.
+                if not w.inflight or self._closing:
                     self._close_worker(w, now)
             state = w.state
             if state is WorkerState.STARTING or state is WorkerState.CLOSING:
@@ -657,6 +716,8 @@ class Scheduler:
 
     def _start_worker(self, w: Worker, now: float) -> None:
         w.generation += 1
+        w.retiring = False
+        w.n_jobs_this_process = 0
         w.move(WorkerState.STARTING)
         w.kill_reason = None
         w.exit_description = None
@@ -692,7 +753,8 @@ class Scheduler:
         """Ask an idle worker to exit; it has a grace period before it is terminated."""
         w.retiring = True
         w.deadline = now + self._close_grace
-        if w.state is WorkerState.READY:
+        if w.state is WorkerState.READY or w.state is WorkerState.RUNNING:
+            # A busy worker reads CLOSE after its job: its result still arrives, then it exits.
             self._send(w, _wire.frame(_wire.CLOSE, 0))
             w.move(WorkerState.CLOSING)
         elif w.state is WorkerState.STARTING:
@@ -817,7 +879,8 @@ class Scheduler:
                     self._n_cancelled_queued -= 1
                     continue
                 self._n_active += 1
-            if future is not None and not future.set_running_or_notify_cancel():
+            # A re-queued job (its worker died) has a future that is already running.
+            if future is not None and entry.deaths is None and not future.set_running_or_notify_cancel():
                 with self._lock:
                     self._n_active -= 1
                 continue
@@ -838,8 +901,11 @@ class Scheduler:
                 if entry.timeout is not None:
                     self._maintain_at = min(self._maintain_at, w.job_started + entry.timeout)
             w.inflight.append(entry)
-            self._send(w, _wire.HEADER.pack(len(entry.payload) + 8, _wire.JOB, job.index)
-                       + _wire.COST.pack(job.cost) + entry.payload)
+            if self._backend is not None:  # ---- backend seam: the backend carries the job to its worker
+                self._backend.send(w, entry)
+            else:
+                self._send(w, _wire.HEADER.pack(len(entry.payload) + 8, _wire.JOB, job.index)
+                           + _wire.COST.pack(job.cost) + entry.payload)
             if len(w.inflight) >= prefetch:
                 w.hungry = False
                 hungry.popleft()
@@ -978,21 +1044,33 @@ class Scheduler:
             failed = True
             result = JobError(type(exc).__name__, f"the result could not be unpickled here: {exc}", "", job.index)
         w.n_done += 1
+        w.n_jobs_this_process += 1
+        if self._worn_out(w):
+            w.retiring = True  # a fresh process takes its slot once it holds no job
         with self._lock:
             self._n_active -= 1
             self._n_done += 1
             if failed:
                 self._n_failed += 1
-        if not w.inflight:
+        if not w.inflight and w.state is WorkerState.RUNNING:
             w.move(WorkerState.READY)
             if w.retiring or w.index >= self._n_target or self._closing:
                 self._close_worker(w, now)
-        if w.state is not WorkerState.CLOSING:
+        if w.state is WorkerState.READY or w.state is WorkerState.RUNNING:
             self._make_hungry(w)
         self._deliver(entry, result, failed)
         # The fast path: give this worker its next job before looking at anything else.
         if self._heap and w.hungry and not self._paused:
             self._dispatch()
+
+    def _worn_out(self, w: Worker) -> bool:
+        """Whether a worker has reached its job count or memory limit (see ``max_jobs_per_worker``)."""
+        if self.max_jobs_per_worker is not None and w.n_jobs_this_process >= self.max_jobs_per_worker:
+            return True
+        if self.max_worker_memory is not None and w.pid is not None:
+            rss = resident_memory(w.pid)
+            return rss is not None and rss > self.max_worker_memory
+        return False
 
     def _deliver(self, entry: _Entry, result: Any, failed: bool) -> None:
         future = entry.future
@@ -1046,16 +1124,8 @@ class Scheduler:
         text = [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
         w.output.extend(text)
         if self.echo_output:
-            stream = sys.stderr
-            if type(stream).__name__ == "OutStream":  # ipykernel: a thread's write lands in any cell
-                stream = sys.__stderr__
-            if stream is not None:
-                prefix = f"[worker {w.index}] "
-                try:
-                    stream.write("".join(f"{prefix}{line}\n" for line in text))
-                    stream.flush()
-                except (OSError, ValueError):
-                    pass
+            prefix = f"[worker {w.index}] "
+            _write_stderr("".join(f"{prefix}{line}\n" for line in text))
 
     def _drain_output(self, w: Worker) -> None:
         if w.out_fd >= 0:
@@ -1164,7 +1234,7 @@ class Scheduler:
             death = f"worker {w.index} (pid {w.pid}) {w.exit_description}"
             running.deaths = (running.deaths or []) + [death]
             job = running.job
-            if running.timed_out:
+            if running.timed_out and not (running.retry_on_timeout and len(running.deaths) < running.max_retries):
                 error: JobError | None = JobTimeout(
                     "JobTimeout", f"the job ran longer than its timeout of {running.timeout:g} s; {death}",
                     "", job.index)
@@ -1173,6 +1243,7 @@ class Scheduler:
                                  + "; ".join(running.deaths), "", job.index)
             else:
                 error = None
+                running.timed_out = False
                 requeue.insert(0, running)
             if error is not None:
                 job.stop_ms = time.time() * 1000.0
@@ -1188,6 +1259,7 @@ class Scheduler:
         self._startup_failures += 1
         self._last_startup_output = output
         if self._startup_failures >= STARTUP_FAILURE_LIMIT and self._error is None:
+            self._fatal = True
             argv = " ".join(self._describe_command(w.index))
             self._error = WorkerStartupError(
                 f"{self._startup_failures} workers in a row exited before they were ready "
@@ -1205,12 +1277,7 @@ class Scheduler:
             return [f"<make_worker_command failed: {exc}>"]
 
     def _log(self, message: str) -> None:
-        stream = sys.__stderr__ if type(sys.stderr).__name__ == "OutStream" else sys.stderr
-        if stream is not None:
-            try:
-                stream.write(message + "\n")
-            except (OSError, ValueError):
-                pass
+        _write_stderr(message + "\n")
 
 
 class _Pending:
@@ -1223,6 +1290,21 @@ class _Pending:
         self.nonce = nonce
         self.deadline = deadline
         self.buf = bytearray()
+
+
+def _write_stderr(text: str) -> None:
+    """Write to this process's stderr; in a Jupyter kernel, to the kernel's terminal, never into a cell."""
+    stream = sys.stderr
+    try:
+        if type(stream).__name__ == "OutStream":
+            # ipykernel forwards sys.stderr *and* fd 2 (sys.__stderr__) to whichever cell runs now;
+            # OutStream.fileno() is its copy of the original fd 2, which reaches only the terminal.
+            os.write(stream.fileno(), text.encode("utf-8", "replace"))
+        elif stream is not None:
+            stream.write(text)
+            stream.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def make_scheduler(make_worker_command: Callable[[int], list[str]] | None = None, **options: Any) -> Scheduler:

@@ -1,0 +1,187 @@
+"""Timeouts, retries, recycling, callback errors and interrupts, with real workers (and a real kernel)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import helpers
+import psutil
+import pytest
+
+from jobsched import Job, JobError, JobTimeout, Scheduler, remote_call
+
+
+def test_a_job_over_its_timeout_fails_and_its_worker_is_replaced(sched: Scheduler) -> None:
+    sched.start(1, wait=False)
+    pid = sched.submit(helpers.getpid).result(timeout=60)
+    slow = sched.submit(helpers.sleep_then, 60, "late", timeout=0.5)
+    after = sched.submit(helpers.getpid)
+    with pytest.raises(JobTimeout) as info:
+        slow.result(timeout=60)
+    assert isinstance(info.value, JobError) and isinstance(info.value, TimeoutError)
+    assert "timeout of 0.5 s" in info.value.remote_message
+    assert "killed by signal SIGKILL (timeout)" in info.value.remote_message
+    new_pid = after.result(timeout=60)
+    assert new_pid != pid and not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_the_scheduler_default_timeout_applies_to_add_job() -> None:
+    results: list[Any] = []
+    with Scheduler(timeout=0.5) as sched:
+        sched.add_job(remote_call(helpers.sleep_then, 60))
+        sched.add_job(remote_call(helpers.add, 1), timeout=30)
+        sched.start(1, after_stop=lambda s, job, result: results.append((job.index, result)))
+    by_index = dict(results)
+    assert isinstance(by_index[0], JobTimeout) and by_index[1] == 2
+
+
+def test_retry_on_timeout_reruns_the_job(sched: Scheduler, tmp_path: Path) -> None:
+    sched.start(1, wait=False)
+    future = sched.submit(helpers.sleep_once, str(tmp_path / "m"), 60, "second try", timeout=1.0,
+                          retry_on_timeout=True)
+    assert future.result(timeout=60) == "second try"
+    assert sched.workers[0].n_restarts == 1
+
+
+def test_retry_on_timeout_still_gives_up_after_max_retries(sched: Scheduler) -> None:
+    sched.start(1, wait=False)
+    future = sched.submit(helpers.sleep_then, 60, timeout=0.3, retry_on_timeout=True, max_retries=2)
+    with pytest.raises(JobTimeout, match="timeout of 0.3 s"):
+        future.result(timeout=60)
+    assert sched.workers[0].n_restarts == 2
+
+
+def test_max_jobs_per_worker_recycles_the_process() -> None:
+    with Scheduler(max_jobs_per_worker=3) as sched:
+        sched.start(1, wait=False)
+        pids = [sched.submit(helpers.getpid).result(timeout=60) for _ in range(10)]
+        assert [len(set(pids[i:i + 3])) for i in range(0, 9, 3)] == [1, 1, 1]
+        assert len(set(pids)) == 4
+        assert sched.workers[0].n_restarts == 0  # a planned replacement, not a crash
+
+
+def test_max_worker_memory_recycles_a_leaky_worker() -> None:
+    with Scheduler(max_worker_memory=150 * 2**20) as sched:
+        sched.start(1, wait=False)
+        small = sched.submit(helpers.hoard_memory, 1).result(timeout=60)
+        assert sched.submit(helpers.getpid).result(timeout=60) == small  # under the limit: kept
+        big = sched.submit(helpers.hoard_memory, 200 * 2**20).result(timeout=60)
+        assert big == small
+        assert sched.submit(helpers.getpid).result(timeout=60) != big  # replaced between two jobs
+
+
+def test_bad_recycling_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_jobs_per_worker must be an integer >= 1, got 0"):
+        Scheduler(max_jobs_per_worker=0)
+    with pytest.raises(ValueError, match="max_worker_memory"):
+        Scheduler(max_worker_memory=-5)
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        Scheduler(timeout=0)
+
+
+def test_a_callback_error_in_background_mode_is_kept_shown_and_raised_by_wait(sched: Scheduler) -> None:
+    def after_stop(s: Scheduler, job: Job, result: Any) -> None:
+        if result == 3:
+            raise ValueError("callback failed on 3")
+
+    for i in range(5):
+        sched.add_job(remote_call(helpers.add, i))
+    sched.start(1, after_stop=after_stop, wait=False)
+    deadline = time.monotonic() + 60
+    while sched.stats()["error"] is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert sched.stats()["error"] == "ValueError: callback failed on 3"
+    with pytest.raises(ValueError, match="callback failed on 3"):
+        sched.wait(timeout=60)
+    assert sched.n_queued_jobs == 2  # dispatch stopped, nothing lost
+    results: list[int] = []
+    sched.start(1, after_stop=lambda s, job, result: results.append(result))
+    assert sorted(results) == [4, 5]
+
+
+SCRIPT = textwrap.dedent('''
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    import helpers
+    from jobsched import Scheduler, remote_call
+    s = Scheduler()
+    for _ in range(4):
+        s.add_job(remote_call(helpers.sleep_then, 120))
+    s.start(2, wait=False)
+    while sum(1 for w in s.workers if w.job is not None) < 2:
+        time.sleep(0.05)
+    print(" ".join(str(w.pid) for w in s.workers), flush=True)
+    s.start(2)   # blocks: Ctrl-C arrives here
+''')
+
+
+def test_ctrl_c_in_a_script_ends_it_and_every_worker_exits(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2
+        time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        proc.wait(timeout=20)
+        assert proc.returncode != 0
+        assert "KeyboardInterrupt" in proc.stderr.read()  # type: ignore[union-attr]
+        deadline = time.monotonic() + 10
+        while any(psutil.pid_exists(p) for p in pids):
+            assert time.monotonic() < deadline, "workers survived the interrupted script"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+KERNEL_SETUP = textwrap.dedent('''
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    import helpers
+    from jobsched import Scheduler, remote_call
+    s = Scheduler()
+    results = []
+    for i in range(6):
+        s.add_job(remote_call(helpers.sleep_then, 0.5, i))
+''')
+
+
+def test_interrupting_a_blocking_start_in_a_kernel_keeps_the_jobs_running() -> None:
+    jupyter_client = pytest.importorskip("jupyter_client")
+    km, kc = jupyter_client.manager.start_new_kernel(kernel_name="python3", startup_timeout=60)
+    try:
+        reply = kc.execute_interactive(KERNEL_SETUP.format(tests=str(Path(__file__).parent)), timeout=60)
+        assert reply["content"]["status"] == "ok"
+        msg_id = kc.execute("s.start(2, after_stop=lambda s, job, r: results.append(r))")
+        time.sleep(1.0)  # the first jobs are running
+        interrupted_at = time.monotonic()
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=30)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = kc.get_shell_msg(timeout=30)
+        assert time.monotonic() - interrupted_at < 5  # 1 s in the kernel, plus messaging on a loaded machine
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+        # The jobs go on in the background; start() again continues; every result exactly once.
+        outputs: list[str] = []
+        reply = kc.execute_interactive(
+            "s.start(2, after_stop=lambda s, job, r: results.append(r)); print(sorted(results))",
+            timeout=120, output_hook=lambda m: outputs.append(m["content"].get("text", "")))
+        assert reply["content"]["status"] == "ok"
+        assert "".join(outputs).strip() == str(list(range(6)))
+    finally:
+        kc.execute_interactive("s.close()", timeout=60)
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
