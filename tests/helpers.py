@@ -73,3 +73,21 @@ def append_line(path: str, text: str) -> str:
     with open(path, "a") as f:
         f.write(text + "\n")
     return text
+
+
+def sleep_once(marker: str, seconds: float, value: Any) -> Any:
+    """Sleep ``seconds`` the first time (marker file absent), return ``value`` at once the next time."""
+    if not os.path.exists(marker):
+        with open(marker, "w") as f:
+            f.write("slept")
+        time.sleep(seconds)
+    return value
+
+
+_hoard: list[bytes] = []
+
+
+def hoard_memory(n_bytes: int) -> int:
+    """Keep ``n_bytes`` alive in this worker (a leak), return the pid."""
+    _hoard.append(bytearray(n_bytes))
+    return os.getpid()
