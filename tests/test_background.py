@@ -1,0 +1,269 @@
+"""Background mode: start(wait=False), jobs from other threads, wait, live scaling, pause, close, stats, workers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import helpers
+import psutil
+import pytest
+
+import jobsched
+from jobsched import Job, JobError, Scheduler, SchedulerClosedError, WorkerState
+
+TIMEOUT = 60.0  # generous: the machine is shared and loaded
+
+
+def eventually(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for: {what}")
+        time.sleep(0.02)
+
+
+def live_workers(sched: Scheduler) -> list[jobsched.Worker]:
+    return [w for w in sched.workers if w.state is not WorkerState.CLOSED]
+
+
+def test_start_without_wait_returns_at_once_and_runs_submitted_jobs(sched: Scheduler) -> None:
+    sched.start(2, wait=False)
+    assert sched.running
+    futures = [sched.submit(helpers.add, i, y=10) for i in range(20)]
+    assert [f.result(timeout=TIMEOUT) for f in futures] == [i + 10 for i in range(20)]
+    assert sched.wait(timeout=TIMEOUT) is True
+    assert sched.running, "a background scheduler keeps running when idle, until close()"
+
+
+def test_jobs_added_from_other_threads_while_running() -> None:
+    results: dict[int, object] = {}
+    lock = threading.Lock()
+
+    def after_stop(s: Scheduler, job: Job, result: object) -> None:
+        with lock:
+            results[job.data.args[0]] = result
+
+    sched = Scheduler()
+    try:
+        sched.start(2, after_stop=after_stop, wait=False)
+        futures: dict[int, object] = {}
+
+        def producer(base: int) -> None:
+            for i in range(base, base + 25):
+                if i % 2:
+                    futures[i] = sched.submit(helpers.add, i, y=1000)
+                else:
+                    sched.add_job(jobsched.remote_call(helpers.add, i, y=1000), cost=i % 3)
+
+        threads = [threading.Thread(target=producer, args=(k * 100,), name=f"producer-{k}") for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=TIMEOUT)
+            assert not t.is_alive()
+        assert sched.wait(timeout=TIMEOUT)
+        eventually(lambda: len(results) == 100, "after_stop for every job")
+        expected = {i: i + 1000 for k in range(4) for i in range(k * 100, k * 100 + 25)}
+        assert results == expected
+        assert {i: f.result(timeout=0) for i, f in futures.items()} == {  # type: ignore[attr-defined]
+            i: v for i, v in expected.items() if i % 2}
+        stats = sched.stats()
+        assert (stats["done"], stats["failed"], stats["queued"], stats["active"]) == (100, 0, 0, 0)
+    finally:
+        sched.close(timeout=5)
+
+
+def test_wait_timeout_semantics(sched: Scheduler) -> None:
+    sched.start(1, wait=False)
+    assert sched.wait(timeout=5) is True, "an idle scheduler is done waiting at once"
+    slow = sched.submit(helpers.sleep_then, 1.5, "slow")
+    assert sched.wait(timeout=0.05) is False
+    assert not slow.done()
+    assert sched.wait(timeout=TIMEOUT) is True
+    assert slow.result(timeout=0) == "slow"
+
+
+def test_wait_before_start_with_queued_jobs_says_to_start(sched: Scheduler) -> None:
+    sched.submit(helpers.add, 1)
+    with pytest.raises(RuntimeError, match="start"):
+        sched.wait(timeout=1)
+
+
+def test_wait_raises_a_background_callback_error_once(sched: Scheduler) -> None:
+    def after_stop(s: Scheduler, job: Job, result: object) -> None:
+        raise KeyError("boom in after_stop")
+
+    sched.add_job(jobsched.remote_call(helpers.add, 1))
+    sched.start(1, after_stop=after_stop, wait=False)
+    with pytest.raises(KeyError, match="boom in after_stop"):
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            sched.wait(timeout=1)
+    assert sched.stats()["error"] is None, "the error is raised once, then cleared"
+
+
+def test_scale_up_live(sched: Scheduler) -> None:
+    sched.start(1, wait=False)
+    assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
+    sched.scale(3)
+    eventually(lambda: sum(w.state is WorkerState.READY for w in sched.workers) == 3, "3 ready workers")
+    # Three jobs that overlap in time must run on three different processes.
+    futures = [sched.submit(helpers.sleep_then, 0.5) for _ in range(3)]
+    eventually(lambda: sched.stats()["busy"] == 3, "3 busy workers")
+    pids = {w.pid for w in sched.workers if w.state is WorkerState.RUNNING}
+    for f in futures:
+        f.result(timeout=TIMEOUT)
+    assert len(pids) == 3
+    assert sched.stats()["workers"] == 3 and sched.n_workers == 3
+
+
+def test_scale_down_lets_busy_workers_finish_their_job(sched: Scheduler) -> None:
+    sched.start(3, wait=False)
+    futures = [sched.submit(helpers.sleep_then, 1.0, i) for i in range(3)]
+    eventually(lambda: sched.stats()["busy"] == 3, "3 busy workers")
+    pids = [w.pid for w in sched.workers]
+    sched.scale(1)
+    assert [f.result(timeout=TIMEOUT) for f in futures] == [0, 1, 2], "no job is lost or failed by scaling down"
+    eventually(lambda: len(sched.workers) == 1, "the retired workers gone from sched.workers")
+    stats = sched.stats()
+    assert (stats["failed"], stats["restarts"], stats["workers"]) == (0, 0, 1)
+    retired = [pid for pid, w in zip(pids, [0, 1, 2], strict=True) if w >= 1]
+    eventually(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                               for p in retired), "the retired processes to exit")
+    assert sched.submit(helpers.add, 41).result(timeout=TIMEOUT) == 42
+
+
+def test_scale_to_zero_keeps_jobs_queued_until_scaled_up(sched: Scheduler) -> None:
+    sched.start(1, wait=False)
+    sched.scale(0)
+    eventually(lambda: sched.stats()["workers"] == 0, "no worker")
+    future = sched.submit(helpers.add, 1)
+    time.sleep(0.3)
+    assert not future.done() and sched.n_queued_jobs == 1
+    sched.scale(1)
+    assert future.result(timeout=TIMEOUT) == 2
+
+
+def test_pause_stops_dispatch_running_jobs_finish_and_resume_goes_on(sched: Scheduler) -> None:
+    sched.start(1, wait=False)
+    running = sched.submit(helpers.sleep_then, 0.5, "ran")
+    eventually(lambda: sched.n_active_jobs == 1, "the first job running")
+    sched.pause()
+    assert sched.paused and sched.stats()["paused"]
+    queued = [sched.submit(helpers.add, i) for i in range(5)]
+    assert running.result(timeout=TIMEOUT) == "ran", "a running job finishes while paused"
+    time.sleep(0.3)
+    assert not any(f.done() for f in queued)
+    assert (sched.n_queued_jobs, sched.n_active_jobs) == (5, 0)
+    assert sched.wait(timeout=0.2) is False, "paused with queued jobs is not idle"
+    sched.resume()
+    assert not sched.paused
+    assert [f.result(timeout=TIMEOUT) for f in queued] == [1, 2, 3, 4, 5]
+
+
+def test_close_is_idempotent_cancels_queued_futures_and_refuses_new_jobs(sched: Scheduler) -> None:
+    sched.start(1, wait=False)
+    running = sched.submit(helpers.sleep_then, 0.5, "finished")
+    eventually(lambda: sched.n_active_jobs == 1, "the first job running")
+    sched.pause()
+    queued = sched.submit(helpers.add, 1)
+    pids = [w.pid for w in sched.workers]
+    sched.close(timeout=30)
+    assert running.result(timeout=0) == "finished", "close lets the running job finish"
+    assert queued.cancelled()
+    sched.close()
+    sched.close(timeout=1)
+    assert not sched.running and sched.stats()["closed"] and sched.workers == []
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
+    with pytest.raises(SchedulerClosedError):
+        sched.submit(helpers.add, 1)
+    with pytest.raises(SchedulerClosedError):
+        sched.start(1, wait=False)
+
+
+def test_close_of_a_never_started_scheduler() -> None:
+    s = Scheduler()
+    s.close()
+    s.close()
+    assert s.stats()["closed"]
+
+
+def test_stats_snapshot(sched: Scheduler) -> None:
+    assert {"queued", "active", "done", "failed", "workers", "jobs_per_s"} <= sched.stats().keys()
+    sched.start(2, wait=False)
+    ok = [sched.submit(helpers.add, i) for i in range(6)]
+    bad = [sched.submit(helpers.raise_value_error, f"bad {i}") for i in range(2)]
+    for f in ok:
+        f.result(timeout=TIMEOUT)
+    for f in bad:
+        with pytest.raises(JobError, match="bad"):
+            f.result(timeout=TIMEOUT)
+    stats = sched.stats()
+    assert {k: stats[k] for k in ("queued", "active", "done", "failed", "workers", "paused", "running",
+                                  "closed", "error")} == {
+        "queued": 0, "active": 0, "done": 8, "failed": 2, "workers": 2, "paused": False, "running": True,
+        "closed": False, "error": None}
+    assert stats["jobs_per_s"] >= 0.0
+
+
+def test_workers_attributes_while_idle_running_and_after_a_restart(sched: Scheduler, tmp_path: Path) -> None:
+    sched.start(1, wait=False)
+    assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
+    (w,) = sched.workers
+    assert isinstance(w, jobsched.Worker)
+    assert (w.index, w.state, w.job, w.n_done, w.n_restarts) == (0, WorkerState.READY, None, 1, 0)
+    assert w.pid in {p.pid for p in psutil.Process().children(recursive=True)}
+    first_pid = w.pid
+
+    future = sched.submit(helpers.sleep_then, 1.0, "slept")
+    eventually(lambda: w.job is not None, "the worker to hold the job")
+    assert w.state is WorkerState.RUNNING
+    assert isinstance(w.job, Job) and w.job.data.fun_name == "sleep_then"
+    eventually(lambda: w.job_elapsed > 0.1, "the job's elapsed time to grow")
+    assert future.result(timeout=TIMEOUT) == "slept"
+    eventually(lambda: w.job is None and w.n_done == 2, "the worker idle again")
+
+    # A worker that dies in a job is replaced in its slot: new pid, n_restarts counts it, the job re-runs.
+    marker = str(tmp_path / "died")
+    assert sched.submit(helpers.die_once, marker, "second try").result(timeout=TIMEOUT) == "second try"
+    eventually(lambda: w.state is WorkerState.READY, "the replaced worker to be ready")
+    assert (w.n_restarts, sched.stats()["restarts"], w.n_done) == (1, 1, 3)
+    assert w.pid != first_pid
+
+
+def test_worker_output_is_kept_per_worker_and_bounded(sched: Scheduler) -> None:
+    sched.echo_output = False
+    sched.start(1, wait=False)
+    assert sched.submit(helpers.print_lines, 500, 10).result(timeout=TIMEOUT) == 500
+    (w,) = sched.workers
+    eventually(lambda: len(w.output) > 0 and w.output[-1].startswith("499 "), "the last printed line")
+    assert len(w.output) <= 200
+    assert w.output[-1] == "499 " + "x" * 10
+
+
+def test_default_scheduler_is_one_process_wide_scheduler_renewed_after_close() -> None:
+    first = jobsched.default_scheduler()
+    try:
+        assert jobsched.default_scheduler() is first
+        assert isinstance(first, Scheduler)
+        first.start(1, wait=False)
+        assert first.submit(helpers.add, 2).result(timeout=TIMEOUT) == 3
+    finally:
+        first.close()
+    second = jobsched.default_scheduler()
+    try:
+        assert second is not first and not second.stats()["closed"]
+    finally:
+        second.close()
+
+
+def test_repr_is_one_line_outside_a_notebook(sched: Scheduler) -> None:
+    sched.start(1, wait=False)
+    sched.submit(helpers.add, 1).result(timeout=TIMEOUT)
+    text = repr(sched)
+    assert "\n" not in text
+    assert text == "<Scheduler running: 1 workers, 0 queued, 0 active, 1 done, 0 failed>"
