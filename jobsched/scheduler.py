@@ -410,7 +410,7 @@ class Scheduler:
 
         self._run(configure)
         if wait:
-            self._wait_blocking(None)
+            self._wait_blocking(None, until_stopped=True)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until no job is queued or active; return False if ``timeout`` seconds passed first.
@@ -457,10 +457,14 @@ class Scheduler:
             self._n_target = 0
             self._maintain_at = 0.0
 
-        self._run(command, wait=False)
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
+        if not self.running and all(w.state is WorkerState.CLOSED for w in self._workers):
+            command()
+            self._shutdown()  # nothing to wait for: no thread, no process
+        else:
+            self._run(command, wait=False)
+            thread = self._thread
+            if thread is not None and thread is not threading.current_thread():
+                thread.join()
         self._closed = True
         with self._lock:
             queued = [entry for _, _, entry in self._heap]
@@ -520,28 +524,30 @@ class Scheduler:
         if error is not None:
             raise error
 
-    def _wait_blocking(self, timeout: float | None) -> bool:
+    def _wait_blocking(self, timeout: float | None, until_stopped: bool = False) -> bool:
+        """Wait until idle (``wait``) or until the scheduler thread has stopped (``start(wait=True)``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:
-                if not self.running:
-                    self._raise_error()
+                running = self.running
+                if until_stopped:
+                    if not running:
+                        self._raise_error()
+                        return True
+                else:
+                    if self._error is not None:
+                        self._raise_error()
                     if self._is_idle():
                         return True
-                    if self._closed:
-                        raise SchedulerClosedError(
-                            f"the scheduler is closed with {self.n_queued_jobs} jobs queued; they will not run"
-                        )
-                    if not self._until_idle or self._n_target == 0:
+                    if not running:
+                        if self._closed:
+                            raise SchedulerClosedError(
+                                f"the scheduler is closed with {self.n_queued_jobs} jobs queued; they will not run"
+                            )
                         raise RuntimeError(
                             f"wait: {self.n_queued_jobs} jobs are queued but the scheduler is not running; "
                             "call start() first"
                         )
-                elif self._error is not None:
-                    if not self._until_idle:
-                        self._raise_error()
-                elif self._is_idle() and not self._until_idle:
-                    return True
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -553,7 +559,7 @@ class Scheduler:
                 # Keep going in the background; start() or wait() again picks up where this left off.
                 self._until_idle = False
             else:
-                self.close(timeout=1.0)
+                self.close(timeout=0.5)
             raise
 
     # ------------------------------------------------------------------ the scheduler thread
@@ -697,6 +703,9 @@ class Scheduler:
                 if not w.inflight or self._closing:
                     self._close_worker(w, now)
             state = w.state
+            if w.pidfd < 0 and w.proc is not None and state is not WorkerState.CLOSED and w.proc.poll() is not None:
+                self._on_exit(w)  # no pidfd on this system: this tick is how an exit is noticed
+                continue
             if state is WorkerState.STARTING or state is WorkerState.CLOSING:
                 if now >= w.deadline:
                     self._overdue(w, now)
@@ -1159,8 +1168,16 @@ class Scheduler:
 
     def _on_exit(self, w: Worker) -> None:
         """The worker's process has exited: deliver what it sent, re-queue or fail its jobs, restart it."""
-        if w.state is WorkerState.CLOSED or w.proc is None:
+        if w.state is WorkerState.CLOSED or w.proc is None or w.reaping:
             return
+        w.reaping = True  # draining the socket below may report the EOF again
+        try:
+            self._reap(w)
+        finally:
+            w.reaping = False
+
+    def _reap(self, w: Worker) -> None:
+        assert w.proc is not None
         selector = self._selector
         assert selector is not None
         # A result sent just before the exit is still in the socket: take it first.
