@@ -185,3 +185,34 @@ def test_interrupting_a_blocking_start_in_a_kernel_keeps_the_jobs_running() -> N
         kc.execute_interactive("s.close()", timeout=60)
         kc.stop_channels()
         km.shutdown_kernel(now=False)
+
+
+EXIT_SCRIPT = textwrap.dedent('''
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    import helpers
+    from jobsched import Scheduler, remote_call
+    s = Scheduler()
+    s.start(2, wait=False)
+    print(s.submit(helpers.add, 1).result(timeout=60), flush=True)
+    busy = s.submit(helpers.sleep_then, 120)     # a long job still running at exit
+    while s.n_active_jobs == 0:
+        time.sleep(0.01)
+    print(" ".join(str(w.pid) for w in s.workers), flush=True)
+    # no close(): the interpreter's exit must close the workers
+''')
+
+
+def test_interpreter_exit_closes_every_worker_even_a_busy_one(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(EXIT_SCRIPT.format(tests=str(Path(__file__).parent)))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "2"
+    pids = [int(p) for p in lines[1].split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 10
+    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids):
+        assert time.monotonic() < deadline, "workers outlived the interpreter"
+        time.sleep(0.05)
