@@ -63,8 +63,8 @@ class Worker:
         self.deadline = 0.0  # handshake, close-grace or kill deadline, by state
         self.fast_deaths = 0
         self.kill_reason: str | None = None
-        self.hungry = False
-        self.reaping = False  # inside the scheduler's exit handling (guards against re-entry)  # in the scheduler's queue of workers with room for a job
+        self.hungry = False  # in the scheduler's queue of workers with room for a job
+        self.reaping = False  # inside the scheduler's exit handling (guards against re-entry)
 
     @property
     def job(self) -> Job | None:
