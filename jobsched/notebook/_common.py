@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -39,13 +40,18 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
-def scale_to(sched: Scheduler, n_workers: int) -> None:
+def scale_to(sched: Scheduler, n_workers: int, timeout: float = 2.0) -> None:
     """Run ``n_workers`` workers: scale a running scheduler, start a stopped one in the background.
 
     ``Scheduler.scale`` on a scheduler that is not running only records the count for its next
     ``start``; from a notebook, "scale to 3" means "have 3 workers now", so a stopped scheduler starts.
+    A running scheduler applies the new count on its own thread: wait (briefly) until it has, so that
+    ``sched.n_workers`` is up to date when this returns and two quick clicks on "Scale +" add two workers.
     """
     if sched.running or n_workers == 0:
         sched.scale(n_workers)
     else:
         sched.start(n_workers, wait=False)
+    deadline = time.monotonic() + timeout
+    while sched.n_workers != n_workers and sched.running and time.monotonic() < deadline:
+        time.sleep(0.005)

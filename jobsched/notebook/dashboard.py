@@ -236,12 +236,12 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
     """
 
     def __init__(self, sched: Scheduler) -> None:
+        self._closed = True  # until it is built: a half-built widget's __del__ -> close() must be a no-op
         if not isinstance(sched, Scheduler):
             raise TypeError(f"Dashboard: expected a jobsched.Scheduler, got {type(sched).__name__}")
         self.scheduler = sched
         self.n_updates = 0
         self._action_error: str | None = None
-        self._closed = False
 
         def labelled(name: str) -> tuple[widgets.Label, widgets.HTML]:
             count = widgets.HTML("0")
@@ -290,6 +290,7 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
         ]
         super().__init__(children)
         self.add_class("jobsched-dashboard")
+        self._closed = False
         self._poller = _attach(self)
         self.refresh()
 
