@@ -1,0 +1,231 @@
+"""Worker-side misbehaviour, as plain importable functions (they travel by reference, like a user's module).
+
+Each function is what a job does inside a worker: raise, exit, segfault, hang, stop itself, flood its
+output, return something huge or poisonous, or break the wire protocol from the inside. They are plain
+functions so that a test can also call the harmless ones in-process. ``run_doomed_scheduler`` is the
+body of a separate scheduler process that a test SIGKILLs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import hashlib
+import itertools
+import json
+import os
+import pickle
+import random
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+# ---------------------------------------------------------------- ordinary jobs
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def square_slowly(x: int, seconds: float) -> int:
+    time.sleep(seconds)
+    return x * x
+
+
+def square_and_pid(x: int) -> tuple[int, int]:
+    return x * x, os.getpid()
+
+
+def pattern(n: int, seed: int = 0) -> bytes:
+    """``n`` pseudo-random bytes, the same for the same seed (so a corrupted copy does not look right)."""
+    return random.Random(seed).randbytes(n)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def echo(data: Any) -> Any:
+    return data
+
+
+# ---------------------------------------------------------------- crashes
+
+
+def raise_error(message: str) -> None:
+    raise ValueError(message)
+
+
+def raise_system_exit(code: int) -> None:
+    # sys.exit() inside a job is a failed job, not the end of the worker.
+    sys.exit(code)
+
+
+def exit_now(code: int) -> None:
+    os._exit(code)
+
+
+def kill_self(sig: int = signal.SIGKILL) -> None:
+    os.kill(os.getpid(), sig)
+    time.sleep(10)  # a signal that does not end us at once must not look like a result
+
+
+def segfault() -> None:
+    ctypes.string_at(0)  # reads address 0: SIGSEGV
+
+
+def stop_self() -> None:
+    """SIGSTOP ourselves: the process is alive but never answers again."""
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def hang(seconds: float = 3600.0) -> None:
+    time.sleep(seconds)
+
+
+def spin(seconds: float = 3600.0) -> int:
+    """A pure-Python busy loop (the interpreter still switches threads)."""
+    deadline = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+    return n
+
+
+def hold_gil(n: int = 10**12) -> int:
+    """A C-level loop that never releases the GIL: no other thread of the worker runs meanwhile."""
+    return sum(itertools.repeat(1, n))
+
+
+# ---------------------------------------------------------------- output floods
+
+
+def flood_stdout(n_lines: int, width: int = 100) -> int:
+    """Print ``n_lines`` lines of ``width`` characters; the last one is ``last line <n_lines - 1>``."""
+    body = "y" * width
+    write = sys.stdout.write
+    for i in range(n_lines - 1):
+        write(f"{i} {body}\n")
+    write(f"last line {n_lines - 1}\n")
+    sys.stdout.flush()
+    return n_lines
+
+
+def flood_without_newline(n_bytes: int) -> int:
+    """Write ``n_bytes`` to stdout with no line break at all."""
+    chunk = "z" * 65536
+    left = n_bytes
+    while left > 0:
+        sys.stdout.write(chunk[: min(left, len(chunk))])
+        left -= len(chunk)
+    sys.stdout.flush()
+    return n_bytes
+
+
+# ---------------------------------------------------------------- poisonous results
+
+
+def _explode_on_load() -> None:
+    raise RuntimeError("this result refuses to be unpickled")
+
+
+class _PoisonOnLoad:
+    """Pickles fine in the worker; unpickling it (in the scheduler) raises."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_explode_on_load, ())
+
+
+def result_that_fails_to_unpickle() -> Any:
+    return _PoisonOnLoad()
+
+
+def unpicklable_result() -> Any:
+    return threading.Lock()  # neither pickle nor cloudpickle can take a lock
+
+
+# ---------------------------------------------------------------- protocol abuse from inside a worker
+
+
+def _connection() -> Any:
+    """Find this worker's authenticated connection to the scheduler (a ``BlockingConnection``)."""
+    from jobsched._wire import BlockingConnection
+
+    for obj in gc.get_objects():
+        if isinstance(obj, BlockingConnection):
+            return obj
+    raise RuntimeError("no BlockingConnection in this process")
+
+
+def send_oversized_frame() -> None:
+    """An authenticated worker announces a frame larger than MAX_FRAME, then waits to be killed."""
+    from jobsched import _wire
+
+    conn = _connection()
+    conn.sock.sendall(_wire.HEADER.pack(0xFFFFFFFF, _wire.RESULT, 0))
+    time.sleep(60)
+
+
+def send_result_for_another_job() -> None:
+    """An authenticated worker answers for a job index it was never given."""
+    from jobsched import _wire
+
+    conn = _connection()
+    conn.send_frame(_wire.RESULT, 10**9, pickle.dumps("forged"))
+    time.sleep(60)
+
+
+# ---------------------------------------------------------------- a malicious pickle
+
+
+class CreateFileOnLoad:
+    """Unpickling this calls ``open(path, "w")``: proof that someone unpickled bytes they should not have."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.path, "w"))
+
+
+def malicious_pickle(path: str) -> bytes:
+    """A pickle that creates ``path`` when loaded (by reference to ``builtins.open``: no import of ours)."""
+    data = pickle.dumps(CreateFileOnLoad(path), protocol=5)
+    assert b"crashers" not in data  # loading it needs nothing from the test suite
+    return data
+
+
+# ---------------------------------------------------------------- a scheduler process to SIGKILL
+
+
+def run_doomed_scheduler(n_workers: int, kind: str) -> None:
+    """Start ``n_workers`` workers busy with ``kind`` jobs, print their pids as JSON, then wait to be killed.
+
+    ``kind``: ``"sleep"`` (blocked in a long sleep), ``"spin"`` (pure-Python busy loop), ``"gil"`` (a C loop
+    holding the GIL), ``"idle"`` (connected, no job).
+    """
+    from jobsched import Scheduler, WorkerState
+
+    sched = Scheduler(echo_output=False)
+    jobs = {"sleep": (hang, ()), "spin": (spin, ()), "gil": (hold_gil, ())}
+    if kind in jobs:
+        fn, args = jobs[kind]
+        for _ in range(n_workers):
+            sched.submit(fn, *args)
+    sched.start(n_workers, wait=False)
+    wanted = WorkerState.READY if kind == "idle" else WorkerState.RUNNING
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline:
+        workers = sched.workers
+        if len(workers) == n_workers and all(w.state is wanted for w in workers):
+            break
+        time.sleep(0.02)
+    else:
+        print(json.dumps({"error": repr(sched.workers)}), flush=True)
+        sys.exit(1)
+    if kind == "gil":
+        time.sleep(0.5)  # let the C loop begin (the job is RUNNING once sent, not once it has started)
+    print(json.dumps({"pids": [w.pid for w in sched.workers]}), flush=True)
+    time.sleep(600)  # killed long before this
