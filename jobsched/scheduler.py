@@ -469,8 +469,13 @@ class Scheduler:
         with self._lock:
             queued = [entry for _, _, entry in self._heap]
         for entry in queued:
-            if entry.future is not None:
-                entry.future.cancel()
+            future = entry.future
+            if future is not None and not future.cancel() and not future.done():
+                # Its worker was terminated at the end of the grace period and the job went back to the
+                # queue: a running future cannot be cancelled, so it gets the reason instead of hanging.
+                future.set_exception(SchedulerClosedError(
+                    f"job {entry.job.index} was still running when close() terminated its worker; "
+                    "give close() a longer timeout to let jobs finish"))
         if self._backend is not None:  # ---- backend seam: release the cluster (and a client jobsched opened)
             self._backend.close()
         _live.discard(self)
