@@ -493,3 +493,26 @@ def test_hostile_connections_are_refused_while_jobs_run(tmp_path: Path, capfd: p
 def _other_local_ipv4_addresses() -> list[str]:
     return [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
             if a.family == socket.AF_INET and not a.address.startswith("127.")]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A callback that fails on the way to a worker must not cost a future.
+
+
+def test_a_raising_before_start_loses_no_future_and_start_again_runs_them() -> None:
+    calls: list[int] = []
+
+    def before_start(s: Scheduler, job: Any) -> None:
+        calls.append(job.index)
+        if len(calls) == 1:
+            raise ValueError("before_start failed once")
+
+    with Scheduler(echo_output=False) as sched:
+        futures = [sched.submit(crashers.square, i) for i in range(3)]
+        with pytest.raises(ValueError, match="before_start failed once"):
+            sched.start(1, before_start=before_start)
+        assert not any(f.done() for f in futures)
+        assert sched.n_queued_jobs == 3  # the job whose before_start raised went back to the queue
+        sched.start(1, before_start=before_start)
+        assert [f.result(timeout=60) for f in futures] == [0, 1, 4]
+        assert sched.stats()["error"] is None
