@@ -29,7 +29,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -139,7 +138,7 @@ class JupyterServer:
         (which walks children) would miss them: hence this record, taken while they are still attached.
         """
         try:
-            kids = psutil.Process(self.proc.pid).children(recursive=True)
+            kids: list[psutil.Process] = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.Error:
             return []
         for p in kids:
@@ -203,7 +202,8 @@ def _killpg(pid: int, sig: int) -> None:
 
 def _is_live(p: psutil.Process) -> bool:
     try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        live: bool = p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        return live
     except psutil.Error:
         return False
 
@@ -285,13 +285,17 @@ def _start_server(flavor: str, root: Path, home: Path) -> JupyterServer:
 
 @contextmanager
 def jupyter_server(flavor: str, root: Path, home: Path) -> Iterator[JupyterServer]:
+    t0 = time.monotonic()
     server = _start_server(flavor, root, home)
+    print(f"[{flavor}] server up in {time.monotonic() - t0:.1f}s")
     ok = False
     try:
         yield server
         ok = True
     finally:
+        t1 = time.monotonic()
         problems = server.shutdown()
+        print(f"[{flavor}] server and kernel shut down in {time.monotonic() - t1:.1f}s")
         # Keep the server's log where CI keeps artifacts: it has the kernel's stderr too.
         try:
             (ARTIFACTS / f"jupyter-{flavor}.log").write_bytes(server.log_path.read_bytes())
@@ -318,6 +322,7 @@ def _bt_gated_job(i, gate):
     while not os.path.exists(gate) and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep({job_s})
+    print(f"gated job {{i}} done", flush=True)  # for the dashboard's worker output
     return i
 
 
@@ -333,6 +338,7 @@ class PreparedNotebook:
     status_cell: int  # index of the cell that runs `%jobsched status`
     gated_cell: int  # index of the test's appended cell
     held_back: str  # the source the test runs itself at the end
+    held_back_output: str  # what the original notebook saved as that cell's output ("" if nothing)
 
 
 def _prepare_notebook(src: Path, dst: Path, gate: Path) -> PreparedNotebook:
@@ -340,22 +346,25 @@ def _prepare_notebook(src: Path, dst: Path, gate: Path) -> PreparedNotebook:
     cells: list[dict[str, Any]] = nb["cells"]
     code = [i for i, c in enumerate(cells) if c["cell_type"] == "code"]
     assert code, f"{src} has no code cell"
+    # Hold back the final `%jobsched stop`: it must run after the test's checks, not during Run All.
+    last = cells[code[-1]]
+    lines = _source(last).splitlines(keepends=True)
+    stop_lines = [i for i, line in enumerate(lines) if line.strip() == "%jobsched stop"]
+    assert stop_lines, f"the last code cell of {src.name} does not run `%jobsched stop`: {_source(last)!r}"
+    # Its saved output (nbval checks it): the typed cell must print the same, numbers aside.
+    held_back_output = "".join(_source({"source": o.get("text", "")}) for o in last.get("outputs", [])
+                               if o.get("output_type") == "stream")
+    rest = [line for i, line in enumerate(lines) if i not in stop_lines]
+    if any(line.strip() and not line.lstrip().startswith("#") for line in rest):
+        last["source"] = "".join(rest)
+    else:  # nothing but comments (e.g. "# NBVAL_CHECK_OUTPUT") is left: drop the cell
+        del cells[code[-1]]
     # Saved outputs and widget state would show stale text (or "model not found" for old widgets) before
     # anything runs: start from a clean notebook, as a user who clears outputs would.
     for c in cells:
         if c["cell_type"] == "code":
             c["outputs"], c["execution_count"] = [], None
     nb.get("metadata", {}).pop("widgets", None)
-    # Hold back the final `%jobsched stop`: it must run after the test's checks, not during Run All.
-    last = cells[code[-1]]
-    lines = _source(last).splitlines(keepends=True)
-    stop_lines = [i for i, line in enumerate(lines) if line.strip() == "%jobsched stop"]
-    assert stop_lines, f"the last code cell of {src.name} does not run `%jobsched stop`: {_source(last)!r}"
-    rest = [line for i, line in enumerate(lines) if i not in stop_lines]
-    if "".join(rest).strip():
-        last["source"] = "".join(rest)
-    else:
-        del cells[code[-1]]
     status = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and "%jobsched status" in _source(c)]
     assert status, f"{src.name} has no `%jobsched status` cell"
     cells.append({
@@ -363,7 +372,7 @@ def _prepare_notebook(src: Path, dst: Path, gate: Path) -> PreparedNotebook:
         "outputs": [], "source": GATED_CELL.format(n=N_GATED, gate=str(gate), job_s=GATED_JOB_S),
     })
     dst.write_text(json.dumps(nb, indent=1))
-    return PreparedNotebook(dst, len(cells), status[-1], len(cells) - 1, "%jobsched stop")
+    return PreparedNotebook(dst, len(cells), status[-1], len(cells) - 1, "%jobsched stop", held_back_output)
 
 
 # ------------------------------------------------------------------------------------------------ the browser
@@ -401,6 +410,10 @@ READ_DASHBOARD_JS = """
     .map(tr => Array.from(tr.cells).map(td => td.textContent.trim()).join(' | '));
   r.status = text(root.querySelector('.jobsched-status'));
   r.state = text(root.querySelector('.jobsched-state'));
+  const bar = root.querySelector('.jobsched-progress .progress-bar');
+  r.progress = bar ? bar.style.width : null;
+  const log = root.querySelector('.jobsched-log');
+  r.log = log ? log.textContent : null;
   const pause = root.querySelector('.jobsched-pause');
   r.pause_disabled = pause ? pause.disabled === true : null;
   return r;
@@ -417,6 +430,8 @@ class Dash:
     rows: list[str]
     status: str
     state: str
+    progress: str | None  # the bar's width, "100%" when full
+    log: str | None
     pause_disabled: bool | None
 
 
@@ -429,6 +444,7 @@ def read_dashboard(dash: Locator) -> Dash:
         assert re.fullmatch(r"\d+", v), f".jobsched-{k} should display a plain integer, shows {v!r}"
         counts[k] = int(v)
     return Dash(**counts, rows=[r.strip() for r in raw["rows"]], status=raw["status"] or "", state=raw["state"] or "",
+                progress=raw["progress"], log=raw["log"],
                 pause_disabled=raw["pause_disabled"])
 
 
@@ -560,10 +576,15 @@ def test_dashboard_in_browser(flavor: str, tmp_path: Path) -> None:
             gate.touch()
             # What the browser complained about (JupyterLab's own warnings are noise; widget errors are not).
             (ARTIFACTS / f"browser-console-{flavor}.log").write_text("\n".join(console) + "\n")
-    print(f"browser test ({flavor}) took {time.monotonic() - t0:.1f}s")
+    print(f"browser test ({flavor}) took {time.monotonic() - t0:.1f}s, shutdown included")
 
 
 def _drive(flavor: str, server: JupyterServer, page: Page, nb: PreparedNotebook, gate: Path) -> None:
+    t0 = time.monotonic()
+
+    def phase(what: str) -> None:  # printed: pytest shows it on failure, so a slow CI run says where time went
+        print(f"[{flavor} {time.monotonic() - t0:5.1f}s] {what}")
+
     name = nb.path.name
     path = f"/lab/tree/{name}" if flavor == "lab" else f"/notebooks/{name}"
     page.goto(f"{server.url}{path}?token={server.token}", wait_until="domcontentloaded", timeout=60_000)
@@ -571,9 +592,11 @@ def _drive(flavor: str, server: JupyterServer, page: Page, nb: PreparedNotebook,
     _poll(lambda: page.locator(".jp-Notebook .jp-Cell").count(), lambda n: n == nb.n_cells, 30,
           f"the notebook's {nb.n_cells} cells to render", page)
     _wait_kernel_connected(server, page, name)
+    phase("page loaded, kernel connected")
 
     _run_all_cells(page)
     _wait_cells_done(page, nb.n_cells, timeout=90)
+    phase("Run All Cells finished")
     server.track()
     cells = page.locator(".jp-Notebook .jp-Cell")
 
@@ -605,6 +628,7 @@ def _drive(flavor: str, server: JupyterServer, page: Page, nb: PreparedNotebook,
     assert problem is None, problem
     page.screenshot(path=str(ARTIFACTS / f"notebook-{flavor}.png"), full_page=True)
     first.screenshot(path=str(ARTIFACTS / f"dashboard-{flavor}.png"))
+    phase("dashboards checked")
 
     # Pause: once it took effect, the running jobs finish and nothing else starts while jobs are queued.
     _check_button(ours, "pause", "Pause").click()
@@ -619,14 +643,19 @@ def _drive(flavor: str, server: JupyterServer, page: Page, nb: PreparedNotebook,
         assert (now.done, now.queued, now.active) == (*held, 0), f"jobs ran while paused: {d} -> {now}"
         page.wait_for_timeout(200)
 
+    phase("pause held")
     # Resume: the queued jobs run to the end.
     _check_button(ours, "resume", "Resume").click()
     total = expect_done + N_GATED
-    _poll(lambda: read_dashboard(ours), lambda d: (d.done, d.queued, d.active) == (total, 0, 0), 60,
-          f"all {total} jobs done after Resume", page)
+    d = _poll(lambda: read_dashboard(ours), lambda d: (d.done, d.queued, d.active) == (total, 0, 0), 60,
+              f"all {total} jobs done after Resume", page)
+    # The progress bar fills up, and what the jobs printed shows in the dashboard's worker output.
+    d = _poll(lambda: read_dashboard(ours), lambda d: d.progress == "100%" and "gated job" in (d.log or ""), 10,
+              "a full progress bar and the gated jobs' output in .jobsched-log", page)
     # Two dashboards of one scheduler agree (the quick-start's shows the default scheduler too).
     _poll(lambda: read_dashboard(first).done, lambda n: n == total, 10, "the quick-start dashboard to agree", page)
 
+    phase("resumed, all jobs done")
     # Scale + adds a worker row, Scale − takes it away again.
     _check_button(ours, "scale-up", "Scale +").click()
     _poll(lambda: read_dashboard(ours).rows, lambda r: len(r) == n_workers + 1 and not _rows_problem(server, r), 30,
@@ -634,6 +663,7 @@ def _drive(flavor: str, server: JupyterServer, page: Page, nb: PreparedNotebook,
     _check_button(ours, "scale-down", "Scale −").click()
     _poll(lambda: len(read_dashboard(ours).rows), lambda n: n == n_workers, 30, "a worker row less", page)
     _check_button(ours, "stop", "Stop")
+    phase("scaled up and down")
     ours.screenshot(path=str(ARTIFACTS / f"dashboard-{flavor}-after-resume.png"))
     _check_no_errors(page, "after the checks")
 
@@ -644,10 +674,16 @@ def _drive(flavor: str, server: JupyterServer, page: Page, nb: PreparedNotebook,
     _poll(lambda: typed.locator(".jp-InputPrompt").inner_text().strip(), lambda p: bool(re.fullmatch(r"\[\d+\]:", p)),
           30, "the typed `%jobsched stop` cell to run", page)
     assert typed.locator(".jp-InputArea-editor").inner_text().strip() == nb.held_back, "typing the cell went wrong"
+    if nb.held_back_output.strip():
+        shown = typed.locator(".jp-OutputArea").inner_text().strip()
+        pattern = r"\d+".join(re.escape(part) for part in re.split(r"\d+", nb.held_back_output.strip()))
+        assert re.fullmatch(pattern, shown), \
+            f"`%jobsched stop` printed {shown!r}; the notebook saved {nb.held_back_output.strip()!r}"
     _poll(lambda: len(read_dashboard(ours).rows), lambda n: n == 0, 30, "no worker row after `%jobsched stop`", page)
     _, alive = psutil.wait_procs(workers, timeout=15)
     assert not [p for p in alive if _is_live(p)], f"workers still running after `%jobsched stop`: {alive}"
     _check_no_errors(page, "after `%jobsched stop`")
+    phase("stopped")
 
 
 def _check_button(dash: Locator, cls: str, label: str) -> Locator:
