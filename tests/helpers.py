@@ -91,3 +91,15 @@ def hoard_memory(n_bytes: int) -> int:
     """Keep ``n_bytes`` alive in this worker (a leak), return the pid."""
     _hoard.append(bytearray(n_bytes))
     return os.getpid()
+
+
+def wait_for_file(path: str, value: Any = None, timeout: float = 60.0) -> Any:
+    """Block until ``path`` exists, then return ``value``: a job that a test lets finish when it wants.
+
+    Holding a job open this way (instead of sleeping) keeps a test right on a loaded machine: the job is
+    still running whenever the test looks, however slow everything is. Gives up after ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return value
