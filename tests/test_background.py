@@ -77,12 +77,15 @@ def test_jobs_added_from_other_threads_while_running() -> None:
         sched.close(timeout=5)
 
 
-def test_wait_timeout_semantics(sched: Scheduler) -> None:
+def test_wait_timeout_semantics(sched: Scheduler, tmp_path: Path) -> None:
     sched.start(1, wait=False)
     assert sched.wait(timeout=5) is True, "an idle scheduler is done waiting at once"
-    slow = sched.submit(helpers.sleep_then, 1.5, "slow")
+    gate = tmp_path / "gate"
+    slow = sched.submit(helpers.wait_for_file, str(gate), "slow")
     assert sched.wait(timeout=0.05) is False
+    assert sched.wait(timeout=0.3) is False
     assert not slow.done()
+    gate.touch()
     assert sched.wait(timeout=TIMEOUT) is True
     assert slow.result(timeout=0) == "slow"
 
@@ -106,27 +109,33 @@ def test_wait_raises_a_background_callback_error_once(sched: Scheduler) -> None:
     assert sched.stats()["error"] is None, "the error is raised once, then cleared"
 
 
-def test_scale_up_live(sched: Scheduler) -> None:
+def test_scale_up_live(sched: Scheduler, tmp_path: Path) -> None:
     sched.start(1, wait=False)
     assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
     sched.scale(3)
     eventually(lambda: sum(w.state is WorkerState.READY for w in sched.workers) == 3, "3 ready workers")
-    # Three jobs that overlap in time must run on three different processes.
-    futures = [sched.submit(helpers.sleep_then, 0.5) for _ in range(3)]
+    # Three jobs held open together must run on three different processes.
+    gate = tmp_path / "gate"
+    futures = [sched.submit(helpers.wait_for_file, str(gate), i) for i in range(3)]
     eventually(lambda: sched.stats()["busy"] == 3, "3 busy workers")
     pids = {w.pid for w in sched.workers if w.state is WorkerState.RUNNING}
-    for f in futures:
-        f.result(timeout=TIMEOUT)
+    gate.touch()
+    assert [f.result(timeout=TIMEOUT) for f in futures] == [0, 1, 2]
     assert len(pids) == 3
     assert sched.stats()["workers"] == 3 and sched.n_workers == 3
 
 
-def test_scale_down_lets_busy_workers_finish_their_job(sched: Scheduler) -> None:
+def test_scale_down_lets_busy_workers_finish_their_job(sched: Scheduler, tmp_path: Path) -> None:
     sched.start(3, wait=False)
-    futures = [sched.submit(helpers.sleep_then, 1.0, i) for i in range(3)]
+    gate = tmp_path / "gate"
+    futures = [sched.submit(helpers.wait_for_file, str(gate), i) for i in range(3)]
     eventually(lambda: sched.stats()["busy"] == 3, "3 busy workers")
     pids = [w.pid for w in sched.workers]
     sched.scale(1)
+    eventually(lambda: sched.n_workers == 1, "the new target")
+    time.sleep(0.2)
+    assert sched.stats()["busy"] == 3, "busy workers are not stopped by scaling down"
+    gate.touch()
     assert [f.result(timeout=TIMEOUT) for f in futures] == [0, 1, 2], "no job is lost or failed by scaling down"
     eventually(lambda: len(sched.workers) == 1, "the retired workers gone from sched.workers")
     stats = sched.stats()
@@ -148,13 +157,15 @@ def test_scale_to_zero_keeps_jobs_queued_until_scaled_up(sched: Scheduler) -> No
     assert future.result(timeout=TIMEOUT) == 2
 
 
-def test_pause_stops_dispatch_running_jobs_finish_and_resume_goes_on(sched: Scheduler) -> None:
+def test_pause_stops_dispatch_running_jobs_finish_and_resume_goes_on(sched: Scheduler, tmp_path: Path) -> None:
     sched.start(1, wait=False)
-    running = sched.submit(helpers.sleep_then, 0.5, "ran")
+    gate = tmp_path / "gate"
+    running = sched.submit(helpers.wait_for_file, str(gate), "ran")
     eventually(lambda: sched.n_active_jobs == 1, "the first job running")
     sched.pause()
     assert sched.paused and sched.stats()["paused"]
     queued = [sched.submit(helpers.add, i) for i in range(5)]
+    gate.touch()
     assert running.result(timeout=TIMEOUT) == "ran", "a running job finishes while paused"
     time.sleep(0.3)
     assert not any(f.done() for f in queued)
@@ -165,14 +176,18 @@ def test_pause_stops_dispatch_running_jobs_finish_and_resume_goes_on(sched: Sche
     assert [f.result(timeout=TIMEOUT) for f in queued] == [1, 2, 3, 4, 5]
 
 
-def test_close_is_idempotent_cancels_queued_futures_and_refuses_new_jobs(sched: Scheduler) -> None:
+def test_close_is_idempotent_cancels_queued_futures_and_refuses_new_jobs(sched: Scheduler, tmp_path: Path) -> None:
     sched.start(1, wait=False)
-    running = sched.submit(helpers.sleep_then, 0.5, "finished")
+    gate = tmp_path / "gate"
+    running = sched.submit(helpers.wait_for_file, str(gate), "finished")
     eventually(lambda: sched.n_active_jobs == 1, "the first job running")
     sched.pause()
     queued = sched.submit(helpers.add, 1)
     pids = [w.pid for w in sched.workers]
+    opener = threading.Timer(0.5, gate.touch)  # the job ends while close() waits for it
+    opener.start()
     sched.close(timeout=30)
+    opener.join(timeout=TIMEOUT)
     assert running.result(timeout=0) == "finished", "close lets the running job finish"
     assert queued.cancelled()
     sched.close()
@@ -219,11 +234,13 @@ def test_workers_attributes_while_idle_running_and_after_a_restart(sched: Schedu
     assert w.pid in {p.pid for p in psutil.Process().children(recursive=True)}
     first_pid = w.pid
 
-    future = sched.submit(helpers.sleep_then, 1.0, "slept")
+    gate = tmp_path / "gate"
+    future = sched.submit(helpers.wait_for_file, str(gate), "slept")
     eventually(lambda: w.job is not None, "the worker to hold the job")
     assert w.state is WorkerState.RUNNING
-    assert isinstance(w.job, Job) and w.job.data.fun_name == "sleep_then"
+    assert isinstance(w.job, Job) and w.job.data.fun_name == "wait_for_file"
     eventually(lambda: w.job_elapsed > 0.1, "the job's elapsed time to grow")
+    gate.touch()
     assert future.result(timeout=TIMEOUT) == "slept"
     eventually(lambda: w.job is None and w.n_done == 2, "the worker idle again")
 

@@ -365,7 +365,7 @@ def test_widget_values_follow_the_jobs(sched: Scheduler, dash: Dashboard) -> Non
     assert v["disabled"] == {"Pause": True, "Resume": False, "Scale −": False, "Scale +": False, "Stop": False}
     sched.resume()
     # No refresh() from here: the dashboard's own thread must bring the values.
-    eventually(lambda: dash.counts["done"].value == "2", "done = 2 on the dashboard")
+    eventually(lambda: int(dash.counts["done"].value) >= 1, "done >= 1 on the dashboard")
     eventually(lambda: dash.counts["done"].value == "5", "done = 5 on the dashboard")
     for f in futures[:4]:
         f.result(timeout=TIMEOUT)
@@ -382,9 +382,11 @@ def test_widget_values_follow_the_jobs(sched: Scheduler, dash: Dashboard) -> Non
     assert "ETA —" in dash.rate.value
 
 
-def test_worker_table_shows_the_running_job_and_how_long_it_has_run(sched: Scheduler, dash: Dashboard) -> None:
+def test_worker_table_shows_the_running_job_and_how_long_it_has_run(sched: Scheduler, dash: Dashboard,
+                                                                     tmp_path: Path) -> None:
     sched.start(2, wait=False)
-    future = sched.submit(helpers.sleep_then, 1.5, "done")
+    gate = tmp_path / "gate"
+    future = sched.submit(helpers.wait_for_file, str(gate), "done")
     eventually(lambda: 'data-state="running"' in dash.worker_table.value, "a running worker in the table")
     eventually(lambda: re.search(r"<td>\d\.\d s</td>", dash.worker_table.value) is not None
                and "<td>0.0 s</td>" not in dash.worker_table.value, "the job's elapsed time")
@@ -394,6 +396,7 @@ def test_worker_table_shows_the_running_job_and_how_long_it_has_run(sched: Sched
     assert row is not None
     cells = re.findall(r"<td>(.*?)</td>", row.group(1))
     assert cells[:4] == [str(running.index), str(running.pid), "running", str(running.job.index)]  # type: ignore[union-attr]
+    gate.touch()
     assert future.result(timeout=TIMEOUT) == "done"
 
 
@@ -729,8 +732,8 @@ def test_kernel_display_of_the_scheduler_is_the_dashboard(in_kernel: Kernel) -> 
           "fs = [jobsched.default_scheduler().submit(abs, -i) for i in range(30)]\n"
           "%jobsched wait 60")
     # Idle kernel: the dashboards' thread must still bring the final count.
-    time.sleep(4 * UPDATE_INTERVAL)
-    assert k.value("sorted({d.counts['done'].value for d in dashes})") == ["30"]
+    eventually(lambda: k.value("sorted({d.counts['done'].value for d in dashes})") == ["30"],
+               "every dashboard to show done = 30")
     assert k.value("len(dashes)") == 3
     k.run("for d in dashes: d.close()")
 

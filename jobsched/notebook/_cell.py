@@ -32,8 +32,10 @@ def run_cell(source: str, values: dict[str, bytes], modules: dict[str, str], fil
     # Register the source so that a traceback shows the cell's lines, as it would in the kernel.
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
     tree = ast.parse(source, filename, "exec")
-    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    last = tree.body[-1] if tree.body else None
+    if isinstance(last, ast.Expr):  # a cell's value is its last expression, as in IPython
+        tree.body.pop()
     exec(compile(tree, filename, "exec"), namespace)
-    if last is None:
+    if not isinstance(last, ast.Expr):
         return None
     return eval(compile(ast.Expression(last.value), filename, "eval"), namespace)

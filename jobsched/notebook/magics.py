@@ -158,15 +158,15 @@ class CellJob:
 
 
 @magics_class
-class JobschedMagics(Magics):  # type: ignore[misc]  # IPython's classes are untyped
+class JobschedMagics(Magics):
     """The ``%jobsched`` line magic and the ``%%jobsched`` cell magic."""
 
     def __init__(self, shell: Any) -> None:
-        super().__init__(shell)
+        super().__init__(shell)  # type: ignore[no-untyped-call]
         self.cells: list[CellJob] = []  # cells sent and not finished yet (and the last one)
         self._cells_lock = threading.Lock()
 
-    @line_cell_magic  # type: ignore[misc]
+    @line_cell_magic  # type: ignore[untyped-decorator]
     def jobsched(self, line: str, cell: str | None = None) -> None:
         """Drive jobsched's default scheduler, or run a cell in a worker.
 
@@ -219,12 +219,19 @@ class JobschedMagics(Magics):  # type: ignore[misc]  # IPython's classes are unt
         args = _PARSERS[sub].parse_args(rest)
         getattr(self, f"_{sub}")(args)
 
+    @property
+    def _shell(self) -> Any:
+        """The IPython shell (always set once the magics are registered)."""
+        shell = self.shell
+        assert shell is not None, "JobschedMagics used before it was registered with an IPython shell"
+        return shell
+
     # ------------------------------------------------------------------ line magic
 
     def _show_dashboard(self) -> None:
         from IPython.display import display
 
-        display(default_scheduler().dashboard())
+        display(default_scheduler().dashboard())  # type: ignore[no-untyped-call]
 
     def _start(self, args: argparse.Namespace) -> None:
         sched = default_scheduler()
@@ -276,7 +283,7 @@ class JobschedMagics(Magics):  # type: ignore[misc]  # IPython's classes are unt
 
     def _run_cell(self, line: str, cell: str) -> None:
         args = _CELL_PARSER.parse_args(_split("%%jobsched", line))
-        source = self.shell.transform_cell(cell)
+        source = self._shell.transform_cell(cell)
         if "get_ipython()" in source and "get_ipython()" not in cell:
             raise UsageError("%%jobsched: the cell uses IPython syntax (%magic, !shell or ?help), which a worker "
                              "cannot run; write the cell in plain Python")
@@ -293,17 +300,17 @@ class JobschedMagics(Magics):  # type: ignore[misc]  # IPython's classes are unt
             sched.start(wait=False)
         output = self._output_area(args.name)
         job = CellJob(args.name, output, skipped)
-        filename = f"<%%jobsched cell {self.shell.execution_count}>"
+        filename = f"<%%jobsched cell {self._shell.execution_count}>"
         inner = sched.submit(run_cell, source, values, modules, filename)
         with self._cells_lock:
             self.cells = [c for c in self.cells if not c.future.done()] + [job]
-        self.shell.user_ns["_jobsched_cell"] = job
+        self._shell.user_ns["_jobsched_cell"] = job
         inner.add_done_callback(lambda f: self._finish(job, f))
 
     def _capture(self, names: Sequence[str]) -> tuple[dict[str, bytes], dict[str, str], list[str]]:
         """Split the names the cell uses into pickled values, modules, and unpicklable ones (skipped)."""
-        user_ns = self.shell.user_ns
-        hidden = getattr(self.shell, "user_ns_hidden", {})
+        user_ns = self._shell.user_ns
+        hidden = getattr(self._shell, "user_ns_hidden", {})
         values: dict[str, bytes] = {}
         modules: dict[str, str] = {}
         skipped: list[str] = []
@@ -322,16 +329,16 @@ class JobschedMagics(Magics):  # type: ignore[misc]  # IPython's classes are unt
 
     def _output_area(self, name: str | None) -> Any:
         """In a Jupyter kernel, display an output area in this cell for the job's outcome; else None."""
-        if getattr(self.shell, "kernel", None) is None:
+        if getattr(self._shell, "kernel", None) is None:
             print(f"jobsched: running the cell in a worker{f'; {name} is bound when it finishes' if name else ''}")
             return None
-        import ipywidgets
+        import ipywidgets  # type: ignore[import-untyped]
         from IPython.display import display
 
         output = ipywidgets.Output()
         output.add_class("jobsched-cell")
         output.append_stdout(f"jobsched: running in a worker{f' (result -> {name})' if name else ''}\n")
-        display(output)
+        display(output)  # type: ignore[no-untyped-call]
         return output
 
     def _finish(self, job: CellJob, inner: Future[Any]) -> None:
@@ -347,7 +354,7 @@ class JobschedMagics(Magics):  # type: ignore[misc]  # IPython's classes are unt
         else:
             value, error = inner.result(), None
             if job.name is not None:
-                self.shell.user_ns[job.name] = value
+                self._shell.user_ns[job.name] = value
             target = f"{job.name} = " if job.name else ""
             message = f"jobsched: done: {target}{_short.repr(value)}"
         try:
