@@ -8,10 +8,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .commands import processor_count
 from .scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from ._backend import Backend
 
 T = TypeVar("T")
 
@@ -23,16 +26,19 @@ class Executor(concurrent.futures.Executor):
     future raises ``JobError`` with the remote traceback.
 
     Args:
-        max_workers: worker processes (default ``processor_count()``).
+        max_workers: worker processes (default ``processor_count()``; with ``backend``: every thread the
+            backend's cluster has when the first call is submitted).
+        backend: run the calls elsewhere, e.g. ``jobsched.dask.DaskBackend(client_or_address)``.
         **options: passed to ``Scheduler`` (timeout, max_retries, prefetch, ...).
     """
 
-    def __init__(self, max_workers: int | None = None, **options: Any) -> None:
+    def __init__(self, max_workers: int | None = None, *, backend: Backend | None = None, **options: Any) -> None:
         if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int)
                                         or max_workers < 1):
             raise ValueError(f"Executor: max_workers must be an integer >= 1 or None, got {max_workers!r}")
         self._max_workers = max_workers or processor_count()
-        self._scheduler = Scheduler(**options)
+        self._n_start = max_workers if backend is not None else self._max_workers  # None: the backend's count
+        self._scheduler = Scheduler(backend=backend, **options)
         self._lock = threading.Lock()
         self._started = False
         self._shutdown = False
@@ -49,7 +55,7 @@ class Executor(concurrent.futures.Executor):
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if not self._started:
-                self._scheduler.start(self._max_workers, wait=False)
+                self._scheduler.start(self._n_start, wait=False)
                 self._started = True
         future = self._scheduler.submit(fn, *args, **kwargs)
         self._futures.add(future)

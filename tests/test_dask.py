@@ -1,0 +1,456 @@
+"""jobsched on a real Dask cluster: ``Scheduler(backend=DaskBackend(...))`` against ``LocalCluster`` processes.
+
+The cluster listens on 127.0.0.1 only. One module-scoped cluster serves the tests that leave its workers alive;
+the tests that kill Dask workers get a cluster of their own (a restarted worker is a new process, which the
+leak check of conftest.py would rightly flag in a shared cluster), closed before that check runs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing.resource_tracker
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import conftest
+import helpers
+import psutil
+import pytest
+
+import jobsched
+from jobsched import (
+    Executor,
+    Job,
+    JobError,
+    JobTimeout,
+    Scheduler,
+    SchedulerClosedError,
+    Worker,
+    WorkerState,
+    remote_call,
+)
+
+try:
+    import distributed
+
+    from jobsched.dask import DaskBackend, DaskClientClosedError, DaskWorker
+except ImportError:  # conftest.skip_or_fail in the fixtures: a skip here, a failure in CI
+    distributed = None
+
+pytestmark = [
+    pytest.mark.dask,
+    pytest.mark.timeout(180),
+    # A second cluster in this process finds the first one's HTTP port (on 127.0.0.1) taken and picks another.
+    pytest.mark.filterwarnings("ignore:Port 8787 is already in use"),
+]
+
+WAIT = 60.0  # seconds any blocking call may take before the test fails
+CLUSTER_OPTIONS: dict[str, Any] = {"processes": True, "threads_per_worker": 1, "host": "127.0.0.1",
+                                   "dashboard_address": None, "worker_dashboard_address": None}
+WORKERS = Path(__file__).parent / "workers"
+
+
+def _children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def _close_cluster(cluster: Any, pids: set[int]) -> None:
+    """Close a LocalCluster and make sure its worker processes are gone (kill and fail if not)."""
+    cluster.close(timeout=WAIT)
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=15)
+    for p in alive:
+        p.kill()
+    assert not alive, f"LocalCluster.close() left processes behind: {[p.pid for p in alive]}"
+
+
+def _start_cluster(n_workers: int) -> tuple[Any, set[int]]:
+    if distributed is None:
+        conftest.skip_or_fail("dask.distributed is not installed: pip install 'jobsched[dask]'")
+    # multiprocessing's resource tracker is started by the first spawned process and lives as long as this
+    # interpreter; start it outside any test so that the leak check does not take it for a leaked worker.
+    multiprocessing.resource_tracker.ensure_running()
+    before = _children()
+    cluster = distributed.LocalCluster(n_workers=n_workers, **CLUSTER_OPTIONS)
+    return cluster, _children() - before
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """Two Dask worker processes with one thread each, on loopback, for the whole module."""
+    cluster, pids = _start_cluster(2)
+    try:
+        yield cluster
+    finally:
+        _close_cluster(cluster, pids)
+
+
+@pytest.fixture(scope="module")
+def client(cluster: Any) -> Iterator[Any]:
+    with distributed.Client(cluster, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=WAIT)
+        yield client
+
+
+@pytest.fixture
+def fresh_cluster() -> Iterator[Any]:
+    """A cluster for one test that kills its workers; closed (processes gone) before the leak check."""
+    cluster, pids = _start_cluster(2)
+    try:
+        yield cluster
+    finally:
+        _close_cluster(cluster, pids)
+
+
+@pytest.fixture
+def dsched(client: Any) -> Iterator[Scheduler]:
+    """A scheduler on the module's cluster, closed after the test whatever happens."""
+    s = Scheduler(backend=DaskBackend(client))
+    try:
+        yield s
+    finally:
+        s.close(timeout=10.0)
+
+
+def worker_pids(client: Any) -> dict[str, int]:
+    return dict(client.run(os.getpid))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+# ---------------------------------------------------------------------------------------- imports
+
+
+def test_import_jobsched_does_not_import_dask() -> None:
+    code = "import sys, jobsched; print(sorted(m for m in ('dask', 'distributed') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_jobsched_dask_without_distributed_says_how_to_install_it() -> None:
+    code = ("import sys; sys.modules['distributed'] = None\n"
+            "try:\n    import jobsched.dask\nexcept ImportError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT)
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'jobsched[dask]'" in out.stdout
+
+
+def test_the_cluster_listens_on_loopback_only(cluster: Any) -> None:
+    me = psutil.Process()
+    listening = [c.laddr for p in [me, *me.children(recursive=True)] for c in p.net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN]
+    assert listening and {addr.ip for addr in listening} == {"127.0.0.1"}
+
+
+# ---------------------------------------------------------------------------------------- the same API
+
+
+def test_one_slot_starts_jobs_in_cost_then_insertion_order(dsched: Scheduler) -> None:
+    costs = [3, 1, 2, 1, 0, 3, 2.5, -1]
+    for i, cost in enumerate(costs):
+        assert dsched.add_job(remote_call(helpers.add, i, y=100), cost=cost) == i + 1
+    started: list[int] = []
+    results: dict[int, int] = {}
+    dsched.start(1, before_start=lambda s, job: started.append(job.index),
+                 after_stop=lambda s, job, result: results.__setitem__(job.index, result))
+    order = sorted(range(len(costs)), key=lambda i: (costs[i], i))
+    assert started == order
+    assert list(results) == order  # one slot: results come back in the order the jobs left the queue
+    assert results == {i: i + 100 for i in range(len(costs))}
+    assert dsched.n_queued_jobs == 0 and dsched.n_active_jobs == 0
+
+
+def test_callbacks_add_jobs(dsched: Scheduler) -> None:
+    dsched.add_job(remote_call(helpers.add, 0))
+    seen: list[int] = []
+    before: list[int] = []
+    jobs: list[Job] = []
+
+    def after_stop(s: Scheduler, job: Job, result: int) -> None:
+        seen.append(result)
+        jobs.append(job)
+        if result < 5:
+            s.add_job(remote_call(helpers.add, result))
+
+    def before_start(s: Scheduler, job: Job) -> None:
+        before.append(job.index)
+        if job.index == 0:
+            s.add_job(remote_call(helpers.add, 100))
+
+    dsched.start(2, before_start=before_start, after_stop=after_stop)
+    assert sorted(seen) == [1, 2, 3, 4, 5, 101]
+    assert sorted(before) == list(range(6))
+    assert all(job.stop_ms >= job.start_ms > 0 for job in jobs)
+
+
+def test_remote_calls_give_the_results_of_local_workers(dsched: Scheduler) -> None:
+    offset = 7
+    calls = [
+        remote_call(helpers.add, 1, y=2),  # by reference
+        remote_call(helpers.return_none),  # None is a result
+        remote_call(lambda x: x * offset, 6),  # by value: a closure
+        remote_call(helpers.identity, {"nested": [1, 2.5, "three", (None,)]}),
+        remote_call(helpers.big_bytes, 3_000_000),
+    ]
+    results: dict[int, Any] = {}
+    for rc in calls:
+        dsched.add_job(rc)
+    dsched.start(2, after_stop=lambda s, job, result: results.__setitem__(job.index, result))
+    assert results == {0: 3, 1: None, 2: 42, 3: {"nested": [1, 2.5, "three", (None,)]}, 4: b"\xab" * 3_000_000}
+
+
+def test_submit_returns_futures_and_jobs_can_be_added_while_it_runs(dsched: Scheduler) -> None:
+    dsched.start(wait=False)
+    assert dsched.n_workers == 2  # default: every thread of the cluster
+    futures = [dsched.submit(helpers.add, i, y=i) for i in range(10)]
+    more: list[Any] = []
+
+    def add_more() -> None:
+        more.extend(dsched.submit(helpers.add, i) for i in range(5))
+
+    thread = threading.Thread(target=add_more, name="test-adder")
+    thread.start()
+    thread.join(WAIT)
+    assert [f.result(timeout=WAIT) for f in futures] == [2 * i for i in range(10)]
+    assert [f.result(timeout=WAIT) for f in more] == [i + 1 for i in range(5)]
+    assert dsched.wait(timeout=WAIT)
+    assert dsched.stats()["done"] == 15
+
+
+def test_executor_map_on_dask(client: Any) -> None:
+    with Executor(backend=DaskBackend(client)) as ex:
+        assert list(ex.map(helpers.add, range(20), range(20), timeout=WAIT)) == [2 * i for i in range(20)]
+        assert ex.submit(pow, 2, 10).result(timeout=WAIT) == 1024
+        assert ex.scheduler.n_workers == 2
+        assert all(isinstance(w, DaskWorker) for w in ex.scheduler.workers)
+    assert client.status == "running"  # the executor's scheduler did not close a client it was given
+
+
+# ---------------------------------------------------------------------------------------- the same failures
+
+
+def _job_errors(sched: Scheduler, n_workers: int) -> list[JobError]:
+    futures = [sched.submit(helpers.raise_value_error, "boom"), sched.submit(helpers.unpicklable_result)]
+    sched.add_job(5)  # not a remote call: the remote-call worker cannot call it
+    results: list[Any] = []
+    sched.start(n_workers, after_stop=lambda s, job, result: results.append(result) if job.index == 2 else None)
+    errors = []
+    for f in futures:
+        exc = f.exception(timeout=WAIT)
+        assert isinstance(exc, JobError)
+        errors.append(exc)
+    return [*errors, *results]
+
+
+def _without_addresses(error: JobError) -> tuple[Any, ...]:
+    return tuple(re.sub(r" at 0x[0-9a-f]+", " at 0x…", a) if isinstance(a, str) else a for a in error.args)
+
+
+def test_failures_are_the_job_errors_of_local_workers(dsched: Scheduler) -> None:
+    on_dask = _job_errors(dsched, 2)
+    local = Scheduler()
+    try:
+        on_local = _job_errors(local, 1)
+    finally:
+        local.close(timeout=10.0)
+    raised, unpicklable, not_callable = on_dask
+    assert (raised.remote_type, raised.remote_message, raised.job_index) == ("ValueError", "boom", 0)
+    assert raised.remote_traceback.startswith("Traceback (most recent call last):\n")
+    assert 'helpers.py", line' in raised.remote_traceback and "in raise_value_error" in raised.remote_traceback
+    assert "jobsched" not in raised.remote_traceback.replace("/work/main/tests", "")  # no plumbing frames
+    assert unpicklable.remote_type == "TypeError" and "the result of job 1" in unpicklable.remote_message
+    assert (not_callable.remote_type, not_callable.remote_message) == ("TypeError", "'int' object is not callable")
+    # Type, message, traceback text and job index are equal (but for the address in an object's repr).
+    assert [_without_addresses(e) for e in on_dask] == [_without_addresses(e) for e in on_local]
+
+
+def test_a_job_over_its_timeout_fails_and_its_thread_takes_no_job_until_it_ends(dsched: Scheduler) -> None:
+    dsched.start(1, wait=False)
+    slow = dsched.submit(helpers.sleep_then, 3.0, "late", timeout=0.5)
+    with pytest.raises(JobTimeout, match=r"timeout of 0.5 s; worker 0 .*cannot be stopped"):
+        slow.result(timeout=WAIT)
+    # The one slot moved to the other Dask worker: the first one still runs the abandoned task.
+    first, second = dsched.submit(helpers.getpid), dsched.submit(helpers.getpid)
+    pids = worker_pids(dsched._backend.client)  # type: ignore[union-attr]
+    assert first.result(timeout=WAIT) == second.result(timeout=WAIT)
+    (slot,) = dsched.workers
+    assert isinstance(slot, DaskWorker) and pids[slot.address] == first.result()
+    assert slot.n_restarts == 0 and dsched.stats()["failed"] == 1
+
+
+# ---------------------------------------------------------------------------------------- state and control
+
+
+def test_workers_and_stats_describe_the_dask_threads(dsched: Scheduler, client: Any) -> None:
+    dsched.start(wait=False)
+    gate = dsched.submit(helpers.sleep_then, 1.0, "slept")
+    # While a Dask thread runs the job, its slot shows it.
+    assert wait_until(lambda: any(w.state is WorkerState.RUNNING for w in dsched.workers))
+    (busy,) = [w for w in dsched.workers if w.state is WorkerState.RUNNING]
+    assert busy.job is not None and busy.job.index == 0 and dsched.stats()["busy"] == 1
+    assert gate.result(timeout=WAIT) == "slept"
+    assert [dsched.submit(helpers.add, i).result(timeout=WAIT) for i in range(6)] == list(range(1, 7))
+    assert dsched.wait(timeout=WAIT)
+    pids = worker_pids(client)
+    slots = dsched.workers
+    assert [w.index for w in slots] == [0, 1]
+    assert all(isinstance(w, Worker) and isinstance(w, DaskWorker) for w in slots)
+    assert {w.address for w in slots} == set(pids)
+    assert all(w.state is WorkerState.READY and w.job is None and w.n_restarts == 0 for w in slots)
+    assert all(w.pid is None or w.pid == pids[w.address] for w in slots)
+    assert sum(w.n_done for w in slots) == 7
+    stats = dsched.stats()
+    assert {k: stats[k] for k in ("queued", "active", "done", "failed", "workers", "busy", "restarts")} == {
+        "queued": 0, "active": 0, "done": 7, "failed": 0, "workers": 2, "busy": 0, "restarts": 0}
+
+
+def test_scale_pause_resume(dsched: Scheduler, client: Any) -> None:
+    dsched.start(1, wait=False)
+    assert dsched.submit(helpers.add, 1).result(timeout=WAIT) == 2
+    assert len(dsched.workers) == 1
+    dsched.scale(5)  # more than the cluster's 2 threads: 2 slots run, 3 wait for Dask threads
+    assert dsched.submit(helpers.add, 2).result(timeout=WAIT) == 3
+    live = [w for w in dsched.workers if w.state is not WorkerState.CLOSED]
+    assert len(live) == 2 and {w.address for w in live} == set(client.nthreads())
+    assert dsched.stats()["workers"] == 2 and dsched.n_workers == 5
+    dsched.pause()
+    paused = dsched.submit(helpers.add, 3)
+    assert not dsched.wait(timeout=0.5)  # paused: the job stays queued
+    assert dsched.n_queued_jobs == 1 and not paused.done()
+    dsched.resume()
+    assert paused.result(timeout=WAIT) == 4
+    dsched.scale(1)
+    assert dsched.submit(helpers.add, 4).result(timeout=WAIT) == 5
+    assert dsched.wait(timeout=WAIT)
+    assert [w.index for w in dsched.workers if w.state is not WorkerState.CLOSED] == [0]
+
+
+def test_close_gives_a_busy_slot_its_grace_period_then_fails_the_job(dsched: Scheduler) -> None:
+    dsched.start(1, wait=False)
+    busy = dsched.submit(helpers.sleep_then, 3.0, "too late")
+    queued = dsched.submit(helpers.add, 1)
+    assert wait_until(lambda: any(w.state is WorkerState.RUNNING for w in dsched.workers))
+    closer = threading.Thread(target=dsched.close, kwargs={"timeout": 0.5}, name="test-closer")
+    closer.start()
+    closer.join(WAIT)
+    assert not closer.is_alive()
+    assert queued.cancelled()
+    with pytest.raises(SchedulerClosedError, match="still running when close"):
+        busy.result(timeout=0)
+
+
+def test_close_closes_only_a_client_that_jobsched_created(cluster: Any, client: Any) -> None:
+    given = Scheduler(backend=DaskBackend(client))
+    by_address = Scheduler(backend=DaskBackend(cluster.scheduler_address))
+    by_cluster = Scheduler(backend=DaskBackend(cluster))
+    schedulers = [given, by_address, by_cluster]
+    try:
+        for i, s in enumerate(schedulers):
+            s.start(1, wait=False)
+            assert s.submit(helpers.add, i).result(timeout=WAIT) == i + 1
+    finally:
+        for s in schedulers:
+            s.close(timeout=10.0)
+    assert client.status == "running"
+    assert [s._backend.client.status for s in schedulers[1:]] == ["closed", "closed"]  # type: ignore[union-attr]
+    assert "all" not in client._event_handlers  # the last scheduler on the client unsubscribed from its events
+    given.close()  # idempotent
+
+
+def test_a_client_closed_under_the_scheduler_is_reported(cluster: Any) -> None:
+    own = distributed.Client(cluster.scheduler_address, set_as_default=False)
+    sched = Scheduler(backend=DaskBackend(own))
+    try:
+        sched.start(1, wait=False)
+        assert sched.submit(helpers.add, 1).result(timeout=WAIT) == 2
+        sched.pause()
+        queued = sched.submit(helpers.add, 2)
+        own.close(timeout=WAIT)
+        with pytest.raises(DaskClientClosedError, match="was closed while the scheduler ran; 1 jobs stay queued"):
+            sched.wait(timeout=WAIT)
+        assert not queued.done() and sched.n_queued_jobs == 1
+    finally:
+        sched.close(timeout=10.0)
+    assert queued.cancelled()
+
+
+def test_bad_arguments_are_refused_at_once(client: Any) -> None:
+    with pytest.raises(TypeError, match=r"pass a distributed\.Client, a scheduler address"):
+        DaskBackend(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="prefetch=2 is not supported with DaskBackend"):
+        Scheduler(prefetch=2, backend=DaskBackend(client))
+    backend = DaskBackend(client)
+    first = Scheduler(backend=backend)
+    try:
+        with pytest.raises(ValueError, match="already serves a Scheduler"):
+            Scheduler(backend=backend)
+    finally:
+        first.close(timeout=10.0)
+
+
+def test_worker_file_mode_is_refused_at_once(client: Any) -> None:
+    worker_file = WORKERS / "job_worker.py"
+    with pytest.raises(ValueError, match="worker files are not supported on Dask"):
+        jobsched.make_server(worker_file, backend=DaskBackend(client))
+    with pytest.raises(ValueError, match=r"add remote_call\(run, data\) jobs"):
+        Scheduler(lambda i: jobsched.make_python_cmd(worker_file, entry="worker"), backend=DaskBackend(client))
+
+
+# ---------------------------------------------------------------------------------------- lost Dask workers
+
+
+def test_a_job_whose_dask_worker_dies_is_retried_and_delivered_once(fresh_cluster: Any, tmp_path: Path) -> None:
+    with distributed.Client(fresh_cluster, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=WAIT)
+        sched = Scheduler(backend=DaskBackend(client))
+        delivered: list[tuple[int, Any]] = []
+        try:
+            sched.add_job(remote_call(helpers.die_once, str(tmp_path / "marker"), "survived"))
+            for i in range(4):
+                sched.add_job(remote_call(helpers.add, i), cost=1)
+            sched.start(2, after_stop=lambda s, job, result: delivered.append((job.index, result)),
+                        close_workers=False)
+            slots = sched.workers
+        finally:
+            sched.close(timeout=10.0)
+        assert sorted(delivered) == [(0, "survived"), (1, 1), (2, 2), (3, 3), (4, 4)]  # each exactly once
+        assert sched.stats()["restarts"] == 1 and sched.stats()["failed"] == 0
+        assert sorted(w.n_restarts for w in slots) == [0, 1]
+        assert (tmp_path / "marker").exists()  # it did die once
+
+
+def test_a_job_that_keeps_killing_its_dask_worker_fails_with_worker_died(fresh_cluster: Any) -> None:
+    with distributed.Client(fresh_cluster, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=WAIT)
+        sched = Scheduler(max_retries=2, backend=DaskBackend(client))
+        try:
+            sched.start(wait=False)
+            doomed = sched.submit(helpers.kill_self)
+            error = doomed.exception(timeout=WAIT)
+            assert sched.submit(helpers.add, 41).result(timeout=WAIT) == 42  # the cluster recovered
+        finally:
+            sched.close(timeout=10.0)
+        assert isinstance(error, JobError) and error.remote_type == "WorkerDied"
+        assert error.remote_message.startswith("its worker died 2 times: worker ")
+        assert error.remote_message.count("lost its Dask worker tcp://127.0.0.1:") == 2
+        assert sched.stats()["restarts"] == 2 and sched.stats()["failed"] == 1
