@@ -498,6 +498,22 @@ def test_closing_the_dashboard_stops_its_thread(sched: Scheduler) -> None:
         d.refresh()
 
 
+def test_a_dashboard_opened_just_after_the_last_one_closed_still_updates(sched: Scheduler) -> None:
+    sched.start(1, wait=False)
+    for _ in range(5):  # the old thread may be ending just then: the new dashboard must not be orphaned
+        old = sched.dashboard()
+        old.close()
+        new = sched.dashboard()
+        try:
+            done = sched.stats()["done"]
+            sched.submit(helpers.add, 1).result(timeout=TIMEOUT)
+            eventually(lambda new=new, want=str(done + 1): new.counts["done"].value == want,
+                       "the new dashboard to update itself")
+            assert new.updating
+        finally:
+            new.close()
+
+
 def test_closing_the_scheduler_ends_the_updates_after_the_final_state(sched: Scheduler, dash: Dashboard) -> None:
     sched.start(1, wait=False)
     assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2

@@ -35,7 +35,6 @@ from __future__ import annotations
 import html
 import sys
 import threading
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -150,10 +149,10 @@ class _Poller:
 
     def __init__(self, sched: Scheduler) -> None:
         self.sched = sched
-        self.views: list[Dashboard] = []
+        self.views: list[Dashboard] = []  # changed under _registry_lock
         self.render_lock = threading.Lock()  # one render at a time: thread ticks and forced refreshes
-        self.thread: threading.Thread | None = None
-        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None  # changed under _registry_lock
+        self.wake = threading.Event()  # set when the last view goes, so the thread ends without delay
 
     def refresh(self) -> Snapshot:
         snap = take_snapshot(self.sched)
@@ -164,7 +163,15 @@ class _Poller:
 
     def run(self) -> None:
         reported = False
-        while not self.stop.wait(UPDATE_INTERVAL):
+        while True:
+            self.wake.wait(UPDATE_INTERVAL)
+            # Decide to go on or to end under the registry lock, so that a dashboard attached meanwhile
+            # either finds this thread still serving it or starts a new one: never neither.
+            with _registry_lock:
+                self.wake.clear()
+                if not self.views:
+                    self._retire()
+                    return
             try:
                 snap = self.refresh()
             except Exception as exc:  # keep the dashboard alive; say it once, where a kernel log shows it
@@ -173,15 +180,19 @@ class _Poller:
                     print(f"jobsched dashboard: update failed: {type(exc).__name__}: {exc}", file=sys.__stderr__)
                 continue
             if snap.stats["closed"] and not snap.stats["running"]:
-                break  # the final state is on screen; nothing will change any more
-        with _registry_lock:
-            if _pollers.get(self.sched) is self:
-                del _pollers[self.sched]
-            self.thread = None
+                with _registry_lock:  # the final state is on screen; nothing will change any more
+                    self._retire()
+                return
+
+    def _retire(self) -> None:
+        """Forget this poller (called under ``_registry_lock``): a later dashboard gets a new one."""
+        if _pollers.get(self.sched) is self:
+            del _pollers[self.sched]
+        self.thread = None
 
 
 _registry_lock = threading.Lock()
-_pollers: weakref.WeakKeyDictionary[Scheduler, _Poller] = weakref.WeakKeyDictionary()
+_pollers: dict[Scheduler, _Poller] = {}  # the live pollers; an entry goes when its thread ends
 
 
 def _attach(view: Dashboard) -> _Poller:
@@ -189,24 +200,21 @@ def _attach(view: Dashboard) -> _Poller:
     with _registry_lock:
         poller = _pollers.get(sched)
         if poller is None:
-            poller = _pollers[sched] = _Poller(sched)
+            poller = _Poller(sched)
         poller.views.append(view)
         if poller.thread is None and not sched.stats()["closed"]:
-            poller.stop.clear()
+            _pollers[sched] = poller
             poller.thread = threading.Thread(target=poller.run, name="jobsched-dashboard", daemon=True)
             poller.thread.start()
     return poller
 
 
-def _detach(view: Dashboard) -> None:
+def _detach(view: Dashboard, poller: _Poller) -> None:
     with _registry_lock:
-        poller = _pollers.get(view.scheduler)
-        if poller is None:
-            return
         if view in poller.views:
             poller.views.remove(view)
         if not poller.views:
-            poller.stop.set()
+            poller.wake.set()
 
 
 class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type hints
@@ -373,7 +381,7 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
         if self._closed:
             return
         self._closed = True
-        _detach(self)
+        _detach(self, self._poller)
         for child in self._descendants():
             child.close()
         super().close()
