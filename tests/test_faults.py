@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import crashers
+import helpers
 import psutil
 import pytest
 
-from jobsched import JobError, JobTimeout, Scheduler, SchedulerClosedError, Worker, WorkerState, _wire
+from jobsched import JobError, JobTimeout, Scheduler, SchedulerClosedError, Worker, WorkerState, _wire, remote_call
 from jobsched._pool import OUTPUT_LINES
 
 TESTS = Path(__file__).parent
@@ -516,3 +517,21 @@ def test_a_raising_before_start_loses_no_future_and_start_again_runs_them() -> N
         sched.start(1, before_start=before_start)
         assert [f.result(timeout=60) for f in futures] == [0, 1, 4]
         assert sched.stats()["error"] is None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ordering survives a crash.
+
+
+def test_a_job_requeued_after_a_crash_keeps_its_place_in_the_queue(tmp_path: Path) -> None:
+    started: list[int] = []
+    delivered: list[tuple[int, Any]] = []
+    with Scheduler(echo_output=False) as sched:
+        sched.add_job(remote_call(helpers.die_once, str(tmp_path / "died"), "survivor"), cost=1)
+        for i, cost in enumerate([1, 2, 1, 0]):
+            sched.add_job(remote_call(crashers.square, i + 1), cost=cost)
+        sched.start(1, before_start=lambda s, job: started.append(job.index),
+                    after_stop=lambda s, job, result: delivered.append((job.index, result)))
+    # Job 4 (cost 0) first; job 0 dies once and runs again before the other cost-1 jobs, then cost 2.
+    assert started == [4, 0, 0, 1, 3, 2]
+    assert delivered == [(4, 16), (0, "survivor"), (1, 1), (3, 9), (2, 4)]
