@@ -416,6 +416,44 @@ def test_worker_file_mode_is_refused_at_once(client: Any) -> None:
         Scheduler(lambda i: jobsched.make_python_cmd(worker_file, entry="worker"), backend=DaskBackend(client))
 
 
+def test_magic_start_dask_drives_the_default_scheduler_on_the_cluster(cluster: Any) -> None:
+    pytest.importorskip("IPython")
+    import builtins
+
+    import dask
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    main, saved_builtins = sys.modules["__main__"], set(vars(builtins))
+    config = Config()
+    config.HistoryManager.enabled = False
+    ip = InteractiveShell.instance(config=config)
+    ip.run_line_magic("load_ext", "jobsched")
+    address = cluster.scheduler_address
+    try:
+        ip.run_line_magic("jobsched", f"start --dask {address} -n 1")
+        sched = jobsched.default_scheduler()
+        backend = sched._backend
+        assert isinstance(backend, DaskBackend) and sched.n_workers == 1
+        assert sched.submit(helpers.add, 1).result(timeout=WAIT) == 2
+        ip.run_line_magic("jobsched", f"start --dask {address.removeprefix('tcp://')}")  # the same cluster
+        assert jobsched.default_scheduler() is sched
+        with pytest.raises(UsageError, match="the default scheduler is running; `%jobsched stop` it first"):
+            ip.run_line_magic("jobsched", "start --dask tcp://127.0.0.1:9")
+        ip.run_line_magic("jobsched", "stop")
+        assert backend.client.status == "closed"  # jobsched opened that client from the address
+        with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
+                pytest.raises(UsageError, match=re.escape("no Dask scheduler answers at 'tcp://127.0.0.1:9'")):
+            ip.run_line_magic("jobsched", "start --dask tcp://127.0.0.1:9")
+    finally:
+        jobsched.default_scheduler().close(timeout=5)
+        sys.modules["__main__"] = main
+        for name in set(vars(builtins)) - saved_builtins:
+            delattr(builtins, name)
+        InteractiveShell.clear_instance()
+
+
 # ---------------------------------------------------------------------------------------- lost Dask workers
 
 

@@ -41,6 +41,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from .._pickling import dumps
 from ..background import default_scheduler
 from ..errors import JobError
+from ..scheduler import Scheduler
 from ._cell import run_cell
 from ._common import scale_to, status_line
 
@@ -48,6 +49,8 @@ USAGE = """\
 usage:
   %jobsched                  show the live dashboard of the default scheduler
   %jobsched start [-n N]     start N workers in the background (default: one per CPU)
+  %jobsched start --dask ADDRESS [-n N]
+                             run the jobs on the Dask cluster at ADDRESS (N: its threads to use; default all)
   %jobsched scale N          run N workers from now on (busy workers beyond N finish their job first)
   %jobsched pause            stop handing out jobs (running jobs finish)
   %jobsched resume           hand out jobs again
@@ -108,6 +111,7 @@ def _identifier(text: str) -> str:
 def _parsers() -> dict[str, _Parser]:
     parsers = {sub: _Parser(f"%jobsched {sub}") for sub in _SUBCOMMANDS}
     parsers["start"].add_argument("-n", "--workers", type=_count(1), default=None, dest="n")
+    parsers["start"].add_argument("--dask", metavar="ADDRESS", default=None, dest="dask")
     parsers["scale"].add_argument("n", type=_count(0))
     parsers["wait"].add_argument("timeout", type=_seconds, nargs="?", default=None)
     return parsers
@@ -123,6 +127,37 @@ def _split(prog: str, line: str) -> list[str]:
         return shlex.split(line)
     except ValueError as exc:
         raise UsageError(f"{prog}: cannot parse {line!r}: {exc}\n{USAGE}") from None
+
+
+def _dask_default_scheduler(address: str) -> Scheduler:
+    """Make the default scheduler run its jobs on the Dask cluster at ``address`` (``%jobsched start --dask``).
+
+    The default scheduler is replaced only while it is idle: a running one must be stopped first.
+    """
+    from .. import background  # the default scheduler lives there, under its lock
+
+    try:
+        from ..dask import DaskBackend
+    except ImportError as exc:
+        raise UsageError(f"%jobsched start --dask: {exc}") from None
+    with background._lock:
+        current = background._default
+        if current is not None and not current.stats()["closed"]:
+            backend = current._backend
+            wanted = address if "://" in address else f"tcp://{address}"
+            if isinstance(backend, DaskBackend) and getattr(backend.client.scheduler, "address", None) == wanted:
+                return current  # already on that cluster
+            if current.running or current.n_queued_jobs:
+                raise UsageError("%jobsched start --dask: the default scheduler is running; `%jobsched stop` "
+                                 f"it first, then `%jobsched start --dask {address}`")
+            current.close()
+        try:
+            backend = DaskBackend(address)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise UsageError(f"%jobsched start --dask: no Dask scheduler answers at {address!r} ({exc}); "
+                             "pass the address its scheduler prints, e.g. tcp://10.0.0.5:8786") from None
+        background._default = Scheduler(backend=backend)
+        return background._default
 
 
 class CellJob:
@@ -174,6 +209,9 @@ class JobschedMagics(Magics):
 
           %jobsched                  show the live dashboard of the default scheduler
           %jobsched start [-n N]     start N workers in the background (default: one per CPU)
+          %jobsched start --dask ADDRESS [-n N]
+                                     run the jobs on the Dask cluster at ADDRESS (N: its threads to use;
+                                     default all); see jobsched.dask
           %jobsched scale N          run N workers from now on (busy workers beyond N finish their job first)
           %jobsched pause            stop handing out jobs (running jobs finish)
           %jobsched resume           hand out jobs again
@@ -234,7 +272,7 @@ class JobschedMagics(Magics):
         display(default_scheduler().dashboard())  # type: ignore[no-untyped-call]
 
     def _start(self, args: argparse.Namespace) -> None:
-        sched = default_scheduler()
+        sched = default_scheduler() if args.dask is None else _dask_default_scheduler(args.dask)
         sched.start(args.n, wait=False)
         print(f"jobsched: started {sched.n_workers} workers in the background")
 
