@@ -380,13 +380,17 @@ def attack_replayed_hello(secret: bytes) -> Callable[[tuple[str, int]], tuple[by
     return attack
 
 
-def attack_impostor(secret: bytes) -> Callable[[tuple[str, int]], tuple[bytes, str]]:
-    """The real key and a fresh challenge, but for a worker slot that is not waiting for a connection."""
+def attack_impostor(secret: bytes, index: int, generation: int) -> Callable[[tuple[str, int]], tuple[bytes, str]]:
+    """The real key and a fresh challenge, but the identity of a worker that is already connected.
+
+    (The key alone makes a worker: it reaches only the processes the scheduler starts, on their stdin. An
+    identity that the scheduler is still waiting for would be accepted, so the test takes a connected one.)
+    """
 
     def attack(address: tuple[str, int]) -> tuple[bytes, str]:
         with socket.create_connection(address, timeout=10) as sock:
             nonce_s = sock.recv(_wire.NONCE_BYTES)
-            sock.sendall(_wire.hello_message(secret, nonce_s, 0, 1, _wire.new_nonce()))
+            sock.sendall(_wire.hello_message(secret, nonce_s, index, generation, _wire.new_nonce()))
             received, how = _until_closed(sock, 20)
             return nonce_s + received, how
 
@@ -423,6 +427,9 @@ def test_hostile_connections_are_refused_while_jobs_run(tmp_path: Path, capfd: p
     with Scheduler(echo_output=False) as sched:
         sched.start(2, wait=False)
         assert sched.submit(crashers.square, 3).result(timeout=60) == 9
+        wait_for(lambda: all(w.state in (WorkerState.READY, WorkerState.RUNNING) for w in sched.workers), 60,
+                 "both workers to connect")
+        live = sched.workers[0]
         address = sched.address
         assert address is not None and address[0] == "127.0.0.1"
         feeder = Feeder(sched)
@@ -435,7 +442,7 @@ def test_hostile_connections_are_refused_while_jobs_run(tmp_path: Path, capfd: p
             "malicious pickle": attack_malicious_pickle(str(evil_file)),
             "pickle after a bad hello": attack_after_bad_hello(str(evil_file)),
             "replayed hello": attack_replayed_hello(sched._secret),
-            "impostor of a live worker": attack_impostor(sched._secret),
+            "impostor of a live worker": attack_impostor(sched._secret, live.index, live.generation),
         }
         outcomes: dict[str, tuple[bytes, str] | BaseException] = {}
 
@@ -488,7 +495,8 @@ def test_hostile_connections_are_refused_while_jobs_run(tmp_path: Path, capfd: p
     err = capfd.readouterr().err
     assert "refused a connection to the scheduler: failed authentication" in err
     assert "refused a connection to the scheduler: no valid handshake within" in err
-    assert "refused a connection to the scheduler: authenticated as worker 0:1, which is not expected" in err
+    assert ("refused a connection to the scheduler: "
+            f"authenticated as worker {live.index}:{live.generation}, which is not expected") in err
 
 
 def _other_local_ipv4_addresses() -> list[str]:
