@@ -60,8 +60,14 @@ def test_notebook_runs_top_to_bottom(path: Path) -> None:
         assert left == [], f"{path.name} left processes behind in its kernel: {left}"
         if path.name == "01-quickstart.ipynb":
             # The dashboard displayed in the notebook reached the final count (a browser test watches it).
+            # Its thread renders the final state within an update interval of `%jobsched stop`, then ends.
             probe = nbformat.v4.new_code_cell(
-                "print(sorted(d.counts['done'].value for d in Out.values() if type(d).__name__ == 'Dashboard'))")
+                "import time\n"
+                "dashes = [d for d in Out.values() if type(d).__name__ == 'Dashboard']\n"
+                "deadline = time.monotonic() + 30\n"
+                "while any(d.updating for d in dashes) and time.monotonic() < deadline:\n"
+                "    time.sleep(0.05)\n"
+                "print(sorted(d.counts['done'].value for d in dashes))")
             nb.cells.append(probe)
             client.execute_cell(probe, len(nb.cells) - 1)
             nb.cells.pop()
