@@ -177,6 +177,12 @@ def send_result_for_another_job() -> None:
     time.sleep(60)
 
 
+def close_connection() -> None:
+    """Hang up on the scheduler in the middle of a job, and stay alive."""
+    _connection().sock.close()
+    time.sleep(60)
+
+
 # ---------------------------------------------------------------- a malicious pickle
 
 

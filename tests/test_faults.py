@@ -72,6 +72,7 @@ CRASH_CASES: list[tuple[Callable[..., Any], tuple[Any, ...], str, str, bool]] = 
     # An authenticated worker that breaks the protocol is cut off and killed: its frame is never trusted.
     (crashers.send_oversized_frame, (), "WorkerDied", "killed by signal SIGKILL", True),
     (crashers.send_result_for_another_job, (), "WorkerDied", "killed by signal SIGKILL", True),
+    (crashers.close_connection, (), "WorkerDied", "killed by signal SIGKILL (closed its connection)", True),
 ]
 
 
