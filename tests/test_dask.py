@@ -277,7 +277,7 @@ def test_failures_are_the_job_errors_of_local_workers(dsched: Scheduler) -> None
     assert (raised.remote_type, raised.remote_message, raised.job_index) == ("ValueError", "boom", 0)
     assert raised.remote_traceback.startswith("Traceback (most recent call last):\n")
     assert 'helpers.py", line' in raised.remote_traceback and "in raise_value_error" in raised.remote_traceback
-    assert "jobsched" not in raised.remote_traceback.replace("/work/main/tests", "")  # no plumbing frames
+    assert os.path.dirname(jobsched.__file__) not in raised.remote_traceback  # no plumbing frames
     assert unpicklable.remote_type == "TypeError" and "the result of job 1" in unpicklable.remote_message
     assert (not_callable.remote_type, not_callable.remote_message) == ("TypeError", "'int' object is not callable")
     # Type, message, traceback text and job index are equal (but for the address in an object's repr).
