@@ -227,8 +227,8 @@ class JobschedMagics(Magics):
         runs the cell body in a worker, as a background job of the default scheduler (started if it is
         not running), and returns at once. The names the body uses that exist in the notebook are sent
         along: values are pickled (cloudpickle for functions and classes defined in the notebook),
-        modules are imported again by name in the worker; a value that cannot be pickled (an open file,
-        a lock) is not sent, with a warning. When the job finishes, the value of the body's last
+        modules are imported again by name in the worker; a value that cannot be pickled (a lock, a socket,
+        a generator) is not sent, with a warning. When the job finishes, the value of the body's last
         expression is bound to ``NAME`` in the notebook. The body must be plain Python (no %magics or
         !shell lines). Assignments in the body happen in the worker, not in the notebook.
 
