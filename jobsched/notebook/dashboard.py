@@ -56,6 +56,7 @@ BUTTONS = (  # (description, CSS class)
     ("Stop", "jobsched-stop"),
 )
 COUNTS = ("queued", "active", "done", "failed")
+_CELL_STYLE = "padding: 0.1em 0.9em; text-align: left"
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,9 @@ def render_workers(rows: tuple[WorkerRow, ...]) -> str:
                  str(r.n_restarts))
         body.append(f'<tr class="jobsched-worker" data-worker="{r.index}" data-state="{r.state}">'
                     + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return (f'<table class="jobsched-worker-table"><thead><tr>{head}</tr></thead>'
+    # JupyterLab's CSS leaves table cells touching, so the headers would run together.
+    return (f'<style>.jobsched-worker-table th, .jobsched-worker-table td {{{_CELL_STYLE}}}</style>'
+            f'<table class="jobsched-worker-table"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table>")
 
 
