@@ -1239,7 +1239,10 @@ class Scheduler:
             self._n_restarts += 1
             w.n_restarts += 1
             lived = now - w.ready_at if w.ready_at >= w.started_at else 0.0
-            w.fast_deaths = w.fast_deaths + 1 if lived < 1.0 else 0
+            # Back off only from processes that die young *and* did no work (a crash loop at start-up);
+            # a worker killed after finishing jobs (an OOM killer, a chaos test) comes back at once.
+            crash_loop = lived < 1.0 and w.n_jobs_this_process == 0
+            w.fast_deaths = w.fast_deaths + 1 if crash_loop else 0
             delay = 0.0 if w.fast_deaths <= 1 else min(0.05 * 2 ** (w.fast_deaths - 1), MAX_RESTART_DELAY)
             w.restart_at = now + delay
             if was_starting:
