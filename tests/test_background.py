@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import helpers
 import psutil
 import pytest
+from waiting import eventually
 
 import jobsched
 from jobsched import Job, JobError, Scheduler, SchedulerClosedError, WorkerState
@@ -17,13 +17,6 @@ from jobsched import Job, JobError, Scheduler, SchedulerClosedError, WorkerState
 TIMEOUT = 60.0  # generous: the machine is shared and loaded
 
 
-def eventually(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for: {what}")
-        time.sleep(0.02)
 
 
 def live_workers(sched: Scheduler) -> list[jobsched.Worker]:

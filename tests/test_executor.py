@@ -5,13 +5,13 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import helpers
 import pytest
+from waiting import eventually
 
 from jobsched import Executor, JobError
 
@@ -27,12 +27,6 @@ def executor() -> Iterator[Executor]:
         ex.shutdown(wait=True, cancel_futures=True)
 
 
-def eventually(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for: {what}")
-        time.sleep(0.02)
 
 
 def notebook_function(source: str, name: str) -> Any:

@@ -16,7 +16,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 import helpers
 import psutil
 import pytest
+from waiting import eventually
 
 import jobsched
 from jobsched import JobError, Scheduler
@@ -43,12 +44,6 @@ TIMEOUT = 60.0
 STATUS = re.compile(r"^jobsched: (\d+) workers, (\d+) queued, (\d+) active, (\d+) done, (\d+) failed$")
 
 
-def eventually(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for: {what}")
-        time.sleep(0.02)
 
 
 def gone(pids: list[int]) -> bool:
