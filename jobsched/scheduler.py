@@ -1109,28 +1109,28 @@ class Scheduler:
         self._on_exit(w)
 
     def _on_output(self, w: Worker) -> None:
+        if not self._read_output(w) and w.out_fd < 0 and w.pidfd < 0 and w.proc is not None \
+                and w.proc.poll() is not None:
+            self._on_exit(w)  # no pidfd on this system: the end of its output shows the exit
+
+    def _read_output(self, w: Worker) -> bool:
+        """Read one chunk of a worker's output and emit its complete lines; False at EOF or when empty."""
         try:
             data = os.read(w.out_fd, 65536)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if not data:
-            assert self._selector is not None
-            try:
-                self._selector.unregister(w.out_fd)
-            except (KeyError, ValueError):
-                pass
-            w.out_fd = -1
-            if w.pidfd < 0 and w.proc is not None and w.proc.poll() is not None:
-                self._on_exit(w)
-            return
+            self._on_output_eof(w)
+            return False
         lines = (w.partial_line + data).split(b"\n")
         w.partial_line = lines.pop()
         if len(w.partial_line) > 65536:  # a line without end: show it in pieces
             lines.append(w.partial_line)
             w.partial_line = b""
         self._emit(w, lines)
+        return True
 
     def _emit(self, w: Worker, lines: list[bytes]) -> None:
         if not lines:
@@ -1142,23 +1142,9 @@ class Scheduler:
             _write_stderr("".join(f"{prefix}{line}\n" for line in text))
 
     def _drain_output(self, w: Worker) -> None:
-        if w.out_fd >= 0:
-            while w.out_fd >= 0:
-                before = w.out_fd
-                try:
-                    data = os.read(w.out_fd, 65536)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    data = b""
-                if not data:
-                    self._on_output_eof(w)
-                    break
-                lines = (w.partial_line + data).split(b"\n")
-                w.partial_line = lines.pop()
-                self._emit(w, lines)
-                if before != w.out_fd:
-                    break
+        """Take all the output an exited worker left in its pipe, the last unfinished line included."""
+        while w.out_fd >= 0 and self._read_output(w):
+            pass
         if w.partial_line:
             self._emit(w, [w.partial_line])
             w.partial_line = b""
