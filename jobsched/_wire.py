@@ -43,6 +43,10 @@ HELLO = struct.Struct("!II")  # index, generation
 HELLO_BYTES = HELLO.size + NONCE_BYTES + MAC_BYTES
 HEADER = struct.Struct("!IBQ")  # body length, kind, job index
 COST = struct.Struct("!d")
+JOB_HEADER = struct.Struct("!IBQd")  # HEADER + COST: the start of every JOB frame, packed at once
+# Bytes asked of one recv(). Below glibc's mmap threshold (128 KiB): a larger buffer would cost an
+# mmap/mremap/munmap round per call, i.e. per job.
+RECV_SIZE = 1 << 16
 
 JOB, RESULT, ERROR, CLOSE = 1, 2, 3, 4
 KINDS = frozenset({JOB, RESULT, ERROR, CLOSE})
@@ -91,28 +95,61 @@ def frame(kind: int, index: int, body: bytes = b"") -> bytes:
 
 
 class BlockingConnection:
-    """The worker's end: a blocking socket that reads and writes whole frames."""
+    """The worker's end: a blocking socket that reads and writes whole frames.
+
+    Reads are buffered: one ``recv`` usually brings a whole frame (header and body), often several
+    when the scheduler sends ahead (``prefetch``), instead of one call for the header and one for the body.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._header = bytearray(HEADER.size)
+        self._buf = b""  # received, not yet consumed from self._pos on
+        self._pos = 0
 
     def recv_exactly(self, n: int) -> bytes:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
+        """Return the next ``n`` bytes of the stream (buffered bytes first)."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos >= n:
+            self._pos = pos + n
+            return buf[pos:pos + n]
+        out = bytearray(n)
+        view = memoryview(out)
+        got = len(buf) - pos
+        view[:got] = buf[pos:]
+        self._buf, self._pos = b"", 0
+        while got < n:  # a large body lands in place, without an intermediate copy
             k = self.sock.recv_into(view[got:])
             if k == 0:
                 raise ConnectionError("the scheduler closed the connection")
             got += k
-        return bytes(buf)
+        return bytes(out)
+
+    def _fill(self, n: int) -> None:
+        """Buffer at least ``n`` unread bytes, reading what the socket has (up to RECV_SIZE) per call."""
+        buf, pos = self._buf, self._pos
+        parts = [buf[pos:]] if pos < len(buf) else []
+        have = len(buf) - pos
+        while have < n:
+            chunk = self.sock.recv(RECV_SIZE)
+            if not chunk:
+                raise ConnectionError("the scheduler closed the connection")
+            parts.append(chunk)
+            have += len(chunk)
+        self._buf = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._pos = 0
 
     def recv_frame(self) -> tuple[int, int, bytes]:
-        size, kind, index = HEADER.unpack(self.recv_exactly(HEADER.size))
+        if len(self._buf) - self._pos < HEADER.size:
+            self._fill(HEADER.size)
+        size, kind, index = HEADER.unpack_from(self._buf, self._pos)
         if size > MAX_FRAME or kind not in KINDS:
             raise ConnectionError(f"bad frame from the scheduler: kind {kind}, {size} bytes")
-        return kind, index, self.recv_exactly(size) if size else b""
+        self._pos += HEADER.size
+        if not size:
+            return kind, index, b""
+        if size <= RECV_SIZE and len(self._buf) - self._pos < size:
+            self._fill(size)
+        return kind, index, self.recv_exactly(size)
 
     def send_frame(self, kind: int, index: int, body: bytes = b"") -> None:
         header = HEADER.pack(len(body), kind, index)
