@@ -94,7 +94,8 @@ def default_worker_command(worker_index: int) -> list[str]:
 class _Entry:
     """A job in the scheduler's hands, with what the scheduler needs to deliver its result."""
 
-    __slots__ = ("job", "payload", "future", "timeout", "max_retries", "retry_on_timeout", "deaths", "timed_out")
+    __slots__ = ("job", "payload", "future", "timeout", "max_retries", "retry_on_timeout", "deaths", "timed_out",
+                 "sent")
 
     def __init__(self, job: Job, payload: bytes, future: Future[Any] | None, timeout: float | None,
                  max_retries: int, retry_on_timeout: bool) -> None:
@@ -106,6 +107,7 @@ class _Entry:
         self.retry_on_timeout = retry_on_timeout
         self.deaths: list[str] | None = None  # "worker 2 (pid 123) killed by signal SIGKILL", ...
         self.timed_out = False
+        self.sent = False  # dispatched at least once: its future is RUNNING (a re-queued job's stays so)
 
 
 class Scheduler:
@@ -879,48 +881,59 @@ class Scheduler:
             self._hungry.append(w)
 
     def _dispatch(self) -> None:
-        heap, hungry, prefetch = self._heap, self._hungry, self.prefetch
+        heap, hungry, prefetch, lock = self._heap, self._hungry, self.prefetch, self._lock
+        backend = self._backend
+        job_header = _wire.JOB_HEADER
         while hungry and heap and not self._paused and not self._closing and self._error is None:
             w = hungry[0]
             if w.retiring or (w.state is not WorkerState.READY and w.state is not WorkerState.RUNNING):
                 w.hungry = False
                 hungry.popleft()
                 continue
-            with self._lock:
-                _, _, entry = heapq.heappop(heap)
+            inflight = w.inflight
+            frames: list[bytes] = []  # this worker's JOB frames: sent with one syscall
+            while len(inflight) < prefetch and heap and not self._paused and not self._closing \
+                    and self._error is None:
+                with lock:
+                    _, _, entry = heapq.heappop(heap)
+                    self._n_active += 1
                 future = entry.future
-                if future is not None and future.cancelled():
-                    self._n_cancelled_queued -= 1
-                    continue
-                self._n_active += 1
-            # A re-queued job (its worker died) has a future that is already running.
-            if future is not None and entry.deaths is None and not future.set_running_or_notify_cancel():
-                with self._lock:
-                    self._n_active -= 1
-                continue
-            job = entry.job
-            if self._before_start is not None:
-                try:
-                    self._before_start(self, job)
-                except BaseException as exc:
-                    with self._lock:
+                # A cancelled future is skipped. A re-queued job's future is already RUNNING: leave it so.
+                if future is not None and not entry.sent and not future.set_running_or_notify_cancel():
+                    with lock:
                         self._n_active -= 1
-                        heapq.heappush(heap, (job.cost, job.index, entry))
-                    self._callback_failed(exc)
-                    return
-            job.start_ms = time.time() * 1000.0
-            if not w.inflight:
-                w.job_started = time.monotonic()
-                w.move(WorkerState.RUNNING)
-                if entry.timeout is not None:
-                    self._maintain_at = min(self._maintain_at, w.job_started + entry.timeout)
-            w.inflight.append(entry)
-            if self._backend is not None:  # ---- backend seam: the backend carries the job to its worker
-                self._backend.send(w, entry)
-            else:
-                self._send(w, _wire.HEADER.pack(len(entry.payload) + 8, _wire.JOB, job.index)
-                           + _wire.COST.pack(job.cost) + entry.payload)
-            if len(w.inflight) >= prefetch:
+                        self._n_cancelled_queued -= 1  # counted by _on_future_done
+                    continue
+                # From here its future is RUNNING, even if before_start raises and the job goes back to the
+                # queue: the next dispatch must not call set_running_or_notify_cancel() again.
+                entry.sent = True
+                job = entry.job
+                if self._before_start is not None:
+                    try:
+                        self._before_start(self, job)
+                    except BaseException as exc:
+                        with lock:
+                            self._n_active -= 1
+                            heapq.heappush(heap, (job.cost, job.index, entry))
+                        self._callback_failed(exc)
+                        if frames:
+                            self._send(w, b"".join(frames))
+                        return
+                job.start_ms = time.time() * 1000.0
+                if not inflight:
+                    w.job_started = time.monotonic()
+                    w.move(WorkerState.RUNNING)
+                    if entry.timeout is not None:
+                        self._maintain_at = min(self._maintain_at, w.job_started + entry.timeout)
+                inflight.append(entry)
+                if backend is not None:  # ---- backend seam: the backend carries the job to its worker
+                    backend.send(w, entry)
+                else:
+                    frames.append(job_header.pack(len(entry.payload) + 8, _wire.JOB, job.index, job.cost))
+                    frames.append(entry.payload)
+            if frames:
+                self._send(w, b"".join(frames))
+            if len(inflight) >= prefetch:
                 w.hungry = False
                 hungry.popleft()
 
@@ -979,8 +992,14 @@ class Scheduler:
         sock = w.sock
         if sock is None:
             return
+        header = _wire.HEADER
+        hsize = header.size
+        buf = w.rbuf
+        want = _wire.RECV_SIZE
+        if len(buf) >= hsize:  # the rest of a large frame: fewer, larger reads
+            want = min(max(want, hsize + header.unpack_from(buf)[0] - len(buf)), 1 << 24)
         try:
-            chunk = sock.recv(1 << 20)
+            chunk = sock.recv(want)
         except BlockingIOError:
             return
         except OSError:
@@ -988,27 +1007,36 @@ class Scheduler:
         if not chunk:
             self._on_disconnect(w)
             return
-        buf = w.rbuf
-        buf += chunk
+        data: bytes | bytearray = chunk
+        if buf:
+            buf += chunk
+            data = buf
+        n = len(data)
         pos = 0
-        header = _wire.HEADER
-        while len(buf) - pos >= header.size:
-            size, kind, index = header.unpack_from(buf, pos)
-            if size > _wire.MAX_FRAME or kind not in (_wire.RESULT, _wire.ERROR):
+        done: list[tuple[_Entry, Any, bool]] = []
+        while n - pos >= hsize:
+            size, kind, index = header.unpack_from(data, pos)
+            if size > _wire.MAX_FRAME or (kind != _wire.RESULT and kind != _wire.ERROR):
                 self._log(f"jobsched: worker {w.index} broke the protocol (frame kind {kind}, {size} bytes)")
-                del buf[:]
+                buf.clear()
                 self._on_disconnect(w)
+                self._finish(done)
                 return
-            end = pos + header.size + size
-            if len(buf) < end:
+            end = pos + hsize + size
+            if n < end:
                 break
-            body = bytes(buf[pos + header.size:end])
+            completed = self._complete(w, kind, index, data[pos + hsize:end])
             pos = end
-            self._on_result(w, kind, index, body)
-            if w.sock is None:
+            if completed is None:  # a result for a job it does not hold: the worker is being killed
+                self._finish(done)
                 return
-        if pos:
+            done.append(completed)
+        if data is buf:
             del buf[:pos]
+        elif pos < n:
+            buf += chunk[pos:]
+        if done:
+            self._finish(done)
 
     def _on_disconnect(self, w: Worker) -> None:
         """The worker's connection ended: it exited (pidfd will tell), or it is broken (kill it)."""
@@ -1037,12 +1065,20 @@ class Scheduler:
     # ---- collect results
 
     def _on_result(self, w: Worker, kind: int, index: int, body: bytes) -> None:
-        if not w.inflight or w.inflight[0].job.index != index:
+        """A RESULT or ERROR frame arrived for the oldest job that ``w`` holds: account, dispatch, deliver."""
+        completed = self._complete(w, kind, index, body)
+        if completed is not None:
+            self._finish([completed])
+
+    def _complete(self, w: Worker, kind: int, index: int, body: bytes | bytearray) -> tuple[_Entry, Any, bool] | None:
+        """Take a finished job off ``w``: unpickle its result, count it, make room for the next one."""
+        inflight = w.inflight
+        if not inflight or inflight[0].job.index != index:
             self._log(f"jobsched: worker {w.index} sent a result for job {index}, which it does not hold")
             self._close_socket(w)
             self._kill(w)
-            return
-        entry = w.inflight.popleft()
+            return None
+        entry = inflight.popleft()
         now = time.monotonic()
         w.job_started = now
         job = entry.job
@@ -1059,23 +1095,36 @@ class Scheduler:
             result = JobError(type(exc).__name__, f"the result could not be unpickled here: {exc}", "", job.index)
         w.n_done += 1
         w.n_jobs_this_process += 1
-        if self._worn_out(w):
+        if (self.max_jobs_per_worker is not None or self.max_worker_memory is not None) and self._worn_out(w):
             w.retiring = True  # a fresh process takes its slot once it holds no job
         with self._lock:
             self._n_active -= 1
             self._n_done += 1
             if failed:
                 self._n_failed += 1
-        if not w.inflight and w.state is WorkerState.RUNNING:
+        if not inflight and w.state is WorkerState.RUNNING:
             w.move(WorkerState.READY)
             if w.retiring or w.index >= self._n_target or self._closing:
                 self._close_worker(w, now)
         if w.state is WorkerState.READY or w.state is WorkerState.RUNNING:
             self._make_hungry(w)
-        self._deliver(entry, result, failed)
-        # The fast path: give this worker its next job before looking at anything else.
-        if self._heap and w.hungry and not self._paused:
-            self._dispatch()
+        return entry, result, failed
+
+    def _finish(self, done: list[tuple[_Entry, Any, bool]]) -> None:
+        """Hand out the next jobs and deliver the results of ``done`` (completed by ``_complete``)."""
+        if self._after_stop is None:
+            # No after_stop can queue a job that should go first: the free workers get their next jobs
+            # before the results are delivered, so they do not wait for futures and their callbacks.
+            if self._heap and self._hungry and not self._paused:
+                self._dispatch()
+            for entry, result, failed in done:
+                self._deliver(entry, result, failed)
+        else:
+            # after_stop may add jobs, or raise to stop everything: it runs before the next dispatch.
+            for entry, result, failed in done:
+                self._deliver(entry, result, failed)
+                if self._heap and self._hungry and not self._paused:
+                    self._dispatch()
 
     def _worn_out(self, w: Worker) -> bool:
         """Whether a worker has reached its job count or memory limit (see ``max_jobs_per_worker``)."""
