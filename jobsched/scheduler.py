@@ -262,10 +262,14 @@ class Scheduler:
                            self.timeout if timeout is None else timeout,
                            self.max_retries if max_retries is None else max_retries,
                            self.retry_on_timeout if retry_on_timeout is None else retry_on_timeout)
+            # The scheduler thread looks at a non-empty queue again whenever a worker frees up, so only
+            # the job that makes the queue non-empty needs to wake it: one syscall per burst, not per job.
+            was_empty = not self._heap
             heapq.heappush(self._heap, (cost, index, entry))
         if future is not None:
             future.add_done_callback(self._on_future_done)
-        self._wake()
+        if was_empty:
+            self._wake()
         return entry
 
     def _on_future_done(self, future: Future[Any]) -> None:
@@ -354,7 +358,7 @@ class Scheduler:
         """``display(sched)`` in a notebook shows the dashboard."""
         from IPython.display import display
 
-        display(self.dashboard())
+        display(self.dashboard())  # type: ignore[no-untyped-call]
 
     def __repr__(self) -> str:
         s = self.stats()
