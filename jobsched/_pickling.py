@@ -36,10 +36,11 @@ def dumps(obj: Any, what: str = "value") -> bytes:
         # A reference to __main__ would resolve to the worker's own __main__: ship it by value instead.
         if _MAIN not in data:
             return data
-    import cloudpickle  # deferred: most payloads never need it
+    import cloudpickle  # type: ignore[import-untyped]  # deferred: most payloads never need it
 
     try:
-        return cloudpickle.dumps(obj, PROTOCOL)
+        by_value: bytes = cloudpickle.dumps(obj, PROTOCOL)
+        return by_value
     except Exception as exc:
         raise TypeError(
             f"{what} ({type(obj).__name__}: {_short.repr(obj)}) cannot be pickled: {exc}. "

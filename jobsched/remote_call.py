@@ -131,7 +131,7 @@ def _home_of(fun: Callable[..., Any]) -> str | None:
     if module is None or _lookup(module, qualname) is not fun:
         return None
     if module_name != "__main__":
-        return module_name
+        return str(module_name)
     spec = getattr(module, "__spec__", None)
     if spec is not None and spec.name not in ("__main__", None):
         return str(spec.name)  # run with ``python -m package.module``: importable under its real name

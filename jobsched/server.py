@@ -14,7 +14,7 @@ ProcessResult = Callable[[Any, Any], object]
 
 
 def make_server(
-    worker_file: str | os.PathLike[str],
+    worker_file: str | os.PathLike[str] | None,
     entry: str = "worker",
     n_workers: int | None = None,
     debug: bool = False,
@@ -26,6 +26,11 @@ def make_server(
     If ``n_workers`` is given, the workers start now, in the background, and are ready sooner.
     ``options`` go to ``Scheduler`` (max_retries, timeout, prefetch, ...).
     """
+    if worker_file is None:
+        raise ValueError(
+            "make_server: worker_file is None (this_file() returns None in a notebook cell or the REPL); "
+            "write the worker function to a .py file and pass its path, or use remote_call with Scheduler()"
+        )
     args = [os.fspath(a) for a in worker_args]
     file = os.fspath(worker_file)
     make_python_cmd(file, *args, entry=entry, debug=debug)  # fail now on a missing file or bad entry name
@@ -85,7 +90,7 @@ def server_close(sched: Scheduler) -> None:
 
 
 def start_simple_server(
-    worker_file: str | os.PathLike[str],
+    worker_file: str | os.PathLike[str] | None,
     data_list: Iterable[Any],
     process_result: ProcessResult,
     entry: str = "worker",

@@ -77,3 +77,8 @@ def test_process_result_must_be_callable() -> None:
         assert sched.n_queued_jobs == 0
     finally:
         server_close(sched)
+
+
+def test_make_server_without_a_file_says_how_to_fix_it() -> None:
+    with pytest.raises(ValueError, match="this_file\\(\\) returns None in a notebook cell"):
+        make_server(None)
