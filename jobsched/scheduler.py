@@ -92,14 +92,22 @@ def default_worker_command(worker_index: int) -> list[str]:
 
 
 class _Entry:
-    """A job in the scheduler's hands, with what the scheduler needs to deliver its result."""
+    """A job in the scheduler's hands, with what the scheduler needs to deliver its result.
 
-    __slots__ = ("job", "payload", "future", "timeout", "max_retries", "retry_on_timeout", "deaths", "timed_out",
-                 "sent")
+    A queued job costs this object, its pickled bytes (held once, here) and the heap's (cost, index,
+    entry) tuple. The ``Job`` record that callbacks and ``Worker.job`` show is made when the job is
+    first dispatched: a million queued jobs do not carry a million ``Job`` objects.
+    """
 
-    def __init__(self, job: Job, payload: bytes, future: Future[Any] | None, timeout: float | None,
-                 max_retries: int, retry_on_timeout: bool) -> None:
-        self.job = job
+    __slots__ = ("index", "cost", "data", "_job", "payload", "future", "timeout", "max_retries",
+                 "retry_on_timeout", "deaths", "timed_out", "sent")
+
+    def __init__(self, index: int, cost: float, data: Any, payload: bytes, future: Future[Any] | None,
+                 timeout: float | None, max_retries: int, retry_on_timeout: bool) -> None:
+        self.index = index
+        self.cost = cost
+        self.data = data
+        self._job: Job | None = None
         self.payload = payload
         self.future = future
         self.timeout = timeout
@@ -108,6 +116,14 @@ class _Entry:
         self.deaths: list[str] | None = None  # "worker 2 (pid 123) killed by signal SIGKILL", ...
         self.timed_out = False
         self.sent = False  # dispatched at least once: its future is RUNNING (a re-queued job's stays so)
+
+    @property
+    def job(self) -> Job:
+        """The job's ``Job`` record, made on first use."""
+        job = self._job
+        if job is None:
+            job = self._job = Job(self.index, self.cost, self.data)
+        return job
 
 
 class Scheduler:
@@ -258,7 +274,7 @@ class Scheduler:
             raise SchedulerClosedError("this scheduler is closed; create a new Scheduler to run more jobs")
         with self._lock:
             index = next(self._counter)
-            entry = _Entry(Job(index, cost, data), payload, future,
+            entry = _Entry(index, cost, data, payload, future,
                            self.timeout if timeout is None else timeout,
                            self.max_retries if max_retries is None else max_retries,
                            self.retry_on_timeout if retry_on_timeout is None else retry_on_timeout)
@@ -1077,7 +1093,7 @@ class Scheduler:
     def _complete(self, w: Worker, kind: int, index: int, body: bytes | bytearray) -> tuple[_Entry, Any, bool] | None:
         """Take a finished job off ``w``: unpickle its result, count it, make room for the next one."""
         inflight = w.inflight
-        if not inflight or inflight[0].job.index != index:
+        if not inflight or inflight[0].index != index:
             self._log(f"jobsched: worker {w.index} sent a result for job {index}, which it does not hold")
             self._close_socket(w)
             self._kill(w)
