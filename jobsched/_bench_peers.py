@@ -1,0 +1,713 @@
+"""The measuring side of ``python -m jobsched.bench``: one peer (a pool implementation) per process.
+
+``jobsched.bench`` starts one child process per peer (``python -m jobsched._bench_peers``) and sends it
+requests, one JSON object per line on its stdin: ``{"scenario": ..., "params": {...}}``. The child runs
+the scenario with its peer and answers one JSON line on the file descriptor named by ``--result-fd``
+(fd 1 is pointed at stderr, so nothing that a worker prints can corrupt the answers). A child that
+must report its own peak memory serves a single request and exits.
+
+Every peer runs the same job: ``x -> x + 1`` (``operator.add(x, 1)``) or ``time.sleep(s)``, both from
+the standard library, so that no peer's workers import more than their own machinery.
+
+Peers:
+
+* ``floor1`` / ``floor2``: the protocol floor: a minimal length-prefixed TCP ping-pong to worker
+  processes (``python -c``, stdlib only) with 1 or 2 jobs in flight per worker, driven by a
+  ``selectors`` loop in the main thread. No authentication, no priorities, no futures.
+* ``jobsched`` / ``jobsched_prefetch2``: ``Scheduler(prefetch=1 | 2)`` with ``submit`` futures, submitted
+  while the scheduler runs (the caller thread and the scheduler thread share the GIL).
+* ``jobsched_manual`` / ``jobsched_manual_prefetch2``: the manual's server loop: ``add_job`` each
+  ``remote_call``, then ``start(after_stop=...)`` (the scheduler thread runs alone).
+* ``ppe_fork`` / ``ppe_spawn``: ``concurrent.futures.ProcessPoolExecutor`` (``submit``, one job per task).
+* ``mp_pool``: ``multiprocessing.Pool.imap_unordered(chunksize=1)`` (fork).
+* ``loky``: ``loky.ProcessPoolExecutor``; ``dask``: ``distributed.LocalCluster`` + ``Client.map``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import gc
+import json
+import operator
+import os
+import pickle
+import resource
+import selectors
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+TIMEOUT = 600.0  # seconds any single wait may take before the measurement is declared failed
+_inc = functools.partial(operator.add, 1)  # x -> 1 + x, for the map-style peers
+
+# ---------------------------------------------------------------------------------------------- floor
+
+# The floor's worker: stdlib only, one frame = 4-byte length + pickle((op, x)); op 0: x + 1, op 1: sleep x.
+# It answers every complete frame of one recv() with one sendall(), as any pipelining server would.
+FLOOR_WORKER = r"""
+import pickle, socket, struct, sys, time
+H = struct.Struct("!I")
+try:
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(0)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+buf = bytearray()
+try:
+    while True:
+        chunk = s.recv(1 << 16)
+        if not chunk:
+            break
+        buf += chunk
+        out = []
+        pos = 0
+        while len(buf) - pos >= 4:
+            (n,) = H.unpack_from(buf, pos)
+            if len(buf) - pos - 4 < n:
+                break
+            op, x = pickle.loads(buf[pos + 4:pos + 4 + n])
+            pos += 4 + n
+            if op == 0:
+                r = x + 1
+            else:
+                time.sleep(x)
+                r = None
+            body = pickle.dumps(r)
+            out.append(H.pack(len(body)) + body)
+        del buf[:pos]
+        if out:
+            s.sendall(b"".join(out))
+except OSError:
+    pass
+"""
+_H = struct.Struct("!I")
+
+
+class _FloorConn:
+    __slots__ = ("sock", "buf", "inflight")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.inflight = 0
+
+
+class FloorPool:
+    """The raw-socket floor: what one authenticated-less TCP round trip per job costs from Python."""
+
+    def __init__(self, workers: int, inflight: int = 1) -> None:
+        self.inflight = inflight
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1024)
+        port = str(self.listener.getsockname()[1])
+        self.procs = [subprocess.Popen([sys.executable, "-c", FLOOR_WORKER, port]) for _ in range(workers)]
+        self.conns: list[_FloorConn] = []
+        self.sel = selectors.DefaultSelector()
+        self.listener.setblocking(False)
+        self.sel.register(self.listener, selectors.EVENT_READ, None)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _FloorConn(sock)
+            self.conns.append(conn)
+            self.sel.register(sock, selectors.EVENT_READ, conn)
+
+    def wait_connected(self, n: int) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while len(self.conns) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError("floor workers did not connect")
+            for key, _ in self.sel.select(1.0):
+                if key.data is None:
+                    self._accept()
+
+    def run(self, jobs: list[Any], op: int = 0) -> list[Any]:
+        """Run ``jobs`` with up to ``inflight`` frames outstanding per connected worker; return results."""
+        results: list[Any] = []
+        todo = iter(jobs)
+        remaining = len(jobs)
+        pending = [True]  # whether `todo` may still yield
+
+        def feed(conn: _FloorConn) -> None:
+            frames = []
+            while conn.inflight < self.inflight and pending[0]:
+                x = next(todo, _DONE)
+                if x is _DONE:
+                    pending[0] = False
+                    break
+                body = pickle.dumps((op, x))
+                frames.append(_H.pack(len(body)) + body)
+                conn.inflight += 1
+            if frames:
+                conn.sock.sendall(b"".join(frames))  # small frames: the send buffer takes them at once
+
+        for conn in self.conns:
+            feed(conn)
+        deadline = time.monotonic() + TIMEOUT
+        while remaining:
+            events = self.sel.select(1.0)
+            if not events and time.monotonic() > deadline:
+                raise TimeoutError("floor: results did not arrive")
+            for key, _ in events:
+                conn = key.data
+                if conn is None:
+                    before = len(self.conns)
+                    self._accept()
+                    for new in self.conns[before:]:
+                        feed(new)
+                    continue
+                chunk = conn.sock.recv(1 << 16)
+                if not chunk:
+                    raise ConnectionError("a floor worker died")
+                buf = conn.buf
+                buf += chunk
+                pos = 0
+                while len(buf) - pos >= 4:
+                    (n,) = _H.unpack_from(buf, pos)
+                    if len(buf) - pos - 4 < n:
+                        break
+                    results.append(pickle.loads(buf[pos + 4:pos + 4 + n]))
+                    pos += 4 + n
+                    conn.inflight -= 1
+                    remaining -= 1
+                del buf[:pos]
+                feed(conn)
+        return results
+
+    def close(self) -> None:
+        self.sel.close()
+        self.listener.close()
+        for conn in self.conns:
+            conn.sock.close()  # EOF: the worker's loop ends
+        for proc in self.procs:
+            try:
+                proc.wait(TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+_DONE = object()
+
+
+# ---------------------------------------------------------------------------------------------- peers
+
+
+class Peer:
+    """One pool implementation, driven through the same five operations by every scenario."""
+
+    name = "?"
+
+    def start(self, workers: int) -> None:
+        """Create the pool (the clock of a cold start begins before this)."""
+        raise NotImplementedError
+
+    def first(self) -> int:
+        """Run one trivial job and return its result."""
+        return self.call(0)
+
+    def call(self, x: int) -> int:
+        """Run ``x + 1`` in a worker and wait for it (one round trip)."""
+        raise NotImplementedError
+
+    def run_inc(self, n: int) -> int:
+        """Run ``x + 1`` for x in range(n), one job per task, all submitted at once; return the sum."""
+        raise NotImplementedError
+
+    def run_sleep(self, n: int, seconds: float) -> int:
+        """Run ``n`` jobs of ``time.sleep(seconds)``; return how many results came back."""
+        raise NotImplementedError
+
+    def warm(self, workers: int) -> None:
+        """Make sure every worker is up and has run a job."""
+        self.run_sleep(2 * workers, 0.02)
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class Floor(Peer):
+    def __init__(self, inflight: int) -> None:
+        self.inflight = inflight
+        self.name = f"floor{inflight}"
+
+    def start(self, workers: int) -> None:
+        self.pool = FloorPool(workers, self.inflight)
+
+    def first(self) -> int:
+        return int(self.pool.run([0])[0])
+
+    def warm(self, workers: int) -> None:
+        self.pool.wait_connected(workers)
+        self.pool.run([0.02] * (2 * workers), op=1)
+
+    def call(self, x: int) -> int:
+        return int(self.pool.run([x])[0])
+
+    def run_inc(self, n: int) -> int:
+        return sum(self.pool.run(list(range(n))))
+
+    def run_sleep(self, n: int, seconds: float) -> int:
+        return len(self.pool.run([seconds] * n, op=1))
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class Jobsched(Peer):
+    def __init__(self, prefetch: int) -> None:
+        self.prefetch = prefetch
+        self.name = "jobsched" if prefetch == 1 else f"jobsched_prefetch{prefetch}"
+
+    def start(self, workers: int) -> None:
+        from jobsched import Scheduler
+
+        self.sched = Scheduler(prefetch=self.prefetch)
+        self.sched.start(workers, wait=False)
+
+    def warm(self, workers: int) -> None:
+        from jobsched import WorkerState
+
+        super().warm(workers)
+        deadline = time.monotonic() + TIMEOUT
+        while sum(w.state in (WorkerState.READY, WorkerState.RUNNING) for w in self.sched.workers) < workers:
+            if time.monotonic() > deadline:
+                raise TimeoutError("jobsched workers did not start")
+            time.sleep(0.01)
+
+    def call(self, x: int) -> int:
+        return int(self.sched.submit(operator.add, x, 1).result(TIMEOUT))
+
+    def run_inc(self, n: int) -> int:
+        submit = self.sched.submit
+        futures = [submit(operator.add, i, 1) for i in range(n)]
+        return sum(f.result(TIMEOUT) for f in futures)
+
+    def run_sleep(self, n: int, seconds: float) -> int:
+        futures = [self.sched.submit(time.sleep, seconds) for _ in range(n)]
+        return sum(1 for f in futures if f.result(TIMEOUT) is None)
+
+    def close(self) -> None:
+        self.sched.close()
+
+
+class JobschedManual(Peer):
+    """jobsched as the manual's server loop: ``add_job`` while stopped, then ``start`` with ``after_stop``.
+
+    The scheduler thread runs alone while the jobs run: nothing else competes with it for the GIL,
+    as with ``start_simple_server`` / ``server_start``. Workers are kept between runs (``close_workers=False``).
+    """
+
+    def __init__(self, prefetch: int) -> None:
+        self.prefetch = prefetch
+        self.name = "jobsched_manual" if prefetch == 1 else f"jobsched_manual_prefetch{prefetch}"
+
+    def start(self, workers: int) -> None:
+        from jobsched import Scheduler
+
+        self.workers = workers
+        self.sched = Scheduler(prefetch=self.prefetch)
+        self.sched.start(workers, wait=False)  # workers start now, in the background
+
+    def _run(self, calls: list[Any]) -> list[Any]:
+        results: list[Any] = []
+        add_job = self.sched.add_job
+        for rc in calls:
+            add_job(rc)
+        self.sched.start(self.workers, after_stop=lambda s, job, result: results.append(result),
+                         close_workers=False)
+        return results
+
+    def call(self, x: int) -> int:
+        from jobsched import remote_call
+
+        return int(self._run([remote_call(operator.add, x, 1)])[0])
+
+    def run_inc(self, n: int) -> int:
+        from jobsched import remote_call
+
+        return sum(self._run([remote_call(operator.add, i, 1) for i in range(n)]))
+
+    def run_sleep(self, n: int, seconds: float) -> int:
+        from jobsched import remote_call
+
+        return sum(1 for r in self._run([remote_call(time.sleep, seconds) for _ in range(n)]) if r is None)
+
+    def close(self) -> None:
+        self.sched.close()
+
+
+class FuturesExecutor(Peer):
+    """``ProcessPoolExecutor`` (stdlib, fork or spawn) or ``loky.ProcessPoolExecutor``."""
+
+    def __init__(self, name: str, make: Callable[[int], concurrent.futures.Executor]) -> None:
+        self.name = name
+        self.make = make
+
+    def start(self, workers: int) -> None:
+        self.ex = self.make(workers)
+
+    def call(self, x: int) -> int:
+        return int(self.ex.submit(operator.add, x, 1).result(TIMEOUT))
+
+    def run_inc(self, n: int) -> int:
+        submit = self.ex.submit
+        futures = [submit(operator.add, i, 1) for i in range(n)]
+        return sum(f.result(TIMEOUT) for f in futures)
+
+    def run_sleep(self, n: int, seconds: float) -> int:
+        futures = [self.ex.submit(time.sleep, seconds) for _ in range(n)]
+        return sum(1 for f in futures if f.result(TIMEOUT) is None)
+
+    def close(self) -> None:
+        self.ex.shutdown(wait=True)
+
+
+class MpPool(Peer):
+    name = "mp_pool"
+
+    def start(self, workers: int) -> None:
+        import multiprocessing
+
+        self.pool = multiprocessing.get_context("fork").Pool(workers)
+
+    def call(self, x: int) -> int:
+        return int(self.pool.apply_async(operator.add, (x, 1)).get(TIMEOUT))
+
+    def run_inc(self, n: int) -> int:
+        it = self.pool.imap_unordered(_inc, range(n), chunksize=1)
+        return sum(it.next(TIMEOUT) for _ in range(n))
+
+    def run_sleep(self, n: int, seconds: float) -> int:
+        it = self.pool.imap_unordered(time.sleep, [seconds] * n, chunksize=1)
+        return sum(1 for _ in range(n) if it.next(TIMEOUT) is None)
+
+    def close(self) -> None:
+        self.pool.close()
+        self.pool.join()
+
+
+class Dask(Peer):
+    name = "dask"
+
+    def start(self, workers: int) -> None:
+        import logging
+
+        from distributed import Client, LocalCluster
+
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        self.cluster = LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            silence_logs=logging.CRITICAL)
+        self.client = Client(self.cluster)  # type: ignore[no-untyped-call]
+
+    def call(self, x: int) -> int:
+        return int(self.client.submit(operator.add, x, 1, pure=False).result(TIMEOUT))
+
+    def run_inc(self, n: int) -> int:
+        futures = self.client.map(_inc, range(n), pure=False)
+        results: list[int] = self.client.gather(futures)  # type: ignore[no-untyped-call]
+        return sum(results)
+
+    def run_sleep(self, n: int, seconds: float) -> int:
+        futures = self.client.map(time.sleep, [seconds] * n, pure=False)
+        results: list[None] = self.client.gather(futures)  # type: ignore[no-untyped-call]
+        return sum(1 for r in results if r is None)
+
+    def warm(self, workers: int) -> None:
+        self.client.wait_for_workers(workers, timeout=TIMEOUT)
+        super().warm(workers)
+
+    def close(self) -> None:
+        self.client.close()  # type: ignore[no-untyped-call]
+        self.cluster.close()
+
+
+def make_peer(name: str) -> Peer:
+    import multiprocessing
+
+    if name in ("floor1", "floor2"):
+        return Floor(int(name[-1]))
+    if name == "jobsched":
+        return Jobsched(1)
+    if name.startswith("jobsched_prefetch"):
+        return Jobsched(int(name.removeprefix("jobsched_prefetch")))
+    if name == "jobsched_manual":
+        return JobschedManual(1)
+    if name.startswith("jobsched_manual_prefetch"):
+        return JobschedManual(int(name.removeprefix("jobsched_manual_prefetch")))
+    if name in ("ppe_fork", "ppe_spawn"):
+        ctx = multiprocessing.get_context(name.removeprefix("ppe_"))
+        return FuturesExecutor(name, lambda n: concurrent.futures.ProcessPoolExecutor(n, mp_context=ctx))
+    if name == "mp_pool":
+        return MpPool()
+    if name == "loky":
+        import loky  # type: ignore[import-untyped]
+
+        return FuturesExecutor(name, lambda n: loky.ProcessPoolExecutor(max_workers=n))
+    if name == "dask":
+        return Dask()
+    raise ValueError(f"unknown peer {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------- scenarios
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6  # KiB on Linux; MB as _rss_mb
+
+
+def _check_sum(n: int, total: int) -> None:
+    if total != n * (n + 1) // 2:
+        raise AssertionError(f"wrong results: sum {total}, expected {n * (n + 1) // 2}")
+
+
+def throughput(peer: Peer, workers: int, n: int) -> dict[str, Any]:
+    """Warm pool; n trivial jobs submitted at once; time to the last result."""
+    peer.start(workers)
+    try:
+        peer.warm(workers)
+        t0 = time.perf_counter()
+        total = peer.run_inc(n)
+        elapsed = time.perf_counter() - t0
+    finally:
+        peer.close()
+    _check_sum(n, total)
+    return {"seconds": elapsed, "jobs_per_s": n / elapsed, "n": n}
+
+
+def roundtrip(peer: Peer, workers: int, n: int) -> dict[str, Any]:
+    """Warm pool; one job at a time; the distribution of submit-to-result times."""
+    peer.start(workers)
+    times = []
+    try:
+        peer.warm(workers)
+        for i in range(min(50, n)):  # settle caches and branch predictors
+            peer.call(i)
+        clock = time.perf_counter
+        for i in range(n):
+            t0 = clock()
+            r = peer.call(i)
+            times.append(clock() - t0)
+            if r != i + 1:
+                raise AssertionError(f"wrong result {r} for {i}")
+    finally:
+        peer.close()
+    times.sort()
+    p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+    return {"median_us": times[len(times) // 2] * 1e6, "p99_us": p99 * 1e6, "n": n}
+
+
+def cold_start(peer: Peer, workers: int) -> dict[str, Any]:
+    """Creating the pool to the first result (closing is not timed)."""
+    t0 = time.perf_counter()
+    peer.start(workers)
+    try:
+        r = peer.first()
+        elapsed = time.perf_counter() - t0
+    finally:
+        peer.close()
+    if r != 1:
+        raise AssertionError(f"wrong first result {r}")
+    return {"seconds": elapsed}
+
+
+def efficiency(peer: Peer, workers: int, n: int, sleep_s: float) -> dict[str, Any]:
+    """Warm pool; n jobs of ``sleep(sleep_s)``; ideal time / measured time."""
+    peer.start(workers)
+    try:
+        peer.warm(workers)
+        t0 = time.perf_counter()
+        got = peer.run_sleep(n, sleep_s)
+        elapsed = time.perf_counter() - t0
+    finally:
+        peer.close()
+    if got != n:
+        raise AssertionError(f"{got} of {n} results")
+    ideal = n * sleep_s / workers
+    return {"seconds": elapsed, "ideal_s": ideal, "efficiency": ideal / elapsed}
+
+
+def scale(peer: Peer, workers: int, n: int) -> dict[str, Any]:
+    """Cold: create a pool of many workers, run n trivial jobs on it (to the last result), then close."""
+    t0 = time.perf_counter()
+    peer.start(workers)
+    try:
+        total = peer.run_inc(n)
+        elapsed = time.perf_counter() - t0
+    finally:
+        peer.close()
+    closed = time.perf_counter() - t0
+    _check_sum(n, total)
+    return {"seconds": elapsed, "with_close_s": closed, "workers": workers, "n": n}
+
+
+def many(peer: Peer, workers: int, n: int) -> dict[str, Any]:
+    """A fresh process: n trivial jobs at once on a warm pool; every result counted; peak RSS of this process."""
+    gc.collect()
+    base = _rss_mb()
+    peer.start(workers)
+    try:
+        peer.warm(workers)
+        t0 = time.perf_counter()
+        total = peer.run_inc(n)
+        elapsed = time.perf_counter() - t0
+    finally:
+        peer.close()
+    _check_sum(n, total)
+    return {"seconds": elapsed, "jobs_per_s": n / elapsed, "delivered": n, "n": n, "workers": workers,
+            "base_rss_mb": base, "peak_rss_mb": _peak_rss_mb()}
+
+
+def queue_memory(n: int, kind: str) -> dict[str, Any]:
+    """A fresh process: queue n small jobs on a scheduler that is not started; RSS growth per job."""
+    from jobsched import Scheduler
+
+    sched = Scheduler()
+    gc.collect()
+    base = _rss_mb()
+    if kind == "add_job":
+        add = sched.add_job
+        for i in range(n):
+            add(i)
+    else:
+        submit = sched.submit
+        keep = [submit(operator.add, i, 1) for i in range(n)]  # a caller keeps its futures
+    gc.collect()
+    grown = _rss_mb() - base
+    queued = sched.n_queued_jobs
+    sched.close()
+    if kind != "add_job":
+        del keep
+    return {"bytes_per_job": grown * 1e6 / n, "n": n, "queued": queued, "kind": kind}
+
+
+def executor_map(n: int, workers: int) -> dict[str, Any]:
+    """A fresh process: ``Executor.map`` over n items, consumed as they come; peak RSS growth.
+
+    Then, for contrast, ``ProcessPoolExecutor.map`` (fork) over the same items in the same process: it
+    submits every item before the first result, so its peak grows with n. Peak RSS never decreases, so
+    jobsched's run goes first and each growth is measured from the peak before it.
+    """
+    from jobsched import Executor
+
+    gc.collect()
+    base = _rss_mb()
+    with Executor(workers) as ex:
+        list(ex.map(operator.add, range(64), range(64)))  # warm
+        before = max(base, _peak_rss_mb())
+        t0 = time.perf_counter()
+        total = sum(ex.map(_inc, range(n)))
+        elapsed = time.perf_counter() - t0
+    _check_sum(n, total)
+    peak = _peak_rss_mb()
+    import multiprocessing
+
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as ppe:
+        list(ppe.map(_inc, range(64)))
+        ppe_before = _peak_rss_mb()
+        t0 = time.perf_counter()
+        ppe_total = sum(ppe.map(_inc, range(n)))
+        ppe_elapsed = time.perf_counter() - t0
+    _check_sum(n, ppe_total)
+    return {"seconds": elapsed, "items_per_s": n / elapsed, "n": n, "base_rss_mb": base, "peak_rss_mb": peak,
+            "growth_mb": peak - before, "ppe_items_per_s": n / ppe_elapsed,
+            "ppe_growth_mb": _peak_rss_mb() - ppe_before}
+
+
+def dashboard(workers: int, n: int, reps: int) -> dict[str, Any]:
+    """Throughput with and without a live dashboard attached: ``reps`` alternating pairs, one scheduler each.
+
+    Reports the median rates and the median scheduler-process CPU per job of each side: on a busy machine
+    the CPU cost is the steadier of the two.
+    """
+    try:
+        import jobsched.notebook.dashboard  # noqa: F401
+    except ImportError as exc:
+        return {"skipped": f"no dashboard: {exc}"}
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    for rep in range(reps):
+        for with_dashboard in ((False, True) if rep % 2 == 0 else (True, False)):
+            peer = Jobsched(1)
+            peer.start(workers)
+            try:
+                peer.warm(workers)
+                board = peer.sched.dashboard() if with_dashboard else None
+                c0, t0 = time.process_time(), time.perf_counter()
+                total = peer.run_inc(n)
+                elapsed, used = time.perf_counter() - t0, time.process_time() - c0
+                if board is not None:
+                    board.close()
+            finally:
+                peer.close()
+            _check_sum(n, total)
+            rates[with_dashboard].append(n / elapsed)
+            cpu[with_dashboard].append(used / n * 1e6)
+    p, a = statistics.median(rates[False]), statistics.median(rates[True])
+    return {"plain_jobs_per_s": p, "dashboard_jobs_per_s": a, "cost": 1.0 - a / p,
+            "plain_cpu_us_per_job": statistics.median(cpu[False]),
+            "dashboard_cpu_us_per_job": statistics.median(cpu[True]), "n": n, "pairs": reps}
+
+
+def run_request(peer_name: str, scenario: str, params: dict[str, Any]) -> dict[str, Any]:
+    if scenario == "queue_memory":
+        return queue_memory(**params)
+    if scenario == "executor_map":
+        return executor_map(**params)
+    if scenario == "dashboard":
+        return dashboard(**params)
+    peer = make_peer(peer_name)
+    functions: dict[str, Callable[..., dict[str, Any]]] = {
+        "throughput": throughput, "roundtrip": roundtrip, "cold_start": cold_start,
+        "efficiency": efficiency, "scale": scale, "many": many,
+    }
+    function = functions[scenario]
+    return function(peer, **params)
+
+
+def serve(result_fd: int) -> None:
+    """Answer requests from stdin until EOF (the parent's protocol: one JSON object per line each way)."""
+    out = os.fdopen(result_fd, "w", buffering=1)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        try:
+            answer: dict[str, Any] = {"ok": True, "value": run_request(request["peer"], request["scenario"],
+                                                                        request["params"])}
+        except BaseException as exc:  # reported to the parent, which records the failure and goes on
+            answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        out.write(json.dumps(answer) + "\n")
+        gc.collect()
+
+
+def main() -> None:
+    # Answers go to a private copy of fd 1; fd 1 itself becomes stderr, so that whatever the peers'
+    # worker processes print (they inherit fd 1) cannot corrupt an answer.
+    result_fd = os.dup(1)
+    os.dup2(2, 1)
+    serve(result_fd)
+
+
+if __name__ == "__main__":
+    main()

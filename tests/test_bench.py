@@ -1,0 +1,95 @@
+"""``python -m jobsched.bench`` runs end to end: a tiny quick run exits 0 and writes sane JSON.
+
+Speed is not asserted here: speed is what the benchmark measures, on a machine that may be busy. This test
+only checks that every part of the benchmark (the peers' child processes, the floor, jobsched in both
+APIs, the memory scenario, the table, the targets, the JSON) works, so that a full run will too.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+TIMEOUT = 240.0  # the run below takes some 10-20 s on an idle 2-core machine
+
+SCENARIOS = ["throughput", "roundtrip", "cold_start", "queue_memory"]
+PEERS = ["floor1", "jobsched", "jobsched_manual"]
+
+
+def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the benchmark; on timeout, kill it and every process under it (its children have own sessions)."""
+    proc = subprocess.Popen([sys.executable, "-m", "jobsched.bench", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        try:
+            descendants = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.Error:
+            descendants = []
+        for p in [*descendants, psutil.Process(proc.pid)]:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        out, err = proc.communicate(timeout=30)
+        raise AssertionError(f"the benchmark did not finish in {TIMEOUT:g} s:\n{err[-3000:]}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def median(data: dict[str, Any], scenario: str, peer: str) -> dict[str, float]:
+    entry = data["results"][scenario][peer]
+    assert not entry.get("errors"), f"{scenario}/{peer} failed: {entry.get('errors')}"
+    assert len(entry["runs"]) == 1
+    result: dict[str, float] = entry["median"]
+    return result
+
+
+def test_a_tiny_quick_run_writes_the_expected_json(tmp_path: Path) -> None:
+    path = tmp_path / "bench.json"
+    done = run_bench("--quick", "--only", ",".join(SCENARIOS), "--only", ",".join(PEERS),
+                     "--set", "throughput_n=300", "--set", "roundtrip_n=30", "--set", "queue_n=5000",
+                     "--json", str(path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| peer |" in done.stdout  # the table
+    data = json.loads(path.read_text())
+
+    meta = data["meta"]
+    assert meta["quick"] is True and meta["repeat"] == 1
+    assert meta["scenarios"] == SCENARIOS and meta["peers"] == PEERS
+    assert meta["sizes"]["throughput_n"] == 300 and meta["sizes"]["workers"] == 2
+    assert meta["command"].startswith("python -m jobsched.bench --quick")
+
+    for peer in PEERS:
+        tp = median(data, "throughput", peer)
+        assert tp["n"] == 300 and tp["jobs_per_s"] > 0 and tp["seconds"] > 0
+    for peer in ("floor1", "jobsched"):
+        rt = median(data, "roundtrip", peer)
+        assert 0 < rt["median_us"] <= rt["p99_us"] < 10e6
+        cold = median(data, "cold_start", peer)
+        assert 0 < cold["seconds"] < 60
+    # The manual's add_job loop pays one start() per call: it has no round trip or cold start of its own.
+    assert "skipped" in data["results"]["roundtrip"]["jobsched_manual"]
+
+    for kind in ("add_job", "submit"):
+        queued = median(data, "queue_memory", kind)
+        assert queued["queued"] == 5000
+        assert 0 < queued["bytes_per_job"] < 100_000
+
+    names = [t["target"] for t in data["targets"]]
+    assert "default throughput (submit) / floor1" in names
+    assert "median round trip / floor1" in names
+    for target in data["targets"]:
+        assert set(target) == {"target", "value", "bound", "met", "detail"}
+        assert isinstance(target["met"], bool) and target["value"] >= 0
+
+
+def test_unknown_names_are_refused_with_the_list_of_valid_ones() -> None:
+    done = run_bench("--only", "throughput,nonsense")
+    assert done.returncode == 2
+    assert "nonsense" in done.stderr and "floor1" in done.stderr
