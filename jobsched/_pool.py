@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import collections
 import os
+import queue
 import signal
 import socket
 import subprocess
+import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .states import WorkerState, check_transition
 
 if TYPE_CHECKING:
     from .job import Job
+
+T = TypeVar("T")
 
 OUTPUT_LINES = 200  # lines of output kept per worker for the dashboard and error messages
 
@@ -100,8 +106,53 @@ def describe_exit(returncode: int | None) -> str:
     return f"exit code {returncode}"
 
 
+class _Spawner:
+    """One thread, alive as long as this process, from which every worker process is started.
+
+    A worker asks the kernel to kill it when its parent dies (``PR_SET_PDEATHSIG``), and "parent" means
+    the *thread* that started it. Scheduler threads come and go (a blocking ``start`` ends its thread and
+    may keep the workers), so none of them may be that parent: this thread is, and it only ends with the
+    process.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        os.register_at_fork(after_in_child=self._forget_thread)
+
+    def _forget_thread(self) -> None:
+        self._thread = None  # a forked child has no copy of the thread: start its own
+        self._requests = queue.SimpleQueue()
+
+    def call(self, fn: Callable[[], T]) -> T:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="jobsched-spawner", daemon=True)
+                self._thread.start()
+        done: Future[T] = Future()
+        self._requests.put((fn, done))
+        return done.result()
+
+    def _serve(self) -> None:
+        requests = self._requests
+        while True:
+            fn, done = requests.get()
+            try:
+                done.set_result(fn())
+            except BaseException as exc:
+                done.set_exception(exc)
+
+
+_spawner = _Spawner()
+
+
 def spawn(argv: list[str], env: dict[str, str], secret: bytes) -> subprocess.Popen[bytes]:
-    """Start a worker process in its own session and hand it the secret on stdin."""
+    """Start a worker process (from the spawner thread) in its own session; hand it the secret on stdin."""
+    return _spawner.call(lambda: _popen(argv, env, secret))
+
+
+def _popen(argv: list[str], env: dict[str, str], secret: bytes) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.PIPE,

@@ -46,13 +46,12 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class _DieWithScheduler:
-    """While a job runs, have the kernel SIGKILL this process if its scheduler dies (Linux).
+    """Have the kernel SIGKILL this process when its scheduler's process dies (Linux).
 
     The stdin watchdog is a Python thread: it cannot run while a job holds the GIL in a long C call
-    (``sum(itertools.repeat(1, 10**12))``, many C extensions). ``PR_SET_PDEATHSIG`` needs no GIL. It is armed
-    only during a job because it fires when the *thread* that started us exits, and a scheduler thread can
-    end while its idle workers are kept for the next ``start`` (``close_workers=False``); it never ends
-    while one of its jobs runs, except when its whole process dies.
+    (``sum(itertools.repeat(1, 10**12))``, many C extensions). ``PR_SET_PDEATHSIG`` needs no GIL. It fires
+    when the *thread* that started this process exits; schedulers start every worker from one thread that
+    lives as long as their process (``_pool.spawn``), so it is armed once, for the worker's whole life.
     """
 
     def __init__(self, parent: int) -> None:
@@ -73,10 +72,6 @@ class _DieWithScheduler:
         armed = self._prctl is not None and self._prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
         if armed and os.getppid() != self.parent:  # the scheduler died before the signal was armed
             os._exit(ORPHAN_EXIT)
-
-    def disarm(self) -> None:
-        if self._prctl is not None:
-            self._prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)
 
 
 def _connect_from_environment() -> _wire.BlockingConnection:
@@ -120,7 +115,7 @@ def start_worker(run_job: Callable[[Job], Any], silent: bool = False) -> None:
             is the job's result. If it raises, the result is a ``JobError`` and the worker goes on.
         silent: suppress what ``run_job`` prints to stdout (stderr is untouched).
     """
-    guard = _DieWithScheduler(os.getppid())
+    _DieWithScheduler(os.getppid()).arm()
     conn = _connect_from_environment()
     # redirect_stdout is reusable, so one object serves every job.
     quiet: contextlib.AbstractContextManager[Any] = (
@@ -134,7 +129,6 @@ def start_worker(run_job: Callable[[Job], Any], silent: bool = False) -> None:
             if kind != _wire.JOB:
                 raise ConnectionError(f"unexpected frame kind {kind} from the scheduler")
             (cost,) = _wire.COST.unpack_from(body)
-            guard.arm()
             try:
                 job = Job(index, cost, loads(body[_wire.COST.size:]), time.time() * 1000.0)
                 with quiet:
@@ -142,8 +136,6 @@ def start_worker(run_job: Callable[[Job], Any], silent: bool = False) -> None:
             except (Exception, SystemExit) as exc:
                 conn.send_frame(_wire.ERROR, index, _error_body(exc))
                 continue
-            finally:
-                guard.disarm()
             try:
                 out = dumps(result, f"the result of job {index}")
             except TypeError as exc:
