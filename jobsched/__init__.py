@@ -7,36 +7,71 @@ connection to 127.0.0.1. See README.md for a tour.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from ._pool import Worker as Worker
-from .background import default_scheduler as default_scheduler
-from .commands import make_python_cmd as make_python_cmd
-from .commands import processor_count as processor_count
-from .commands import this_file as this_file
-from .errors import CallbackError as CallbackError
-from .errors import InvalidStateError as InvalidStateError
-from .errors import JobError as JobError
-from .errors import JobschedError as JobschedError
-from .errors import JobTimeout as JobTimeout
-from .errors import ProtocolError as ProtocolError
-from .errors import SchedulerClosedError as SchedulerClosedError
-from .errors import WorkerStartupError as WorkerStartupError
-from .executor import Executor as Executor
-from .job import Job as Job
+# Imported eagerly (it is light, and the worker needs it anyway): the function ``remote_call`` must win
+# over the submodule of the same name, which an import of ``jobsched.remote_call`` binds on the package.
 from .remote_call import RemoteCall as RemoteCall
 from .remote_call import is_remote_call as is_remote_call
 from .remote_call import remote_call as remote_call
-from .scheduler import Scheduler as Scheduler
-from .scheduler import make_scheduler as make_scheduler
-from .server import make_server as make_server
-from .server import server_close as server_close
-from .server import server_start as server_start
-from .server import start_simple_server as start_simple_server
-from .states import WorkerState as WorkerState
-from .worker import start_remote_call_worker as start_remote_call_worker
-from .worker import start_simple_worker as start_simple_worker
-from .worker import start_worker as start_worker
+
+# The other public names and the module that defines each. They are imported on first use (PEP 562), so that
+# ``import jobsched`` - and every worker process, which imports the package - stays fast and lean.
+_EXPORTS = {
+    "Worker": "._pool",
+    "default_scheduler": ".background",
+    "make_python_cmd": ".commands",
+    "processor_count": ".commands",
+    "this_file": ".commands",
+    "CallbackError": ".errors",
+    "InvalidStateError": ".errors",
+    "JobError": ".errors",
+    "JobschedError": ".errors",
+    "JobTimeout": ".errors",
+    "ProtocolError": ".errors",
+    "SchedulerClosedError": ".errors",
+    "WorkerStartupError": ".errors",
+    "Executor": ".executor",
+    "Job": ".job",
+    "Scheduler": ".scheduler",
+    "make_scheduler": ".scheduler",
+    "make_server": ".server",
+    "server_close": ".server",
+    "server_start": ".server",
+    "start_simple_server": ".server",
+    "WorkerState": ".states",
+    "start_remote_call_worker": ".worker",
+    "start_simple_worker": ".worker",
+    "start_worker": ".worker",
+}
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from ._pool import Worker as Worker
+    from .background import default_scheduler as default_scheduler
+    from .commands import make_python_cmd as make_python_cmd
+    from .commands import processor_count as processor_count
+    from .commands import this_file as this_file
+    from .errors import CallbackError as CallbackError
+    from .errors import InvalidStateError as InvalidStateError
+    from .errors import JobError as JobError
+    from .errors import JobschedError as JobschedError
+    from .errors import JobTimeout as JobTimeout
+    from .errors import ProtocolError as ProtocolError
+    from .errors import SchedulerClosedError as SchedulerClosedError
+    from .errors import WorkerStartupError as WorkerStartupError
+    from .executor import Executor as Executor
+    from .job import Job as Job
+    from .scheduler import Scheduler as Scheduler
+    from .scheduler import make_scheduler as make_scheduler
+    from .server import make_server as make_server
+    from .server import server_close as server_close
+    from .server import server_start as server_start
+    from .server import start_simple_server as start_simple_server
+    from .states import WorkerState as WorkerState
+    from .worker import start_remote_call_worker as start_remote_call_worker
+    from .worker import start_simple_worker as start_simple_worker
+    from .worker import start_worker as start_worker
 
 __version__ = "0.1.0"
 
@@ -77,3 +112,16 @@ def load_ipython_extension(ipython: Any) -> None:
     from .notebook.magics import load_ipython_extension as load
 
     load(ipython)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jobsched' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # the next access is a plain attribute lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -47,3 +47,12 @@ def test_a_worker_process_is_lean(sched: Scheduler) -> None:
     sched.start(1, wait=False)
     assert sched.submit(helpers.add, 1).result(timeout=60) == 2
     assert sched.submit(loaded_heavy_modules).result(timeout=60) == []
+
+
+def test_names_resolve_lazily_and_remote_call_is_the_function() -> None:
+    code = ("import sys, jobsched, jobsched.remote_call, jobsched.scheduler; "
+            "print(callable(jobsched.remote_call), jobsched.remote_call.__module__, "
+            "'jobsched.executor' in sys.modules, jobsched.Executor.__module__, 'Executor' in dir(jobsched))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "jobsched.remote_call", "False", "jobsched.executor", "True"]
