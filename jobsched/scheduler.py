@@ -849,7 +849,8 @@ class Scheduler:
         except OSError:
             chunk = b""
         if not chunk:
-            return self._reject(p, "closed during the handshake")
+            # Silent when nothing was said: a worker killed while connecting (closed right after start).
+            return self._reject(p, "closed during the handshake", log=bool(p.buf))
         p.buf += chunk
         if len(p.buf) < _wire.HELLO_BYTES:
             return None
@@ -859,7 +860,10 @@ class Scheduler:
         index, generation, nonce_w = checked
         w = self._workers[index] if index < len(self._workers) else None
         if w is None or w.generation != generation or w.state is not WorkerState.STARTING or w.sock is not None:
-            return self._reject(p, f"authenticated as worker {index}:{generation}, which is not expected")
+            # A worker we retired (and are killing) before it connected is expected to knock: no log.
+            retired = w is not None and w.generation == generation and w.state is WorkerState.CLOSING
+            return self._reject(p, f"authenticated as worker {index}:{generation}, which is not expected",
+                                log=not retired)
         del self._pending[p.sock]
         self._selector.unregister(p.sock)
         sock = p.sock
@@ -878,7 +882,7 @@ class Scheduler:
             self._make_hungry(w)
         return None
 
-    def _reject(self, p: _Pending, why: str) -> None:
+    def _reject(self, p: _Pending, why: str, log: bool = True) -> None:
         assert self._selector is not None
         self._pending.pop(p.sock, None)
         try:
@@ -886,7 +890,8 @@ class Scheduler:
         except (KeyError, ValueError):
             pass
         p.sock.close()
-        self._log(f"jobsched: refused a connection to the scheduler: {why}")
+        if log:
+            self._log(f"jobsched: refused a connection to the scheduler: {why}")
 
     def _expire_handshakes(self, now: float) -> None:
         for p in list(self._pending.values()):
