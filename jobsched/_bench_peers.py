@@ -241,6 +241,24 @@ class Peer:
         raise NotImplementedError
 
 
+class SubmitPeer(Peer):
+    """A pool driven through a ``submit(fn, *args) -> Future`` (``self.submit``, set by ``start``)."""
+
+    submit: Callable[..., concurrent.futures.Future[Any]]
+
+    def call(self, x: int) -> int:
+        return int(self.submit(operator.add, x, 1).result(TIMEOUT))
+
+    def run_inc(self, n: int) -> int:
+        submit = self.submit
+        futures = [submit(operator.add, i, 1) for i in range(n)]
+        return sum(f.result(TIMEOUT) for f in futures)
+
+    def run_sleep(self, n: int, seconds: float) -> int:
+        futures = [self.submit(time.sleep, seconds) for _ in range(n)]
+        return sum(1 for f in futures if f.result(TIMEOUT) is None)
+
+
 class Floor(Peer):
     def __init__(self, inflight: int) -> None:
         self.inflight = inflight
@@ -269,7 +287,7 @@ class Floor(Peer):
         self.pool.close()
 
 
-class Jobsched(Peer):
+class Jobsched(SubmitPeer):
     def __init__(self, prefetch: int) -> None:
         self.prefetch = prefetch
         self.name = "jobsched" if prefetch == 1 else f"jobsched_prefetch{prefetch}"
@@ -279,6 +297,7 @@ class Jobsched(Peer):
 
         self.sched = Scheduler(prefetch=self.prefetch)
         self.sched.start(workers, wait=False)
+        self.submit = self.sched.submit
 
     def warm(self, workers: int) -> None:
         from jobsched import WorkerState
@@ -289,18 +308,6 @@ class Jobsched(Peer):
             if time.monotonic() > deadline:
                 raise TimeoutError("jobsched workers did not start")
             time.sleep(0.01)
-
-    def call(self, x: int) -> int:
-        return int(self.sched.submit(operator.add, x, 1).result(TIMEOUT))
-
-    def run_inc(self, n: int) -> int:
-        submit = self.sched.submit
-        futures = [submit(operator.add, i, 1) for i in range(n)]
-        return sum(f.result(TIMEOUT) for f in futures)
-
-    def run_sleep(self, n: int, seconds: float) -> int:
-        futures = [self.sched.submit(time.sleep, seconds) for _ in range(n)]
-        return sum(1 for f in futures if f.result(TIMEOUT) is None)
 
     def close(self) -> None:
         self.sched.close()
@@ -352,7 +359,7 @@ class JobschedManual(Peer):
         self.sched.close()
 
 
-class FuturesExecutor(Peer):
+class FuturesExecutor(SubmitPeer):
     """``ProcessPoolExecutor`` (stdlib, fork or spawn) or ``loky.ProcessPoolExecutor``."""
 
     def __init__(self, name: str, make: Callable[[int], concurrent.futures.Executor]) -> None:
@@ -361,18 +368,7 @@ class FuturesExecutor(Peer):
 
     def start(self, workers: int) -> None:
         self.ex = self.make(workers)
-
-    def call(self, x: int) -> int:
-        return int(self.ex.submit(operator.add, x, 1).result(TIMEOUT))
-
-    def run_inc(self, n: int) -> int:
-        submit = self.ex.submit
-        futures = [submit(operator.add, i, 1) for i in range(n)]
-        return sum(f.result(TIMEOUT) for f in futures)
-
-    def run_sleep(self, n: int, seconds: float) -> int:
-        futures = [self.ex.submit(time.sleep, seconds) for _ in range(n)]
-        return sum(1 for f in futures if f.result(TIMEOUT) is None)
+        self.submit = self.ex.submit
 
     def close(self) -> None:
         self.ex.shutdown(wait=True)
