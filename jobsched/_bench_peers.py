@@ -562,17 +562,8 @@ def many(peer: Peer, workers: int, n: int) -> dict[str, Any]:
     """A fresh process: n trivial jobs at once on a warm pool; every result counted; peak RSS of this process."""
     gc.collect()
     base = _rss_mb()
-    peer.start(workers)
-    try:
-        peer.warm(workers)
-        t0 = time.perf_counter()
-        total = peer.run_inc(n)
-        elapsed = time.perf_counter() - t0
-    finally:
-        peer.close()
-    _check_sum(n, total)
-    return {"seconds": elapsed, "jobs_per_s": n / elapsed, "delivered": n, "n": n, "workers": workers,
-            "base_rss_mb": base, "peak_rss_mb": _peak_rss_mb()}
+    measured = throughput(peer, workers, n)  # raises unless every result came back
+    return {**measured, "delivered": n, "workers": workers, "base_rss_mb": base, "peak_rss_mb": _peak_rss_mb()}
 
 
 def queue_memory(n: int, kind: str) -> dict[str, Any]:
