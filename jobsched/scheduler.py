@@ -72,6 +72,9 @@ CLOSE_GRACE = 10.0  # seconds a closing worker has to exit before SIGTERM, then 
 MAX_RESTART_DELAY = 5.0
 _TICK = 0.5  # longest sleep of the loop when nothing is due (a safety net, not the way events arrive)
 
+# Where this jobsched lives: put first on a worker's path so that it runs the same code as its scheduler.
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 _live: weakref.WeakSet[Scheduler] = weakref.WeakSet()
 
 
@@ -704,11 +707,10 @@ class Scheduler:
 
     def _maintain(self, now: float) -> None:
         if self._backend is not None:  # ---- backend seam: the backend opens, retires and times out its slots
-            next_at = self._backend.maintain(now)
-            if self._n_done and (not self._rate_samples or now - self._rate_samples[-1][0] >= 0.25):
-                self._rate_samples.append((now, self._n_done))
-            self._maintain_at = next_at
+            self._sample_rate(now)
+            self._maintain_at = self._backend.maintain(now)
             return
+        self._sample_rate(now)
         next_at = now + _TICK
         if self._pending:
             self._expire_handshakes(now)
@@ -746,9 +748,12 @@ class Scheduler:
                         w.kill_reason = "timeout"
                         self._kill(w)
                     next_at = min(next_at, limit)
+        self._maintain_at = next_at
+
+    def _sample_rate(self, now: float) -> None:
+        """Record (time, jobs done) every 0.25 s at most: ``stats()`` derives jobs/s from these samples."""
         if self._n_done and (not self._rate_samples or now - self._rate_samples[-1][0] >= 0.25):
             self._rate_samples.append((now, self._n_done))
-        self._maintain_at = next_at
 
     def _start_worker(self, w: Worker, now: float) -> None:
         w.generation += 1
@@ -765,8 +770,7 @@ class Scheduler:
         env[_wire.ENV_WORKER] = f"{w.index}:{w.generation}"
         env[_wire.ENV_SYS_PATH] = json.dumps([p for p in sys.path if p and os.path.isdir(p)])
         env["PYTHONUNBUFFERED"] = "1"
-        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         try:
             argv = [os.fspath(a) for a in self.make_worker_command(w.index)]
             w.proc = spawn(argv, env, self._secret)
