@@ -11,6 +11,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .commands import processor_count
+from .progress import job_bar  # tqdm itself is imported only when a bar is made
 from .scheduler import Scheduler
 
 if TYPE_CHECKING:
@@ -93,8 +94,6 @@ class Executor(concurrent.futures.Executor):
                  deadline: float | None, total: int | None, buffersize: int) -> Iterator[T]:
         bar = None
         if total != -1:
-            from .progress import job_bar
-
             bar = job_bar(total, desc="map")
         try:
             while window:

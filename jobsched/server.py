@@ -8,6 +8,7 @@ from typing import Any
 
 from .commands import make_python_cmd, processor_count
 from .job import Job
+from .progress import job_bar  # tqdm itself is imported only when a bar is made
 from .scheduler import Scheduler
 
 ProcessResult = Callable[[Any, Any], object]
@@ -67,7 +68,7 @@ def server_start(
         sched.add_job(item)
     if n_workers is None:
         n_workers = sched.n_workers or min(len(data), processor_count())
-    bar = _progress_bar(len(data), sched) if progress else None
+    bar = job_bar(len(data)) if progress else None
 
     def after_stop(s: Scheduler, job: Job, result: Any) -> None:
         if bar is not None:
@@ -109,9 +110,3 @@ def start_simple_server(
         server_start(sched, data, process_result, n_workers=n_workers, close_workers=True, progress=progress)
     finally:
         server_close(sched)
-
-
-def _progress_bar(total: int, sched: Scheduler) -> Any:
-    from .progress import job_bar
-
-    return job_bar(total)
