@@ -943,7 +943,7 @@ class Scheduler:
                     except BaseException as exc:
                         with lock:
                             self._n_active -= 1
-                            heapq.heappush(heap, (job.cost, job.index, entry))
+                            heapq.heappush(heap, (entry.cost, entry.index, entry))
                         self._callback_failed(exc)
                         if frames:
                             self._send(w, b"".join(frames))
@@ -1342,7 +1342,7 @@ class Scheduler:
                 self._deliver(running, error, True)
         with self._lock:
             for entry in requeue:
-                heapq.heappush(self._heap, (entry.job.cost, entry.job.index, entry))
+                heapq.heappush(self._heap, (entry.cost, entry.index, entry))
 
     def _count_startup_failure(self, w: Worker, output: str) -> None:
         self._startup_failures += 1
