@@ -171,11 +171,21 @@ def load_file(path: str) -> Any:
     return module
 
 
+# Modules that remote calls named, by the name they travel with: a worker would otherwise look each one up
+# again for every job (``importlib.import_module`` for a module, ``os.path.realpath``, an lstat per path
+# component, for a script). The function itself is looked up in the module each time, so a module
+# attribute that a job reassigns is seen by the next job, as without the cache.
+_modules: dict[str, Any] = {}
+
+
 def resolve(module: str | None, qualname: str) -> Callable[..., Any]:
     """Find the function ``qualname`` in an importable module or a script file."""
     if module is None:
         raise LookupError(f"function {qualname} was shipped by value but its value is missing")
-    mod = load_file(module) if os.sep in module or module.endswith(".py") else importlib.import_module(module)
+    mod = _modules.get(module)
+    if mod is None:
+        mod = load_file(module) if os.sep in module or module.endswith(".py") else importlib.import_module(module)
+        _modules[module] = mod
     fun = _lookup(mod, qualname)
     if fun is None:
         raise AttributeError(f"module {module!r} has no function {qualname!r}")

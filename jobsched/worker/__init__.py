@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import os
 import signal
@@ -26,7 +25,7 @@ from typing import Any
 from .. import _wire
 from .._pickling import dumps, loads
 from ..job import Job
-from ..remote_call import RemoteCall, _lookup, load_file, run_remote_call
+from ..remote_call import load_file, run_remote_call
 
 # Exit status of a worker whose scheduler vanished.
 ORPHAN_EXIT = 70
@@ -155,31 +154,9 @@ def start_simple_worker(run: Callable[[Any], Any], silent: bool = False) -> None
     start_worker(lambda job: run(job.data), silent=silent)
 
 
-# Modules that remote calls named, by the name they travel with. ``resolve`` would look each one up
-# again for every job: ``importlib.import_module`` for a module, ``os.path.realpath`` (an lstat per path
-# component) for a script. The function itself is looked up in the module each time, so a module
-# attribute that a job reassigns is seen by the next job, as without the cache.
-_modules: dict[str, Any] = {}
-
-
-def _run_remote_call_job(job: Job) -> Any:
-    rc = job.data
-    if type(rc) is RemoteCall and rc._function is None and rc.module is not None:
-        module = _modules.get(rc.module)
-        if module is None:
-            name = rc.module
-            module = load_file(name) if os.sep in name or name.endswith(".py") else importlib.import_module(name)
-            _modules[name] = module
-        function = _lookup(module, rc.fun_name)
-        if function is None:
-            raise AttributeError(f"module {rc.module!r} has no function {rc.fun_name!r}")
-        rc._function = function
-    return run_remote_call(rc)
-
-
 def start_remote_call_worker() -> None:
     """Serve ``remote_call`` jobs: import (or unpickle) each function and call it with its arguments."""
-    start_worker(_run_remote_call_job)
+    start_worker(lambda job: run_remote_call(job.data))
 
 
 def _extend_sys_path() -> None:
