@@ -55,13 +55,13 @@ except ImportError as exc:  # the optional extra: fail when used, and say how to
     raise ImportError(f"jobsched.dask needs dask.distributed ({exc}): pip install 'jobsched[dask]'") from exc
 
 from . import _wire
-from ._pickling import dumps, loads
+from ._pickling import dumps
 from ._pool import Worker
 from .errors import JobschedError
-from .remote_call import RemoteCall, run_remote_call
+from .remote_call import RemoteCall
 from .scheduler import default_worker_command
 from .states import WorkerState
-from .worker import _error_body
+from .worker import run_remote_call_payload, run_to_frame
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -132,22 +132,9 @@ def run_payload(payload: bytes, index: int) -> tuple[int, bytes, int]:
     Returns:
         ``(RESULT, pickled result, pid)`` or ``(ERROR, pickled error triple, pid)``.
     """
-    try:
-        result = run_remote_call(loads(payload))
-    except (Exception, SystemExit) as exc:
-        return _wire.ERROR, _error_body(_without_this_frame(exc)), os.getpid()
-    try:
-        return _wire.RESULT, dumps(result, f"the result of job {index}"), os.getpid()
-    except TypeError as exc:
-        return _wire.ERROR, _error_body(_without_this_frame(exc)), os.getpid()
-
-
-def _without_this_frame(exc: BaseException) -> BaseException:
-    # A local worker's traceback starts below its job loop; drop run_payload's frame so that ours matches.
-    tb = exc.__traceback__
-    if tb is not None and tb.tb_next is not None and tb.tb_frame.f_code is run_payload.__code__:
-        exc.__traceback__ = tb.tb_next
-    return exc
+    # functools.partial adds no frame of this file to the traceback, so it matches a local worker's.
+    kind, body = run_to_frame(functools.partial(run_remote_call_payload, payload), index)
+    return kind, body, os.getpid()
 
 
 # ---------------------------------------------------------------------------------------- in the client process

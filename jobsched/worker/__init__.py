@@ -106,6 +106,27 @@ def _error_body(exc: BaseException) -> bytes:
     return dumps((type(exc).__name__, str(exc), tb_text))
 
 
+def run_to_frame(call: Callable[[], Any], index: int) -> tuple[int, bytes]:
+    """Run one job; return the frame that reports it: ``(RESULT, pickled result)`` or ``(ERROR, error triple)``.
+
+    A job that raises, or whose result cannot be pickled, becomes an ERROR; the worker goes on. Local
+    workers and ``jobsched.dask`` both report through this, so their results and failures are the same.
+    """
+    try:
+        result = call()
+    except (Exception, SystemExit) as exc:
+        return _wire.ERROR, _error_body(exc)
+    try:
+        return _wire.RESULT, dumps(result, f"the result of job {index}")
+    except TypeError as exc:
+        return _wire.ERROR, _error_body(exc)
+
+
+def run_remote_call_payload(payload: bytes) -> Any:
+    """Unpickle a ``RemoteCall`` and run it (here, so that its frame counts as plumbing in tracebacks)."""
+    return run_remote_call(loads(payload))
+
+
 def start_worker(run_job: Callable[[Job], Any], silent: bool = False) -> None:
     """Serve jobs from the scheduler that started this process until it says to close.
 
@@ -128,20 +149,14 @@ def start_worker(run_job: Callable[[Job], Any], silent: bool = False) -> None:
             if kind != _wire.JOB:
                 raise ConnectionError(f"unexpected frame kind {kind} from the scheduler")
             (cost,) = _wire.COST.unpack_from(body)
-            try:
+
+            def call(index: int = index, cost: float = cost, body: bytes = body) -> Any:
                 job = Job(index, cost, loads(body[_wire.COST.size:]), time.time() * 1000.0)
                 with quiet:
-                    result = run_job(job)
-            except (Exception, SystemExit) as exc:
-                conn.send_frame(_wire.ERROR, index, _error_body(exc))
-                continue
-            try:
-                out = dumps(result, f"the result of job {index}")
-            except TypeError as exc:
-                conn.send_frame(_wire.ERROR, index, _error_body(exc))
-            else:
-                conn.send_frame(_wire.RESULT, index, out)
-            del job, result
+                    return run_job(job)
+
+            kind, out = run_to_frame(call, index)
+            conn.send_frame(kind, index, out)
     except ConnectionError:
         # The scheduler went away between jobs: nothing to report to anyone.
         os._exit(ORPHAN_EXIT)
