@@ -790,23 +790,35 @@ class Scheduler:
             self._selector.register(w.pidfd, selectors.EVENT_READ, lambda mask, w=w: self._on_pidfd(w))
 
     def _close_worker(self, w: Worker, now: float) -> None:
-        """Ask an idle worker to exit; it has a grace period before it is terminated."""
+        """Ask a worker to exit; it has a grace period before it is terminated."""
         w.retiring = True
-        w.deadline = now + self._close_grace
         if w.state is WorkerState.READY or w.state is WorkerState.RUNNING:
             # A busy worker reads CLOSE after its job: its result still arrives, then it exits.
+            w.deadline = now + self._close_grace
             self._send(w, _wire.frame(_wire.CLOSE, 0))
             w.move(WorkerState.CLOSING)
         elif w.state is WorkerState.STARTING:
-            w.kill_reason = "retired"
-            w.move(WorkerState.CLOSING)
-            self._kill(w)
+            if self._error is not None:  # the scheduler is failing: no need to wait for it
+                self._retire_unconnected(w)
+            else:
+                # Let it connect, then it gets CLOSE (and its code after start_worker runs); _overdue
+                # kills it if it has not connected by the end of the grace period. min(): called every tick.
+                w.deadline = min(w.deadline, now + self._close_grace)
+
+    def _retire_unconnected(self, w: Worker) -> None:
+        """Kill a worker that is being closed before it connected: an expected exit, no restart."""
+        w.kill_reason = "retired"
+        w.move(WorkerState.CLOSING)
+        self._kill(w)
 
     def _overdue(self, w: Worker, now: float) -> None:
         """A worker missed its deadline: too slow to connect, or too slow to exit when closed."""
         if w.state is WorkerState.STARTING:
-            w.kill_reason = "did not connect in time"
-            self._kill(w)
+            if w.retiring:
+                self._retire_unconnected(w)
+            else:
+                w.kill_reason = "did not connect in time"
+                self._kill(w)
             w.deadline = now + 5.0
         elif w.proc is not None:
             escalate = w.kill_reason == "terminated"
