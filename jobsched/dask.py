@@ -407,8 +407,6 @@ class DaskBackend:
         w.exit_description = description
         w.move(_CLOSED)
         if lost:
-            with sched._lock:
-                sched._n_active -= len(lost)
             sched._settle_lost_jobs(w, lost)
         if restart:
             w.n_restarts += 1

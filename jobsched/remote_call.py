@@ -140,6 +140,8 @@ def _home_of(fun: Callable[..., Any]) -> str | None:
 
 
 def _lookup(module: Any, qualname: str) -> Any:
+    if "." not in qualname:  # a module-level function: the common case, once per job in a worker
+        return getattr(module, qualname, None)
     target = module
     for part in qualname.split("."):
         target = getattr(target, part, None)

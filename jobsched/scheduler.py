@@ -1054,7 +1054,7 @@ class Scheduler:
             data = buf
         n = len(data)
         pos = 0
-        done: list[tuple[_Entry, Any, bool]] = []
+        done: list[tuple[_Entry, int, bytes | bytearray]] = []
         while n - pos >= hsize:
             size, kind, index = header.unpack_from(data, pos)
             if size > _wire.MAX_FRAME or (kind != _wire.RESULT and kind != _wire.ERROR):
@@ -1111,8 +1111,9 @@ class Scheduler:
         if completed is not None:
             self._finish([completed])
 
-    def _complete(self, w: Worker, kind: int, index: int, body: bytes | bytearray) -> tuple[_Entry, Any, bool] | None:
-        """Take a finished job off ``w``: unpickle its result, count it, make room for the next one."""
+    def _complete(self, w: Worker, kind: int, index: int,
+                  body: bytes | bytearray) -> tuple[_Entry, int, bytes | bytearray] | None:
+        """Take a finished job off ``w`` and make room for the next one; its result is decoded later."""
         inflight = w.inflight
         if not inflight or inflight[0].index != index:
             self._log(f"jobsched: worker {w.index} sent a result for job {index}, which it does not hold")
@@ -1122,48 +1123,32 @@ class Scheduler:
         entry = inflight.popleft()
         now = time.monotonic()
         w.job_started = now
-        job = entry.job
-        job.stop_ms = time.time() * 1000.0
-        failed = kind == _wire.ERROR
-        try:
-            if failed:
-                remote_type, message, tb = loads(body)
-                result: Any = JobError(str(remote_type), str(message), str(tb), job.index)
-            else:
-                result = loads(body)
-        except Exception as exc:
-            failed = True
-            result = JobError(type(exc).__name__, f"the result could not be unpickled here: {exc}", "", job.index)
+        entry.job.stop_ms = time.time() * 1000.0
         w.n_done += 1
         w.n_jobs_this_process += 1
         if (self.max_jobs_per_worker is not None or self.max_worker_memory is not None) and self._worn_out(w):
             w.retiring = True  # a fresh process takes its slot once it holds no job
-        with self._lock:
-            self._n_active -= 1
-            self._n_done += 1
-            if failed:
-                self._n_failed += 1
         if not inflight and w.state is WorkerState.RUNNING:
             w.move(WorkerState.READY)
             if w.retiring or w.index >= self._n_target or self._closing:
                 self._close_worker(w, now)
         if w.state is WorkerState.READY or w.state is WorkerState.RUNNING:
             self._make_hungry(w)
-        return entry, result, failed
+        return entry, kind, body
 
-    def _finish(self, done: list[tuple[_Entry, Any, bool]]) -> None:
+    def _finish(self, done: list[tuple[_Entry, int, bytes | bytearray]]) -> None:
         """Hand out the next jobs and deliver the results of ``done`` (completed by ``_complete``)."""
         if self._after_stop is None:
             # No after_stop can queue a job that should go first: the free workers get their next jobs
-            # before the results are delivered, so they do not wait for futures and their callbacks.
+            # before the results are even unpickled, so they do not wait for futures and their callbacks.
             if self._heap and self._hungry and not self._paused:
                 self._dispatch()
-            for entry, result, failed in done:
-                self._deliver(entry, result, failed)
+            for entry, kind, body in done:
+                self._deliver(entry, *_decode(entry, kind, body))
         else:
             # after_stop may add jobs, or raise to stop everything: it runs before the next dispatch.
-            for entry, result, failed in done:
-                self._deliver(entry, result, failed)
+            for entry, kind, body in done:
+                self._deliver(entry, *_decode(entry, kind, body))
                 if self._heap and self._hungry and not self._paused:
                     self._dispatch()
 
@@ -1177,6 +1162,11 @@ class Scheduler:
         return False
 
     def _deliver(self, entry: _Entry, result: Any, failed: bool) -> None:
+        """Resolve the job's future, run after_stop, then count the job done.
+
+        It stays counted as active until here, so that ``wait()`` cannot see the scheduler idle while a
+        future is unresolved or an ``after_stop`` that may add jobs has yet to run.
+        """
         future = entry.future
         if future is not None:
             if failed:
@@ -1188,7 +1178,12 @@ class Scheduler:
                 self._after_stop(self, entry.job, result)
             except BaseException as exc:
                 self._callback_failed(exc)
-        if not self._heap or self._n_active == 0:
+        with self._lock:
+            self._n_active -= 1
+            self._n_done += 1
+            if failed:
+                self._n_failed += 1
+        if not self._n_active:
             self._notify_if_idle()
 
     # ---- reap: a worker process exited
@@ -1303,8 +1298,6 @@ class Scheduler:
         now = time.monotonic()
         w.move(WorkerState.CLOSED)
         if lost:
-            with self._lock:
-                self._n_active -= len(lost)
             self._settle_lost_jobs(w, lost)
         if (expected and returncode == 0) or w.kill_reason == "retired":
             w.fast_deaths = 0
@@ -1348,11 +1341,9 @@ class Scheduler:
                 requeue.insert(0, running)
             if error is not None:
                 job.stop_ms = time.time() * 1000.0
-                with self._lock:
-                    self._n_done += 1
-                    self._n_failed += 1
-                self._deliver(running, error, True)
-        with self._lock:
+                self._deliver(running, error, True)  # counts it done
+        with self._lock:  # back in the queue and out of the active count at once: never seen idle between
+            self._n_active -= len(requeue)
             for entry in requeue:
                 heapq.heappush(self._heap, (entry.cost, entry.index, entry))
 
@@ -1379,6 +1370,17 @@ class Scheduler:
 
     def _log(self, message: str) -> None:
         _write_stderr(message + "\n")
+
+
+def _decode(entry: _Entry, kind: int, body: bytes | bytearray) -> tuple[Any, bool]:
+    """Return ``(result, failed)`` from a RESULT or ERROR frame's body."""
+    try:
+        if kind == _wire.ERROR:
+            remote_type, message, tb = loads(body)
+            return JobError(str(remote_type), str(message), str(tb), entry.index), True
+        return loads(body), False
+    except Exception as exc:
+        return JobError(type(exc).__name__, f"the result could not be unpickled here: {exc}", "", entry.index), True
 
 
 class _Pending:

@@ -27,6 +27,10 @@ class WorkerState(enum.Enum):
     CLOSING = "closing"  # asked to exit; finishes what it holds first
     CLOSED = "closed"  # the process has exited
 
+    # Members are singletons compared by identity: hash them by identity too, in C. Enum's own __hash__ is
+    # Python code, and the scheduler checks a transition (a set lookup) twice per job.
+    __hash__ = object.__hash__
+
 
 _NEXT: dict[WorkerState, frozenset[WorkerState]] = {
     WorkerState.STARTING: frozenset({WorkerState.READY, WorkerState.CLOSING, WorkerState.CLOSED}),

@@ -116,6 +116,10 @@ def run_to_frame(call: Callable[[], Any], index: int) -> tuple[int, bytes]:
         result = call()
     except (Exception, SystemExit) as exc:
         return _wire.ERROR, _error_body(exc)
+    return _result_frame(result, index)
+
+
+def _result_frame(result: Any, index: int) -> tuple[int, bytes]:
     try:
         return _wire.RESULT, dumps(result, f"the result of job {index}")
     except TypeError as exc:
@@ -135,28 +139,40 @@ def start_worker(run_job: Callable[[Job], Any], silent: bool = False) -> None:
             is the job's result. If it raises, the result is a ``JobError`` and the worker goes on.
         silent: suppress what ``run_job`` prints to stdout (stderr is untouched).
     """
+
+    def run(index: int, cost: float, data: memoryview) -> Any:
+        return run_job(Job(index, cost, loads(data), time.time() * 1000.0))
+
+    _serve(run, silent)
+
+
+def _serve(run: Callable[[int, float, memoryview], Any], silent: bool) -> None:
+    """The job loop: ``run(index, cost, pickled data)`` for each JOB frame, until CLOSE."""
     _DieWithScheduler(os.getppid()).arm()
     conn = _connect_from_environment()
     # redirect_stdout is reusable, so one object serves every job.
     quiet: contextlib.AbstractContextManager[Any] = (
         contextlib.redirect_stdout(open(os.devnull, "w")) if silent else contextlib.nullcontext()  # noqa: SIM115
     )
+    recv_frame, send_frame, unpack_cost = conn.recv_frame, conn.send_frame, _wire.COST.unpack_from
+    job_kind, cost_size = _wire.JOB, _wire.COST.size
     try:
         while True:
-            kind, index, body = conn.recv_frame()
-            if kind == _wire.CLOSE:
-                return
-            if kind != _wire.JOB:
+            kind, index, body = recv_frame()
+            if kind != job_kind:
+                if kind == _wire.CLOSE:
+                    return
                 raise ConnectionError(f"unexpected frame kind {kind} from the scheduler")
-            (cost,) = _wire.COST.unpack_from(body)
-
-            def call(index: int = index, cost: float = cost, body: bytes = body) -> Any:
-                job = Job(index, cost, loads(body[_wire.COST.size:]), time.time() * 1000.0)
+            (cost,) = unpack_cost(body)
+            # The per-job path is this loop, not run_to_frame(): no closure and no Job unless run needs one.
+            try:
                 with quiet:
-                    return run_job(job)
-
-            kind, out = run_to_frame(call, index)
-            conn.send_frame(kind, index, out)
+                    result = run(index, cost, memoryview(body)[cost_size:])
+            except (Exception, SystemExit) as exc:
+                send_frame(_wire.ERROR, index, _error_body(exc))
+            else:
+                kind, out = _result_frame(result, index)
+                send_frame(kind, index, out)
     except ConnectionError:
         # The scheduler went away between jobs: nothing to report to anyone.
         os._exit(ORPHAN_EXIT)
@@ -171,7 +187,11 @@ def start_simple_worker(run: Callable[[Any], Any], silent: bool = False) -> None
 
 def start_remote_call_worker() -> None:
     """Serve ``remote_call`` jobs: import (or unpickle) each function and call it with its arguments."""
-    start_worker(lambda job: run_remote_call(job.data))
+
+    def run(index: int, cost: float, data: memoryview) -> Any:
+        return run_remote_call(loads(data))  # what start_worker does, without a Job nobody looks at
+
+    _serve(run, silent=False)
 
 
 def _extend_sys_path() -> None:
