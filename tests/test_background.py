@@ -83,6 +83,25 @@ def test_wait_timeout_semantics(sched: Scheduler, tmp_path: Path) -> None:
     assert slow.result(timeout=0) == "slow"
 
 
+def test_wait_covers_a_slow_after_stop_that_adds_a_job(sched: Scheduler) -> None:
+    # A job counts as active until its after_stop has returned: wait() must not see the scheduler idle
+    # while after_stop is still deciding to add the next job (it polls every 0.1 s; this one takes 0.4 s).
+    results: list[object] = []
+
+    def after_stop(s: Scheduler, job: Job, result: object) -> None:
+        results.append(result)
+        if result == 1:
+            time.sleep(0.4)
+            s.add_job(jobsched.remote_call(helpers.add, 10, y=1))
+
+    sched.start(1, after_stop=after_stop, wait=False)
+    future = sched.submit(helpers.add, 0, y=1)
+    assert future.result(timeout=TIMEOUT) == 1
+    assert sched.wait(timeout=TIMEOUT) is True
+    assert results == [1, 11]
+    assert sched.stats()["done"] == 2
+
+
 def test_wait_before_start_with_queued_jobs_says_to_start(sched: Scheduler) -> None:
     sched.submit(helpers.add, 1)
     with pytest.raises(RuntimeError, match="start"):
