@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass(slots=True, eq=False)
 class Job:
     """One unit of work.
 
@@ -18,11 +16,20 @@ class Job:
         stop_ms: wall-clock time in milliseconds when its result was received.
     """
 
-    index: int
-    cost: float
-    data: Any
-    start_ms: float = 0.0
-    stop_ms: float = 0.0
+    # A plain class rather than a dataclass: every worker imports this module, and ``dataclasses`` alone
+    # (with inspect, ast, dis) would add a tenth of a worker's start-up imports.
+    __slots__ = ("index", "cost", "data", "start_ms", "stop_ms")
+
+    def __init__(self, index: int, cost: float, data: Any, start_ms: float = 0.0, stop_ms: float = 0.0) -> None:
+        self.index = index
+        self.cost = cost
+        self.data = data
+        self.start_ms = start_ms
+        self.stop_ms = stop_ms
+
+    def __repr__(self) -> str:
+        return (f"Job(index={self.index!r}, cost={self.cost!r}, data={self.data!r}, "
+                f"start_ms={self.start_ms!r}, stop_ms={self.stop_ms!r})")
 
     @property
     def elapsed_ms(self) -> float:

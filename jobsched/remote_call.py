@@ -16,7 +16,6 @@ travel raises ``TypeError`` right there, naming the argument.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import sys
 from collections.abc import Callable
@@ -159,6 +158,8 @@ def load_file(path: str) -> Any:
     module = _files.get(path)
     if module is not None:
         return module
+    import importlib.util  # only for scripts: a worker of importable functions never needs it
+
     spec = importlib.util.spec_from_file_location(SCRIPT_MODULE_NAME, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path!r} as a Python module")

@@ -36,7 +36,6 @@ import atexit
 import collections
 import heapq
 import itertools
-import json
 import math
 import os
 import selectors
@@ -789,7 +788,7 @@ class Scheduler:
         env = dict(os.environ)
         env[_wire.ENV_ADDRESS] = f"{self._address[0]}:{self._address[1]}"
         env[_wire.ENV_WORKER] = f"{w.index}:{w.generation}"
-        env[_wire.ENV_SYS_PATH] = json.dumps([p for p in sys.path if p and os.path.isdir(p)])
+        env[_wire.ENV_SYS_PATH] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         try:

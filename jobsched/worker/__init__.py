@@ -10,15 +10,12 @@ This module must stay lean: it imports neither IPython, ipywidgets nor tqdm.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import signal
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -102,6 +99,8 @@ def _error_body(exc: BaseException) -> bytes:
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_PLUMBING):
         tb = tb.tb_next
+    import traceback  # only when a job fails: most workers never need it
+
     tb_text = "".join(traceback.format_exception(type(exc), exc, tb))
     return dumps((type(exc).__name__, str(exc), tb_text))
 
@@ -198,13 +197,19 @@ def _extend_sys_path() -> None:
     """Make the scheduler's import path ours too, so its modules resolve here (as multiprocessing does)."""
     extra = os.environ.pop(_wire.ENV_SYS_PATH, None)
     if extra:
-        for entry in json.loads(extra):
-            if entry not in sys.path:
+        for entry in extra.split(os.pathsep):  # as PYTHONPATH, without importing json in every worker
+            if entry and entry not in sys.path:
                 sys.path.append(entry)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m jobsched.worker [--file PATH --entry NAME -- ARGS...]``."""
+    if not (sys.argv[1:] if argv is None else argv):  # the default worker: no argparse to import
+        _extend_sys_path()
+        start_remote_call_worker()
+        return
+    import argparse
+
     parser = argparse.ArgumentParser(prog="python -m jobsched.worker",
                                      description="A jobsched worker (started by a scheduler).")
     parser.add_argument("--file", help="worker file to load as a module (not as __main__)")
