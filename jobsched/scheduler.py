@@ -234,7 +234,10 @@ class Scheduler:
         self._close_grace = CLOSE_GRACE
 
         self._inbox: collections.deque[Callable[[], None]] = collections.deque()
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the thread running the loop (see _serve_here)
+        self._loop_done = threading.Event()  # set while no loop runs
+        self._loop_done.set()
+        self._interrupted = False  # Ctrl-C during a blocking start() that runs the loop in its thread
         self._idle = threading.Condition(threading.Lock())
         self._secret = _wire.new_secret()
         self._listener: socket.socket | None = None
@@ -453,6 +456,10 @@ class Scheduler:
             self._close_when_idle = close_workers
             self._maintain_at = 0.0
 
+        if wait and not self.running:
+            configure()
+            if self._serve_here():
+                return
         self._run(configure)
         if wait:
             self._wait_blocking(None, until_stopped=True)
@@ -509,7 +516,7 @@ class Scheduler:
             self._run(command, wait=False)
             thread = self._thread
             if thread is not None and thread is not threading.current_thread():
-                thread.join()
+                self._loop_done.wait()  # not join(): the loop may be running in a blocked start()'s thread
         self._closed = True
         with self._lock:
             queued = [entry for _, _, entry in self._heap]
@@ -549,12 +556,65 @@ class Scheduler:
             return
         command()
         self._open()
+        self._loop_done.clear()
         self._thread = threading.Thread(target=self._serve, name="jobsched-scheduler", daemon=True)
         self._thread.start()
 
+    def _serve_here(self) -> bool:
+        """Run the loop in the calling thread until the jobs are done, as the manual's scheduler-start does.
+
+        No thread is started and no job crosses threads: a blocking start() of one job costs about one
+        round trip to a worker, not a thread start and two thread hand-offs. Ctrl-C (SIGINT) only sets a
+        flag and wakes the loop, which stops between two events, never in the middle of one: then, as
+        with a background thread, a Jupyter kernel keeps the jobs running in the background and a script
+        closes everything.
+
+        Returns False, having done nothing, in the main thread of a program with its own SIGINT handler:
+        that handler stays in charge, and the loop runs on a thread of its own.
+        """
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+
+            def on_sigint(signum: int, frame: object) -> None:  # a function, not a bound method: signal.signal
+                self._on_sigint()  # would format the repr of a method's Scheduler, stats and all, at each call
+
+            previous = signal.signal(signal.SIGINT, on_sigint)
+            # Only Python's own handler, which a Jupyter kernel also installs while a cell runs, is replaced.
+            if previous is not signal.default_int_handler:
+                signal.signal(signal.SIGINT, previous)
+                return False
+        self._open()
+        self._loop_done.clear()
+        self._thread = threading.current_thread()
+        try:
+            self._serve()
+        finally:
+            self._thread = None
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if self._interrupted:
+            self._interrupted = False
+            if _in_kernel():
+                self._until_idle = False
+                self._run(lambda: None)  # a background thread takes over; start() or wait() again picks up
+            else:
+                self.close(timeout=0.5)
+            raise KeyboardInterrupt
+        self._raise_error()
+        return True
+
+    def _on_sigint(self) -> None:
+        self._interrupted = True
+        wake = self._wake_w
+        if wake is not None:  # the loop may be blocked in select(), which a handled signal does not end
+            try:
+                wake.send(b"\0")
+            except OSError:
+                pass
+
     def _wake(self) -> None:
-        w = self._wake_w
-        if w is not None and threading.current_thread() is not self._thread:
+        w, loop = self._wake_w, self._thread
+        if w is not None and loop is not None and threading.current_thread() is not loop:  # no loop: none to wake
             try:
                 w.send(b"\0")
             except (BlockingIOError, OSError):
@@ -637,7 +697,7 @@ class Scheduler:
         selector = self._selector
         assert selector is not None
         try:
-            while True:
+            while not self._interrupted:
                 while self._inbox:
                     self._inbox.popleft()()
                 now = time.monotonic()
@@ -662,6 +722,7 @@ class Scheduler:
                 self._fail_queued_futures(self._error)
             with self._idle:
                 self._idle.notify_all()
+            self._loop_done.set()
 
     def _finished(self) -> bool:
         if self._closing or self._error is not None:

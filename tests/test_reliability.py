@@ -123,10 +123,29 @@ SCRIPT = textwrap.dedent('''
     s.start(2)   # blocks: Ctrl-C arrives here
 ''')
 
+# A blocking start() of a stopped scheduler runs the loop in the main thread itself: Ctrl-C must stop it
+# between two events, never in the middle of one.
+SCRIPT_LOOP_IN_MAIN = textwrap.dedent('''
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    import helpers
+    from jobsched import Scheduler, remote_call
+    s = Scheduler()
+    for _ in range(4):
+        s.add_job(remote_call(helpers.sleep_then, 120))
 
-def test_ctrl_c_in_a_script_ends_it_and_every_worker_exits(tmp_path: Path) -> None:
+    def before_start(s, job):
+        if job.index == 1:  # the second job is about to go: both workers are up
+            print(" ".join(str(w.pid) for w in s.workers), flush=True)
+
+    s.start(2, before_start=before_start)   # blocks in this thread: Ctrl-C arrives here
+''')
+
+
+@pytest.mark.parametrize("source", [SCRIPT, SCRIPT_LOOP_IN_MAIN], ids=["background-loop", "loop-in-main-thread"])
+def test_ctrl_c_in_a_script_ends_it_and_every_worker_exits(tmp_path: Path, source: str) -> None:
     script = tmp_path / "script.py"
-    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
+    script.write_text(source.format(tests=str(Path(__file__).parent)))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
