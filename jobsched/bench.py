@@ -57,7 +57,7 @@ from typing import Any
 
 PEERS = ["floor1", "floor2", "jobsched", "jobsched_prefetch2", "jobsched_manual", "jobsched_manual_prefetch2",
          "ppe_fork", "ppe_spawn", "mp_pool", "loky", "dask"]
-MANUAL_SCENARIOS = {"throughput", "efficiency", "many"}  # where the manual's add_job/start loop is measured too
+MANUAL_SCENARIOS = {"throughput", "roundtrip", "efficiency", "many"}  # where the manual's add_job/start loop is measured too
 SCENARIOS = ["throughput", "roundtrip", "cold_start", "efficiency", "scale", "many", "queue_memory",
              "executor_map", "dashboard"]
 JOBSCHED_ONLY = {"queue_memory", "executor_map", "dashboard"}  # run once each, not per peer
@@ -112,7 +112,7 @@ def params_for(scenario: str, peer: str, sizes: Sizes) -> dict[str, Any] | None:
     slow = sizes.slow_peer_n.get(peer)
     w = sizes.workers
     if peer.startswith("jobsched_manual") and scenario not in MANUAL_SCENARIOS:
-        return None  # one start() per job would measure thread start-up, not a round trip
+        return None  # the rest measures the same machinery as the submit peers
     if scenario == "throughput":
         return {"workers": w, "n": min(sizes.throughput_n, slow or sizes.throughput_n)}
     if scenario == "roundtrip":
@@ -353,7 +353,8 @@ def evaluate(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
               (tp, "ppe_fork", "jobs_per_s"), ">=", 2.5)
         ratio(f"default throughput ({api}) / ProcessPoolExecutor spawn", (tp, peer, "jobs_per_s"),
               (tp, "ppe_spawn", "jobs_per_s"), ">=", 2.5)
-    ratio("median round trip / floor1", (rt, "jobsched", "median_us"), (rt, "floor1", "median_us"), "<=", 1.3)
+    for peer, api in (("jobsched", "submit"), ("jobsched_manual", "add_job + start")):
+        ratio(f"median round trip ({api}) / floor1", (rt, peer, "median_us"), (rt, "floor1", "median_us"), "<=", 1.3)
     for peer, api in (("jobsched_prefetch2", "submit"), ("jobsched_manual_prefetch2", "add_job")):
         ratio(f"prefetch=2 throughput ({api}) / Pool.imap_unordered", (tp, peer, "jobs_per_s"),
               (tp, "mp_pool", "jobs_per_s"), ">=", 1.0)
