@@ -22,7 +22,10 @@ Commands that change workers (scale, pause, close) go through the inbox and run 
 and, per worker, its TCP connection, its output pipe and its pidfd (which becomes readable when the process
 exits, so a dead worker is noticed at once, not by polling). A job leaves the queue only when a worker has
 room for it (one job by default, ``prefetch`` jobs if asked), so priorities and callbacks behave as in the
-manual. Callbacks and futures' callbacks run on this thread.
+manual. Callbacks and futures' callbacks run on this thread. It is the "jobsched-scheduler" thread in the
+background (``start(wait=False)``, and whenever the scheduler already runs); a blocking ``start()`` of a
+stopped scheduler runs the loop in its own thread instead, as the manual's scheduler-start does, so that
+no job crosses a thread (see ``_serve_here``). One loop runs at a time, in one thread.
 
 **Workers** are separate interpreters, each with one authenticated TCP connection (see ``_wire``). A worker
 that dies is replaced and its job re-queued; after ``max_retries`` deaths on one job, the job fails with a
