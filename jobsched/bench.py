@@ -57,7 +57,8 @@ from typing import Any
 
 PEERS = ["floor1", "floor2", "jobsched", "jobsched_prefetch2", "jobsched_manual", "jobsched_manual_prefetch2",
          "ppe_fork", "ppe_spawn", "mp_pool", "loky", "dask"]
-MANUAL_SCENARIOS = {"throughput", "roundtrip", "efficiency", "many"}  # where the manual's add_job/start loop is measured too
+# Where the manual's add_job + start loop is measured too.
+MANUAL_SCENARIOS = {"throughput", "roundtrip", "efficiency", "many"}
 SCENARIOS = ["throughput", "roundtrip", "cold_start", "efficiency", "scale", "many", "queue_memory",
              "executor_map", "dashboard"]
 JOBSCHED_ONLY = {"queue_memory", "executor_map", "dashboard"}  # run once each, not per peer

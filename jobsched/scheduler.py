@@ -575,6 +575,7 @@ class Scheduler:
         Returns False, having done nothing, in the main thread of a program with its own SIGINT handler:
         that handler stays in charge, and the loop runs on a thread of its own.
         """
+        self._open()
         previous = None
         if threading.current_thread() is threading.main_thread():
 
@@ -586,7 +587,6 @@ class Scheduler:
             if previous is not signal.default_int_handler:
                 signal.signal(signal.SIGINT, previous)
                 return False
-        self._open()
         self._loop_done.clear()
         self._thread = threading.current_thread()
         try:
