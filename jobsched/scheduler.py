@@ -578,14 +578,16 @@ class Scheduler:
         self._open()
         previous = None
         if threading.current_thread() is threading.main_thread():
+            handler = signal.getsignal(signal.SIGINT)
+            # Only Python's own handler, which a Jupyter kernel also installs while a cell runs, is replaced;
+            # where Ctrl-C is ignored (a background job of a shell) there is nothing to hold back.
+            if handler is signal.default_int_handler:
 
-            def on_sigint(signum: int, frame: object) -> None:  # a function, not a bound method: signal.signal
-                self._on_sigint()  # would format the repr of a method's Scheduler, stats and all, at each call
+                def on_sigint(signum: int, frame: object) -> None:  # a function, not a bound method, whose
+                    self._on_sigint()  # repr signal.signal() would format (the Scheduler's, stats and all)
 
-            previous = signal.signal(signal.SIGINT, on_sigint)
-            # Only Python's own handler, which a Jupyter kernel also installs while a cell runs, is replaced.
-            if previous is not signal.default_int_handler:
-                signal.signal(signal.SIGINT, previous)
+                previous = signal.signal(signal.SIGINT, on_sigint)
+            elif handler is not signal.SIG_IGN:
                 return False
         self._loop_done.clear()
         self._thread = threading.current_thread()
