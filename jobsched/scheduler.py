@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import heapq
 import itertools
 import math
@@ -48,7 +49,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -519,7 +520,7 @@ class Scheduler:
             self._run(command, wait=False)
             thread = self._thread
             if thread is not None and thread is not threading.current_thread():
-                self._loop_done.wait()  # not join(): the loop may be running in a blocked start()'s thread
+                self._wait_for_loop_end()
         self._closed = True
         with self._lock:
             queued = [entry for _, _, entry in self._heap]
@@ -534,6 +535,22 @@ class Scheduler:
         if self._backend is not None:  # ---- backend seam: release the cluster (and a client jobsched opened)
             self._backend.close()
         _live.discard(self)
+
+    def _wait_for_loop_end(self) -> None:
+        """Wait until the loop has stopped (not join(): it may be running in a blocked start()'s thread).
+
+        Ctrl-C meanwhile stops waiting for the grace period: every worker is killed now (their jobs stay
+        queued), then KeyboardInterrupt is raised.
+        """
+        ctrl_c: list[bool] = []
+        killing = False
+        with _sigint_held(lambda: ctrl_c.append(True)):
+            while not self._loop_done.wait(0.1):
+                if ctrl_c and not killing:
+                    killing = True
+                    self._command(self._kill_all)
+        if ctrl_c:
+            raise KeyboardInterrupt
 
     def __enter__(self) -> Scheduler:
         return self
@@ -576,27 +593,15 @@ class Scheduler:
         that handler stays in charge, and the loop runs on a thread of its own.
         """
         self._open()
-        previous = None
-        if threading.current_thread() is threading.main_thread():
-            handler = signal.getsignal(signal.SIGINT)
-            # Only Python's own handler, which a Jupyter kernel also installs while a cell runs, is replaced;
-            # where Ctrl-C is ignored (a background job of a shell) there is nothing to hold back.
-            if handler is signal.default_int_handler:
-
-                def on_sigint(signum: int, frame: object) -> None:  # a function, not a bound method, whose
-                    self._on_sigint()  # repr signal.signal() would format (the Scheduler's, stats and all)
-
-                previous = signal.signal(signal.SIGINT, on_sigint)
-            elif handler is not signal.SIG_IGN:
+        with _sigint_held(self._on_sigint) as held:
+            if not held:
                 return False
-        self._loop_done.clear()
-        self._thread = threading.current_thread()
-        try:
-            self._serve()
-        finally:
-            self._thread = None
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            self._loop_done.clear()
+            self._thread = threading.current_thread()
+            try:
+                self._serve()
+            finally:
+                self._thread = None
         if self._interrupted:
             self._interrupted = False
             if _in_kernel():
@@ -642,33 +647,37 @@ class Scheduler:
     def _wait_blocking(self, timeout: float | None, until_stopped: bool = False) -> bool:
         """Wait until idle (``wait``) or until the scheduler thread has stopped (``start(wait=True)``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        ctrl_c: list[bool] = []  # Ctrl-C, held back to the top of the loop (see _sigint_held)
         try:
-            while True:
-                running = self.running
-                if until_stopped:
-                    if not running:
-                        self._raise_error()
-                        return True
-                else:
-                    if self._error is not None:
-                        self._raise_error()
-                    if self._is_idle():
-                        return True
-                    if not running:
-                        if self._closed:
-                            raise SchedulerClosedError(
-                                f"the scheduler is closed with {self.n_queued_jobs} jobs queued; they will not run"
+            with _sigint_held(lambda: ctrl_c.append(True)):
+                while True:
+                    if ctrl_c:
+                        raise KeyboardInterrupt
+                    running = self.running
+                    if until_stopped:
+                        if not running:
+                            self._raise_error()
+                            return True
+                    else:
+                        if self._error is not None:
+                            self._raise_error()
+                        if self._is_idle():
+                            return True
+                        if not running:
+                            if self._closed:
+                                raise SchedulerClosedError(
+                                    f"the scheduler is closed with {self.n_queued_jobs} jobs queued; "
+                                    "they will not run")
+                            raise RuntimeError(
+                                f"wait: {self.n_queued_jobs} jobs are queued but the scheduler is not running; "
+                                "call start() first"
                             )
-                        raise RuntimeError(
-                            f"wait: {self.n_queued_jobs} jobs are queued but the scheduler is not running; "
-                            "call start() first"
-                        )
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                # Short slices: Ctrl-C / Jupyter's interrupt gets control back at once.
-                with self._idle:
-                    self._idle.wait(0.1 if remaining is None else min(0.1, remaining))
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    # Short slices: Ctrl-C / Jupyter's interrupt gets control back at once.
+                    with self._idle:
+                        self._idle.wait(0.1 if remaining is None else min(0.1, remaining))
         except KeyboardInterrupt:
             if _in_kernel():
                 # Keep going in the background; start() or wait() again picks up where this left off.
@@ -1456,6 +1465,37 @@ class Scheduler:
 
     def _log(self, message: str) -> None:
         _write_stderr(message + "\n")
+
+
+@contextlib.contextmanager
+def _sigint_held(on_sigint: Callable[[], None]) -> Iterator[bool]:
+    """Hold Ctrl-C back while the main thread runs scheduler code: SIGINT calls ``on_sigint`` instead.
+
+    Python raises KeyboardInterrupt between any two bytecodes of the main thread: inside a lock's
+    acquire or release (leaving the lock held, and the scheduler thread stuck on it), or between taking a
+    job off the queue and recording which worker has it. Code under this context notes the interrupt and
+    raises KeyboardInterrupt itself where nothing is half done.
+
+    Yields False, changing nothing, in the main thread of a program whose SIGINT handler is not Python's
+    own (a Jupyter kernel installs Python's own while a cell runs): that handler stays in charge. Other
+    threads never receive KeyboardInterrupt, and an ignored SIGINT needs no holding back: True, as is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield True
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:
+        yield previous is signal.SIG_IGN
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        on_sigint()
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield True
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _decode(entry: _Entry, kind: int, body: bytes | bytearray) -> tuple[Any, bool]:

@@ -59,6 +59,30 @@ usage:
   %jobsched stop             close the workers (running jobs finish first)
   %%jobsched [-o NAME]       run the cell in a worker; bind the value of its last expression to NAME"""
 
+HELP = f"""Drive jobsched's default scheduler, or run a cell in a worker.
+
+The scheduler is ``jobsched.default_scheduler()``; ``--dask ADDRESS`` is described in ``jobsched.dask``.
+
+{USAGE}
+
+``%%jobsched [-o NAME]`` runs the cell body in a worker, as a background job of the default scheduler
+(started if it is not running), and returns at once. The names the body uses that exist in the notebook
+are sent along: values are pickled (cloudpickle for functions and classes defined in the notebook),
+modules are imported again by name in the worker; a value that cannot be pickled (a lock, a socket, a
+generator) is not sent, with a warning. When the job finishes, the value of the body's last expression
+is bound to ``NAME`` in the notebook. The body must be plain Python (no %magics or !shell lines).
+Assignments in the body happen in the worker, not in the notebook.
+
+Where the outcome shows: in a Jupyter kernel, the cell that ran ``%%jobsched`` displays a small output
+area that says "running", then "done" or the *remote traceback*. The outcome goes there rather than to
+stdout because a background thread's prints land in whichever cell runs at that moment. Outside a kernel
+(terminal IPython) the traceback is printed to stderr when the job fails. Either way, ``_jobsched_cell``
+in the notebook is the last ``CellJob``: ``_jobsched_cell.result()`` returns the value or raises the
+``JobError``; ``%jobsched wait`` blocks until every cell is done.
+
+Bad subcommands or arguments raise ``UsageError`` (a message, no traceback).
+"""
+
 _SUBCOMMANDS = ("start", "scale", "pause", "resume", "status", "wait", "stop")
 # Names IPython puts in the user namespace (outputs, inputs, history): never shipped to a worker.
 _IPYTHON_NAMES = re.compile(r"_+|_i+|_\d+|_i\d+|_[iod]h|In|Out|get_ipython|exit|quit")
@@ -203,44 +227,7 @@ class JobschedMagics(Magics):
 
     @line_cell_magic  # type: ignore[untyped-decorator]
     def jobsched(self, line: str, cell: str | None = None) -> None:
-        """Drive jobsched's default scheduler, or run a cell in a worker.
-
-        Line magic (the scheduler is ``jobsched.default_scheduler()``)::
-
-          %jobsched                  show the live dashboard of the default scheduler
-          %jobsched start [-n N]     start N workers in the background (default: one per CPU)
-          %jobsched start --dask ADDRESS [-n N]
-                                     run the jobs on the Dask cluster at ADDRESS (N: its threads to use;
-                                     default all); see jobsched.dask
-          %jobsched scale N          run N workers from now on (busy workers beyond N finish their job first)
-          %jobsched pause            stop handing out jobs (running jobs finish)
-          %jobsched resume           hand out jobs again
-          %jobsched status           print one line: workers, queued, active, done and failed counts
-          %jobsched wait [TIMEOUT]   block until no job is queued or active and every %%jobsched cell is done
-          %jobsched stop             close the workers (running jobs finish first)
-
-        Cell magic::
-
-          %%jobsched [-o NAME]
-          <cell body>
-
-        runs the cell body in a worker, as a background job of the default scheduler (started if it is
-        not running), and returns at once. The names the body uses that exist in the notebook are sent
-        along: values are pickled (cloudpickle for functions and classes defined in the notebook),
-        modules are imported again by name in the worker; a value that cannot be pickled (a lock, a socket,
-        a generator) is not sent, with a warning. When the job finishes, the value of the body's last
-        expression is bound to ``NAME`` in the notebook. The body must be plain Python (no %magics or
-        !shell lines). Assignments in the body happen in the worker, not in the notebook.
-
-        Where the outcome shows: in a Jupyter kernel, the cell that ran ``%%jobsched`` displays a small
-        output area that says "running", then "done" or the *remote traceback*. The outcome goes there
-        rather than to stdout because a background thread's prints land in whichever cell runs at that
-        moment. Outside a kernel (terminal IPython) the traceback is printed to stderr when the job fails.
-        Either way, ``_jobsched_cell`` in the notebook is the last ``CellJob``: ``_jobsched_cell.result()``
-        returns the value or raises the ``JobError``; ``%jobsched wait`` blocks until every cell is done.
-
-        Bad subcommands or arguments raise ``UsageError`` (a message, no traceback).
-        """
+        """Drive jobsched's default scheduler, or run a cell in a worker (the full text: ``HELP``)."""
         if cell is not None:
             self._run_cell(line, cell)
             return
@@ -421,6 +408,10 @@ class JobschedMagics(Magics):
                 stream.flush()
             except (OSError, ValueError):
                 pass
+
+
+# What ``%jobsched?`` shows: the magic's docstring, made from USAGE rather than a second copy of it.
+JobschedMagics.jobsched.__doc__ = HELP
 
 
 def load_ipython_extension(ipython: Any) -> None:
