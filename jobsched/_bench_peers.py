@@ -454,7 +454,7 @@ def make_peer(name: str) -> Peer:
     if name == "mp_pool":
         return MpPool()
     if name == "loky":
-        import loky  # type: ignore[import-untyped]
+        import loky  # type: ignore[import-untyped, import-not-found]  # an optional peer, maybe not installed
 
         return FuturesExecutor(name, lambda n: loky.ProcessPoolExecutor(max_workers=n))
     if name == "dask":
