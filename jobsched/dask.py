@@ -132,8 +132,7 @@ def run_payload(payload: bytes, index: int) -> tuple[int, bytes, int]:
     Returns:
         ``(RESULT, pickled result, pid)`` or ``(ERROR, pickled error triple, pid)``.
     """
-    # functools.partial adds no frame of this file to the traceback, so it matches a local worker's.
-    kind, body = run_to_frame(functools.partial(run_remote_call_payload, payload), index)
+    kind, body = run_to_frame(index, run_remote_call_payload, payload)
     return kind, body, os.getpid()
 
 

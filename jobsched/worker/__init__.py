@@ -105,20 +105,18 @@ def _error_body(exc: BaseException) -> bytes:
     return dumps((type(exc).__name__, str(exc), tb_text))
 
 
-def run_to_frame(call: Callable[[], Any], index: int) -> tuple[int, bytes]:
-    """Run one job; return the frame that reports it: ``(RESULT, pickled result)`` or ``(ERROR, error triple)``.
+def run_to_frame(index: int, run: Callable[..., Any], *args: Any) -> tuple[int, bytes]:
+    """Run job ``index`` as ``run(*args)``; return the frame that reports it: ``(RESULT, pickled result)``
+    or ``(ERROR, error triple)``.
 
     A job that raises, or whose result cannot be pickled, becomes an ERROR; the worker goes on. Local
     workers and ``jobsched.dask`` both report through this, so their results and failures are the same.
+    (``run`` and its arguments, not a closure: a worker's loop calls this once per job.)
     """
     try:
-        result = call()
+        result = run(*args)
     except (Exception, SystemExit) as exc:
         return _wire.ERROR, _error_body(exc)
-    return _result_frame(result, index)
-
-
-def _result_frame(result: Any, index: int) -> tuple[int, bytes]:
     try:
         return _wire.RESULT, dumps(result, f"the result of job {index}")
     except TypeError as exc:
@@ -142,17 +140,21 @@ def start_worker(run_job: Callable[[Job], Any], silent: bool = False) -> None:
     def run(index: int, cost: float, data: memoryview) -> Any:
         return run_job(Job(index, cost, loads(data), time.time() * 1000.0))
 
-    _serve(run, silent)
+    if silent:
+        quiet = contextlib.redirect_stdout(open(os.devnull, "w"))  # noqa: SIM115  # reusable: one for every job
+        loud = run
+
+        def run(index: int, cost: float, data: memoryview) -> Any:
+            with quiet:
+                return loud(index, cost, data)
+
+    _serve(run)
 
 
-def _serve(run: Callable[[int, float, memoryview], Any], silent: bool) -> None:
+def _serve(run: Callable[[int, float, memoryview], Any]) -> None:
     """The job loop: ``run(index, cost, pickled data)`` for each JOB frame, until CLOSE."""
     _DieWithScheduler(os.getppid()).arm()
     conn = _connect_from_environment()
-    # redirect_stdout is reusable, so one object serves every job.
-    quiet: contextlib.AbstractContextManager[Any] = (
-        contextlib.redirect_stdout(open(os.devnull, "w")) if silent else contextlib.nullcontext()  # noqa: SIM115
-    )
     recv_frame, send_frame, unpack_cost = conn.recv_frame, conn.send_frame, _wire.COST.unpack_from
     job_kind, cost_size = _wire.JOB, _wire.COST.size
     try:
@@ -163,15 +165,8 @@ def _serve(run: Callable[[int, float, memoryview], Any], silent: bool) -> None:
                     return
                 raise ConnectionError(f"unexpected frame kind {kind} from the scheduler")
             (cost,) = unpack_cost(body)
-            # The per-job path is this loop, not run_to_frame(): no closure and no Job unless run needs one.
-            try:
-                with quiet:
-                    result = run(index, cost, memoryview(body)[cost_size:])
-            except (Exception, SystemExit) as exc:
-                send_frame(_wire.ERROR, index, _error_body(exc))
-            else:
-                kind, out = _result_frame(result, index)
-                send_frame(kind, index, out)
+            kind, out = run_to_frame(index, run, index, cost, memoryview(body)[cost_size:])
+            send_frame(kind, index, out)
     except ConnectionError:
         # The scheduler went away between jobs: nothing to report to anyone.
         os._exit(ORPHAN_EXIT)
@@ -190,7 +185,7 @@ def start_remote_call_worker() -> None:
     def run(index: int, cost: float, data: memoryview) -> Any:
         return run_remote_call(loads(data))  # what start_worker does, without a Job nobody looks at
 
-    _serve(run, silent=False)
+    _serve(run)
 
 
 def _extend_sys_path() -> None:
