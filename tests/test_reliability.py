@@ -142,7 +142,13 @@ SCRIPT_LOOP_IN_MAIN = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize("source", [SCRIPT, SCRIPT_LOOP_IN_MAIN], ids=["background-loop", "loop-in-main-thread"])
+# close() waits out a grace period for running jobs: Ctrl-C there kills the workers at once.
+SCRIPT_CLOSING = SCRIPT.replace("s.start(2)   # blocks: Ctrl-C arrives here",
+                                "s.close(timeout=300)   # blocks for the grace period: Ctrl-C arrives here")
+
+
+@pytest.mark.parametrize("source", [SCRIPT, SCRIPT_LOOP_IN_MAIN, SCRIPT_CLOSING],
+                         ids=["background-loop", "loop-in-main-thread", "during-close"])
 def test_ctrl_c_in_a_script_ends_it_and_every_worker_exits(tmp_path: Path, source: str) -> None:
     script = tmp_path / "script.py"
     script.write_text(source.format(tests=str(Path(__file__).parent)))
