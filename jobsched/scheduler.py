@@ -604,11 +604,7 @@ class Scheduler:
                 self._thread = None
         if self._interrupted:
             self._interrupted = False
-            if _in_kernel():
-                self._until_idle = False
-                self._run(lambda: None)  # a background thread takes over; start() or wait() again picks up
-            else:
-                self.close(timeout=0.5)
+            self._after_interrupt()
             raise KeyboardInterrupt
         self._raise_error()
         return True
@@ -679,12 +675,20 @@ class Scheduler:
                     with self._idle:
                         self._idle.wait(0.1 if remaining is None else min(0.1, remaining))
         except KeyboardInterrupt:
-            if _in_kernel():
-                # Keep going in the background; start() or wait() again picks up where this left off.
-                self._until_idle = False
-            else:
-                self.close(timeout=0.5)
+            self._after_interrupt()
             raise
+
+    def _after_interrupt(self) -> None:
+        """Ctrl-C reached a blocking call: a Jupyter kernel keeps the jobs going, a script closes everything.
+
+        In a kernel the loop goes on in the background (the running one, or a thread that takes over from
+        a blocking start()'s own loop), and start() or wait() again picks up where this left off.
+        """
+        if _in_kernel():
+            self._until_idle = False
+            self._run(lambda: None)
+        else:
+            self.close(timeout=0.5)
 
     # ------------------------------------------------------------------ the scheduler thread
 
