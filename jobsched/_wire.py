@@ -21,6 +21,9 @@ Protocol (one TCP connection per worker, on 127.0.0.1 only):
       RESULT (worker -> scheduler): body = the result, pickled.
       ERROR  (worker -> scheduler): body = pickled ``(type name, message, traceback text)``, all str.
       CLOSE  (scheduler -> worker): no body; the worker returns from ``start_worker`` and exits.
+      PROGRESS (worker -> scheduler): body = pickled ``(done, total, note)`` reported by the running job
+             (``jobsched.progress`` or a tqdm bar inside it); index = that job's index. Any number of
+             PROGRESS frames may precede a job's RESULT or ERROR.
  7. The worker handles JOB frames in order, one at a time, and answers each with RESULT or ERROR.
 """
 
@@ -48,8 +51,8 @@ JOB_HEADER = struct.Struct("!IBQd")  # HEADER + COST: the start of every JOB fra
 # mmap/mremap/munmap round per call, i.e. per job.
 RECV_SIZE = 1 << 16
 
-JOB, RESULT, ERROR, CLOSE = 1, 2, 3, 4
-KINDS = frozenset({JOB, RESULT, ERROR, CLOSE})
+JOB, RESULT, ERROR, CLOSE, PROGRESS = 1, 2, 3, 4, 5
+KINDS = frozenset({JOB, RESULT, ERROR, CLOSE, PROGRESS})
 
 ENV_ADDRESS = "JOBSCHED_ADDRESS"
 ENV_WORKER = "JOBSCHED_WORKER"

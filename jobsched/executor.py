@@ -11,7 +11,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .commands import processor_count
-from .progress import job_bar  # tqdm itself is imported only when a bar is made
+from ._bars import job_bar  # tqdm itself is imported only when a bar is made
 from .scheduler import Scheduler
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from typing import Any
 
 from .commands import make_python_cmd, processor_count
 from .job import Job
-from .progress import job_bar  # tqdm itself is imported only when a bar is made
+from ._bars import job_bar  # tqdm itself is imported only when a bar is made
 from .scheduler import Scheduler
 
 ProcessResult = Callable[[Any, Any], object]
