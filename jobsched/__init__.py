@@ -19,17 +19,18 @@ from .remote_call import remote_call as remote_call
 # The other public names and the module that defines each. They are imported on first use (PEP 562), so that
 # ``import jobsched`` - and every worker process, which imports the package - stays fast and lean.
 _EXPORTS = {
-    "Worker": "._pool",
+    "Worker": "._slot",
     "default_scheduler": ".background",
     "make_python_cmd": ".commands",
     "processor_count": ".commands",
     "this_file": ".commands",
-    "CallbackError": ".errors",
     "InvalidStateError": ".errors",
+    "JobCancelled": ".errors",
     "JobError": ".errors",
     "JobschedError": ".errors",
     "JobTimeout": ".errors",
     "ProtocolError": ".errors",
+    "SchedulerBrokenError": ".errors",
     "SchedulerClosedError": ".errors",
     "WorkerStartupError": ".errors",
     "Executor": ".executor",
@@ -47,17 +48,18 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from ._pool import Worker as Worker
+    from ._slot import Worker as Worker
     from .background import default_scheduler as default_scheduler
     from .commands import make_python_cmd as make_python_cmd
     from .commands import processor_count as processor_count
     from .commands import this_file as this_file
-    from .errors import CallbackError as CallbackError
     from .errors import InvalidStateError as InvalidStateError
+    from .errors import JobCancelled as JobCancelled
     from .errors import JobError as JobError
     from .errors import JobschedError as JobschedError
     from .errors import JobTimeout as JobTimeout
     from .errors import ProtocolError as ProtocolError
+    from .errors import SchedulerBrokenError as SchedulerBrokenError
     from .errors import SchedulerClosedError as SchedulerClosedError
     from .errors import WorkerStartupError as WorkerStartupError
     from .executor import Executor as Executor
@@ -76,16 +78,17 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
 __version__ = "0.1.0"
 
 __all__ = [
-    "CallbackError",
     "Executor",
     "InvalidStateError",
     "Job",
+    "JobCancelled",
     "JobError",
     "JobTimeout",
     "JobschedError",
     "ProtocolError",
     "RemoteCall",
     "Scheduler",
+    "SchedulerBrokenError",
     "SchedulerClosedError",
     "Worker",
     "WorkerStartupError",

@@ -1,8 +1,10 @@
-"""Worker handles: one slot per worker index, one process at a time in it (restarted in place).
+"""Worker processes: spawn, watch (pidfd), signal (the whole process group), reap; memory (RSS).
 
-The scheduler thread owns every ``Worker``: its process, its socket and its buffers. Other threads
-only read the public attributes (``index``, ``pid``, ``state``, ``job``, ``n_done``, ``n_restarts``).
-``move`` is the one place where ``state`` changes.
+Each worker runs in a session and process group of its own, so that Ctrl-C in a terminal or Jupyter's
+interrupt (sent to our process group) does not reach it, and so that one signal to the group stops the
+worker *and the processes its job started*. A ``Reaper`` (a tiny ``sh`` process per scheduler) kills those
+groups if this process dies without closing them, even by SIGKILL: the workers themselves die with their
+scheduler through ``PR_SET_PDEATHSIG``, but a job's own children would not.
 """
 
 from __future__ import annotations
@@ -17,82 +19,9 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, TypeVar
-
-from .states import WorkerState, check_transition
-
-if TYPE_CHECKING:
-    from .job import Job
+from typing import Any, TypeVar
 
 T = TypeVar("T")
-
-OUTPUT_LINES = 200  # lines of output kept per worker for the dashboard and error messages
-
-
-class Worker:
-    """A worker as the scheduler sees it.
-
-    Attributes:
-        index: the slot number, ``0 .. n_workers-1``; passed to ``make_worker_command``.
-        pid: process id of the current process (None before the first start).
-        state: a ``WorkerState``.
-        n_done: jobs this slot has finished (over all its processes).
-        n_restarts: how many times the slot's process was replaced after an unexpected exit.
-        output: the last lines the worker printed (stdout and stderr).
-        exit_description: how the last process ended ("exit code 0", "killed by signal SIGKILL"), or None.
-    """
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.pid: int | None = None
-        self.state = WorkerState.CLOSED
-        self.n_done = 0
-        self.n_restarts = 0
-        self.n_jobs_this_process = 0
-        self.output: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES)
-        self.exit_description: str | None = None
-        # Owned by the scheduler thread.
-        self.generation = 0
-        self.inflight: collections.deque[Any] = collections.deque()  # entries sent, oldest = running
-        self.job_started = 0.0  # monotonic time when inflight[0] began to run
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.sock: socket.socket | None = None
-        self.rbuf = bytearray()
-        self.wbuf = bytearray()
-        self.pidfd = -1
-        self.out_fd = -1
-        self.partial_line = b""
-        self.retiring = False  # close it as soon as it holds no job
-        self.ready_at = 0.0
-        self.started_at = 0.0
-        self.restart_at = 0.0
-        self.deadline = 0.0  # handshake, close-grace or kill deadline, by state
-        self.fast_deaths = 0
-        self.kill_reason: str | None = None
-        self.hungry = False  # in the scheduler's queue of workers with room for a job
-        self.reaping = False  # inside the scheduler's exit handling (guards against re-entry)
-
-    @property
-    def job(self) -> Job | None:
-        """The job the worker is running, or None."""
-        inflight = self.inflight
-        return inflight[0].job if inflight else None
-
-    @property
-    def job_elapsed(self) -> float:
-        """Seconds the current job has run (0 if idle)."""
-        return time.monotonic() - self.job_started if self.inflight else 0.0
-
-    def move(self, new: WorkerState) -> None:
-        """Change state, checking the lifecycle's transition table."""
-        check_transition(self.index, self.state, new)
-        self.state = new
-
-    def __repr__(self) -> str:
-        job = self.job
-        doing = f" job={job.index}" if job is not None else ""
-        return f"<Worker {self.index} pid={self.pid} {self.state.name}{doing} done={self.n_done}>"
-
 
 def describe_exit(returncode: int | None) -> str:
     """Say how a process ended: ``exit code 3`` or ``killed by signal SIGKILL``."""
@@ -191,8 +120,71 @@ def resident_memory(pid: int) -> int | None:
         return None
 
 
-def signal_process(proc: subprocess.Popen[bytes], sig: int) -> None:
+def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Send ``sig`` to the worker's process group: the worker and every process its job started.
+
+    The worker leads its own group (``start_new_session``), so the group id is its pid; that id cannot be
+    reused while any member of the group lives, and the worker itself is not reaped before this is called.
+    """
     try:
-        proc.send_signal(sig)
-    except (ProcessLookupError, OSError):
-        pass
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError, OSError):
+        try:
+            proc.send_signal(sig)
+        except (ProcessLookupError, OSError):
+            pass
+
+
+# Reads "+PGID" / "-PGID" lines; when its stdin closes (our process exited, or close()), it SIGKILLs every
+# group still listed. Plain sh: it starts in about a millisecond and holds no GIL that a job could take.
+_REAPER_SCRIPT = """
+groups=" "
+while IFS= read -r line; do
+  case "$line" in
+    +*) groups="$groups${line#+} " ;;
+    -*) g=${line#-}; kept=" "; for x in $groups; do [ "$x" = "$g" ] || kept="$kept$x "; done; groups=$kept ;;
+  esac
+done
+for g in $groups; do kill -KILL -- "-$g" 2>/dev/null; done
+"""
+
+
+class Reaper:
+    """Kills the process groups of this scheduler's workers if the scheduler's process dies first."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        try:
+            self._proc = subprocess.Popen(["/bin/sh", "-c", _REAPER_SCRIPT], stdin=subprocess.PIPE,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          close_fds=True, start_new_session=True)
+        except OSError:  # no /bin/sh: workers still die with us (PR_SET_PDEATHSIG); their children may not
+            self._proc = None
+
+    def _say(self, line: str) -> None:
+        proc = self._proc
+        if proc is not None and proc.stdin is not None:
+            try:
+                proc.stdin.write(line.encode() + b"\n")
+                proc.stdin.flush()
+            except (OSError, ValueError):
+                pass
+
+    def watch(self, pgid: int) -> None:
+        self._say(f"+{pgid}")
+
+    def forget(self, pgid: int) -> None:
+        self._say(f"-{pgid}")
+
+    def close(self) -> None:
+        """Stop the reaper (it kills any group still listed, normally none) and wait for it."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait(5.0)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()

@@ -34,6 +34,7 @@ import hmac
 import os
 import socket
 import struct
+import threading
 
 HOST = "127.0.0.1"
 SECRET_BYTES = 32
@@ -97,70 +98,156 @@ def frame(kind: int, index: int, body: bytes = b"") -> bytes:
     return HEADER.pack(len(body), kind, index) + body
 
 
-class BlockingConnection:
-    """The worker's end: a blocking socket that reads and writes whole frames.
+class FrameDecoder:
+    """Split a byte stream into frames: ``feed(chunk)`` returns the complete ``(kind, index, body)`` frames.
 
-    Reads are buffered: one ``recv`` usually brings a whole frame (header and body), often several
-    when the scheduler sends ahead (``prefetch``), instead of one call for the header and one for the body.
+    The one frame parser of both ends (the scheduler's non-blocking connections and the worker's blocking
+    one). A body larger than ``RECV_SIZE`` is received into a buffer of exactly its size: ``body_view()``
+    gives the part still missing, for ``recv_into`` without any intermediate copy, so a 100 MB payload costs
+    100 MB here, not a growing buffer plus copies.
+
+    Args:
+        accept: the frame kinds this end may receive; any other kind is a ``ProtocolError``.
+    """
+
+    __slots__ = ("_accept", "_buf", "_big", "_big_got", "_big_kind", "_big_index")
+
+    def __init__(self, accept: frozenset[int]) -> None:
+        self._accept = accept
+        self._buf = bytearray()
+        self._big: bytearray | None = None  # the body of a large frame, being filled
+        self._big_got = 0
+        self._big_kind = 0
+        self._big_index = 0
+
+    def body_view(self) -> memoryview | None:
+        """The missing part of a large frame's body (fill it, then call ``filled``), or None."""
+        big = self._big
+        return None if big is None else memoryview(big)[self._big_got:]
+
+    def filled(self, n: int) -> list[tuple[int, int, bytes | bytearray | memoryview]]:
+        """``n`` bytes were received into ``body_view()``: return the frame if it is now complete."""
+        self._big_got += n
+        big = self._big
+        assert big is not None
+        if self._big_got < len(big):
+            return []
+        self._big = None
+        return [(self._big_kind, self._big_index, big)]
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> list[tuple[int, int, bytes | bytearray | memoryview]]:
+        """Add received bytes; return the frames they complete, in order.
+
+        Raises:
+            ProtocolError: a frame of a kind this end may not receive, or longer than ``MAX_FRAME``.
+        """
+        frames: list[tuple[int, int, bytes | bytearray | memoryview]] = []
+        if self._big is not None:  # the rest of a large body (the caller did not use body_view())
+            view = memoryview(chunk)
+            need = len(self._big) - self._big_got
+            take = view[:need]
+            self._big[self._big_got:self._big_got + len(take)] = take
+            frames += self.filled(len(take))
+            chunk = view[need:]
+            if not len(chunk):
+                return frames
+        buf = self._buf
+        if buf:
+            buf += chunk
+            data: bytes | bytearray | memoryview = buf
+        else:
+            data = chunk
+        n = len(data)
+        pos = 0
+        hsize = HEADER.size
+        unpack = HEADER.unpack_from
+        accept = self._accept
+        while n - pos >= hsize:
+            size, kind, index = unpack(data, pos)
+            if kind not in accept or size > MAX_FRAME:
+                from .errors import ProtocolError  # only on a broken peer
+
+                self._buf = bytearray()
+                raise ProtocolError(f"bad frame: kind {kind}, {size} bytes (accepted kinds: {sorted(accept)}, "
+                                    f"at most {MAX_FRAME} bytes)")
+            end = pos + hsize + size
+            if n < end:
+                if size > RECV_SIZE:  # a large body: receive the rest straight into its own buffer
+                    big = bytearray(size)
+                    have = n - pos - hsize
+                    big[:have] = data[pos + hsize:n]
+                    self._big, self._big_got, self._big_kind, self._big_index = big, have, kind, index
+                    pos = n
+                break
+            frames.append((kind, index, data[pos + hsize:end]))
+            pos = end
+        if data is buf:
+            del buf[:pos]
+        elif pos < n:
+            buf += data[pos:]
+        return frames
+
+
+SCHEDULER_ACCEPTS = frozenset({RESULT, ERROR, PROGRESS})
+WORKER_ACCEPTS = frozenset({JOB, CLOSE})
+
+
+class BlockingConnection:
+    """The worker's end: a blocking socket that reads and writes whole frames (parsed by ``FrameDecoder``).
+
+    Reads are buffered: one ``recv`` usually brings a whole frame (header and body), often several when the
+    scheduler sends ahead (``prefetch``). Sends are serialised by a lock, because a job's progress reports
+    (``jobsched.progress``) may come from a thread of its own.
     """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._buf = b""  # received, not yet consumed from self._pos on
-        self._pos = 0
+        self._decoder = FrameDecoder(WORKER_ACCEPTS)
+        self._frames: list[tuple[int, int, bytes | bytearray | memoryview]] = []
+        self._next = 0
+        self.send_lock = threading.Lock()
 
     def recv_exactly(self, n: int) -> bytes:
-        """Return the next ``n`` bytes of the stream (buffered bytes first)."""
-        buf, pos = self._buf, self._pos
-        if len(buf) - pos >= n:
-            self._pos = pos + n
-            return buf[pos:pos + n]
+        """Return exactly ``n`` bytes (the handshake, before any frame)."""
         out = bytearray(n)
         view = memoryview(out)
-        got = len(buf) - pos
-        view[:got] = buf[pos:]
-        self._buf, self._pos = b"", 0
-        while got < n:  # a large body lands in place, without an intermediate copy
+        got = 0
+        while got < n:
             k = self.sock.recv_into(view[got:])
             if k == 0:
                 raise ConnectionError("the scheduler closed the connection")
             got += k
         return bytes(out)
 
-    def _fill(self, n: int) -> None:
-        """Buffer at least ``n`` unread bytes, reading what the socket has (up to RECV_SIZE) per call."""
-        buf, pos = self._buf, self._pos
-        parts = [buf[pos:]] if pos < len(buf) else []
-        have = len(buf) - pos
-        while have < n:
-            chunk = self.sock.recv(RECV_SIZE)
-            if not chunk:
-                raise ConnectionError("the scheduler closed the connection")
-            parts.append(chunk)
-            have += len(chunk)
-        self._buf = parts[0] if len(parts) == 1 else b"".join(parts)
-        self._pos = 0
-
-    def recv_frame(self) -> tuple[int, int, bytes]:
-        if len(self._buf) - self._pos < HEADER.size:
-            self._fill(HEADER.size)
-        size, kind, index = HEADER.unpack_from(self._buf, self._pos)
-        if size > MAX_FRAME or kind not in KINDS:
-            raise ConnectionError(f"bad frame from the scheduler: kind {kind}, {size} bytes")
-        self._pos += HEADER.size
-        if not size:
-            return kind, index, b""
-        if size <= RECV_SIZE and len(self._buf) - self._pos < size:
-            self._fill(size)
-        return kind, index, self.recv_exactly(size)
+    def recv_frame(self) -> tuple[int, int, bytes | bytearray | memoryview]:
+        """Return the next ``(kind, index, body)`` frame, waiting for it."""
+        frames = self._frames
+        while self._next >= len(frames):
+            decoder = self._decoder
+            view = decoder.body_view()
+            if view is not None:
+                k = self.sock.recv_into(view)
+                if k == 0:
+                    raise ConnectionError("the scheduler closed the connection")
+                frames = self._frames = decoder.filled(k)
+            else:
+                chunk = self.sock.recv(RECV_SIZE)
+                if not chunk:
+                    raise ConnectionError("the scheduler closed the connection")
+                frames = self._frames = decoder.feed(chunk)
+            self._next = 0
+        frame = frames[self._next]
+        self._next += 1
+        return frame
 
     def send_frame(self, kind: int, index: int, body: bytes = b"") -> None:
         header = HEADER.pack(len(body), kind, index)
-        if len(body) < 65536:
-            self.sock.sendall(header + body)
-        else:  # no copy of a large body
-            self.sock.sendall(header)
-            self.sock.sendall(body)
+        with self.send_lock:
+            if len(body) < 65536:
+                self.sock.sendall(header + body)
+            else:  # no copy of a large body
+                self.sock.sendall(header)
+                self.sock.sendall(body)
 
 
 def connect(address: tuple[str, int], secret: bytes, index: int, generation: int,

@@ -54,12 +54,20 @@ class JobTimeout(JobError, TimeoutError):
     """A job ran longer than its timeout; its worker was killed and replaced."""
 
 
+class JobCancelled(JobError):
+    """A job was cancelled (``Scheduler.cancel``, or ``future.cancel()`` while it ran): its worker was killed."""
+
+
 class WorkerStartupError(JobschedError, RuntimeError):
     """Workers kept dying before they were ready (bad worker file, missing entry, import error)."""
 
 
 class ProtocolError(JobschedError, ConnectionError):
-    """A peer broke the wire protocol (bad handshake, oversized or malformed frame)."""
+    """A peer broke the wire protocol: an oversized or malformed frame, or a frame it may not send.
+
+    Raised by ``_wire.FrameDecoder``; the scheduler then drops that worker's connection (its job counts a
+    death), and a worker whose scheduler breaks the protocol exits.
+    """
 
 
 class InvalidStateError(JobschedError, RuntimeError):
@@ -67,8 +75,12 @@ class InvalidStateError(JobschedError, RuntimeError):
 
 
 class SchedulerClosedError(JobschedError, RuntimeError):
-    """The scheduler was closed and runs no more jobs until it is started again."""
+    """The scheduler was closed (``close()``): it takes no more jobs; create a new ``Scheduler``."""
 
 
-class CallbackError(JobschedError, RuntimeError):
-    """A user callback (before_start, after_stop, process_result) raised; the original is the __cause__."""
+class SchedulerBrokenError(JobschedError, RuntimeError):
+    """The scheduler's loop stopped on an error (its ``__cause__``): new jobs are refused until ``start()``.
+
+    Raised by ``add_job`` and ``submit`` after a background loop ended on an error (workers that could not
+    start, a callback that raised), so that no future waits for a loop that no longer runs.
+    """

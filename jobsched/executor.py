@@ -11,6 +11,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .commands import processor_count
+from .remote_call import remote_call
 from ._bars import job_bar  # tqdm itself is imported only when a bar is made
 from .scheduler import Scheduler
 
@@ -51,14 +52,21 @@ class Executor(concurrent.futures.Executor):
         return self._scheduler
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        """Schedule ``fn(*args, **kwargs)`` on a worker; return its future."""
+        """Schedule ``fn(*args, **kwargs)`` on a worker; return its future.
+
+        Every keyword argument goes to ``fn``, as ``concurrent.futures`` promises, even one named
+        ``timeout`` or ``cost``: per-job options are the executor's (``Executor(timeout=...)``).
+        """
+        call = remote_call(fn, *args, **kwargs)
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            if not self._started:
-                self._scheduler.start(self._n_start, wait=False)
+            if not self._scheduler.running:
+                # First call, or the loop stopped on an error: start (again). A kept error is raised here,
+                # once, naming what stopped it; the next call starts afresh.
                 self._started = True
-        future = self._scheduler.submit(fn, *args, **kwargs)
+                self._scheduler.start(self._n_start, wait=False)
+        future = self._scheduler.submit(call)
         self._futures.add(future)
         future.add_done_callback(self._futures.discard)
         return future
@@ -108,8 +116,8 @@ class Executor(concurrent.futures.Executor):
                     bar.update(1)
                 yield result
         finally:
-            for future in window:
-                future.cancel()
+            for future in window:  # as concurrent.futures does: calls not yet started are dropped
+                _cancel_queued(future)
             if bar is not None:
                 bar.close()
 
@@ -117,9 +125,9 @@ class Executor(concurrent.futures.Executor):
         """Stop taking work; optionally cancel queued calls; close the workers when the rest is done."""
         with self._lock:
             self._shutdown = True
-        if cancel_futures:
+        if cancel_futures:  # the concurrent.futures meaning: only calls that have not started
             for future in list(self._futures):
-                future.cancel()
+                _cancel_queued(future)
         if wait:
             self._finish()
         else:
@@ -133,6 +141,11 @@ class Executor(concurrent.futures.Executor):
                 self._scheduler.close()
         else:
             self._scheduler.close()
+
+
+def _cancel_queued(future: Future[Any]) -> bool:
+    cancel = getattr(future, "cancel_queued", None)
+    return bool(cancel()) if cancel is not None else future.cancel()
 
 
 def _length_hint(iterables: tuple[Iterable[Any], ...]) -> int | None:

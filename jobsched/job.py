@@ -14,11 +14,12 @@ class Job:
         data: what the worker receives (any picklable value; a ``RemoteCall`` for remote calls).
         start_ms: wall-clock time in milliseconds (``time.time() * 1000``) when the job was sent to a worker.
         stop_ms: wall-clock time in milliseconds when its result was received.
+        from_journal: True when the result was taken from the scheduler's journal instead of running the job.
     """
 
     # A plain class rather than a dataclass: every worker imports this module, and ``dataclasses`` alone
     # (with inspect, ast, dis) would add a tenth of a worker's start-up imports.
-    __slots__ = ("index", "cost", "data", "start_ms", "stop_ms")
+    __slots__ = ("index", "cost", "data", "start_ms", "stop_ms", "from_journal")
 
     def __init__(self, index: int, cost: float, data: Any, start_ms: float = 0.0, stop_ms: float = 0.0) -> None:
         self.index = index
@@ -26,6 +27,7 @@ class Job:
         self.data = data
         self.start_ms = start_ms
         self.stop_ms = stop_ms
+        self.from_journal = False
 
     def __repr__(self) -> str:
         return (f"Job(index={self.index!r}, cost={self.cost!r}, data={self.data!r}, "

@@ -41,6 +41,36 @@ _NEXT: dict[WorkerState, frozenset[WorkerState]] = {
 }
 
 
+class KillReason(enum.Enum):
+    """Why the scheduler ended a worker's process: decides what happens to the jobs it held.
+
+    ``blames_job`` reasons count a death against the running job (it is retried, or fails after
+    ``max_retries``); the others put its jobs back in the queue untouched, except ``CANCELLED``, whose
+    cancelled job fails with ``JobCancelled``.
+    """
+
+    TIMEOUT = "its job ran past its timeout"
+    CLOSED_CONNECTION = "closed its connection"
+    PROTOCOL = "broke the protocol"
+    NO_HANDSHAKE = "did not connect in time"
+    CANCELLED = "its job was cancelled"
+    RETIRED = "retired"  # scaled down or closed before it connected: an expected exit
+    TERMINATED = "terminated at the end of the close grace period"
+    KILLED_AFTER_GRACE = "killed after the close grace period"
+    STOPPING = "killed because the scheduler stopped"  # Ctrl-C during close(), a fatal error
+
+    __hash__ = object.__hash__
+
+    @property
+    def blames_job(self) -> bool:
+        """Whether the death counts against the job the worker was running."""
+        return self in _BLAMES_JOB
+
+
+_BLAMES_JOB = frozenset({KillReason.TIMEOUT, KillReason.CLOSED_CONNECTION, KillReason.PROTOCOL,
+                         KillReason.NO_HANDSHAKE})
+
+
 def check_transition(index: int, old: WorkerState, new: WorkerState) -> None:
     """Raise InvalidStateError unless ``old -> new`` is allowed."""
     if new not in _NEXT[old]:

@@ -1,0 +1,60 @@
+"""Argument checks shared by the public entry points: each message names the rule, the value and the fix."""
+
+from __future__ import annotations
+
+import math
+import reprlib
+
+_short = reprlib.Repr()
+_short.maxstring = 60
+_short.maxother = 60
+
+# Beyond this a number of seconds is no timeout a machine can wait out (about 30,000 years), and adding it to
+# a clock would lose the clock's precision: refuse it rather than let it overflow inside the loop.
+MAX_SECONDS = 1e12
+
+
+def describe(value: object) -> str:
+    """A short description of a bad value: its type and a clipped repr."""
+    return f"{type(value).__name__} {_short.repr(value)}"
+
+
+def check_cost(cost: object, where: str = "add_job") -> None:
+    if isinstance(cost, bool) or not isinstance(cost, (int, float)):
+        raise TypeError(f"{where}: cost must be a real number (lowest runs first), got {describe(cost)}")
+    try:
+        as_float = float(cost)
+    except OverflowError:
+        raise ValueError(f"{where}: cost {cost!r} is too large to order jobs by; use a number below 1e308 "
+                         "(for example its logarithm)") from None
+    if math.isnan(as_float):
+        raise ValueError(f"{where}: cost must be a real number, got nan")
+
+
+def check_timeout(where: str, timeout: object) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{where}: timeout must be a positive number of seconds or None, got {describe(timeout)}")
+    try:
+        ok = 0 < float(timeout) <= MAX_SECONDS
+    except OverflowError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{where}: timeout must be a positive number of seconds up to {MAX_SECONDS:g}, or None "
+                         f"for no limit; got {timeout!r}")
+
+
+def check_positive_int(what: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be an integer >= 1, got {describe(value)}")
+
+
+def check_n_workers(n: object) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n_workers must be an integer >= 0, got {describe(n)}")
+
+
+def plural(n: int, word: str) -> str:
+    """``1 worker``, ``2 workers``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

@@ -1,0 +1,58 @@
+"""The future of a submitted job: ``cancel()`` reaches the scheduler, and also stops a running job.
+
+``concurrent.futures.Future.cancel()`` refuses a running future. A jobsched job can be stopped while it runs
+(its worker is killed), so ``JobFuture.cancel()`` asks the scheduler, and ``force_cancel`` moves a RUNNING
+future to CANCELLED. That needs the stdlib's private ``_state``, ``_condition`` and ``_waiters``: the same
+three steps ``Future.cancel`` and ``set_running_or_notify_cancel`` take, so ``wait()`` and ``as_completed()``
+see the cancel as they see any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, PENDING, RUNNING
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from ._state import Entry
+
+T = TypeVar("T")
+
+
+class JobFuture(Future[T]):
+    """A ``Future`` whose ``cancel()`` also stops a job that is already running."""
+
+    def __init__(self, cancel_entry: Callable[..., bool]) -> None:
+        super().__init__()
+        self._cancel_entry = cancel_entry
+        self.entry: Entry | None = None
+
+    def cancel(self) -> bool:
+        """Cancel the job, queued or running; False if it has already finished (its result is kept)."""
+        entry = self.entry
+        if entry is None:
+            return super().cancel()
+        return self._cancel_entry(entry)
+
+    def cancel_queued(self) -> bool:
+        """Cancel the job only if it has not started (``concurrent.futures``' meaning of ``cancel``)."""
+        entry = self.entry
+        if entry is None:
+            return super().cancel()
+        return self._cancel_entry(entry, queued_only=True)
+
+
+def force_cancel(future: Future[Any]) -> None:
+    """Move ``future`` to CANCELLED, whether it is pending or running, and tell its waiters and callbacks."""
+    if Future.cancel(future):  # pending: the stdlib does it all
+        return
+    state: Any = future
+    with state._condition:
+        if state._state not in (PENDING, RUNNING):
+            return  # finished meanwhile: its result stands
+        state._state = CANCELLED_AND_NOTIFIED
+        for waiter in state._waiters:
+            waiter.add_cancelled(future)
+        state._condition.notify_all()
+    state._invoke_callbacks()

@@ -1,0 +1,278 @@
+"""The default backend: each worker slot is a local Python process with one authenticated TCP connection.
+
+Per slot, on the loop's selector: the process's pidfd (readable when it exits, so a death is noticed at
+once, never by polling), its output pipe (``_output``) and, once it has authenticated, its ``Connection``
+(``_transport``). The listener and the handshake live in ``_transport.Listener``; spawning, signals and
+process groups in ``_pool``.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from . import _wire
+from ._output import OutputLines, write_stderr
+from ._pool import Reaper, describe_exit, pidfd_open, resident_memory, signal_group, spawn
+from ._slot import Worker
+from ._transport import Connection, Frames, Listener
+from .states import WorkerState
+
+if TYPE_CHECKING:
+    from ._backend import BackendEvents
+    from ._state import Entry
+    from .scheduler import Scheduler
+
+# Where this jobsched lives: put first on a worker's path so that it runs the same code as its scheduler.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def default_worker_command(worker_index: int) -> list[str]:
+    """The default worker: ``python -m jobsched.worker``, which runs remote calls."""
+    return [sys.executable, "-m", "jobsched.worker"]
+
+
+class _Process:
+    """What the backend holds for one running worker process."""
+
+    __slots__ = ("proc", "pidfd", "out_fd", "lines", "conn", "exited")
+
+    def __init__(self, proc: subprocess.Popen[bytes], lines: OutputLines) -> None:
+        self.proc = proc
+        self.pidfd = -1
+        self.out_fd = -1
+        self.lines = lines
+        self.conn: Connection | None = None
+        self.exited = False
+
+
+class LocalBackend:
+    """Run workers as local processes started by ``make_worker_command(worker_index) -> argv``."""
+
+    start_timeout: float | None = 60.0
+
+    def __init__(self, make_worker_command: Callable[[int], list[str]], secret: bytes, echo_output: bool) -> None:
+        self._command = make_worker_command
+        self._secret = secret
+        self._echo = echo_output
+        self._events: BackendEvents | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._listener: Listener | None = None
+        self._reaper: Reaper | None = None
+        self._workers: dict[int, Worker] = {}  # slot index -> slot, for the handshake
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return self._listener.address if self._listener is not None else None
+
+    def attach(self, sched: Scheduler) -> None:
+        pass
+
+    def default_n_workers(self) -> int:
+        from .commands import processor_count
+
+        return processor_count()
+
+    def open(self, events: BackendEvents, selector: selectors.BaseSelector) -> None:
+        self._events = events
+        if self._selector is selector and self._listener is not None:
+            return
+        self._selector = selector
+        self._listener = Listener(selector, self._secret, self._on_hello, events.log, time.monotonic)
+
+    def describe_command(self, index: int) -> str:
+        try:
+            return " ".join(os.fspath(a) for a in self._command(index))
+        except Exception as exc:
+            return f"<make_worker_command failed: {exc}>"
+
+    # ---- commands
+
+    def start_worker(self, w: Worker) -> None:
+        events, selector, listener = self._events, self._selector, self._listener
+        assert events is not None and selector is not None and listener is not None
+        if self._reaper is None:
+            self._reaper = Reaper()
+        host, port = listener.address
+        env = dict(os.environ)
+        env[_wire.ENV_ADDRESS] = f"{host}:{port}"
+        env[_wire.ENV_WORKER] = f"{w.index}:{w.generation}"
+        env[_wire.ENV_SYS_PATH] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        try:
+            argv = [os.fspath(a) for a in self._command(w.index)]
+            proc = spawn(argv, env, self._secret)
+        except Exception as exc:
+            w._io = None
+            events.worker_spawn_failed(w, f"{type(exc).__name__}: {exc} (worker command: "
+                                          f"{self.describe_command(w.index)})")
+            return
+        p = _Process(proc, OutputLines(w, self._echo))
+        w._io = p
+        self._workers[w.index] = w
+        self._reaper.watch(proc.pid)
+        assert proc.stdout is not None
+        p.out_fd = proc.stdout.fileno()
+        selector.register(p.out_fd, selectors.EVENT_READ, lambda mask: self._on_output(w, p))
+        p.pidfd = pidfd_open(proc.pid)
+        if p.pidfd >= 0:
+            selector.register(p.pidfd, selectors.EVENT_READ, lambda mask: self._on_exit(w, p))
+        events.worker_spawned(w, proc.pid)
+
+    def send_jobs(self, w: Worker, entries: list[Entry]) -> None:
+        p: _Process | None = w._io
+        if p is None or p.conn is None:
+            return
+        pack, job = _wire.JOB_HEADER.pack, _wire.JOB
+        buffers: list[bytes | bytearray | memoryview] = []
+        for entry in entries:
+            payload = entry.payload
+            buffers.append(pack(len(payload) + 8, job, entry.index, entry.cost))
+            buffers.append(payload)
+        p.conn.send(buffers)
+
+    def close_worker(self, w: Worker) -> None:
+        p: _Process | None = w._io
+        if p is not None and p.conn is not None:
+            p.conn.send([_wire.frame(_wire.CLOSE, 0)])
+
+    def kill_worker(self, w: Worker, force: bool) -> None:
+        p: _Process | None = w._io
+        if p is None or p.exited:
+            return
+        signal_group(p.proc, signal.SIGKILL if force else signal.SIGTERM)
+        if p.pidfd < 0 and force:  # no pidfd on this system: reap here
+            p.proc.wait()
+            self._on_exit(w, p)
+
+    def worker_rss(self, w: Worker) -> int | None:
+        return resident_memory(w.pid) if w.pid is not None else None
+
+    def poll(self, now: float) -> float:
+        next_at = self._listener.expire(now) if self._listener is not None else float("inf")
+        for w in list(self._workers.values()):  # no pidfd on this system: a timer is how an exit is noticed
+            p: _Process | None = w._io
+            if p is not None and p.pidfd < 0 and not p.exited:
+                if p.proc.poll() is not None:
+                    self._on_exit(w, p)
+                else:
+                    next_at = min(next_at, now + 0.1)
+        return next_at
+
+    def shutdown(self) -> None:
+        for w in list(self._workers.values()):
+            p: _Process | None = w._io
+            if p is not None and not p.exited:
+                signal_group(p.proc, signal.SIGKILL)
+                p.proc.wait()
+                self._on_exit(w, p)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if self._reaper is not None:
+            self._reaper.close()
+            self._reaper = None
+        self._selector = None
+
+    def close(self) -> None:
+        pass
+
+    # ---- events
+
+    def _on_hello(self, index: int, generation: int) -> tuple[Callable[[socket.socket], None] | None, bool]:
+        """A connection proved the secret as worker ``index:generation``: take it if that one is expected."""
+        w = self._workers.get(index)
+        p: _Process | None = w._io if w is not None else None
+        if w is None or p is None or w.generation != generation or w.state is not WorkerState.STARTING \
+                or p.conn is not None:
+            # A worker we retired (and are killing) before it connected is expected to knock: no log.
+            retired = w is not None and w.generation == generation and w.state is WorkerState.CLOSING
+            return None, not retired
+        assert self._selector is not None and self._events is not None
+        events, selector = self._events, self._selector
+
+        def accept(sock: socket.socket) -> None:
+            p.conn = Connection(sock, selector, lambda frames: events.frames(w, frames),
+                                lambda error: events.connection_lost(w, error))
+            events.worker_ready(w)
+
+        return accept, False
+
+    def _on_output(self, w: Worker, p: _Process) -> None:
+        try:
+            data = os.read(p.out_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            p.lines.feed(data)
+            return
+        self._end_output(p)
+        if p.pidfd < 0 and p.proc.poll() is not None:
+            self._on_exit(w, p)  # no pidfd on this system: the end of its output shows the exit
+
+    def _end_output(self, p: _Process) -> None:
+        if p.out_fd < 0:
+            return
+        assert self._selector is not None
+        try:
+            self._selector.unregister(p.out_fd)
+        except (KeyError, ValueError):
+            pass
+        p.out_fd = -1
+        p.lines.end()
+
+    def _on_exit(self, w: Worker, p: _Process) -> None:
+        """The process has exited: report what it sent and printed first, then its exit."""
+        if p.exited:
+            return
+        p.exited = True
+        returncode = p.proc.wait()
+        if p.conn is not None:
+            p.conn.drain()  # a result sent just before the exit is still in the socket
+            p.conn.close()
+        while p.out_fd >= 0:  # all it printed, the last unfinished line included
+            try:
+                data = os.read(p.out_fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                break
+            p.lines.feed(data)
+        self._end_output(p)
+        if p.pidfd >= 0:
+            if self._selector is not None:
+                try:
+                    self._selector.unregister(p.pidfd)
+                except (KeyError, ValueError):
+                    pass
+            os.close(p.pidfd)
+            p.pidfd = -1
+        # The job's own processes go with it: the group outlives its leader while any member lives.
+        signal_group(p.proc, signal.SIGKILL)
+        if self._reaper is not None:
+            self._reaper.forget(p.proc.pid)
+        for pipe in (p.proc.stdin, p.proc.stdout):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+        if self._workers.get(w.index) is w and w._io is p:
+            w._io = None
+        assert self._events is not None
+        self._events.worker_exited(w, describe_exit(returncode), returncode == 0)
+
+
+__all__ = ["PACKAGE_ROOT", "LocalBackend", "default_worker_command", "write_stderr"]
