@@ -361,3 +361,8 @@ def report_then_wait(path: str, done: int, total: int, note: str) -> int:
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.01)
     return done
+
+
+def loaded_modules(names: list[str]) -> list[str]:
+    """Which of ``names`` this process (a worker) has imported."""
+    return [name for name in names if name in sys.modules]
