@@ -111,7 +111,17 @@ def attach(send_frame: Callable[[int, int, bytes], None], kind: int) -> Reporter
     """Make this process a worker whose jobs report on ``send_frame`` (called by the job loop, once)."""
     global _reporter
     _reporter = Reporter(send_frame, kind)
+    import os
+
+    # A process that a job forks (multiprocessing's "fork", os.fork) shares the worker's socket: its reports
+    # would interleave with the worker's frames. It reports nothing.
+    os.register_at_fork(after_in_child=_detach)
     return _reporter
+
+
+def _detach() -> None:
+    global _reporter
+    _reporter = None
 
 
 def _number(value: Any, name: str) -> int | float:

@@ -366,3 +366,18 @@ def report_then_wait(path: str, done: int, total: int, note: str) -> int:
 def loaded_modules(names: list[str]) -> list[str]:
     """Which of ``names`` this process (a worker) has imported."""
     return [name for name in names if name in sys.modules]
+
+
+def progress_in_a_forked_child() -> int:
+    """Report progress from a forked child (it must send nothing); return the child's exit status."""
+    import jobsched
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            jobsched.progress(1, 2, "from the child")
+            time.sleep(0.3)  # any sender thread would have sent by now
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return status

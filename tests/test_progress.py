@@ -141,6 +141,13 @@ def test_no_progress_frame_between_jobs_or_after_the_result(worker_side: tuple[_
     assert sink.frames() == [(4, (1, 2, ""))]
 
 
+def test_a_process_forked_by_a_job_reports_nothing(worker_side: tuple[_report.Reporter, Sink]) -> None:
+    reporter, sink = worker_side
+    reporter.job = 5
+    assert crashers.progress_in_a_forked_child() == 0
+    assert sink.frames() == []
+
+
 def test_tqdm_bars_in_a_worker_report_as_progress_and_do_not_draw(tmp_path: Path) -> None:
     pytest.importorskip("tqdm")
     code = textwrap.dedent("""

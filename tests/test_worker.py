@@ -191,6 +191,30 @@ def test_refuse_while_loading_script_says_to_add_the_guard(tmp_path: Path) -> No
     remote_call_module.refuse_while_loading_script("Scheduler.start()")  # not loading: no error
 
 
+def test_a_worker_file_without_a_guard_fails_to_start_with_one_line(tmp_path: Path) -> None:
+    # What the worker does once make_server() calls refuse_while_loading_script (here the file calls it).
+    script = tmp_path / "unguarded_worker.py"
+    script.write_text(textwrap.dedent("""
+        from jobsched import start_simple_worker
+        from jobsched.remote_call import refuse_while_loading_script
+
+        def worker():
+            start_simple_worker(lambda data: data)
+
+        refuse_while_loading_script("make_server()")
+    """))
+    sched = jobsched.make_server(str(script), n_workers=1)
+    try:
+        with pytest.raises(jobsched.WorkerStartupError) as info:
+            jobsched.server_start(sched, [1], lambda data, result: None)
+    finally:
+        jobsched.server_close(sched)
+    message = str(info.value)
+    assert "jobsched worker: make_server() was called in a worker process while it loaded" in message
+    assert "if __name__ == '__main__':" in message
+    assert "Traceback" not in message
+
+
 def _run_script(path: Path, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(jobsched.__file__))  # this checkout, whatever is installed
