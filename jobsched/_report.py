@@ -205,20 +205,24 @@ def patch_tqdm(std: Any) -> None:
         cls = std.tqdm
         if getattr(cls, "_jobsched_patched", False):
             return
-        init = cls.__init__
+        init, draw = cls.__init__, cls.display
         streams = (None, sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
 
         def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-            if len(args) < 5 and any(kwargs.get("file") is s for s in streams):  # file is the 5th parameter
+            quiet = len(args) < 5 and any(kwargs.get("file") is s for s in streams)  # file: the 5th parameter
+            if quiet:
                 kwargs["file"] = _DISCARD
+            self._jobsched_quiet = quiet
             init(self, *args, **kwargs)
 
-        def display(self: Any, msg: Any = None, pos: Any = None) -> bool:
+        def display(self: Any, msg: Any = None, pos: Any = None) -> Any:
             try:
                 progress(self.n, self.total, self.desc or "")
             except TypeError:
                 pass
-            return True
+            if getattr(self, "_jobsched_quiet", True):
+                return True
+            return draw(self, msg, pos)
 
         __init__.__wrapped__ = init  # type: ignore[attr-defined]
         cls.__init__ = __init__

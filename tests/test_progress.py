@@ -179,6 +179,13 @@ def test_tqdm_bars_in_a_worker_report_as_progress_and_do_not_draw(tmp_path: Path
                 bar.update(2)
                 time.sleep(0.01)
         time.sleep(0.3)
+        with open(sys.argv[1], "w") as log:  # a bar with a file of its own still draws there (and reports)
+            reporter.job = 5
+            for _ in tqdm(range(3), desc="logged", file=log):
+                pass
+        time.sleep(0.3)
+        with reporter.lock:
+            reporter.job = reporter.pending = None
         mine.close()
         conn = _wire.BlockingConnection(theirs)
         frames = []
@@ -191,8 +198,11 @@ def test_tqdm_bars_in_a_worker_report_as_progress_and_do_not_draw(tmp_path: Path
         print(repr(frames))
     """)
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(jobsched.__file__)))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    log = tmp_path / "bar.log"
+    out = subprocess.run([sys.executable, "-c", code, str(log)], capture_output=True, text=True, timeout=120,
+                         env=env)
     assert out.returncode == 0, out.stderr
+    assert "logged: 100%" in log.read_text()
     frames = ast.literal_eval(out.stdout)
     assert {kind for kind, _, _ in frames} == {_wire.PROGRESS}
     by_job: dict[int, list[tuple[Any, Any, str]]] = {}
@@ -202,6 +212,7 @@ def test_tqdm_bars_in_a_worker_report_as_progress_and_do_not_draw(tmp_path: Path
     assert by_job[2][-1] == (25, 25, "trange")
     assert by_job[3][-1] == (20, 20, "auto")
     assert by_job[4][-1] == (8, 8, "manual")
+    assert by_job[5][-1] == (3, 3, "logged")
     assert all(len(values) <= 10 for values in by_job.values()), by_job  # about 0.3-0.6 s each: rate-limited
     assert "\r" not in out.stderr and "|" not in out.stderr, out.stderr  # no bar drawn
 
