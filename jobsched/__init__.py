@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 # Imported eagerly (it is light, and the worker needs it anyway): the function ``remote_call`` must win
 # over the submodule of the same name, which an import of ``jobsched.remote_call`` binds on the package.
+from ._report import progress as progress
 from .remote_call import RemoteCall as RemoteCall
 from .remote_call import is_remote_call as is_remote_call
 from .remote_call import remote_call as remote_call
@@ -99,6 +100,7 @@ __all__ = [
     "make_scheduler",
     "make_server",
     "processor_count",
+    "progress",
     "remote_call",
     "server_close",
     "server_start",

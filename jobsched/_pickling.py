@@ -11,10 +11,19 @@ from __future__ import annotations
 
 import pickle
 import reprlib
+import sys
 from typing import Any
 
 PROTOCOL = 5
 _MAIN = b"__main__"
+
+# A worker loads a script under the name ``__mp_main__`` (``remote_call.load_file``), so a class defined in
+# the script pickles there as ``__mp_main__.Point``. Here that name means our own ``__main__``, as it does
+# once ``multiprocessing`` is imported: the caller's script is this process's ``__main__`` (in a notebook,
+# ``__main__`` has no file, classes travel by value and the alias is never used). ``setdefault``: a
+# process started by multiprocessing's spawn, or a worker that loaded a script, keeps its real module.
+if "__main__" in sys.modules:
+    sys.modules.setdefault("__mp_main__", sys.modules["__main__"])
 
 _short = reprlib.Repr()
 _short.maxstring = 40

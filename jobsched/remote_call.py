@@ -150,6 +150,36 @@ def _lookup(module: Any, qualname: str) -> Any:
 
 
 _files: dict[str, Any] = {}
+_loading: list[str] = []  # paths whose top-level code load_file is running, innermost last
+
+
+def loading_script() -> str | None:
+    """Return the path of the script whose top-level code this process is running as ``__mp_main__``, or None.
+
+    A worker loads a user's script to find its functions (``load_file``): code of the script that is not
+    under ``if __name__ == "__main__":`` runs then, in the worker. If that code starts a scheduler, the
+    script lacks the guard; ``refuse_while_loading_script`` turns that into one clear error.
+    """
+    return _loading[-1] if _loading else None
+
+
+class MissingMainGuardError(RuntimeError):
+    """A script started a scheduler while a worker was loading it: it has no ``__main__`` guard."""
+
+
+def refuse_while_loading_script(what: str) -> None:
+    """Raise MissingMainGuardError if a worker is running a script's top-level code (see ``loading_script``).
+
+    Args:
+        what: what was called, for the message (e.g. ``"Scheduler.start()"``).
+    """
+    path = loading_script()
+    if path is not None:
+        raise MissingMainGuardError(
+            f"{what} was called in a worker process while it loaded {path}: the script has no "
+            "`if __name__ == '__main__':` guard. Put the code that starts the scheduler under it "
+            "(workers load the script to find its functions, and run all of its unguarded code)."
+        )
 
 
 def load_file(path: str) -> Any:
@@ -164,13 +194,18 @@ def load_file(path: str) -> Any:
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path!r} as a Python module")
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(SCRIPT_MODULE_NAME, module)
+    current = sys.modules.get(SCRIPT_MODULE_NAME)
+    if current is None or current is sys.modules.get("__main__"):  # absent, or only the alias of _pickling
+        sys.modules[SCRIPT_MODULE_NAME] = module
     _files[path] = module
+    _loading.append(path)
     try:
         spec.loader.exec_module(module)
     except BaseException:
         del _files[path]
         raise
+    finally:
+        _loading.pop()
     return module
 
 

@@ -235,3 +235,149 @@ def run_doomed_scheduler(n_workers: int, kind: str) -> None:
         time.sleep(0.5)  # let the C loop begin (the job is RUNNING once sent, not once it has started)
     print(json.dumps({"pids": [w.pid for w in sched.workers]}), flush=True)
     time.sleep(600)  # killed long before this
+
+
+# ---------------------------------------------------------------- exceptions that are hard to report
+
+
+class StrRaises(Exception):
+    """An exception whose ``str()`` raises."""
+
+    def __str__(self) -> str:
+        raise ValueError("__str__ is broken")
+
+
+class ReprAndStrRaise(Exception):
+    """An exception whose ``repr()`` and ``str()`` both raise."""
+
+    def __str__(self) -> str:
+        raise ValueError("__str__ is broken")
+
+    def __repr__(self) -> str:
+        raise ValueError("__repr__ is broken")
+
+
+class StrReturnsSubclass(Exception):
+    """An exception whose ``str()`` is a str subclass defined here (a scheduler need not import it)."""
+
+    class Text(str):
+        pass
+
+    def __str__(self) -> str:
+        return self.Text("a str subclass")
+
+
+class CustomBaseException(BaseException):
+    """A BaseException that is neither Exception, SystemExit nor KeyboardInterrupt."""
+
+
+class _RaisesOnReduce:
+    def __reduce__(self) -> Any:
+        raise KeyboardInterrupt("__reduce__ raised KeyboardInterrupt")
+
+
+WEIRD_TYPE_NAME = "weird name\n\t<é>"
+
+
+def raise_after_logging(path: str, kind: str) -> None:
+    """Append a line to ``path`` (one per run of the job), then raise the exception named by ``kind``."""
+    with open(path, "a") as f:
+        f.write("ran\n")
+    raise make_exception(kind)
+
+
+def make_exception(kind: str) -> BaseException:
+    """The exception of each hard-to-report case, by name."""
+    if kind == "str_raises":
+        return StrRaises()
+    if kind == "repr_and_str_raise":
+        return ReprAndStrRaise()
+    if kind == "str_subclass":
+        return StrReturnsSubclass()
+    if kind == "weird_type_name":
+        return type(WEIRD_TYPE_NAME, (Exception,), {})("weird")
+    if kind == "module_not_str":
+        cls = type("ModuleNotStr", (Exception,), {})
+        cls.__module__ = 42  # type: ignore[assignment]
+        return cls("module is an int")
+    if kind == "bad_notes":
+        exc = ValueError("with notes")
+        exc.__notes__ = [StrRaises(), 42]  # type: ignore[attr-defined]
+        return exc
+    if kind == "keyboard_interrupt":
+        return KeyboardInterrupt("interrupted by the job")
+    if kind == "custom_base_exception":
+        return CustomBaseException("custom")
+    if kind == "generator_exit":
+        return GeneratorExit("generator exit")
+    if kind == "system_exit":
+        return SystemExit(3)
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def result_whose_reduce_raises() -> Any:
+    return _RaisesOnReduce()
+
+
+# ---------------------------------------------------------------- state carried between jobs
+
+
+def change_cwd_and_environ(directory: str) -> str:
+    """Change what a later job would inherit: the working directory and the environment."""
+    os.chdir(directory)
+    os.environ["JOBSCHED_TEST_ADDED"] = "added"
+    os.environ.pop("JOBSCHED_TEST_KEPT", None)
+    os.environ["PATH"] = "/nowhere"
+    return os.getcwd()
+
+
+def cwd_and_environ() -> tuple[str, str | None, str | None, str | None, int]:
+    return (os.getcwd(), os.environ.get("JOBSCHED_TEST_ADDED"), os.environ.get("JOBSCHED_TEST_KEPT"),
+            os.environ.get("PATH"), os.getpid())
+
+
+def remove_own_cwd(directory: str) -> int:
+    """Move into ``directory`` and remove it: the worker's cwd no longer exists after the job."""
+    os.chdir(directory)
+    os.rmdir(directory)
+    return os.getpid()
+
+
+def faulthandler_enabled() -> bool:
+    import faulthandler
+
+    return faulthandler.is_enabled()
+
+
+# ---------------------------------------------------------------- progress
+
+
+def report_then_wait(path: str, done: int, total: int, note: str) -> int:
+    """Report progress once, then hold the job open until ``path`` exists (at most 60 s)."""
+    import jobsched
+
+    jobsched.progress(done, total, note)
+    deadline = time.monotonic() + 60.0
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return done
+
+
+def loaded_modules(names: list[str]) -> list[str]:
+    """Which of ``names`` this process (a worker) has imported."""
+    return [name for name in names if name in sys.modules]
+
+
+def progress_in_a_forked_child() -> int:
+    """Report progress from a forked child (it must send nothing); return the child's exit status."""
+    import jobsched
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            jobsched.progress(1, 2, "from the child")
+            time.sleep(0.3)  # any sender thread would have sent by now
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return status

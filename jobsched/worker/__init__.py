@@ -2,8 +2,19 @@
 
 A worker is started by its scheduler (see ``_wire`` for the protocol). It connects, authenticates,
 then runs one job at a time until the scheduler says CLOSE, when ``start_worker`` returns and the
-worker's own code after it runs. A job that raises does not end the worker: the exception travels back
-as text. A watchdog thread exits the process as soon as the scheduler's process is gone.
+worker's own code after it runs. A job that raises - anything, ``BaseException`` included - does not end
+the worker: the exception travels back as text. A watchdog thread exits the process as soon as the
+scheduler's process is gone. ``faulthandler`` is on, so a job that crashes the interpreter leaves every
+thread's stack in the worker's output.
+
+**Workers are reused.** After each job, the worker restores its working directory and its environment
+variables (``os.environ``) to what they were when it began serving jobs (checking both costs under 1 µs a
+job; the check runs after the result has been sent). Everything else a job changes stays for the next job
+on that worker, as in ``multiprocessing``'s pools: module globals, imported modules, ``sys.path``, threads it
+started, signal handlers, the umask, environment variables set from C (``setenv`` in an extension).
+
+Inside a job, ``jobsched.progress(done, total, note)`` reports progress (``_report``), and tqdm bars report
+through it instead of redrawing on the worker's stderr.
 
 This module must stay lean: it imports neither IPython, ipywidgets nor tqdm.
 """
@@ -19,10 +30,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import _wire
+from .. import _report, _wire
 from .._pickling import dumps, loads
 from ..job import Job
-from ..remote_call import load_file, run_remote_call
+from ..remote_call import MissingMainGuardError, load_file, run_remote_call
 
 # Exit status of a worker whose scheduler vanished.
 ORPHAN_EXIT = 70
@@ -95,31 +106,69 @@ _PLUMBING = (os.path.dirname(os.path.abspath(__file__)), os.path.abspath(run_rem
 
 
 def _error_body(exc: BaseException) -> bytes:
+    """Return the pickled error triple ``(type name, message, traceback text)`` of ``exc``; never raise.
+
+    The exception is the job's: its ``__str__``, ``__repr__``, notes, type name or traceback may all be broken
+    or hostile. Each part falls back to a placeholder of its own, so the job always fails with an ERROR frame,
+    once, instead of killing the worker (which would have the job re-run and end as ``WorkerDied``).
+    """
+    name = _safe_text(lambda: type(exc).__name__, "<unnamed exception type>")
+    message = _safe_text(lambda: str(exc), f"<str() of the {name} raised an exception>")
+    tb_text = _safe_text(lambda: _format_traceback(exc), "")
+    if not tb_text:
+        tb_text = f"{name}: {message}\n(the traceback could not be formatted)\n"
+    try:
+        return dumps((name, message, tb_text))
+    except BaseException:  # three plain str always pickle; this is the last line of defence
+        return dumps(("UnreportableError", "the error of this job could not be reported", ""))
+
+
+def _safe_text(make: Callable[[], object], fallback: str) -> str:
+    """Return ``make()`` as an exact ``str`` (not a subclass that a scheduler would have to unpickle)."""
+    try:
+        text = make()
+        if isinstance(text, str):
+            return text[:]  # an exact str even from a str subclass
+    except BaseException:  # the job's broken __str__ must not end the worker
+        pass
+    return fallback
+
+
+def _format_traceback(exc: BaseException) -> str:
+    import traceback  # only when a job fails: most workers never need it
+
     # Show the user's frames, not the worker loop's.
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_PLUMBING):
         tb = tb.tb_next
-    import traceback  # only when a job fails: most workers never need it
-
-    tb_text = "".join(traceback.format_exception(type(exc), exc, tb))
-    return dumps((type(exc).__name__, str(exc), tb_text))
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, tb))
+    except BaseException:  # e.g. a __notes__ or a cause that cannot be formatted: the frames alone
+        return "".join(["Traceback (most recent call last):\n", *traceback.format_tb(tb),
+                        f"{_safe_text(lambda: type(exc).__name__, '?')}: "
+                        f"{_safe_text(lambda: str(exc), '<str() raised>')}\n"])
 
 
 def run_to_frame(index: int, run: Callable[..., Any], *args: Any) -> tuple[int, bytes]:
     """Run job ``index`` as ``run(*args)``; return the frame that reports it: ``(RESULT, pickled result)``
     or ``(ERROR, error triple)``.
 
-    A job that raises, or whose result cannot be pickled, becomes an ERROR; the worker goes on. Local
-    workers and ``jobsched.dask`` both report through this, so their results and failures are the same.
+    A job that raises anything, ``BaseException`` included, or whose result cannot be pickled, becomes an
+    ERROR; the worker goes on (as ``ProcessPoolExecutor``'s workers do). That covers ``SystemExit`` (the job
+    called ``sys.exit``), ``KeyboardInterrupt`` (workers run in their own session, so a terminal's Ctrl-C
+    never reaches them: only the job itself raises it) and ``GeneratorExit`` raised by the job: none of them
+    is aimed at the worker. What ends a worker is not an exception of its job: CLOSE from the scheduler
+    (between jobs), the scheduler's death (the watchdogs), or the process dying (``os._exit``, a signal).
+    Local workers and ``jobsched.dask`` both report through this, so their results and failures are the same.
     (``run`` and its arguments, not a closure: a worker's loop calls this once per job.)
     """
     try:
         result = run(*args)
-    except (Exception, SystemExit) as exc:
+    except BaseException as exc:  # the job's failure, whatever it is, is its result
         return _wire.ERROR, _error_body(exc)
     try:
         return _wire.RESULT, dumps(result, f"the result of job {index}")
-    except TypeError as exc:
+    except BaseException as exc:  # TypeError, or a __reduce__ that raises anything else
         return _wire.ERROR, _error_body(exc)
 
 
@@ -154,9 +203,17 @@ def start_worker(run_job: Callable[[Job], Any], silent: bool = False) -> None:
 def _serve(run: Callable[[int, float, memoryview], Any]) -> None:
     """The job loop: ``run(index, cost, pickled data)`` for each JOB frame, until CLOSE."""
     _DieWithScheduler(os.getppid()).arm()
+    _enable_faulthandler()
     conn = _connect_from_environment()
+    reporter = _report.attach(conn.send_frame, _wire.PROGRESS)
+    _report.install_tqdm_hook()
+    # What each job starts from, restored after it (see the module docstring).
+    home, getcwd, chdir = os.getcwd(), os.getcwd, os.chdir
+    saved_environ = dict(os.environ)
+    environ_data = getattr(os.environ, "_data", os.environ)  # CPython's encoded mapping: == without decoding
+    environ_snapshot = dict(environ_data)
     recv_frame, send_frame, unpack_cost = conn.recv_frame, conn.send_frame, _wire.COST.unpack_from
-    job_kind, cost_size = _wire.JOB, _wire.COST.size
+    job_kind, cost_size, lock = _wire.JOB, _wire.COST.size, reporter.lock
     try:
         while True:
             kind, index, body = recv_frame()
@@ -165,13 +222,53 @@ def _serve(run: Callable[[int, float, memoryview], Any]) -> None:
                     return
                 raise ConnectionError(f"unexpected frame kind {kind} from the scheduler")
             (cost,) = unpack_cost(body)
+            reporter.job = index
             kind, out = run_to_frame(index, run, index, cost, memoryview(body)[cost_size:])
-            send_frame(kind, index, out)
+            with lock:  # after a progress frame in flight, and no progress frame after the result
+                reporter.job = reporter.pending = None
+                send_frame(kind, index, out)
+            # Restored after the result is on its way: off the round trip's critical path (< 1 µs anyway).
+            try:
+                if getcwd() != home:
+                    chdir(home)
+            except OSError:  # the job removed its working directory
+                _chdir_quietly(home)
+            if environ_data != environ_snapshot:
+                _restore_environ(saved_environ)
     except ConnectionError:
         # The scheduler went away between jobs: nothing to report to anyone.
         os._exit(ORPHAN_EXIT)
     finally:
         conn.sock.close()
+
+
+def _chdir_quietly(path: str) -> None:
+    try:
+        os.chdir(path)
+    except OSError:  # the worker's own directory is gone too: nothing to go back to
+        pass
+
+
+def _restore_environ(saved: dict[str, str]) -> None:
+    """Undo a job's changes to ``os.environ`` (and so to the process environment, through putenv)."""
+    environ = os.environ
+    for key in [key for key in environ if key not in saved]:
+        del environ[key]
+    for key, value in saved.items():
+        if environ.get(key) != value:
+            environ[key] = value
+
+
+def _enable_faulthandler() -> None:
+    """Dump every thread's stack to stderr on a fatal signal (SIGSEGV, SIGABRT...): a crashing job leaves its
+    stack in the worker's output, which the scheduler keeps. Costs a few microseconds, once."""
+    import faulthandler  # built into the interpreter: no file to read
+
+    if not faulthandler.is_enabled():
+        try:
+            faulthandler.enable()
+        except (RuntimeError, ValueError, OSError):  # no usable sys.stderr (closed, replaced by a job-less object)
+            pass
 
 
 def start_simple_worker(run: Callable[[Any], Any], silent: bool = False) -> None:
@@ -199,6 +296,7 @@ def _extend_sys_path() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m jobsched.worker [--file PATH --entry NAME -- ARGS...]``."""
+    _enable_faulthandler()  # before a worker file is loaded: a crash while importing it shows its stack too
     if not (sys.argv[1:] if argv is None else argv):  # the default worker: no argparse to import
         _extend_sys_path()
         start_remote_call_worker()
@@ -217,7 +315,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     sys.argv = [ns.file, *ns.args]
     sys.path.insert(0, os.path.dirname(os.path.abspath(ns.file)))
-    module = load_file(ns.file)
+    try:
+        module = load_file(ns.file)
+    except MissingMainGuardError as exc:  # one clear line for WorkerStartupError, not the script's traceback
+        sys.exit(f"jobsched worker: {exc}")
     entry = getattr(module, ns.entry, None)
     if not callable(entry):
         sys.exit(f"jobsched worker: {ns.file} has no function {ns.entry!r} to start the worker; "
