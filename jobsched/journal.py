@@ -712,15 +712,17 @@ class Journal:
                          r.run])
         return pd.DataFrame(rows, columns=columns)
 
-    def forget(self, keys: str | Iterable[object]) -> int:
+    def forget(self, keys: str | int | tuple[Any, ...] | Iterable[object]) -> int:
         """Delete the records of ``keys``, so that their jobs run again; return how many were deleted.
 
         Args:
-            keys: one key, or an iterable of keys (as ``key=`` accepts them: str, int, tuples of them).
+            keys: one key as ``key=`` accepts it (a str, an int, a tuple of them: a tuple is *one* key),
+                or a list, set or other iterable of keys.
         """
         from ._keys import normalize_key
 
-        keyed = [normalize_key(keys)] if isinstance(keys, str) else [normalize_key(k) for k in keys]
+        single = isinstance(keys, (str, int, tuple))
+        keyed = [normalize_key(keys)] if single else [normalize_key(k) for k in keys]  # type: ignore[union-attr]
         return self._write(lambda conn: conn.executemany("DELETE FROM records WHERE key = ?",
                                                          [(k,) for k in keyed]).rowcount)
 
