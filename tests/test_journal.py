@@ -162,7 +162,7 @@ def test_a_result_that_cannot_be_unpickled_any_more_runs_again(path: Path) -> No
         assert w.lookup("gone", index=9) is None
     record = Journal(path).get("gone")
     assert record is not None
-    with pytest.raises(JournalError, match="key gone cannot be unpickled.*forget"):
+    with pytest.raises(JournalError, match=r"key gone cannot be unpickled.*forget"):
         _ = record.result
     with pytest.raises(JournalError, match="key gone"):
         Journal(path).results()
@@ -259,7 +259,7 @@ def test_a_file_that_is_not_a_journal_is_refused_and_left_untouched(path: Path, 
 
 def test_a_missing_folder_is_named(tmp_path: Path) -> None:
     target = tmp_path / "no" / "such" / "runs.sqlite"
-    with pytest.raises(JournalError, match="folder .*no/such does not exist; create it"):
+    with pytest.raises(JournalError, match=r"folder .*no/such does not exist; create it"):
         JournalWriter.open(target)
     assert not (tmp_path / "no").exists()
 
@@ -285,7 +285,7 @@ def test_a_read_only_folder_is_refused(tmp_path: Path) -> None:
     folder.mkdir()
     os.chmod(folder, stat.S_IRUSR | stat.S_IXUSR)
     try:
-        with pytest.raises(JournalError, match="folder .* is read-only"):
+        with pytest.raises(JournalError, match=r"folder .* is read-only"):
             JournalWriter.open(folder / "runs.sqlite")
         assert list(folder.iterdir()) == []
     finally:
