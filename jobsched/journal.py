@@ -57,8 +57,9 @@ SCHEMA_VERSION = 1
 APPLICATION_ID = 0x4A534348  # "JSCH", in the SQLite header: a jobsched journal is known by it
 FLUSH_INTERVAL = 0.1
 """Seconds a result may wait in memory before it is written."""
-FLUSH_BATCH = 500
-"""Results written in one transaction at most (a flush is due as soon as this many wait)."""
+FLUSH_BATCH = 2000
+"""Results written in one transaction at most (a flush is due as soon as this many wait). Measured on 20,000
+small results: 500 per transaction cost 6.3 µs a result, 2000 cost 3.9 µs (with the cache below), 5000 3.7 µs."""
 BUSY_TIMEOUT = 60.0
 """Seconds a writer waits for another process's transaction before it gives up."""
 
@@ -369,6 +370,10 @@ class JournalWriter:
             # WAL: readers do not block the writer, and a commit is one append to the -wal file.
             _retry(path, conn, lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone(), busy_timeout)
             conn.execute("PRAGMA synchronous=NORMAL")
+            # Keys are random (hashes), so each batch touches index pages all over the file: keep them in
+            # memory (up to 64 MB, allocated only as used), and checkpoint the WAL less often.
+            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute("PRAGMA wal_autocheckpoint=4000")
             run = _retry(path, conn, lambda: _new_run(conn), busy_timeout)
             query = "SELECT key, status = 'done' FROM records" + (" WHERE status = 'done'" if rerun_failed else "")
             known = dict(conn.execute(query).fetchall())
