@@ -36,6 +36,7 @@ _EXPORTS = {
     "WorkerStartupError": ".errors",
     "Executor": ".executor",
     "Job": ".job",
+    "Journal": ".journal",
     "Scheduler": ".scheduler",
     "make_scheduler": ".scheduler",
     "make_server": ".server",
@@ -65,6 +66,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .errors import WorkerStartupError as WorkerStartupError
     from .executor import Executor as Executor
     from .job import Job as Job
+    from .journal import Journal as Journal
     from .scheduler import Scheduler as Scheduler
     from .scheduler import make_scheduler as make_scheduler
     from .server import make_server as make_server
@@ -86,6 +88,7 @@ __all__ = [
     "JobError",
     "JobTimeout",
     "JobschedError",
+    "Journal",
     "ProtocolError",
     "RemoteCall",
     "Scheduler",

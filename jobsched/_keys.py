@@ -1,0 +1,498 @@
+"""Journal keys: a stable name for a job, derived from what the job computes.
+
+The journal (``jobsched.journal``) remembers results by key. A key is either given (``key=`` on
+``add_job``/``submit``, normalised by ``normalize_key``) or derived from the job's content by
+``derive_key``: the same call made again from a fresh process, with the same code and equal arguments,
+gets the same key; a change of the function's code or of an argument gives another one.
+
+How a value is keyed
+--------------------
+A value is written in a canonical byte encoding (a tag, a length, a payload; containers hold their
+elements' encodings) that is hashed with SHA-256. Nothing in it depends on the process: not ``id()``,
+not ``hash()`` (str hashing is randomised per process, so the iteration order of a set is not stable),
+not pickle or cloudpickle output (neither promises a stable byte stream).
+
+* ``None``, ``bool``, ``int`` (of any size), ``float`` (every NaN is the same NaN; ``-0.0`` is not
+  ``0.0``), ``complex``, ``str``, ``bytes``/``bytearray``/``memoryview``: by value and type. Values
+  that compare equal across types (``1``, ``1.0``, ``True``) get *different* keys: that can only cause
+  a re-run, never a wrong result.
+* ``tuple`` and ``list`` in order; ``dict`` (and dict subclasses but ``OrderedDict``), ``set`` and
+  ``frozenset`` in an order that does not depend on insertion: their entries sorted by encoding, as
+  their equality ignores order.
+* ``Enum`` members: class and member name. Classes: module and qualified name.
+* Functions (the called one, and functions passed as arguments): module, qualified name and a hash of
+  their code: bytecode, constants (nested functions included), names, argument names, defaults, the
+  values in their closure, the values of module-level constants they read (``None``, numbers,
+  strings, bytes, and tuples or frozensets of those) and, recursively, the code of the functions of
+  the *same module* that they name. Not part of it: line numbers, comments and blank lines (moving a
+  function does not change its key; editing its body or docstring does), other global values (a
+  list, a dict, a class, an imported module: pass them as arguments, or pass ``key=``), methods it
+  calls through an object, and the code of other modules (a new version of a library does not change
+  the key). Bytecode changes between Python versions (3.11 to 3.12), and so do these keys.
+* Dataclass instances: class and fields. NumPy arrays and scalars: dtype, shape and the bytes in C
+  order; pandas ``DataFrame``/``Series``/``Index``: type, index, columns, dtypes and values (only if
+  the program has imported numpy or pandas: this module never imports them).
+* Any other object: through its ``__reduce_ex__(5)`` output, which is what a worker would receive
+  (the reconstructor by module and qualified name, its arguments, its state, its items): this covers
+  ``datetime``, ``date``, ``Decimal``, ``Fraction``, ``UUID``, ``pathlib`` paths, ``range``,
+  ``functools.partial`` and plain objects with a ``__dict__``.
+
+What cannot be keyed raises ``UnkeyableError`` (a ``TypeError``) naming where it sits, e.g.
+``argument 1 -> ['cfg'] -> .lock``: locks, files, sockets, generators, modules, frames, objects that
+refuse to pickle, reductions that carry the object's own ``id()``, and cyclic structures. Pass
+``key=`` for such jobs. A key is never guessed: a value is keyed exactly, or not at all.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import io
+import math
+import struct
+import sys
+import types
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from .errors import JobschedError
+
+KEY_VERSION = 1
+"""Bumped whenever the encoding changes, so that keys of an older encoding can never match."""
+
+_LEN = struct.Struct("<Q").pack
+_DOUBLE = struct.Struct("<d").pack
+_BIG = 4096  # payloads longer than this are replaced by their digest: memory stays bounded for big arrays
+
+
+class UnkeyableError(JobschedError, TypeError):
+    """A job's content cannot be turned into a stable journal key; pass ``key=`` to name the job yourself.
+
+    Attributes:
+        path: where the value sits in the job, outermost first (e.g. ``["argument 1", "['cfg']"]``).
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, reason: str, path: list[str] | None = None) -> None:
+        self.reason = reason
+        self.path: list[str] = path if path is not None else []
+        super().__init__(reason)
+
+    def __str__(self) -> str:
+        where = " -> ".join(self.path)
+        return f"{where}: {self.reason}" if where else self.reason
+
+
+def _within(exc: UnkeyableError, step: str) -> UnkeyableError:
+    exc.path.insert(0, step)
+    exc.args = (str(exc),)
+    return exc
+
+
+def _frame(tag: bytes, payload: bytes) -> bytes:
+    if len(payload) > _BIG:
+        return tag.lower() + _LEN(32) + hashlib.sha256(payload).digest()
+    return tag + _LEN(len(payload)) + payload
+
+
+def _str(s: str) -> bytes:
+    return _frame(b"S", s.encode("utf-8", "surrogatepass"))
+
+
+def _int(n: int) -> bytes:
+    return _frame(b"I", n.to_bytes((n.bit_length() + 8) // 8 or 1, "little", signed=True))
+
+
+def _float(x: float) -> bytes:
+    return _frame(b"F", b"nan" if math.isnan(x) else _DOUBLE(x))
+
+
+# Types that are never keyed, with the reason given to the user. Most of them also refuse to pickle, but
+# some (iterators over a file, for example) would otherwise reduce to something that looks harmless.
+_REFUSED: tuple[tuple[type, str], ...] = (
+    (types.GeneratorType, "a generator is consumed as it runs; pass the values (a list or tuple) instead"),
+    (types.CoroutineType, "a coroutine is process state"),
+    (types.AsyncGeneratorType, "an async generator is process state"),
+    (types.ModuleType, "a module is process state; pass the values you need from it"),
+    (types.FrameType, "a frame is process state"),
+    (types.TracebackType, "a traceback is process state"),
+    (io.IOBase, "an open file or stream is process state; pass its path or its contents"),
+    (weakref.ref, "a weak reference is process state"),
+)
+
+# What a function may read from its module and still be part of its key (see the module docstring).
+_CONSTANT_TYPES = (type(None), bool, int, float, complex, str, bytes)
+
+# code object -> (digest of its own code, every global name it or its nested code reads). Code objects
+# are immutable, so the entry can never go stale; the function around a code object can (its defaults,
+# closure, and the module's other functions), so function digests are recomputed each time.
+_code_cache: weakref.WeakKeyDictionary[types.CodeType, tuple[bytes, tuple[str, ...]]] = weakref.WeakKeyDictionary()
+
+
+class _Encoder:
+    """One encoding pass: remembers what is being encoded, to refuse cycles instead of looping."""
+
+    __slots__ = ("_active", "_functions")
+
+    def __init__(self) -> None:
+        self._active: set[int] = set()
+        self._functions: set[int] = set()  # functions whose digest is being computed (recursion)
+
+    def encode(self, v: Any) -> bytes:
+        t = type(v)
+        # Exact types first: the common case costs one dict lookup. Subclasses go the long way, through
+        # the checks below, so that their class is part of the key.
+        simple = _SIMPLE.get(t)
+        if simple is not None:
+            return simple(v)
+        if t is tuple or t is list:
+            return self._sequence(b"T" if t is tuple else b"L", v)
+        if t is dict:
+            return self._mapping(b"D", v)
+        if t is set or t is frozenset:
+            return self._set(b"E" if t is set else b"Z", v)
+        return self._other(v)
+
+    def _guarded(self, v: Any) -> int:
+        key = id(v)
+        if key in self._active:
+            raise UnkeyableError(f"the {type(v).__name__} contains itself (a cycle), which has no finite key")
+        self._active.add(key)
+        return key
+
+    def _sequence(self, tag: bytes, v: Any) -> bytes:
+        key = self._guarded(v)
+        parts = []
+        for i, item in enumerate(v):
+            try:
+                parts.append(self.encode(item))
+            except UnkeyableError as exc:
+                raise _within(exc, f"[{i}]") from exc.__cause__
+        self._active.discard(key)
+        return _frame(tag, b"".join(parts))
+
+    def _mapping(self, tag: bytes, v: Any) -> bytes:
+        key = self._guarded(v)
+        parts = []
+        for k, item in v.items():
+            try:
+                parts.append(self.encode(k) + self.encode(item))
+            except UnkeyableError as exc:
+                raise _within(exc, f"[{k!r}]") from exc.__cause__
+        self._active.discard(key)
+        parts.sort()
+        return _frame(tag, b"".join(parts))
+
+    def _set(self, tag: bytes, v: Any) -> bytes:
+        key = self._guarded(v)
+        try:
+            parts = sorted(self.encode(item) for item in v)
+        except UnkeyableError as exc:
+            raise _within(exc, "{element}") from exc.__cause__
+        self._active.discard(key)
+        return _frame(tag, b"".join(parts))
+
+    def _other(self, v: Any) -> bytes:
+        if isinstance(v, enum.Enum):
+            return _frame(b"N", self._class(type(v)) + _str(v.name))
+        if isinstance(v, type):
+            return self._class(v)
+        if isinstance(v, types.FunctionType):
+            return self.function(v)
+        if isinstance(v, types.MethodType):
+            return _frame(b"M", self.encode(v.__func__) + self._attr(v.__self__, "__self__"))
+        if isinstance(v, (types.BuiltinFunctionType, types.MethodWrapperType, types.WrapperDescriptorType,
+                          types.MethodDescriptorType, types.ClassMethodDescriptorType)):
+            return self._builtin(v)
+        if isinstance(v, (bytearray, memoryview)):
+            return _frame(b"A", bytes(v))
+        if isinstance(v, types.CodeType):
+            return self._code(v)[0]
+        if v is Ellipsis or v is NotImplemented:
+            return _frame(b"G", repr(v).encode())
+        for refused, reason in _REFUSED:
+            if isinstance(v, refused):
+                raise UnkeyableError(f"a {_typename(v)} cannot be keyed: {reason}")
+        np = sys.modules.get("numpy")
+        if np is not None and isinstance(v, (np.ndarray, np.generic)):
+            return self._numpy(np, v)
+        pd = sys.modules.get("pandas")
+        if pd is not None and isinstance(v, (pd.DataFrame, pd.Series, pd.Index)):
+            return self._pandas(pd, v)
+        if hasattr(type(v), "__dataclass_fields__") and not isinstance(v, type):
+            return self._dataclass(v)
+        if isinstance(v, (set, frozenset)):  # a subclass: hash order would leak through its reduction
+            return _frame(b"e", self._class(type(v)) + self._set(b"E", v) + self._attr(getattr(v, "__dict__", {}),
+                                                                                     "__dict__"))
+        return self._reduced(v)
+
+    # ---- classes and functions
+
+    @staticmethod
+    def _class(cls: type) -> bytes:
+        return _frame(b"C", _str(cls.__module__ or "") + _str(cls.__qualname__))
+
+    @staticmethod
+    def _named(v: Any) -> bytes:
+        """Name something importable by its module and qualified name, without looking at its code."""
+        module = getattr(v, "__module__", None)
+        qualname = getattr(v, "__qualname__", None) or getattr(v, "__name__", None)
+        if not isinstance(qualname, str):
+            raise UnkeyableError(f"{_typename(v)} {v!r} has no qualified name to be keyed by")
+        return _frame(b"R", _str(module if isinstance(module, str) else "") + _str(qualname))
+
+    def _builtin(self, v: Any) -> bytes:
+        owner = getattr(v, "__self__", None)
+        if owner is None or isinstance(owner, (types.ModuleType, type)):
+            return _frame(b"B", self._named(v))
+        return _frame(b"b", self._named(v) + self._attr(owner, "__self__"))  # e.g. [].append
+
+    def _code(self, code: types.CodeType) -> tuple[bytes, tuple[str, ...]]:
+        cached = _code_cache.get(code)
+        if cached is not None:
+            return cached
+        names = set(code.co_names)
+        consts = []
+        for c in code.co_consts:
+            if isinstance(c, types.CodeType):
+                digest, nested = self._code(c)
+                names.update(nested)
+                consts.append(digest)
+            else:
+                consts.append(self.encode(c))
+        digest = _frame(b"K", b"".join([
+            _int(code.co_argcount), _int(code.co_posonlyargcount), _int(code.co_kwonlyargcount),
+            _int(code.co_flags), _frame(b"A", code.co_code), _frame(b"T", b"".join(consts)),
+            self.encode(code.co_names), self.encode(code.co_varnames), self.encode(code.co_freevars),
+            self.encode(code.co_cellvars),
+        ]))
+        entry = (hashlib.sha256(digest).digest(), tuple(sorted(names)))
+        _code_cache[code] = entry
+        return entry
+
+    def function(self, f: types.FunctionType) -> bytes:
+        """Encode a function: its name, and a digest of its code and of what its code depends on."""
+        identity = _str(f.__module__ or "") + _str(f.__qualname__)
+        if id(f) in self._functions:  # recursion (f calls itself, or a helper that calls f): already in
+            return _frame(b"f", identity)
+        self._functions.add(id(f))
+        try:
+            code_digest, names = self._code(f.__code__)
+            parts = [identity, _frame(b"A", code_digest)]
+            for what, value in (("default", f.__defaults__), ("keyword default", f.__kwdefaults__)):
+                try:
+                    parts.append(self.encode(value))
+                except UnkeyableError as exc:
+                    raise _within(exc, f"{what} of {f.__qualname__}") from exc.__cause__
+            for name, cell in zip(f.__code__.co_freevars, f.__closure__ or (), strict=False):
+                try:
+                    contents = cell.cell_contents
+                except ValueError:  # a cell not assigned yet
+                    parts.append(_frame(b"U", _str(name)))
+                    continue
+                try:
+                    parts.append(_str(name) + self.encode(contents))
+                except UnkeyableError as exc:
+                    raise _within(exc, f"closure variable {name!r} of {f.__qualname__}") from exc.__cause__
+            module_globals = f.__globals__
+            for name in names:
+                value = module_globals.get(name, _MISSING)
+                if isinstance(value, types.FunctionType):
+                    if value.__module__ == f.__module__:
+                        parts.append(_str(name) + self.function(value))
+                elif isinstance(value, _CONSTANT_TYPES) or (
+                        isinstance(value, (tuple, frozenset)) and _is_constant(value)):
+                    parts.append(_str(name) + self.encode(value))
+            return _frame(b"P", b"".join(parts))
+        finally:
+            self._functions.discard(id(f))
+
+    # ---- the rest
+
+    def _attr(self, v: Any, step: str) -> bytes:
+        try:
+            return self.encode(v)
+        except UnkeyableError as exc:
+            raise _within(exc, step) from exc.__cause__
+
+    def _dataclass(self, v: Any) -> bytes:
+        key = self._guarded(v)
+        parts = [self._class(type(v))]
+        for name in type(v).__dataclass_fields__:
+            value = getattr(v, name, _MISSING)
+            parts.append(_str(name) + (b"U" if value is _MISSING else self._attr(value, f".{name}")))
+        self._active.discard(key)
+        return _frame(b"d", b"".join(parts))
+
+    def _numpy(self, np: Any, v: Any) -> bytes:
+        dtype = v.dtype
+        kind = _str(dtype.str if dtype.names is None else repr(dtype.descr))
+        if isinstance(v, np.generic):
+            return _frame(b"n", kind + (self.encode(v.item()) if dtype.hasobject else _frame(b"A", v.tobytes())))
+        shape = _frame(b"T", b"".join(_int(n) for n in v.shape))
+        if dtype.hasobject:
+            return _frame(b"o", kind + shape + self._sequence(b"L", v.ravel(order="C").tolist()))
+        return _frame(b"a", kind + shape + _frame(b"A", np.ascontiguousarray(v).tobytes()))
+
+    def _pandas(self, pd: Any, v: Any) -> bytes:
+        cls = _str(type(v).__name__)
+        if isinstance(v, pd.Index):
+            return _frame(b"p", cls + self.encode(list(v.names)) + _str(str(v.dtype)) + self.encode(v.to_numpy()))
+        if isinstance(v, pd.Series):
+            return _frame(b"p", cls + self._attr(v.name, ".name") + self.encode(v.index) + _str(str(v.dtype))
+                          + self._attr(v.to_numpy(), ".values"))
+        columns = [_str(str(dtype)) + self._attr(v.iloc[:, i].to_numpy(), f"[column {i}]")
+                   for i, dtype in enumerate(v.dtypes)]
+        return _frame(b"p", cls + self.encode(v.index) + self.encode(v.columns) + b"".join(columns))
+
+    def _reduced(self, v: Any) -> bytes:
+        """Key an object by what pickling it would send: its reconstructor, arguments, state and items."""
+        try:
+            reduced = v.__reduce_ex__(5)
+        except Exception as exc:
+            raise UnkeyableError(f"a {_typename(v)} cannot be keyed: it cannot be pickled ({exc})") from exc
+        if isinstance(reduced, str):  # a module-level singleton, pickled by name
+            return _frame(b"g", _str(getattr(v, "__module__", None) or type(v).__module__) + _str(reduced))
+        if not isinstance(reduced, tuple) or not 2 <= len(reduced) <= 6:
+            raise UnkeyableError(f"a {_typename(v)} cannot be keyed: its __reduce_ex__ returned {type(reduced)}")
+        constructor, args, *rest = reduced + (None,) * (6 - len(reduced))
+        state, listitems, dictitems, _setter = rest
+        if isinstance(args, tuple) and any(type(a) is int and a == id(v) for a in args):
+            raise UnkeyableError(f"a {_typename(v)} cannot be keyed: it pickles as its id(), which is process state")
+        key = self._guarded(v)
+        parts = [self._named(constructor) if isinstance(constructor, (type, types.FunctionType,
+                                                                        types.BuiltinFunctionType))
+                 else self._attr(constructor, "reconstructor"),
+                 self._attr(args, "arguments"), self._attr(state, "state")]
+        if listitems is not None:
+            parts.append(self._attr(list(listitems), "items"))
+        if dictitems is not None:
+            pairs = list(dictitems)
+            if isinstance(v, OrderedDict) or not isinstance(v, dict):
+                parts.append(self._attr(pairs, "items"))
+            else:  # a dict subclass compares as a dict: its order must not count
+                parts.append(self._attr(dict(pairs), "items"))
+        self._active.discard(key)
+        return _frame(b"O", self._class(type(v)) + b"".join(parts))
+
+
+_MISSING = object()
+
+
+def _is_constant(value: tuple[Any, ...] | frozenset[Any]) -> bool:
+    return all(isinstance(x, _CONSTANT_TYPES) or (isinstance(x, (tuple, frozenset)) and _is_constant(x))
+               for x in value)
+
+
+def _typename(v: Any) -> str:
+    t = type(v)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+_SIMPLE: dict[type, Callable[[Any], bytes]] = {
+    type(None): lambda v: b"0",
+    bool: lambda v: b"1" if v else b"2",
+    int: _int,
+    float: _float,
+    complex: lambda v: _frame(b"X", _float(v.real) + _float(v.imag)),
+    str: _str,
+    bytes: lambda v: _frame(b"Y", v),
+}
+
+
+def encode(value: Any) -> bytes:
+    """Return the canonical encoding of ``value`` (hash it to get a key).
+
+    Raises:
+        UnkeyableError: the value, or something inside it, cannot be keyed stably.
+    """
+    try:
+        return _Encoder().encode(value)
+    except RecursionError as exc:
+        raise UnkeyableError("the value is nested too deeply to be keyed") from exc
+
+
+def derive_key(data: Any) -> str:
+    """Return the journal key of a job: a SHA-256 hex digest of its content.
+
+    For a ``RemoteCall``, the content is the called function (module, qualified name, code digest: see
+    the module docstring) and the positional and keyword arguments (keyword order does not count). For
+    any other job, it is the job's data.
+
+    Args:
+        data: a ``jobsched.RemoteCall`` or the data of an ``add_job``.
+
+    Returns:
+        64 lowercase hexadecimal characters; equal for the same call made again in another process.
+
+    Raises:
+        UnkeyableError: something in the job cannot be keyed stably; the message names where it is and
+            asks for ``key=``.
+    """
+    from .remote_call import RemoteCall  # light, and already imported by the package
+
+    enc = _Encoder()
+    try:
+        if isinstance(data, RemoteCall):
+            what = f"remote_call({data.fun_name})"
+            try:
+                function = data.function
+            except Exception as exc:  # the function cannot even be found (a call unpickled elsewhere)
+                raise UnkeyableError(f"its function cannot be loaded here: {exc}") from exc
+            fun = enc._attr(function, "the function")
+            parts = [_str("call"), _str(data.module if data.module is not None else "<by value>"),
+                     _str(data.fun_name), fun]
+            for i, arg in enumerate(data.args):
+                parts.append(enc._attr(arg, f"argument {i}"))
+            kw = []
+            for name, arg in data.kwargs.items():
+                kw.append(_str(name) + enc._attr(arg, f"keyword argument {name!r}"))
+            parts.append(_frame(b"D", b"".join(sorted(kw))))
+            encoded = _frame(b"J", _int(KEY_VERSION) + b"".join(parts))
+        else:
+            what = "add_job"
+            encoded = _frame(b"J", _int(KEY_VERSION) + _str("data") + enc._attr(data, "data"))
+    except RecursionError as exc:
+        raise UnkeyableError(f"{what}: the job is nested too deeply to be keyed; pass key= to name it") from exc
+    except UnkeyableError as exc:
+        exc.path.insert(0, what)
+        exc.reason += (". jobsched cannot derive a journal key that would be the same in the next run: "
+                       "pass key=... (a str, an int, or a tuple of them) to add_job() or submit()")
+        exc.args = (str(exc),)
+        raise
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def normalize_key(key: object) -> str:
+    """Return the canonical string form of an explicit ``key=``.
+
+    A ``str`` is itself; an ``int`` is its decimal text (so ``key=7`` and ``key="7"`` are the same key);
+    a tuple of str, int and such tuples is its JSON text (``("fit", 3)`` is ``'["fit",3]'``).
+
+    Raises:
+        TypeError: the key is of another type (a bool, a float, a list...) or an empty str.
+    """
+    if type(key) is str:
+        if not key:
+            raise TypeError("key= must not be an empty string; pass a str, an int or a tuple of them")
+        return key
+    if type(key) is int:
+        return str(key)
+    if type(key) is tuple and _is_plain_key(key):
+        import json
+
+        return json.dumps(_as_lists(key), ensure_ascii=False, separators=(",", ":"))
+    raise TypeError(
+        f"key= must be a str, an int, or a tuple of str and int (nested tuples allowed), "
+        f"got {_typename(key)}: {key!r}; convert it, e.g. key=str(value)"
+    )
+
+
+def _is_plain_key(key: tuple[Any, ...]) -> bool:
+    return all(type(k) in (str, int) or (type(k) is tuple and _is_plain_key(k)) for k in key)
+
+
+def _as_lists(key: tuple[Any, ...]) -> list[Any]:
+    return [_as_lists(k) if type(k) is tuple else k for k in key]
