@@ -1,4 +1,4 @@
-"""``python -m jobsched.bench`` runs end to end: a tiny quick run exits 0 and writes sane JSON.
+"""``python benchmarks/run.py`` runs end to end: a tiny quick run exits 0 and writes sane JSON.
 
 Speed is not asserted here: speed is what the benchmark measures, on a machine that may be busy. This test
 only checks that every part of the benchmark (the peers' child processes, the floor, jobsched in both
@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 
 TIMEOUT = 240.0  # the run below takes some 10-20 s on an idle 2-core machine
+RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"  # in the checkout, not in the wheel
 
 SCENARIOS = ["throughput", "roundtrip", "cold_start", "queue_memory"]
 PEERS = ["floor1", "jobsched", "jobsched_manual"]
@@ -23,7 +24,7 @@ PEERS = ["floor1", "jobsched", "jobsched_manual"]
 
 def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the benchmark; on timeout, kill it and every process under it (its children have own sessions)."""
-    proc = subprocess.Popen([sys.executable, "-m", "jobsched.bench", *args],
+    proc = subprocess.Popen([sys.executable, str(RUN), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=TIMEOUT)
@@ -63,7 +64,7 @@ def test_a_tiny_quick_run_writes_the_expected_json(tmp_path: Path) -> None:
     assert meta["quick"] is True and meta["repeat"] == 1
     assert meta["scenarios"] == SCENARIOS and meta["peers"] == PEERS
     assert meta["sizes"]["throughput_n"] == 300 and meta["sizes"]["workers"] == 2
-    assert meta["command"].startswith("python -m jobsched.bench --quick")
+    assert meta["command"].startswith("python benchmarks/run.py --quick")
 
     for peer in PEERS:
         tp = median(data, "throughput", peer)
