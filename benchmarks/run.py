@@ -36,6 +36,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -43,7 +44,7 @@ from typing import Any
 
 # Sibling modules: benchmarks/ is on sys.path, as the folder of this script.
 from report import evaluate, report
-from scenarios import FRESH_PROCESS, JOBSCHED_ONLY, PEERS, SCENARIOS, Sizes, params_for
+from scenarios import FRESH_PROCESS, JOBSCHED_ONLY, PEER_HELP, PEERS, SCENARIO_HELP, SCENARIOS, Sizes, params_for
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent  # the checkout: benchmarks/ next to jobsched/
@@ -255,20 +256,61 @@ def _split(values: list[str] | None) -> list[str]:
     return [x for v in values or [] for x in v.split(",") if x]
 
 
+HELP_WIDTH = 79  # the text below is laid out here, not by argparse (which would break names mid-word)
+DESCRIPTION = """\
+Run jobsched and the tools it replaces side by side, in one run on one machine.
+
+Every number is the median of --repeat runs, interleaved across peers, and
+jobsched is judged by ratios to peers measured in the same run: on a busy
+machine, compare within one run, not across runs."""
+
+
+def _listing(title: str, rows: Mapping[str, str]) -> list[str]:
+    """A titled list, one name per line with its description, wrapped under the description's column."""
+    column = 2 + max(map(len, rows)) + 2
+    lines = [title]
+    for name, text in rows.items():
+        lines += textwrap.wrap(text, HELP_WIDTH, initial_indent=f"  {name}".ljust(column),
+                               subsequent_indent=" " * column, break_long_words=False, break_on_hyphens=False)
+    return lines
+
+
+def help_epilog() -> str:
+    """The part of --help after the options: scenarios, peers and sizes, one per line, and examples."""
+    full, quick = Sizes().__dict__, Sizes.quick().__dict__
+    sizes = {k: f"{v} / {quick[k]}" for k, v in full.items() if isinstance(v, (int, float))}
+    lines = [
+        *_listing("scenarios (a trivial job is x -> x + 1, one per task; 2 workers unless said):", SCENARIO_HELP),
+        "",
+        *_listing("peers (loky, dask: pip install -r benchmarks/requirements.txt):", PEER_HELP),
+        "",
+        *_listing("sizes, full run / --quick (change one with --set SIZE=N):", sizes),
+        "",
+        "--only takes scenario and peer names, comma-separated, and may be repeated;",
+        "a kind of name (scenarios, peers) of which none is given runs in full.",
+        "",
+        "examples:",
+        "  python benchmarks/run.py                # the full run (several minutes)",
+        "  python benchmarks/run.py --quick        # smaller sizes, one repeat (1 min)",
+        "  python benchmarks/run.py --quick --only throughput,roundtrip --only jobsched",
+        "  python benchmarks/run.py --quick --set throughput_n=2000 --json out.json",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python benchmarks/run.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python benchmarks/run.py", description=DESCRIPTION,
+                                     epilog=help_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes and one repeat (about a minute)")
     parser.add_argument("--json", metavar="PATH", help="write the results here as JSON")
     parser.add_argument("--only", action="append", metavar="NAMES",
-                        help=f"comma-separated scenarios and/or peers; scenarios: {','.join(SCENARIOS)}; "
-                             f"peers: {','.join(PEERS)}")
-    parser.add_argument("--repeat", type=int, default=None, help="runs per measurement (default 3; 1 with --quick)")
+                        help="run only these scenarios and/or peers (comma-separated names, listed below)")
+    parser.add_argument("--repeat", type=int, default=None, metavar="N",
+                        help="runs per measurement (default 3; 1 with --quick)")
     parser.add_argument("--set", action="append", default=[], metavar="SIZE=N",
-                        help="override one size of the run (repeatable), e.g. --set throughput_n=1000; sizes: "
-                             + ", ".join(k for k, v in Sizes().__dict__.items() if isinstance(v, (int, float))))
+                        help="change one size of the run, e.g. --set throughput_n=1000 (sizes listed below)")
     parser.add_argument("--no-compile", action="store_true",
-                        help="do not precompile jobsched's bytecode (see ensure_bytecode)")
+                        help="do not precompile jobsched's bytecode first (worker start-up is measured)")
     ns = parser.parse_args(argv)
     names = _split(ns.only)
     unknown = [n for n in names if n not in SCENARIOS and n not in PEERS]

@@ -1,25 +1,8 @@
 """What ``benchmarks/run.py`` measures: the scenarios, the peers, their sizes, and who takes part where.
 
-Scenarios (2 workers unless said; a trivial job is ``x -> x + 1``, one job per task):
-
-==============  ====================================================================================
-throughput      jobs/s for N trivial jobs submitted at once on a warm pool (N = 20,000)
-roundtrip       median and p99 time of one job, submit to result, one at a time on a warm pool
-cold_start      creating the pool to the first result
-efficiency      200 jobs of ``time.sleep(0.01)``: ideal time (1.0 s) / measured time
-scale           120 workers x 2,000 jobs: creating the pool to the last result (cold)
-many            100,000 jobs on 8 workers, every result counted, peak RSS of the scheduler process
-queue_memory    bytes of scheduler-process RSS per queued job, for 1,000,000 small jobs (not run)
-executor_map    ``Executor.map`` over 100,000 items, consumed as they come: rate and peak RSS growth
-dashboard       throughput with ``sched.dashboard()`` attached vs without (if the dashboard exists)
-==============  ====================================================================================
-
-Peers: the raw-socket floor (``floor1`` / ``floor2``: a minimal length-prefixed TCP ping-pong to
-``python -c`` workers with 1 or 2 jobs in flight per worker), ``jobsched`` (default, ``prefetch=1``),
-``jobsched_prefetch2``, ``ppe_fork`` / ``ppe_spawn`` (``ProcessPoolExecutor``), ``mp_pool``
-(``multiprocessing.Pool.imap_unordered``), and ``loky`` / ``dask`` (``distributed.LocalCluster``) when
-installed (``pip install -r benchmarks/requirements.txt``). Each peer runs in its own child process
-(``peers.py``); memory scenarios get a fresh child per run.
+The names and one-line descriptions below are what ``python benchmarks/run.py --help`` lists. Every
+peer runs in its own child process (``child.py`` / ``peers.py``); memory scenarios get a fresh child per
+run. Sizes are those of a full run (``Sizes``); ``--quick`` shrinks them (``Sizes.quick``).
 """
 
 from __future__ import annotations
@@ -27,12 +10,35 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-PEERS = ["floor1", "floor2", "jobsched", "jobsched_prefetch2", "jobsched_manual", "jobsched_manual_prefetch2",
-         "ppe_fork", "ppe_spawn", "mp_pool", "loky", "dask"]
+# A trivial job is x -> x + 1, one job per task; 2 workers unless said. Plain text: --help prints these.
+SCENARIO_HELP = {
+    "throughput": "jobs/s, 20,000 trivial jobs submitted at once, warm pool",
+    "roundtrip": "median and p99 time of one job, submit to result, warm pool",
+    "cold_start": "creating the pool to the first result",
+    "efficiency": "200 jobs of time.sleep(0.01): ideal time (1 s) / measured",
+    "scale": "120 workers x 2,000 jobs: pool creation to last result",
+    "many": "100,000 jobs on 8 workers, all counted; peak RSS",
+    "queue_memory": "scheduler RSS per queued job, 1,000,000 jobs (not run)",
+    "executor_map": "Executor.map over 100,000 items: rate, RSS growth",
+    "dashboard": "throughput with sched.dashboard() attached vs without",
+}
+PEER_HELP = {
+    "floor1": "raw TCP ping-pong, 1 job in flight per worker",
+    "floor2": "raw TCP ping-pong, 2 jobs in flight per worker",
+    "jobsched": "Scheduler.submit futures (default, prefetch=1)",
+    "jobsched_prefetch2": "Scheduler.submit futures, prefetch=2",
+    "jobsched_manual": "add_job, then start(after_stop=...)",
+    "jobsched_manual_prefetch2": "add_job, then start(after_stop=...), prefetch=2",
+    "ppe_fork": "concurrent.futures.ProcessPoolExecutor, fork",
+    "ppe_spawn": "concurrent.futures.ProcessPoolExecutor, spawn",
+    "mp_pool": "multiprocessing.Pool.imap_unordered, fork",
+    "loky": "loky.ProcessPoolExecutor (if installed)",
+    "dask": "dask.distributed LocalCluster (if installed)",
+}
+SCENARIOS = list(SCENARIO_HELP)
+PEERS = list(PEER_HELP)
 # Where the manual's add_job + start loop is measured too.
 MANUAL_SCENARIOS = {"throughput", "roundtrip", "efficiency", "many"}
-SCENARIOS = ["throughput", "roundtrip", "cold_start", "efficiency", "scale", "many", "queue_memory",
-             "executor_map", "dashboard"]
 JOBSCHED_ONLY = {"queue_memory", "executor_map", "dashboard"}  # run once each, not per peer
 FRESH_PROCESS = {"many", "queue_memory", "executor_map"}  # they report this process's peak memory
 
