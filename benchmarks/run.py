@@ -345,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             "started": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
             "duration_s": time.time() - started,
             "jobsched": jobsched.__version__,
+            "jobsched_path": os.path.dirname(os.path.abspath(jobsched.__file__)),  # installed, or this checkout
             "python": platform.python_version(),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
