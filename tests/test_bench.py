@@ -1,4 +1,4 @@
-"""``python -m jobsched.bench`` runs end to end: a tiny quick run exits 0 and writes sane JSON.
+"""``python benchmarks/run.py`` runs end to end: a tiny quick run exits 0 and writes sane JSON.
 
 Speed is not asserted here: speed is what the benchmark measures, on a machine that may be busy. This test
 only checks that every part of the benchmark (the peers' child processes, the floor, jobsched in both
@@ -7,24 +7,29 @@ APIs, the memory scenario, the table, the targets, the JSON) works, so that a fu
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psutil
 
 TIMEOUT = 240.0  # the run below takes some 10-20 s on an idle 2-core machine
+RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"  # in the checkout, not in the wheel
 
 SCENARIOS = ["throughput", "roundtrip", "cold_start", "queue_memory"]
 PEERS = ["floor1", "jobsched", "jobsched_manual"]
 
 
-def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
+def run_bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the benchmark; on timeout, kill it and every process under it (its children have own sessions)."""
-    proc = subprocess.Popen([sys.executable, "-m", "jobsched.bench", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(RUN), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         out, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -63,7 +68,7 @@ def test_a_tiny_quick_run_writes_the_expected_json(tmp_path: Path) -> None:
     assert meta["quick"] is True and meta["repeat"] == 1
     assert meta["scenarios"] == SCENARIOS and meta["peers"] == PEERS
     assert meta["sizes"]["throughput_n"] == 300 and meta["sizes"]["workers"] == 2
-    assert meta["command"].startswith("python -m jobsched.bench --quick")
+    assert meta["command"].startswith("python benchmarks/run.py --quick")
 
     for peer in PEERS:
         tp = median(data, "throughput", peer)
@@ -95,3 +100,30 @@ def test_unknown_names_are_refused_with_the_list_of_valid_ones() -> None:
     done = run_bench("--only", "throughput,nonsense")
     assert done.returncode == 2
     assert "nonsense" in done.stderr and "floor1" in done.stderr
+
+
+def load_scenarios() -> ModuleType:
+    """benchmarks/scenarios.py (stdlib only), loaded by path: the benchmark is not an importable package."""
+    spec = importlib.util.spec_from_file_location("bench_scenarios", RUN.parent / "scenarios.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # @dataclass looks its module up while it makes the class
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def test_help_lists_each_scenario_and_peer_on_its_own_line_in_plain_text() -> None:
+    scenarios = load_scenarios()
+    done = run_bench("--help", env={**os.environ, "COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert "``" not in text and "`" not in text  # no reST markup
+    for name in [*scenarios.SCENARIOS, *scenarios.PEERS]:
+        # At the start of a line (after the indent), then its description: never wrapped mid-word.
+        assert re.search(rf"^  {name}  +\S", text, re.MULTILINE), f"{name} has no line of its own:\n{text}"
+        assert scenarios.SCENARIO_HELP.get(name, scenarios.PEER_HELP.get(name)) in text
+    for line in text.splitlines():
+        assert len(line) <= 80, f"a line wider than the terminal: {line!r}"

@@ -1,18 +1,18 @@
-"""The measuring side of ``python -m jobsched.bench``: one peer (a pool implementation) per process.
+"""The measuring side of ``benchmarks/run.py``: one peer (a pool implementation) per process.
 
-``jobsched.bench`` starts one child process per peer (``python -m jobsched._bench_peers``) and sends it
-requests, one JSON object per line on its stdin: ``{"scenario": ..., "params": {...}}``. The child runs
-the scenario with its peer and answers one JSON line on the file descriptor named by ``--result-fd``
-(fd 1 is pointed at stderr, so nothing that a worker prints can corrupt the answers). A child that
-must report its own peak memory serves a single request and exits.
+``run.py`` starts each child as ``python benchmarks/child.py`` (which calls :func:`main` here) and sends it
+requests, one JSON object per line on its stdin: ``{"peer": ..., "scenario": ..., "params": {...}}``. The
+child runs the scenario with its peer and answers one JSON line on its original stdout, which it keeps
+as a private file descriptor (fd 1 itself is pointed at stderr, so nothing that a worker prints can
+corrupt the answers). A child that must report its own peak memory serves a single request and exits.
 
 Every peer runs the same job: ``x -> x + 1`` (``operator.add(x, 1)``) or ``time.sleep(s)``, both from
 the standard library, so that no peer's workers import more than their own machinery.
 
 Peers:
 
-* ``floor1`` / ``floor2``: the protocol floor: a minimal length-prefixed TCP ping-pong to worker
-  processes (``python -c``, stdlib only) with 1 or 2 jobs in flight per worker, driven by a
+* ``floor1`` / ``floor2``: the protocol floor (``floor.py``): a minimal length-prefixed TCP ping-pong to
+  worker processes (``python -c``, stdlib only) with 1 or 2 jobs in flight per worker, driven by a
   ``selectors`` loop in the main thread. No authentication, no priorities, no futures.
 * ``jobsched`` / ``jobsched_prefetch2``: ``Scheduler(prefetch=1 | 2)`` with ``submit`` futures, submitted
   while the scheduler runs (the caller thread and the scheduler thread share the GIL).
@@ -21,6 +21,9 @@ Peers:
 * ``ppe_fork`` / ``ppe_spawn``: ``concurrent.futures.ProcessPoolExecutor`` (``submit``, one job per task).
 * ``mp_pool``: ``multiprocessing.Pool.imap_unordered(chunksize=1)`` (fork).
 * ``loky``: ``loky.ProcessPoolExecutor``; ``dask``: ``distributed.LocalCluster`` + ``Client.map``.
+
+Only jobsched's public API is used (names in ``jobsched.__all__`` and their documented methods), so the
+benchmark measures what a user gets.
 """
 
 from __future__ import annotations
@@ -31,14 +34,9 @@ import gc
 import json
 import operator
 import os
-import pickle
 import resource
-import selectors
 import signal
-import socket
 import statistics
-import struct
-import subprocess
 import sys
 import threading
 import time
@@ -46,164 +44,10 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from floor import FloorPool  # a sibling module: benchmarks/ is on sys.path, as the folder of the script
+
 TIMEOUT = 600.0  # seconds any single wait may take before the measurement is declared failed
 _inc = functools.partial(operator.add, 1)  # x -> 1 + x, for the map-style peers
-
-# ---------------------------------------------------------------------------------------------- floor
-
-# The floor's worker: stdlib only, one frame = 4-byte length + pickle((op, x)); op 0: x + 1, op 1: sleep x.
-# It answers every complete frame of one recv() with one sendall(), as any pipelining server would.
-FLOOR_WORKER = r"""
-import pickle, socket, struct, sys, time
-H = struct.Struct("!I")
-try:
-    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    sys.exit(0)
-s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-buf = bytearray()
-try:
-    while True:
-        chunk = s.recv(1 << 16)
-        if not chunk:
-            break
-        buf += chunk
-        out = []
-        pos = 0
-        while len(buf) - pos >= 4:
-            (n,) = H.unpack_from(buf, pos)
-            if len(buf) - pos - 4 < n:
-                break
-            op, x = pickle.loads(buf[pos + 4:pos + 4 + n])
-            pos += 4 + n
-            if op == 0:
-                r = x + 1
-            else:
-                time.sleep(x)
-                r = None
-            body = pickle.dumps(r)
-            out.append(H.pack(len(body)) + body)
-        del buf[:pos]
-        if out:
-            s.sendall(b"".join(out))
-except OSError:
-    pass
-"""
-_H = struct.Struct("!I")
-
-
-class _FloorConn:
-    __slots__ = ("sock", "buf", "inflight")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-        self.inflight = 0
-
-
-class FloorPool:
-    """The raw-socket floor: what one authenticated-less TCP round trip per job costs from Python."""
-
-    def __init__(self, workers: int, inflight: int = 1) -> None:
-        self.inflight = inflight
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(1024)
-        port = str(self.listener.getsockname()[1])
-        self.procs = [subprocess.Popen([sys.executable, "-c", FLOOR_WORKER, port]) for _ in range(workers)]
-        self.conns: list[_FloorConn] = []
-        self.sel = selectors.DefaultSelector()
-        self.listener.setblocking(False)
-        self.sel.register(self.listener, selectors.EVENT_READ, None)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except BlockingIOError:
-                return
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _FloorConn(sock)
-            self.conns.append(conn)
-            self.sel.register(sock, selectors.EVENT_READ, conn)
-
-    def wait_connected(self, n: int) -> None:
-        deadline = time.monotonic() + TIMEOUT
-        while len(self.conns) < n:
-            if time.monotonic() > deadline:
-                raise TimeoutError("floor workers did not connect")
-            for key, _ in self.sel.select(1.0):
-                if key.data is None:
-                    self._accept()
-
-    def run(self, jobs: list[Any], op: int = 0) -> list[Any]:
-        """Run ``jobs`` with up to ``inflight`` frames outstanding per connected worker; return results."""
-        results: list[Any] = []
-        todo = iter(jobs)
-        remaining = len(jobs)
-        pending = [True]  # whether `todo` may still yield
-
-        def feed(conn: _FloorConn) -> None:
-            frames = []
-            while conn.inflight < self.inflight and pending[0]:
-                x = next(todo, _DONE)
-                if x is _DONE:
-                    pending[0] = False
-                    break
-                body = pickle.dumps((op, x))
-                frames.append(_H.pack(len(body)) + body)
-                conn.inflight += 1
-            if frames:
-                conn.sock.sendall(b"".join(frames))  # small frames: the send buffer takes them at once
-
-        for conn in self.conns:
-            feed(conn)
-        deadline = time.monotonic() + TIMEOUT
-        while remaining:
-            events = self.sel.select(1.0)
-            if not events and time.monotonic() > deadline:
-                raise TimeoutError("floor: results did not arrive")
-            for key, _ in events:
-                conn = key.data
-                if conn is None:
-                    before = len(self.conns)
-                    self._accept()
-                    for new in self.conns[before:]:
-                        feed(new)
-                    continue
-                chunk = conn.sock.recv(1 << 16)
-                if not chunk:
-                    raise ConnectionError("a floor worker died")
-                buf = conn.buf
-                buf += chunk
-                pos = 0
-                while len(buf) - pos >= 4:
-                    (n,) = _H.unpack_from(buf, pos)
-                    if len(buf) - pos - 4 < n:
-                        break
-                    results.append(pickle.loads(buf[pos + 4:pos + 4 + n]))
-                    pos += 4 + n
-                    conn.inflight -= 1
-                    remaining -= 1
-                del buf[:pos]
-                feed(conn)
-        return results
-
-    def close(self) -> None:
-        self.sel.close()
-        self.listener.close()
-        for conn in self.conns:
-            conn.sock.close()  # EOF: the worker's loop ends
-        for proc in self.procs:
-            try:
-                proc.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-_DONE = object()
 
 
 # ---------------------------------------------------------------------------------------------- peers
@@ -266,7 +110,7 @@ class Floor(Peer):
         self.name = f"floor{inflight}"
 
     def start(self, workers: int) -> None:
-        self.pool = FloorPool(workers, self.inflight)
+        self.pool = FloorPool(workers, self.inflight, TIMEOUT)
 
     def first(self) -> int:
         return int(self.pool.run([0])[0])
@@ -630,11 +474,11 @@ def dashboard(workers: int, n: int, reps: int) -> dict[str, Any]:
     of this (scheduler) process's CPU time: everything in this process shares one GIL, so that share is
     what the dashboard takes from dispatch. Throughput is also compared over ``reps`` alternating pairs,
     but on a busy machine that comparison is only as good as the run-to-run noise (often +-10 %).
+
+    Whether there is a dashboard is asked of the public API: ``Scheduler.dashboard()`` raises ImportError
+    when ipywidgets is missing. (A probe on a scheduler of its own would leave a poller thread by the same
+    name behind, which the measured run could mistake for its own.)
     """
-    try:
-        import jobsched.notebook.dashboard  # noqa: F401
-    except ImportError as exc:
-        return {"skipped": f"no dashboard: {exc}"}
     rates: dict[bool, list[float]] = {False: [], True: []}
     shares: list[float] = []
     for rep in range(reps):
@@ -643,7 +487,10 @@ def dashboard(workers: int, n: int, reps: int) -> dict[str, Any]:
             peer.start(workers)
             try:
                 peer.warm(workers)
-                board = peer.sched.dashboard() if with_dashboard else None
+                try:
+                    board = peer.sched.dashboard() if with_dashboard else None
+                except ImportError as exc:
+                    return {"skipped": f"no dashboard: {exc}"}  # the finally below closes the peer
                 poller = next((t for t in threading.enumerate() if t.name == "jobsched-dashboard"), None)
                 # The poller thread's own CPU clock (ns resolution; /proc's ticks are 10 ms).
                 clock = time.pthread_getcpuclockid(poller.ident) if poller is not None and poller.ident else None
@@ -697,6 +544,7 @@ def serve(result_fd: int) -> None:
 
 
 def main() -> None:
+    """Serve the parent's requests (the entry point of ``benchmarks/child.py``)."""
     # Answers go to a private copy of fd 1; fd 1 itself becomes stderr, so that whatever the peers'
     # worker processes print (they inherit fd 1) cannot corrupt an answer.
     result_fd = os.dup(1)
@@ -706,6 +554,3 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     serve(result_fd)
 
-
-if __name__ == "__main__":
-    main()
