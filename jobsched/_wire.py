@@ -34,7 +34,6 @@ import hmac
 import os
 import socket
 import struct
-import threading
 
 HOST = "127.0.0.1"
 SECRET_BYTES = 32
@@ -196,8 +195,8 @@ class BlockingConnection:
     """The worker's end: a blocking socket that reads and writes whole frames (parsed by ``FrameDecoder``).
 
     Reads are buffered: one ``recv`` usually brings a whole frame (header and body), often several when the
-    scheduler sends ahead (``prefetch``). Sends are serialised by a lock, because a job's progress reports
-    (``jobsched.progress``) may come from a thread of its own.
+    scheduler sends ahead (``prefetch``). The worker serialises sends itself (``_report.Reporter.lock``):
+    a job's progress reports may come from a thread of their own.
     """
 
     def __init__(self, sock: socket.socket) -> None:
@@ -205,7 +204,6 @@ class BlockingConnection:
         self._decoder = FrameDecoder(WORKER_ACCEPTS)
         self._frames: list[tuple[int, int, bytes | bytearray | memoryview]] = []
         self._next = 0
-        self.send_lock = threading.Lock()
 
     def recv_exactly(self, n: int) -> bytes:
         """Return exactly ``n`` bytes (the handshake, before any frame)."""
@@ -242,12 +240,11 @@ class BlockingConnection:
 
     def send_frame(self, kind: int, index: int, body: bytes = b"") -> None:
         header = HEADER.pack(len(body), kind, index)
-        with self.send_lock:
-            if len(body) < 65536:
-                self.sock.sendall(header + body)
-            else:  # no copy of a large body
-                self.sock.sendall(header)
-                self.sock.sendall(body)
+        if len(body) < 65536:
+            self.sock.sendall(header + body)
+        else:  # no copy of a large body
+            self.sock.sendall(header)
+            self.sock.sendall(body)
 
 
 def connect(address: tuple[str, int], secret: bytes, index: int, generation: int,
