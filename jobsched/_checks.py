@@ -15,7 +15,9 @@ MAX_SECONDS = 1e12
 
 
 def describe(value: object) -> str:
-    """A short description of a bad value: its type and a clipped repr."""
+    """A short description of a bad value: its repr, after its type's name unless the repr shows the type."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return _short.repr(value)
     return f"{type(value).__name__} {_short.repr(value)}"
 
 
@@ -28,7 +30,7 @@ def check_cost(cost: object, where: str = "add_job") -> None:
         raise ValueError(f"{where}: cost {cost!r} is too large to order jobs by; use a number below 1e308 "
                          "(for example its logarithm)") from None
     if math.isnan(as_float):
-        raise ValueError(f"{where}: cost must be a real number, got nan")
+        raise TypeError(f"{where}: cost must be a real number (lowest runs first), got nan")
 
 
 def check_timeout(where: str, timeout: object) -> None:

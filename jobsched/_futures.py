@@ -31,14 +31,14 @@ class JobFuture(Future[T]):
     def cancel(self) -> bool:
         """Cancel the job, queued or running; False if it has already finished (its result is kept)."""
         entry = self.entry
-        if entry is None:
+        if entry is None or self.cancelled():
             return super().cancel()
         return self._cancel_entry(entry)
 
     def cancel_queued(self) -> bool:
         """Cancel the job only if it has not started (``concurrent.futures``' meaning of ``cancel``)."""
         entry = self.entry
-        if entry is None:
+        if entry is None or self.cancelled():
             return super().cancel()
         return self._cancel_entry(entry, queued_only=True)
 

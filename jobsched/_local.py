@@ -22,7 +22,7 @@ from . import _wire
 from ._output import OutputLines, write_stderr
 from ._pool import Reaper, describe_exit, pidfd_open, resident_memory, signal_group, spawn
 from ._slot import Worker
-from ._transport import Connection, Frames, Listener
+from ._transport import Connection, Listener
 from .states import WorkerState
 
 if TYPE_CHECKING:

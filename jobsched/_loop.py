@@ -33,7 +33,7 @@ from . import _wire
 from ._output import tail, write_stderr
 from ._pickling import loads
 from ._slot import Progress, Worker
-from ._state import CloseWorker, Command, Deliver, Entry, KillWorker, SendJobs, StartWorker
+from ._state import TICK, CloseWorker, Command, Deliver, Entry, KillWorker, SendJobs, StartWorker
 from .errors import JobError
 from .states import KillReason
 
@@ -133,8 +133,8 @@ class Engine:
                     with lock:
                         cmds = state.tick(now)
                     self.execute(cmds)
-                if now >= self._poll_at:
-                    self._poll_at = backend.poll(now)
+                if now >= self._poll_at:  # at least every TICK: a new connection's handshake deadline, ...
+                    self._poll_at = min(backend.poll(now), now + TICK)
                 if state.ready:
                     self._deliver_ready()
                 if state.can_dispatch():

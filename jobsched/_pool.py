@@ -9,14 +9,11 @@ scheduler through ``PR_SET_PDEATHSIG``, but a job's own children would not.
 
 from __future__ import annotations
 
-import collections
 import os
 import queue
 import signal
-import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar

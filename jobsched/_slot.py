@@ -49,7 +49,7 @@ class Worker:
         "index", "pid", "address", "state", "n_done", "n_restarts", "output", "exit_description", "progress",
         # Policy bookkeeping, owned by the scheduler's state.
         "_generation", "_inflight", "_job_started", "_n_jobs_this_process", "_retiring", "_ready_at",
-        "_started_at", "_restart_at", "_deadline", "_fast_deaths", "_kill_reason", "_hungry",
+        "_started_at", "_restart_at", "_deadline", "_fast_deaths", "_kill_reason", "_signalled", "_hungry",
         # What the backend keeps for this slot (a process and its socket, a Dask task): opaque here.
         "_io",
     )
@@ -75,6 +75,7 @@ class Worker:
         self._deadline = 0.0  # handshake, close-grace or kill deadline, by state
         self._fast_deaths = 0  # deaths in a row before READY: the restart back-off
         self._kill_reason: KillReason | None = None
+        self._signalled = False  # the scheduler sent its process a signal
         self._hungry = False  # in the state's queue of workers with room for a job
         self._io: Any = None
 

@@ -12,7 +12,7 @@ detection and stats. It has no sockets, processes, threads, locks or clocks: tim
     add / cancel / set_target / pause ...  ──> StartWorker(w)          spawn a process for slot w
     tick(now)                              ──> SendJobs(w, entries)    put JOB frames on w's connection
     worker_ready(w) / assign(now)          ──> CloseWorker(w)          ask w to exit after its jobs
-    job_done(w, index, now)                ──> KillWorker(w, reason)   signal w (TERM, then KILL)
+    job_done(w, index, now)                ──> KillWorker(w, reason) signal w (TERM, then KILL)
     connection_lost(w) / worker_exited(w)  ──> Deliver(entry, result)  settle a job the state decided
                                            ──> Fail(error)             the loop must stop
 
@@ -232,14 +232,9 @@ class SchedulerState:
                 return entry
         return None
 
-    def drain_queue(self) -> list[Entry]:
-        """Empty the queue (``close()``): return the entries that were waiting, cancelled ones excluded."""
-        entries = [entry for _, _, entry in self.heap if not entry.cancelled]
-        for entry in entries:
-            entry.queued = False
-        self.heap.clear()
-        self.n_cancelled_queued = 0
-        return entries
+    def queued_entries(self) -> list[Entry]:
+        """The jobs waiting in the queue (``close()`` cancels their futures; the jobs stay queued)."""
+        return [entry for _, _, entry in self.heap if not entry.cancelled]
 
     def drain_futures(self) -> list[Entry]:
         """Take the queued jobs that have futures out of the queue (a fatal error: they get the error)."""
@@ -255,13 +250,15 @@ class SchedulerState:
 
     def configure(self, target: int, *, until_idle: bool, close_when_idle: bool) -> None:
         """What ``start()`` asks for: how many workers, and whether to stop (and close them) once idle."""
-        self.target = target
         self.until_idle = until_idle
         self.close_when_idle = close_when_idle
-        self.maintain_at = 0.0
+        self.set_target(target)
 
     def set_target(self, n: int) -> None:
+        """Keep ``n`` workers (the slots exist at once, so that ``workers`` lists them before they start)."""
         self.target = n
+        for index in range(len(self.workers), n):
+            self.workers.append(Worker(index))
         self.maintain_at = 0.0
 
     def begin_close(self, grace: float) -> None:
@@ -303,7 +300,7 @@ class SchedulerState:
                     self._unhunger(w)
                     w._move(_CLOSING)
                 w._deadline = float("inf")  # no further signals: SIGKILL is the last word
-                cmds.append(KillWorker(w, KillReason.STOPPING, True))
+                cmds.append(self._kill(w, KillReason.STOPPING, True))
         return cmds
 
     def live_workers(self) -> list[Worker]:
@@ -365,7 +362,7 @@ class SchedulerState:
                         entry.timed_out = True
                         w._kill_reason = KillReason.TIMEOUT
                         w._deadline = now + KILL_GRACE
-                        cmds.append(KillWorker(w, KillReason.TIMEOUT, True))
+                        cmds.append(self._kill(w, KillReason.TIMEOUT, True))
                         next_at = min(next_at, w._deadline)
                     else:
                         next_at = min(next_at, limit)
@@ -378,6 +375,7 @@ class SchedulerState:
         w._n_jobs_this_process = 0
         w._move(_STARTING)
         w._kill_reason = None
+        w._signalled = False
         w.exit_description = None
         w.progress = None
         w._started_at = now
@@ -421,12 +419,17 @@ class SchedulerState:
             w._deadline = min(w._deadline, now + self.close_grace)
         return []
 
+    @staticmethod
+    def _kill(w: Worker, reason: KillReason, force: bool) -> KillWorker:
+        w._signalled = True
+        return KillWorker(w, reason, force)
+
     def _retire_unconnected(self, w: Worker, now: float) -> list[Command]:
         """Kill a worker that is being closed before it connected: an expected exit, no restart."""
         w._kill_reason = KillReason.RETIRED
         w._move(_CLOSING)
         w._deadline = now + KILL_GRACE
-        return [KillWorker(w, KillReason.RETIRED, True)]
+        return [self._kill(w, KillReason.RETIRED, True)]
 
     def _overdue(self, w: Worker, now: float) -> list[Command]:
         """A deadline passed: too slow to connect, to exit when closed, or to die when signalled."""
@@ -436,18 +439,18 @@ class SchedulerState:
                 return self._retire_unconnected(w, now)
             w._kill_reason = KillReason.NO_HANDSHAKE
             w._deadline = now + KILL_GRACE
-            return [KillWorker(w, KillReason.NO_HANDSHAKE, True)]
+            return [self._kill(w, KillReason.NO_HANDSHAKE, True)]
         if reason is KillReason.CANCELLED and w._deadline == 0.0:  # just cancelled: SIGTERM first
             w._deadline = now + CANCEL_GRACE
-            return [KillWorker(w, KillReason.CANCELLED, False)]
+            return [self._kill(w, KillReason.CANCELLED, False)]
         if reason is None and w.state is _CLOSING:  # the close grace period is over
             w._kill_reason = KillReason.TERMINATED
             w._deadline = now + KILL_GRACE
-            return [KillWorker(w, KillReason.TERMINATED, False)]
+            return [self._kill(w, KillReason.TERMINATED, False)]
         if reason is KillReason.TERMINATED:
             w._kill_reason = KillReason.KILLED_AFTER_GRACE
         w._deadline = now + KILL_GRACE  # and again, until its exit is seen
-        return [KillWorker(w, w._kill_reason or KillReason.STOPPING, True)]
+        return [self._kill(w, w._kill_reason or KillReason.STOPPING, True)]
 
     def connection_lost(self, w: Worker, now: float, reason: KillReason = KillReason.CLOSED_CONNECTION) -> None:
         """``w``'s connection ended or broke the protocol: give it a moment to exit by itself, then kill it.
@@ -474,7 +477,10 @@ class SchedulerState:
         if w.state is _CLOSED:
             return []
         reason = w._kill_reason
-        w.exit_description = description if reason is None else f"{description} ({reason.value})"
+        # The reason is part of how it ended only if we signalled it: a worker that exited by itself right
+        # after its connection closed was not "killed (closed its connection)".
+        w.exit_description = f"{description} ({reason.value})" if reason is not None and w._signalled \
+            else description
         expected = w.state is _CLOSING
         was_starting = w.state is _STARTING
         lost = list(w._inflight)

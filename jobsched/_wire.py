@@ -199,9 +199,9 @@ class BlockingConnection:
     a job's progress reports may come from a thread of their own.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, accept: frozenset[int] = WORKER_ACCEPTS) -> None:
         self.sock = sock
-        self._decoder = FrameDecoder(WORKER_ACCEPTS)
+        self._decoder = FrameDecoder(accept)
         self._frames: list[tuple[int, int, bytes | bytearray | memoryview]] = []
         self._next = 0
 

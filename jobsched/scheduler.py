@@ -49,7 +49,7 @@ from ._snapshot import Snapshot, take_snapshot
 from ._state import CLOSE_GRACE, Entry, SchedulerState
 from .errors import SchedulerBrokenError, SchedulerClosedError
 from .job import Job
-from .remote_call import RemoteCall, loading_script, payload_of, remote_call
+from .remote_call import RemoteCall, payload_of, refuse_while_loading_script, remote_call
 
 if TYPE_CHECKING:
     from ._backend import Backend
@@ -327,12 +327,7 @@ class Scheduler:
         engine, state, me = self._engine, self._state, threading.current_thread()
         if self._closed:
             raise SchedulerClosedError("this scheduler is closed; create a new Scheduler")
-        script = loading_script()
-        if script is not None:
-            raise RuntimeError(
-                f"a jobsched worker is loading {script} and its top-level code starts a scheduler: the script "
-                'has no `if __name__ == "__main__":` guard. Put the code that starts the scheduler under it, '
-                "as with multiprocessing")
+        refuse_while_loading_script("Scheduler.start()")
         if wait and engine.owner is me:
             raise RuntimeError("start(wait=True) cannot be called from a callback: callbacks run on the scheduler's "
                                "loop thread, which the call would block. Add jobs with add_job instead")
@@ -372,6 +367,7 @@ class Scheduler:
         self._engine.owner = thread or threading.current_thread()
         self._engine.interrupted = False
         if thread is not None:
+            self._engine.open()  # listening before start() returns: sched.address is known at once
             thread.start()
 
     def _own_loop(self) -> None:
@@ -527,7 +523,7 @@ class Scheduler:
     def _settle_after_close(self) -> None:
         """The loop is gone: cancel the futures of jobs left in the queue, release the backend."""
         with self._lock:
-            queued = self._state.drain_queue()
+            queued = self._state.queued_entries()
         for entry in queued:
             future = entry.future
             if future is not None and not future.cancel() and not future.done():
@@ -547,21 +543,21 @@ class Scheduler:
             while not self._loop_done.wait(0.1):
                 if ctrl_c and not killing:
                     killing = True
-                    engine = self._engine
-                    engine.post(lambda: engine.execute(_kill_all(self)))
+                    self._engine.post(self._kill_all_now)
         if ctrl_c:
             raise KeyboardInterrupt
+
+    def _kill_all_now(self) -> None:
+        """Ctrl-C during close(): SIGKILL every worker now (on the loop's thread); their jobs stay queued."""
+        with self._lock:
+            cmds = self._state.kill_all()
+        self._engine.execute(cmds)
 
     def __enter__(self) -> Scheduler:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _kill_all(sched: Scheduler) -> Any:
-    with sched._lock:
-        return sched._state.kill_all()
 
 
 def _new_loop_thread(target: Callable[[], None]) -> threading.Thread:

@@ -6,9 +6,10 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ._bars import job_bar  # tqdm itself is imported only when a bar is made
 from .commands import make_python_cmd, processor_count
 from .job import Job
-from ._bars import job_bar  # tqdm itself is imported only when a bar is made
+from .remote_call import refuse_while_loading_script
 from .scheduler import Scheduler
 
 ProcessResult = Callable[[Any, Any], object]
@@ -27,6 +28,7 @@ def make_server(
     If ``n_workers`` is given, the workers start now, in the background, and are ready sooner.
     ``options`` go to ``Scheduler`` (max_retries, timeout, prefetch, ...).
     """
+    refuse_while_loading_script("make_server()")
     if worker_file is None:
         raise ValueError(
             "make_server: worker_file is None (this_file() returns None in a notebook cell or the REPL); "

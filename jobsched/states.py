@@ -49,7 +49,7 @@ class KillReason(enum.Enum):
     cancelled job fails with ``JobCancelled``.
     """
 
-    TIMEOUT = "its job ran past its timeout"
+    TIMEOUT = "timeout"
     CLOSED_CONNECTION = "closed its connection"
     PROTOCOL = "broke the protocol"
     NO_HANDSHAKE = "did not connect in time"

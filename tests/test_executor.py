@@ -173,7 +173,6 @@ def test_cancelling_a_queued_future_removes_its_job(tmp_path: Path) -> None:
         assert ex.scheduler.n_queued_jobs == 3
         assert futures[1].cancel(), "cancelling again still says cancelled"
         assert ex.scheduler.n_queued_jobs == 3, "and is not counted twice"
-        assert not blocker.cancel(), "a running call cannot be cancelled"
         gate.touch()
         assert [futures[i].result(timeout=TIMEOUT) for i in (0, 2, 4)] == ["job 0", "job 2", "job 4"]
         assert ex.scheduler.wait(timeout=TIMEOUT)

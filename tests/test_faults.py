@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from jobsched import JobError, JobTimeout, Scheduler, SchedulerClosedError, Worker, WorkerState, _wire, remote_call
-from jobsched._pool import OUTPUT_LINES
+from jobsched._slot import OUTPUT_LINES
 
 TESTS = Path(__file__).parent
 

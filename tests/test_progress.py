@@ -27,7 +27,7 @@ class Sink:
 
     def __init__(self, sock: socket.socket) -> None:
         sock.settimeout(5.0)
-        self.conn = _wire.BlockingConnection(sock)
+        self.conn = _wire.BlockingConnection(sock, _wire.SCHEDULER_ACCEPTS)
         self.sock = sock
 
     def frame(self, timeout: float = 5.0) -> tuple[int, tuple[Any, Any, str]]:
@@ -187,7 +187,7 @@ def test_tqdm_bars_in_a_worker_report_as_progress_and_do_not_draw(tmp_path: Path
         with reporter.lock:
             reporter.job = reporter.pending = None
         mine.close()
-        conn = _wire.BlockingConnection(theirs)
+        conn = _wire.BlockingConnection(theirs, _wire.SCHEDULER_ACCEPTS)
         frames = []
         while True:
             try:
@@ -233,7 +233,6 @@ def test_a_worker_does_not_import_tqdm_until_a_job_does(sched: Scheduler) -> Non
     assert sched.submit(crashers.loaded_modules, ["tqdm", "tqdm.std"]).result(timeout=60) == []
 
 
-@pytest.mark.xfail(strict=False, reason="needs scheduler PROGRESS support (worker.progress)")
 def test_worker_progress_shows_the_running_jobs_report(sched: Scheduler, tmp_path: Path) -> None:
     release = tmp_path / "release"
     sched.start(1, wait=False)

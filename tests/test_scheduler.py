@@ -191,7 +191,7 @@ def test_max_retries_per_job(sched: Scheduler) -> None:
     results: list[Any] = []
     sched.add_job(remote_call(helpers.kill_self), max_retries=1)
     sched.start(1, after_stop=lambda s, job, result: results.append(result))
-    assert len(results) == 1 and "died 1 times" in results[0].remote_message
+    assert len(results) == 1 and "died once" in results[0].remote_message
 
 
 @pytest.mark.parametrize(
@@ -260,7 +260,7 @@ def test_a_bad_worker_count_is_refused(sched: Scheduler, bad: Any) -> None:
 
 def test_zero_workers_with_queued_jobs_is_a_value_error(sched: Scheduler) -> None:
     sched.add_job(remote_call(helpers.add, 1))
-    with pytest.raises(ValueError, match="1 jobs are queued but n_workers=0"):
+    with pytest.raises(ValueError, match="1 job queued but n_workers=0"):
         sched.start(0)
     assert sched.n_queued_jobs == 1
 

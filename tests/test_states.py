@@ -21,11 +21,11 @@ ALLOWED = {
 @pytest.mark.parametrize(("old", "new"), list(itertools.product(S, S)))
 def test_transition(old: WorkerState, new: WorkerState) -> None:
     w = Worker(5)
-    w.state = old  # set up the precondition directly; move() is the only setter in the package
+    w.state = old  # set up the precondition directly; _move() is the only setter in the package
     if (old, new) in ALLOWED:
-        w.move(new)
+        w._move(new)
         assert w.state is new
     else:
         with pytest.raises(InvalidStateError, match=f"worker 5: {old.name} -> {new.name}"):
-            w.move(new)
+            w._move(new)
         assert w.state is old

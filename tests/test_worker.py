@@ -249,7 +249,6 @@ def test_a_script_gets_back_instances_of_its_own_dataclass(tmp_path: Path) -> No
     assert out.stdout.strip() == "True Point(x=3, y=6)"
 
 
-@pytest.mark.xfail(strict=False, reason="needs Scheduler.start check (remote_call.refuse_while_loading_script)")
 def test_a_script_without_a_main_guard_fails_once_saying_to_add_it(tmp_path: Path) -> None:
     script = tmp_path / "unguarded.py"
     script.write_text(textwrap.dedent("""
