@@ -38,11 +38,11 @@ from typing import Any, NoReturn
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
+from .._cell import run_cell
 from .._pickling import dumps
 from ..background import default_scheduler
 from ..errors import JobError
 from ..scheduler import Scheduler
-from ._cell import run_cell
 from ._common import scale_to, status_line
 
 USAGE = """\
