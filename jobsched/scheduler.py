@@ -526,7 +526,7 @@ class Scheduler:
             queued = self._state.queued_entries()
         for entry in queued:
             future = entry.future
-            if future is not None and not future.cancel() and not future.done():
+            if future is not None and not Future.cancel(future) and not future.done():
                 # Its worker was terminated at the end of the grace period and the job went back to the
                 # queue: a running future cannot be cancelled, so it gets the reason instead of hanging.
                 future.set_exception(SchedulerClosedError(

@@ -295,4 +295,28 @@ def test_repr_is_one_line_outside_a_notebook(sched: Scheduler) -> None:
     sched.submit(helpers.add, 1).result(timeout=TIMEOUT)
     text = repr(sched)
     assert "\n" not in text
-    assert text == "<Scheduler running: 1 workers, 0 queued, 0 active, 1 done, 0 failed>"
+    assert text == "<Scheduler running: 1 worker, 0 queued, 0 active, 1 done, 0 failed>"
+
+
+def test_the_default_scheduler_is_replaced_only_through_the_public_functions() -> None:
+    from jobsched import background
+
+    first = jobsched.default_scheduler()
+    mine = Scheduler()
+    try:
+        assert background.current_default_scheduler() is first
+        assert background.set_default_scheduler(mine) is first
+        assert jobsched.default_scheduler() is mine and not first.stats()["closed"], "the previous one is left alone"
+        with pytest.raises(TypeError, match="must return a Scheduler, got str"):
+            background.replace_default_scheduler(lambda current: "nope")  # type: ignore[arg-type,return-value]
+        assert jobsched.default_scheduler() is mine
+        seen: list[Scheduler | None] = []
+        assert background.replace_default_scheduler(lambda current: seen.append(current) or current) is mine  # type: ignore[func-returns-value]
+        assert seen == [mine]
+        mine.close()
+        assert background.current_default_scheduler() is None, "a closed default scheduler is not current"
+        assert background.replace_default_scheduler(lambda current: seen.append(current) or first) is first  # type: ignore[func-returns-value]
+        assert seen == [mine, None]
+    finally:
+        mine.close()
+        first.close()

@@ -318,8 +318,13 @@ def _bt_gated_job(i, gate):
     import os
     import time
 
+    import jobsched
+
     deadline = time.monotonic() + 120  # never hold a worker forever if the test died
+    step = 0
     while not os.path.exists(gate) and time.monotonic() < deadline:
+        jobsched.progress(step % 100, 100, f"job {{i}} waits")  # a bar per busy worker on the dashboard
+        step += 1
         time.sleep(0.02)
     time.sleep({job_s})
     print(f"gated job {{i}} done", flush=True)  # for the dashboard's worker output
@@ -414,6 +419,12 @@ READ_DASHBOARD_JS = """
   r.progress = bar ? bar.style.width : null;
   const log = root.querySelector('.jobsched-log');
   r.log = log ? log.textContent : null;
+  // One <progress> per busy worker in the table; how many carry a value (a job that reported a total).
+  const bars = Array.from(root.querySelectorAll('.jobsched-workers progress.jobsched-worker-progress'));
+  r.worker_bars = bars.length;
+  r.worker_bars_with_value = bars.filter(b => b.hasAttribute('value')).length;
+  r.cancel_buttons = root.querySelectorAll('button.jobsched-cancel').length;
+  r.cancel_enabled = root.querySelectorAll('button.jobsched-cancel:not(:disabled)').length;
   const pause = root.querySelector('.jobsched-pause');
   r.pause_disabled = pause ? pause.disabled === true : null;
   return r;
@@ -433,6 +444,10 @@ class Dash:
     progress: str | None  # the bar's width, "100%" when full
     log: str | None
     pause_disabled: bool | None
+    worker_bars: int  # <progress class="jobsched-worker-progress"> elements: one per busy worker
+    worker_bars_with_value: int
+    cancel_buttons: int
+    cancel_enabled: int
 
 
 def read_dashboard(dash: Locator) -> Dash:
@@ -445,7 +460,9 @@ def read_dashboard(dash: Locator) -> Dash:
         counts[k] = int(v)
     return Dash(**counts, rows=[r.strip() for r in raw["rows"]], status=raw["status"] or "", state=raw["state"] or "",
                 progress=raw["progress"], log=raw["log"],
-                pause_disabled=raw["pause_disabled"])
+                pause_disabled=raw["pause_disabled"], worker_bars=raw["worker_bars"],
+                worker_bars_with_value=raw["worker_bars_with_value"], cancel_buttons=raw["cancel_buttons"],
+                cancel_enabled=raw["cancel_enabled"])
 
 
 # JupyterLab and Notebook 7 share these: code cells with prompts "[ ]:", "[*]:" (running or queued), "[3]:".
@@ -626,6 +643,13 @@ def _drive(flavor: str, server: JupyterServer, page: Page, nb: PreparedNotebook,
               60, f"{expect_done} done, {busy} active, {N_GATED - busy} queued, {n_workers} worker rows", page)
     problem = _rows_problem(server, d.rows)
     assert problem is None, problem
+    # Each busy worker shows a progress bar with the job's report, and a cancel button (issue 14): they are in
+    # the screenshot.
+    d = _poll(lambda: read_dashboard(ours), lambda d: d.worker_bars_with_value == busy and d.worker_bars == busy
+              and d.cancel_enabled == busy and all("waits" in row for row in d.rows[:busy]), 30,
+              f"{busy} worker progress bars with a value, and {busy} enabled cancel buttons", page)
+    assert d.cancel_buttons == n_workers, d
+    ours.screenshot(path=str(ARTIFACTS / f"dashboard-{flavor}-busy.png"))  # the workers' bars, while they run
     page.screenshot(path=str(ARTIFACTS / f"notebook-{flavor}.png"), full_page=True)
     first.screenshot(path=str(ARTIFACTS / f"dashboard-{flavor}.png"))
     phase("dashboards checked")

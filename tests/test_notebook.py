@@ -119,9 +119,22 @@ def test_start_status_wait_stop(ip: Any, capsys: pytest.CaptureFixture[str]) -> 
     assert len(pids) == 2 and not gone(pids)
     ip.run_line_magic("jobsched", "stop")
     assert capsys.readouterr().out == "jobsched: stopped (11 done, 1 failed)\n"
-    assert sched.stats()["closed"] and not sched.running
-    eventually(lambda: gone(pids), "the workers to exit after %jobsched stop", timeout=10)
-    assert jobsched.default_scheduler() is not sched, "after stop, the next %jobsched gets a fresh scheduler"
+    assert not sched.stats()["closed"] and sched.snapshot().workers == ()
+    assert gone(pids), "%jobsched stop returns once the workers have exited"
+    # Issue 16: the scheduler kept from before stop is still the default one, with its counts.
+    assert jobsched.default_scheduler() is sched
+    assert status(ip, capsys) == (0, 0, 0, 11, 1)
+    queued = sched.submit(helpers.add, 100)  # queued while stopped: it waits for the next start
+    assert sched.n_queued_jobs == 1 and not queued.done()
+    with pytest.raises(UsageError, match="no worker runs them; `%jobsched start` first"):
+        ip.run_line_magic("jobsched", "wait 60")
+    ip.run_line_magic("jobsched", "start -n 1")
+    assert capsys.readouterr().out == "jobsched: started 1 workers in the background\n"
+    assert queued.result(timeout=TIMEOUT) == 101
+    assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
+    ip.run_line_magic("jobsched", "wait 60")
+    assert status(ip, capsys) == (1, 0, 0, 13, 1)
+    assert jobsched.default_scheduler() is sched
 
 
 def test_scale_pause_resume(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -148,7 +161,7 @@ def test_scale_pause_resume(ip: Any, capsys: pytest.CaptureFixture[str]) -> None
     "line",
     ["bogus", "start -n", "start -n 0", "start -n x", "start 2", "start --bogus", "scale", "scale -1",
      "scale two", "scale 1 2", "pause now", "resume 1", "status --all", "stop now", "wait -5", "wait x",
-     "start -n '2"],
+     "start -n '2", "start --journal", "cancel", "cancel x", "cancel -1", "cancel 1 2"],
 )
 def test_bad_input_is_a_usage_error_with_the_usage(ip: Any, line: str) -> None:
     with pytest.raises(UsageError) as info:
@@ -325,8 +338,9 @@ def test_dom_contract_classes_and_buttons(dash: Dashboard) -> None:
     for w in dash._descendants():
         for css in w._dom_classes:
             found.setdefault(css, []).append(w)
-    for css in ("jobsched-queued", "jobsched-active", "jobsched-done", "jobsched-failed", "jobsched-status",
-                "jobsched-workers", "jobsched-log", "jobsched-progress"):
+    for css in ("jobsched-queued", "jobsched-active", "jobsched-done", "jobsched-failed", "jobsched-cancelled",
+                "jobsched-from-journal", "jobsched-status", "jobsched-workers", "jobsched-log", "jobsched-progress",
+                "jobsched-cancel-buttons"):
         assert len(found.get(css, [])) == 1, css
     assert isinstance(found["jobsched-progress"][0], widgets.IntProgress)
     assert isinstance(found["jobsched-workers"][0], widgets.HTML)
@@ -371,9 +385,10 @@ def test_widget_values_follow_the_jobs(sched: Scheduler, dash: Dashboard) -> Non
     assert v["progress"] == (5, 5, "success") and "running" in v["state"]
     rows = re.findall(r'<tr class="jobsched-worker"[^>]*>(.*?)</tr>', v["workers"])
     assert len(rows) == 1
-    cells = re.findall(r"<td>(.*?)</td>", rows[0])
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", rows[0])
     (w,) = sched.workers
-    assert cells == ["0", str(w.pid), "ready", "", "", "5", "0"]
+    assert cells == ["0", str(w.pid), "ready", "", "", "", "5", "0"]
+    assert "address" not in v["workers"], "local workers have no address column"
     assert "ETA —" in dash.rate.value
 
 
@@ -383,13 +398,13 @@ def test_worker_table_shows_the_running_job_and_how_long_it_has_run(sched: Sched
     gate = tmp_path / "gate"
     future = sched.submit(helpers.wait_for_file, str(gate), "done")
     eventually(lambda: 'data-state="running"' in dash.worker_table.value, "a running worker in the table")
-    eventually(lambda: re.search(r"<td>\d\.\d s</td>", dash.worker_table.value) is not None
-               and "<td>0.0 s</td>" not in dash.worker_table.value, "the job's elapsed time")
+    eventually(lambda: re.search(r'<td data-col="elapsed">\d\.\d s</td>', dash.worker_table.value) is not None
+               and '<td data-col="elapsed">0.0 s</td>' not in dash.worker_table.value, "the job's elapsed time")
     (running,) = [w for w in sched.workers if w.job is not None]
     row = re.search(rf'<tr class="jobsched-worker" data-worker="{running.index}"[^>]*>(.*?)</tr>',
                     dash.worker_table.value)
     assert row is not None
-    cells = re.findall(r"<td>(.*?)</td>", row.group(1))
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1))
     assert cells[:4] == [str(running.index), str(running.pid), "running", str(running.job.index)]  # type: ignore[union-attr]
     gate.touch()
     assert future.result(timeout=TIMEOUT) == "done"
@@ -426,10 +441,17 @@ def test_buttons_drive_the_scheduler(sched: Scheduler, dash: Dashboard) -> None:
     dash.buttons["Scale +"].click()
     assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
     pids = [w.pid for w in sched.workers if w.pid is not None]
-    dash.buttons["Stop"].click()
-    eventually(lambda: "closed" in dash.state.value, "the dashboard to show the closed scheduler")
-    assert sched.stats()["closed"] and all(b.disabled for b in dash.buttons.values())
+    dash.buttons["Stop"].click()  # closes the workers, keeps the scheduler (as %jobsched stop does)
+    eventually(lambda: "stopped" in dash.state.value, "the dashboard to show the stopped scheduler")
     eventually(lambda: gone(pids), "the workers to exit after Stop")
+    assert not sched.stats()["closed"] and dash.buttons["Stop"].disabled and not dash.buttons["Scale +"].disabled
+    assert dash.updating
+    dash.buttons["Scale +"].click()  # and it runs again
+    assert sched.submit(helpers.add, 2).result(timeout=TIMEOUT) == 3
+    eventually(lambda: dash.counts["done"].value == "2", "the counts kept across Stop")
+    sched.close()
+    eventually(lambda: "closed" in dash.state.value, "the dashboard to show the closed scheduler")
+    assert all(b.disabled for b in dash.buttons.values())
     eventually(lambda: not dash.updating, "the dashboard thread to stop once the scheduler is closed")
 
 
@@ -447,6 +469,194 @@ def test_the_scheduler_error_is_shown(sched: Scheduler, dash: Dashboard) -> None
     sched.start(1, after_stop=after_stop, wait=False)
     eventually(lambda: "after_stop broke" in dash.error.value, "the error on the dashboard")
     assert dash.error.layout.display is None and dash.progress.bar_style == "danger"
+
+
+def report_then_wait() -> Any:
+    """A job that reports ``jobsched.progress(done, total, note)`` and then waits for a file (by value:
+    nested, so cloudpickle ships it and the worker imports nothing of the tests)."""
+
+    def run(gate: str, done: float, total: float | None, note: str) -> float:
+        import os
+        import time
+
+        import jobsched
+
+        jobsched.progress(done, total, note)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return done
+
+    return run
+
+
+def progress_cell(dash: Dashboard, worker: int) -> str:
+    """The progress cell of ``worker``'s row ("" while the dashboard shows no such row)."""
+    row = re.search(rf'<tr class="jobsched-worker" data-worker="{worker}"[^>]*>(.*?)</tr>', dash.worker_table.value)
+    cell = None if row is None else re.search(r'<td data-col="progress">(.*?)</td>', row.group(1))
+    return "" if cell is None else cell.group(1)
+
+
+def busy_worker(sched: Scheduler, job: int) -> int:
+    (index,) = [r.index for r in sched.snapshot().workers if r.job == job]
+    return index
+
+
+def test_a_bar_per_busy_worker_determinate_or_not(sched: Scheduler, dash: Dashboard, tmp_path: Path) -> None:
+    sched.start(2, wait=False)
+    gate = tmp_path / "gate"
+    run = report_then_wait()
+    counted = sched.submit(run, str(gate), 40, 100, "loading")
+    open_ended = sched.submit(run, str(gate), 12, None, "<rows>")
+    eventually(lambda: sum(r.progress is not None for r in sched.snapshot().workers) == 2, "both reports")
+    jobs = {r.job: r.index for r in sched.snapshot().workers}
+    w_counted, w_open = jobs[0], jobs[1]
+    eventually(lambda: "40/100" in progress_cell(dash, w_counted) and "12" in progress_cell(dash, w_open),
+               "the reports on the dashboard")
+    assert progress_cell(dash, w_counted) == (
+        f'<progress class="jobsched-worker-progress" data-worker="{w_counted}" value="40" max="100">'
+        "</progress> 40/100 (40%) loading")
+    # No total: an indeterminate bar (no value attribute), and the note escaped.
+    assert progress_cell(dash, w_open) == (
+        f'<progress class="jobsched-worker-progress" data-worker="{w_open}"></progress> 12 &lt;rows&gt;')
+    gate.touch()
+    assert (counted.result(timeout=TIMEOUT), open_ended.result(timeout=TIMEOUT)) == (40, 12)
+    eventually(lambda: "jobsched-worker-progress" not in dash.worker_table.value, "no bar once the workers are idle")
+
+
+def test_status_shows_each_busy_worker_with_its_job_time_and_progress(ip: Any, capsys: pytest.CaptureFixture[str],
+                                                                      tmp_path: Path) -> None:
+    ip.run_line_magic("jobsched", "start -n 2")
+    sched = jobsched.default_scheduler()
+    gate = tmp_path / "gate"
+    future = sched.submit(report_then_wait(), str(gate), 3, 4, "step 3")
+    eventually(lambda: any(r.progress is not None for r in sched.snapshot().workers), "the report")
+    worker = busy_worker(sched, 0)
+    capsys.readouterr()
+    ip.run_line_magic("jobsched", "status")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "jobsched: 2 workers, 0 queued, 1 active, 0 done, 0 failed"
+    assert len(lines) == 2, lines
+    assert re.fullmatch(rf"  worker {worker}: job 0, \d+\.\d s, 3/4 \(75%\) step 3", lines[1]), lines
+    gate.touch()
+    assert future.result(timeout=TIMEOUT) == 3
+    ip.run_line_magic("jobsched", "wait 60")
+    assert status(ip, capsys) == (2, 0, 0, 1, 0)
+
+
+def test_cancel_magic_and_the_cancelled_count(ip: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ip.run_line_magic("jobsched", "start -n 1")
+    sched = jobsched.default_scheduler()
+    gate = tmp_path / "gate"
+    running = sched.submit(report_then_wait(), str(gate), 1, 2, "")
+    queued = sched.submit(helpers.add, 1)
+    eventually(lambda: [r.job for r in sched.snapshot().workers] == [0], "job 0 running")
+    pid = sched.workers[0].pid
+    capsys.readouterr()
+    ip.run_line_magic("jobsched", "cancel 1")
+    assert capsys.readouterr().out == "jobsched: cancelled job 1\n"
+    ip.run_line_magic("jobsched", "cancel 0")
+    assert capsys.readouterr().out == "jobsched: cancelled job 0\n"
+    for f in (running, queued):
+        with pytest.raises(BaseException) as info:
+            f.result(timeout=TIMEOUT)
+        assert type(info.value).__name__ in ("CancelledError", "JobCancelled"), info.value
+    eventually(lambda: pid is not None and gone([pid]), "the worker of the cancelled running job to be killed")
+    ip.run_line_magic("jobsched", "cancel 0")
+    assert capsys.readouterr().out == "jobsched: job 0 is neither queued nor running: nothing to cancel\n"
+    eventually(lambda: sched.stats()["cancelled"] == 2, "2 cancelled")
+    capsys.readouterr()
+    ip.run_line_magic("jobsched", "status")
+    out = capsys.readouterr().out
+    # A cancelled job is finished (done) with a JobCancelled (failed), and counted apart as well.
+    assert out == "jobsched: 1 workers, 0 queued, 0 active, 2 done, 2 failed, 2 cancelled\n", out
+    assert sched.submit(helpers.add, 2).result(timeout=TIMEOUT) == 3, "the replaced worker runs the next job"
+
+
+def test_the_cancel_button_cancels_the_job_it_names(sched: Scheduler, dash: Dashboard, tmp_path: Path) -> None:
+    sched.start(2, wait=False)
+    gate = tmp_path / "gate"
+    run = report_then_wait()
+    doomed = sched.submit(run, str(gate), 1, None, "")
+    kept = sched.submit(run, str(gate), 2, None, "")
+    eventually(lambda: len(dash.cancel_box.children) == 2 and all(
+        not b.disabled for b in dash.cancel_box.children), "a live cancel button per busy worker")
+    doomed_worker = busy_worker(sched, 0)
+    button = dash.cancel_buttons[doomed_worker]
+    assert button.description == f"Cancel job 0 (worker {doomed_worker})"
+    assert {"jobsched-cancel", f"jobsched-cancel-worker-{doomed_worker}"} <= set(button._dom_classes)
+    pid = sched.snapshot().workers[doomed_worker].pid
+    button.click()
+    with pytest.raises(BaseException) as info:
+        doomed.result(timeout=TIMEOUT)
+    assert type(info.value).__name__ in ("CancelledError", "JobCancelled"), info.value
+    eventually(lambda: pid is not None and gone([pid]), "the cancelled job's worker to be killed")
+    eventually(lambda: dash.counts["cancelled"].value == "1", "the cancelled count on the dashboard")
+    assert dash.counts["cancelled"].layout.display is None, "shown once not 0"
+    assert dash.counts["from_journal"].layout.display == "none", "hidden while 0"
+    assert "1 cancelled" in dash.status.value
+    assert not kept.done(), "the other worker's job goes on"
+    gate.touch()
+    assert kept.result(timeout=TIMEOUT) == 2
+    eventually(lambda: all(b.disabled and "idle" in b.description for b in dash.cancel_box.children),
+               "idle workers' buttons disabled")
+    assert dash.error.layout.display == "none", dash.error.value
+
+
+def test_a_cancel_click_for_a_job_that_ended_meanwhile_says_so(sched: Scheduler, dash: Dashboard,
+                                                                tmp_path: Path) -> None:
+    sched.start(1, wait=False)
+    gate = tmp_path / "gate"
+    future = sched.submit(report_then_wait(), str(gate), 1, None, "")
+    eventually(lambda: dash.cancel_buttons.get(0) is not None and not dash.cancel_buttons[0].disabled,
+               "the button of the busy worker")
+    with dash._poller.render_lock:  # hold the dashboard still: the button keeps naming job 0
+        gate.touch()
+        assert future.result(timeout=TIMEOUT) == 1
+        with pytest.raises(LookupError, match="job 0 had already ended"):  # shown in the error area on a click
+            dash._cancel(0)
+    assert sched.stats()["cancelled"] == 0
+
+
+def test_the_worker_table_shows_an_address_when_a_worker_has_one() -> None:
+    from jobsched._snapshot import WorkerRow
+
+    rows = (WorkerRow(0, 4242, "tcp://10.0.0.5:40001", "running", 3, 0.0, 1.5, None, 2, 0, (), None),
+            WorkerRow(1, 4343, None, "ready", None, None, 0.0, None, 0, 0, (), None))
+    table = dashboard_module.render_workers(rows)
+    assert "<th>address</th>" in table
+    assert '<td data-col="address">tcp://10.0.0.5:40001</td>' in table and '<td data-col="address"></td>' in table
+    # A job that reported nothing yet: an indeterminate bar.
+    assert '<progress class="jobsched-worker-progress" data-worker="0"></progress>' in table
+
+
+def test_start_journal_makes_a_default_scheduler_with_a_journal(ip: Any, capsys: pytest.CaptureFixture[str],
+                                                                tmp_path: Path) -> None:
+    import inspect
+
+    if "journal" not in inspect.signature(Scheduler).parameters:
+        pytest.xfail("needs Scheduler(journal=)")
+    path = tmp_path / "run.sqlite"
+    ip.run_line_magic("jobsched", f"start -n 1 --journal {path}")
+    sched = jobsched.default_scheduler()
+    assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
+    ip.run_line_magic("jobsched", "start")
+    assert jobsched.default_scheduler() is sched, "a plain start keeps the journal"
+    with pytest.raises(UsageError, match="stop"):
+        ip.run_line_magic("jobsched", f"start --journal {tmp_path / 'other.sqlite'}")
+    ip.run_line_magic("jobsched", "stop")
+    ip.run_line_magic("jobsched", f"start -n 1 --journal {path}")
+    assert jobsched.default_scheduler() is sched, "the same journal: the same scheduler"
+    ip.run_line_magic("jobsched", "stop")
+    sched.close()
+    ip.run_line_magic("jobsched", f"start -n 1 --journal {path}")  # a new run over the same journal
+    again = jobsched.default_scheduler()
+    assert again is not sched
+    assert again.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
+    ip.run_line_magic("jobsched", "wait 60")
+    capsys.readouterr()
+    ip.run_line_magic("jobsched", "status")
+    assert "1 from journal" in capsys.readouterr().out
 
 
 def test_two_dashboards_of_one_scheduler_agree(sched: Scheduler, dash: Dashboard) -> None:
@@ -642,7 +852,9 @@ class Kernel:
         return ast.literal_eval(reply.stdout.strip())
 
     def worker_pids(self) -> list[int]:
-        return [p.pid for p in psutil.Process(self.pid).children(recursive=True)]
+        """The kernel's worker processes (not the scheduler's reaper, a ``/bin/sh`` that lives until close)."""
+        return [p.pid for p in psutil.Process(self.pid).children(recursive=True)
+                if "jobsched.worker" in " ".join(p.cmdline())]
 
     def shutdown(self, now: bool = False) -> None:
         self.kc.stop_channels()
@@ -661,11 +873,12 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
 
 @pytest.fixture
 def in_kernel(kernel: Kernel) -> Iterator[Kernel]:
-    """The shared kernel; whatever a test started there is stopped after it."""
+    """The shared kernel; whatever a test started there is closed after it (the next test gets a fresh
+    default scheduler, with counts from 0, and no process of this one is left in the kernel)."""
     try:
         yield kernel
     finally:
-        kernel.run("%jobsched stop")
+        kernel.run("%jobsched stop\nimport jobsched as _j\n_j.default_scheduler().close(timeout=5)")
 
 
 def test_kernel_magics_outputs(in_kernel: Kernel) -> None:
@@ -695,6 +908,12 @@ def test_kernel_magics_outputs(in_kernel: Kernel) -> None:
     assert k.run("%jobsched stop").stdout == "jobsched: stopped (10 done, 0 failed)\n"
     assert k.worker_pids() == []
     assert gone(pids)
+    # The `sched` kept from before stop goes on working after start, with its counts (issue 16).
+    assert k.run("%jobsched status").stdout == "jobsched: 0 workers, 0 queued, 0 active, 10 done, 0 failed\n"
+    assert k.run("%jobsched start -n 1").error is None
+    assert k.value("sched.submit(abs, -5).result(60)") == 5
+    assert k.value("sched is jobsched.default_scheduler()") is True
+    assert k.run("%jobsched wait 60\n%jobsched stop").stdout == "jobsched: stopped (11 done, 0 failed)\n"
 
 
 def test_kernel_cell_magic_binds_the_value_and_shows_the_outcome_in_its_cell(in_kernel: Kernel) -> None:

@@ -1,4 +1,8 @@
-"""Text and small actions shared by the magics and the dashboard (imports neither IPython nor ipywidgets)."""
+"""Text and small actions shared by the magics and the dashboard (imports neither IPython nor ipywidgets).
+
+Both read a scheduler through ``Scheduler.snapshot()`` only: a frozen record of its counts and worker rows,
+taken under its lock, so that what they show is consistent and never a live object the loop is changing.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +10,40 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .._snapshot import Snapshot, WorkerRow
     from ..scheduler import Scheduler
+
+STOP_TIMEOUT = 10.0  # seconds ``%jobsched stop`` and the Stop button wait for running jobs to finish
 
 
 def status_line(stats: dict[str, Any]) -> str:
     """Return the one-line summary printed by ``%jobsched status`` and shown by the dashboard.
 
-    Example: ``jobsched: 2 workers, 0 queued, 0 active, 10 done, 0 failed``.
+    Example: ``jobsched: 2 workers, 0 queued, 0 active, 10 done, 0 failed``; the cancelled jobs and those
+    whose result came from the journal are added when there are any (``, 2 cancelled, 8 from journal``).
     """
-    return (f"jobsched: {stats['workers']} workers, {stats['queued']} queued, {stats['active']} active, "
+    line = (f"jobsched: {stats['workers']} workers, {stats['queued']} queued, {stats['active']} active, "
             f"{stats['done']} done, {stats['failed']} failed")
+    if stats.get("cancelled"):
+        line += f", {stats['cancelled']} cancelled"
+    if stats.get("from_journal"):
+        line += f", {stats['from_journal']} from journal"
+    return line
 
 
 def mode(stats: dict[str, Any]) -> str:
-    """Return one word for the scheduler's state: ``closed``, ``paused``, ``running`` or ``stopped``."""
+    """Return one word for the scheduler's state: ``closed``, ``stopped``, ``stopping``, ``paused`` or ``running``.
+
+    ``stopped``: no loop runs, or it runs with no worker and none asked for (``%jobsched stop``);
+    ``stopping``: no worker is asked for, and some still finish their job.
+    """
     if stats["closed"]:
         return "closed"
-    if stats["paused"]:
-        return "paused"
-    return "running" if stats["running"] else "stopped"
+    if not stats["running"] or (stats["target_workers"] == 0 and stats["workers"] == 0):
+        return "stopped"
+    if stats["target_workers"] == 0:
+        return "stopping"
+    return "paused" if stats["paused"] else "running"
 
 
 def format_duration(seconds: float) -> str:
@@ -38,6 +57,34 @@ def format_duration(seconds: float) -> str:
         return f"{minutes}:{secs:02d}"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:.3g}"
+
+
+def format_progress(row: WorkerRow) -> str:
+    """Return a busy worker's last report as text: ``40/100 (40%) loading``, ``12 loading``, or ``""``."""
+    p = row.progress
+    if p is None:
+        return ""
+    text = _number(p.done)
+    if p.total:
+        text += f"/{_number(p.total)} ({100 * p.done / p.total:.0f}%)"
+    return f"{text} {p.note}" if p.note else text
+
+
+def busy_lines(snap: Snapshot) -> list[str]:
+    """One line per busy worker for ``%jobsched status``: ``  worker 0: job 7, 3.2 s, 40/100 (40%) loading``."""
+    lines = []
+    for row in snap.workers:
+        if row.job is None:
+            continue
+        where = f" ({row.address})" if row.address else ""
+        progress = format_progress(row)
+        lines.append(f"  worker {row.index}{where}: job {row.job}, {format_duration(row.job_elapsed)}"
+                     + (f", {progress}" if progress else ""))
+    return lines
 
 
 def scale_to(sched: Scheduler, n_workers: int, timeout: float = 2.0) -> None:
@@ -55,3 +102,28 @@ def scale_to(sched: Scheduler, n_workers: int, timeout: float = 2.0) -> None:
     deadline = time.monotonic() + timeout
     while sched.n_workers != n_workers and sched.running and time.monotonic() < deadline:
         time.sleep(0.005)
+
+
+def stop_workers(sched: Scheduler, timeout: float = STOP_TIMEOUT) -> Snapshot:
+    """Close the workers and keep the scheduler: its queue, counts and identity stay for the next start.
+
+    ``%jobsched stop`` and the dashboard's Stop button do this rather than ``close()``, so that a
+    ``sched = jobsched.default_scheduler()`` kept from an earlier cell goes on working after
+    ``%jobsched start``. Each worker finishes the job it runs, then exits; queued jobs wait.
+
+    Returns:
+        A snapshot taken when every worker has exited, or when ``timeout`` seconds have passed; its
+        ``workers`` are then those still finishing a job (they exit when it ends).
+    """
+    if sched.stats()["closed"]:
+        return sched.snapshot()
+    if sched.running:
+        sched.scale(0)
+    elif sched.snapshot().workers:  # kept by a blocking start(close_workers=False): a loop must close them
+        sched.start(0, wait=False)
+    deadline = time.monotonic() + timeout
+    while True:
+        snap = sched.snapshot()
+        if not snap.workers or time.monotonic() >= deadline:
+            return snap
+        time.sleep(0.02)

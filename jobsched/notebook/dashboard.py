@@ -1,48 +1,63 @@
-"""The live dashboard: an ipywidgets view over ``Scheduler.stats()`` and ``Scheduler.workers``.
+"""The live dashboard: an ipywidgets view over ``Scheduler.snapshot()``.
 
 ::
 
-    scheduler thread ──(counters, Worker objects; no hook, no lock taken)──┐
-                                                                           │ read-only snapshot
-    "jobsched-dashboard" thread, one per scheduler, every UPDATE_INTERVAL: ─┤ (stats() + workers)
-                                                                           ▼
-                                         render the same snapshot into every Dashboard of that scheduler
-                                         (widget values change in place; ipywidgets syncs them from
-                                         this thread, so they move while the kernel is idle)
+    scheduler (any loop thread) ── snapshot(): counts + one frozen WorkerRow per worker, under its lock ──┐
+                                                                                                        │
+    "jobsched-dashboard" thread, one per scheduler, every UPDATE_INTERVAL: sched.snapshot() ◄────────────┘
+                                        │ render the same snapshot into every Dashboard of that scheduler
+                                        ▼ (widget values change in place; ipywidgets syncs them from this
+                                          thread, so they move while the kernel is idle)
 
-The dashboard holds no scheduling logic: it reads, and its buttons call ``pause``, ``resume``,
-``scale`` and ``close``. It never slows dispatch: the scheduler does not know it exists, and a snapshot
-takes no lock the scheduler thread waits for. Updates are throttled to one per ``UPDATE_INTERVAL``
-seconds whatever the job rate, and all dashboards of one scheduler show one snapshot, so they agree.
-The thread ends when its last dashboard is closed, or after the final update once the scheduler is
-closed.
+The dashboard holds no scheduling logic and never reads a live object of the scheduler: it reads
+snapshots, and its buttons call ``pause``, ``resume``, ``scale`` and ``cancel``; "Stop" closes the workers
+but keeps the scheduler (``_common.stop_workers``), so "Scale +" or ``%jobsched start`` runs it again. The
+scheduler does not know the dashboard exists; a snapshot holds the scheduler's lock only while it copies a
+few numbers. Updates are throttled to one per ``UPDATE_INTERVAL`` seconds whatever the job rate, and all
+dashboards of one scheduler show one snapshot, so they agree. The thread ends when its last dashboard is
+closed, or after the final update once the scheduler is closed.
+
+This module imports no other jobsched module than ``_common`` at import time: it recognises a scheduler by
+its ``snapshot`` method, so the core and the notebook layer cannot form an import cycle.
 
 DOM contract (a browser test relies on it; keep it stable): the root box has the CSS class
 ``jobsched-dashboard``; the count widgets (``ipywidgets.HTML``) have the classes ``jobsched-queued``,
-``jobsched-active``, ``jobsched-done``, ``jobsched-failed`` and their value is the bare integer (their
-captions are separate ``Label`` widgets before them); ``jobsched-status`` is the one-line summary of
-``%jobsched status``; ``jobsched-state`` says running / paused / stopped / closed; ``jobsched-progress``
-is the ``IntProgress`` bar (value = done, max = done + queued + active); ``jobsched-rate`` shows jobs/s
-and ETA; ``jobsched-workers`` is an ``HTML`` whose value is a ``<table>`` with one
-``<tr class="jobsched-worker">`` per worker; ``jobsched-log`` holds the workers' recent output;
-``jobsched-error`` the scheduler's error (hidden when there is none); the buttons are ``Pause``,
+``jobsched-active``, ``jobsched-done``, ``jobsched-failed``, ``jobsched-cancelled`` and
+``jobsched-from-journal`` and their value is the bare integer (their captions are separate ``Label``
+widgets before them; the last two, with their captions, are hidden while they are 0);
+``jobsched-status`` is the one-line summary of ``%jobsched status``; ``jobsched-state`` says running /
+paused / stopping / stopped / closed; ``jobsched-progress`` is the ``IntProgress`` bar (value = done,
+max = done + queued + active); ``jobsched-rate`` shows jobs/s and ETA; ``jobsched-workers`` is an
+``HTML`` whose value is a ``<table>`` with one ``<tr class="jobsched-worker" data-worker="I"
+data-state="S">`` per worker, whose ``<td>`` cells carry ``data-col`` = ``worker``, ``pid``, ``address``
+(only when some worker has one: on Dask), ``state``, ``job``, ``elapsed``, ``progress``, ``done``,
+``restarts``; a busy worker's ``progress`` cell holds a ``<progress class="jobsched-worker-progress"
+data-worker="I">`` element (with ``value`` and ``max`` when the job reported a total; without them,
+indeterminate) and its report as text (``40/100 (40%) note``); ``jobsched-log`` holds the workers' recent
+output; ``jobsched-error`` the scheduler's error (hidden when there is none); the buttons are ``Pause``,
 ``Resume``, ``Scale −``, ``Scale +`` and ``Stop`` with the classes ``jobsched-pause``,
-``jobsched-resume``, ``jobsched-scale-down``, ``jobsched-scale-up`` and ``jobsched-stop``.
+``jobsched-resume``, ``jobsched-scale-down``, ``jobsched-scale-up`` and ``jobsched-stop``; the box
+``jobsched-cancel-buttons`` holds one ``Button`` per worker with the classes ``jobsched-cancel`` and
+``jobsched-cancel-worker-I``, described ``Cancel job J (worker I)`` while worker I runs job J, and
+disabled while it is idle.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets  # type: ignore[import-untyped]
 
-from ..scheduler import Scheduler
-from ._common import format_duration, mode, scale_to, status_line
+from ._common import format_duration, format_progress, mode, scale_to, status_line, stop_workers
+
+if TYPE_CHECKING:
+    from .._snapshot import Snapshot, WorkerRow
+    from ..scheduler import Scheduler
 
 UPDATE_INTERVAL = 0.25  # seconds between two automatic updates: at most 4 per second
 LOG_LINES = 15  # lines of output shown per worker
@@ -55,70 +70,49 @@ BUTTONS = (  # (description, CSS class)
     ("Scale +", "jobsched-scale-up"),
     ("Stop", "jobsched-stop"),
 )
-COUNTS = ("queued", "active", "done", "failed")
+COUNTS = ("queued", "active", "done", "failed", "cancelled", "from_journal")
+OPTIONAL_COUNTS = ("cancelled", "from_journal")  # shown only when not 0
 _CELL_STYLE = "padding: 0.1em 0.9em; text-align: left"
-
-
-@dataclass(frozen=True)
-class WorkerRow:
-    """What the dashboard shows of one worker."""
-
-    index: int
-    pid: int | None
-    state: str
-    job: int | None  # index of the job it runs, if any
-    job_elapsed: float
-    n_done: int
-    n_restarts: int
-    output: tuple[str, ...]  # its last LOG_LINES lines
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One read of a scheduler: ``stats()`` and its workers, taken together."""
-
-    stats: dict[str, Any]
-    workers: tuple[WorkerRow, ...]
-
-
-def take_snapshot(sched: Scheduler) -> Snapshot:
-    """Read ``sched`` without taking any lock that its scheduler thread needs."""
-    stats = sched.stats()
-    rows = []
-    for w in sched.workers:
-        rows.append(_worker_row(w))
-    return Snapshot(stats, tuple(rows))
-
-
-def _worker_row(w: Any) -> WorkerRow:
-    # The scheduler thread changes a worker while we read it: retry the rare read that sees a deque
-    # shrink or change under it, rather than lock the scheduler.
-    for _ in range(5):
-        try:
-            job = w.job
-            output = list(w.output)[-LOG_LINES:]
-            return WorkerRow(w.index, w.pid, w.state.value, None if job is None else job.index,
-                             w.job_elapsed if job is not None else 0.0, w.n_done, w.n_restarts, tuple(output))
-        except (IndexError, RuntimeError):
-            continue
-    return WorkerRow(w.index, w.pid, w.state.value, None, 0.0, w.n_done, w.n_restarts, ())
 
 
 def render_workers(rows: tuple[WorkerRow, ...]) -> str:
     """Return the HTML ``<table>`` of the workers: one ``<tr class="jobsched-worker">`` each."""
-    head = "".join(f"<th>{h}</th>" for h in ("worker", "pid", "state", "job", "running for", "done", "restarts"))
+    with_address = any(r.address for r in rows)
+    columns = [("worker", "worker"), ("pid", "pid")] + ([("address", "address")] if with_address else []) + [
+        ("state", "state"), ("job", "job"), ("elapsed", "running for"), ("progress", "progress"),
+        ("done", "done"), ("restarts", "restarts")]
+    head = "".join(f"<th>{title}</th>" for _, title in columns)
     body = []
     for r in rows:
-        job = "" if r.job is None else str(r.job)
-        elapsed = "" if r.job is None else format_duration(r.job_elapsed)
-        cells = (str(r.index), "" if r.pid is None else str(r.pid), r.state, job, elapsed, str(r.n_done),
-                 str(r.n_restarts))
-        body.append(f'<tr class="jobsched-worker" data-worker="{r.index}" data-state="{r.state}">'
-                    + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        busy = r.job is not None
+        cells = {
+            "worker": str(r.index),
+            "pid": "" if r.pid is None else str(r.pid),
+            "address": html.escape(r.address or ""),
+            "state": html.escape(r.state),
+            "job": str(r.job) if busy else "",
+            "elapsed": format_duration(r.job_elapsed) if busy else "",
+            "progress": render_worker_progress(r) if busy else "",
+            "done": str(r.n_done),
+            "restarts": str(r.n_restarts),
+        }
+        body.append(f'<tr class="jobsched-worker" data-worker="{r.index}" data-state="{html.escape(r.state)}">'
+                    + "".join(f'<td data-col="{col}">{cells[col]}</td>' for col, _ in columns) + "</tr>")
     # JupyterLab's CSS leaves table cells touching, so the headers would run together.
     return (f'<style>.jobsched-worker-table th, .jobsched-worker-table td {{{_CELL_STYLE}}}</style>'
             f'<table class="jobsched-worker-table"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def render_worker_progress(r: WorkerRow) -> str:
+    """Return a busy worker's bar: a ``<progress>`` element (indeterminate without a total) and its report."""
+    p = r.progress
+    if p is not None and p.total:
+        value = min(max(float(p.done), 0.0), float(p.total))
+        bar = f'<progress class="jobsched-worker-progress" data-worker="{r.index}" value="{value:g}" max="{p.total:g}">'
+    else:
+        bar = f'<progress class="jobsched-worker-progress" data-worker="{r.index}">'
+    return f'{bar}</progress> {html.escape(format_progress(r))}'.rstrip()
 
 
 def render_log(rows: tuple[WorkerRow, ...]) -> str:
@@ -128,7 +122,7 @@ def render_log(rows: tuple[WorkerRow, ...]) -> str:
         if not r.output:
             continue
         lines = "\n".join(html.escape(line if len(line) <= LOG_LINE_CHARS else line[:LOG_LINE_CHARS] + " …")
-                          for line in r.output)
+                          for line in r.output[-LOG_LINES:])
         blocks.append(f'<div class="jobsched-log-worker" data-worker="{r.index}"><b>worker {r.index}</b>'
                       f'<pre style="margin:0 0 4px 0">{lines}</pre></div>')
     return "".join(blocks) or "<i>no output yet</i>"
@@ -140,7 +134,7 @@ def render_rate(stats: dict[str, Any]) -> str:
     remaining = stats["queued"] + stats["active"]
     if remaining == 0:
         eta = "ETA —"
-    elif rate > 0 and not stats["paused"]:
+    elif rate > 0 and not stats["paused"] and stats["target_workers"]:
         eta = f"ETA {format_duration(remaining / rate)}"
     else:
         eta = "ETA ?"
@@ -158,7 +152,7 @@ class _Poller:
         self.wake = threading.Event()  # set when the last view goes, so the thread ends without delay
 
     def refresh(self) -> Snapshot:
-        snap = take_snapshot(self.sched)
+        snap: Snapshot = self.sched.snapshot()
         with self.render_lock:
             for view in list(self.views):
                 view._render(snap)
@@ -205,7 +199,7 @@ def _attach(view: Dashboard) -> _Poller:
         if poller is None:
             poller = _Poller(sched)
         poller.views.append(view)
-        if poller.thread is None and not sched.stats()["closed"]:
+        if poller.thread is None and not sched.snapshot().stats["closed"]:
             _pollers[sched] = poller
             poller.thread = threading.Thread(target=poller.run, name="jobsched-dashboard", daemon=True)
             poller.thread.start()
@@ -232,23 +226,25 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
 
     Attributes:
         scheduler: the scheduler shown.
-        counts: the count widgets by name (``"queued"``, ``"active"``, ``"done"``, ``"failed"``); each
-            ``value`` is the bare integer as a string.
+        counts: the count widgets by name (``"queued"``, ``"active"``, ``"done"``, ``"failed"``,
+            ``"cancelled"``, ``"from_journal"``); each ``value`` is the bare integer as a string (the last two
+            are hidden while 0).
         status: the one-line summary (as printed by ``%jobsched status``).
-        state: ``running``, ``paused``, ``stopped`` or ``closed``.
+        state: ``running``, ``paused``, ``stopping``, ``stopped`` or ``closed``.
         progress: an ``IntProgress``: value = done, max = done + queued + active.
         rate: jobs per second and the estimated time left.
-        worker_table: an ``HTML`` widget holding the workers' ``<table>``.
+        worker_table: an ``HTML`` widget holding the workers' ``<table>``, with a progress bar per busy worker.
+        cancel_buttons: a "Cancel job J" button per worker index (disabled while that worker is idle).
         output_log: the last lines each worker printed (at most ``LOG_LINES`` per worker).
         error: the scheduler's error, or the error of the last button action; hidden when empty.
         buttons: the buttons by description (``"Pause"``, ``"Resume"``, ``"Scale −"``, ``"Scale +"``,
-            ``"Stop"``).
+            ``"Stop"``). Stop closes the workers and keeps the scheduler, as ``%jobsched stop`` does.
         n_updates: how many times this dashboard was rendered (tests bound it).
     """
 
     def __init__(self, sched: Scheduler) -> None:
         self._closed = True  # until it is built: a half-built widget's __del__ -> close() must be a no-op
-        if not isinstance(sched, Scheduler):
+        if not callable(getattr(sched, "snapshot", None)):  # duck typing: no import of the core here
             raise TypeError(f"Dashboard: expected a jobsched.Scheduler, got {type(sched).__name__}")
         self.scheduler = sched
         self.n_updates = 0
@@ -256,11 +252,14 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
 
         def labelled(name: str) -> tuple[widgets.Label, widgets.HTML]:
             count = widgets.HTML("0")
-            count.add_class(f"jobsched-{name}")
-            return widgets.Label(f"{name}:"), count
+            count.add_class(f"jobsched-{name.replace('_', '-')}")
+            return widgets.Label(f"{name.replace('_', ' ')}:"), count
 
         pairs = {name: labelled(name) for name in COUNTS}
         self.counts: dict[str, widgets.HTML] = {name: pair[1] for name, pair in pairs.items()}
+        self._optional = {name: pairs[name] for name in OPTIONAL_COUNTS}
+        for label, count in self._optional.values():
+            label.layout.display = count.layout.display = "none"
         self.state = widgets.HTML("")
         self.state.add_class("jobsched-state")
         self.status = widgets.HTML("")
@@ -271,6 +270,10 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
         self.rate.add_class("jobsched-rate")
         self.worker_table = widgets.HTML("")
         self.worker_table.add_class("jobsched-workers")
+        self.cancel_box = widgets.HBox([])
+        self.cancel_box.add_class("jobsched-cancel-buttons")
+        self.cancel_buttons: dict[int, widgets.Button] = {}  # by worker index, made when a worker first shows
+        self._cancel_targets: dict[int, int | None] = {}  # worker index -> the job its button cancels
         self.output_log = widgets.HTML("", layout=widgets.Layout(max_height="16em", overflow="auto"))
         self.output_log.add_class("jobsched-log")
         self.error = widgets.HTML("", layout=widgets.Layout(display="none"))
@@ -281,7 +284,7 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
             "Resume": sched.resume,
             "Scale −": lambda: scale_to(sched, max(0, sched.n_workers - 1)),
             "Scale +": lambda: scale_to(sched, sched.n_workers + 1),
-            "Stop": self._stop_scheduler,
+            "Stop": self._stop_workers,
         }
         for description, css in BUTTONS:
             button = widgets.Button(description=description, layout=widgets.Layout(width="auto"))
@@ -294,6 +297,7 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
             widgets.HBox([w for pair in pairs.values() for w in pair]),
             widgets.HBox([self.progress, self.rate]),
             self.worker_table,
+            self.cancel_box,
             widgets.HTML("<b>worker output</b>"),
             self.output_log,
             self.error,
@@ -323,7 +327,9 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
         state = mode(stats)
         closed = stats["closed"]
         for name, widget in self.counts.items():
-            widget.value = str(stats[name])
+            widget.value = str(stats.get(name, 0))
+        for name, (label, count) in self._optional.items():
+            label.layout.display = count.layout.display = None if stats.get(name) else "none"
         self.state.value = f"<b>{state}</b>"
         self.status.value = html.escape(status_line(stats))
         with self.progress.hold_sync():
@@ -333,6 +339,7 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
                                        else "success" if total and stats["done"] == total else "")
         self.rate.value = html.escape(render_rate(stats))
         self.worker_table.value = render_workers(snap.workers)
+        self._render_cancel_buttons(snap.workers, closed)
         self.output_log.value = render_log(snap.workers)
         self.error.value = f"<pre>{html.escape(error)}</pre>" if error else ""
         self.error.layout.display = None if error else "none"
@@ -341,10 +348,37 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
         buttons["Resume"].disabled = closed or not stats["paused"]
         buttons["Scale −"].disabled = closed or stats["target_workers"] == 0
         buttons["Scale +"].disabled = closed
-        buttons["Stop"].disabled = closed
+        buttons["Stop"].disabled = closed or state == "stopped"
         self.n_updates += 1
 
+    def _render_cancel_buttons(self, rows: tuple[WorkerRow, ...], closed: bool) -> None:
+        """One button per worker shown, naming the job it would cancel; disabled while the worker is idle."""
+        shown = []
+        for r in rows:
+            button = self.cancel_buttons.get(r.index)
+            if button is None:
+                button = widgets.Button(layout=widgets.Layout(width="auto"))
+                button.add_class("jobsched-cancel")
+                button.add_class(f"jobsched-cancel-worker-{r.index}")
+                button.on_click(self._on_click(functools.partial(self._cancel, r.index)))
+                self.cancel_buttons[r.index] = button
+            # The button cancels the job it names, not whatever the worker runs when it is clicked.
+            self._cancel_targets[r.index] = r.job
+            button.description = (f"Cancel job {r.job} (worker {r.index})" if r.job is not None
+                                   else f"worker {r.index} idle")
+            button.disabled = closed or r.job is None
+            shown.append(button)
+        if tuple(shown) != tuple(self.cancel_box.children):
+            self.cancel_box.children = tuple(shown)
+
     # ------------------------------------------------------------------ buttons
+
+    def _cancel(self, worker: int) -> None:
+        job = self._cancel_targets.get(worker)
+        if job is None:
+            return
+        if not self.scheduler.cancel(job):
+            raise LookupError(f"job {job} had already ended")
 
     def _on_click(self, action: Callable[[], None]) -> Callable[[widgets.Button], None]:
         def handler(button: widgets.Button) -> None:
@@ -360,11 +394,11 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
 
         return handler
 
-    def _stop_scheduler(self) -> None:
-        # close() waits for running jobs to finish: do it off the kernel's thread so the UI stays live.
+    def _stop_workers(self) -> None:
+        # Stopping waits for running jobs to finish: do it off the kernel's thread so the UI stays live.
         def stop() -> None:
             try:
-                self.scheduler.close()
+                stop_workers(self.scheduler)
             finally:
                 if not self._closed:
                     self.refresh()

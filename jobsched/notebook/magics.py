@@ -1,8 +1,11 @@
 """IPython magics: ``%jobsched`` drives ``jobsched.default_scheduler()``; ``%%jobsched`` runs a cell in a worker.
 
 ``%load_ext jobsched`` calls ``load_ipython_extension``, which registers ``JobschedMagics``. The magics are
-thin: each subcommand is one call on the default scheduler (``start``, ``scale``, ``pause``, ``resume``,
-``stats``, ``close``), and the dashboard is ``Scheduler.dashboard()``.
+thin: the default scheduler comes from ``jobsched.background``'s public functions (``default_scheduler``,
+``replace_default_scheduler``); each subcommand is one call on it (``start``, ``scale``, ``pause``,
+``resume``, ``cancel``), ``status`` reads its ``snapshot()``, ``stop`` closes its workers and keeps it
+(``_common.stop_workers``: a ``sched`` kept from an earlier cell goes on working after ``%jobsched start``),
+and the dashboard is ``Scheduler.dashboard()``.
 
 ``%%jobsched [-o NAME]`` ships the cell to a worker::
 
@@ -24,12 +27,14 @@ from __future__ import annotations
 import argparse
 import ast
 import keyword
+import os
 import re
 import reprlib
 import shlex
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import CancelledError, Future
 from types import ModuleType
@@ -38,12 +43,12 @@ from typing import Any, NoReturn
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
+from .._cell import run_cell
 from .._pickling import dumps
-from ..background import default_scheduler
+from ..background import default_scheduler, replace_default_scheduler
 from ..errors import JobError
 from ..scheduler import Scheduler
-from ._cell import run_cell
-from ._common import scale_to, status_line
+from ._common import STOP_TIMEOUT, busy_lines, scale_to, status_line, stop_workers
 
 USAGE = """\
 usage:
@@ -51,17 +56,26 @@ usage:
   %jobsched start [-n N]     start N workers in the background (default: one per CPU)
   %jobsched start --dask ADDRESS [-n N]
                              run the jobs on the Dask cluster at ADDRESS (N: its threads to use; default all)
+  %jobsched start --journal PATH [-n N]
+                             record results in the SQLite journal PATH; jobs already in it are not run again
   %jobsched scale N          run N workers from now on (busy workers beyond N finish their job first)
   %jobsched pause            stop handing out jobs (running jobs finish)
   %jobsched resume           hand out jobs again
-  %jobsched status           print one line: workers, queued, active, done and failed counts
+  %jobsched cancel INDEX     cancel job INDEX, queued or running (its worker is replaced)
+  %jobsched status           print the counts (workers, queued, active, done, failed; cancelled and from
+                             journal when not 0), then per busy worker: its job, how long it has run, progress
   %jobsched wait [TIMEOUT]   block until no job is queued or active and every %%jobsched cell is done
-  %jobsched stop             close the workers (running jobs finish first)
+  %jobsched stop             close the workers (running jobs finish first); the scheduler, its queue and
+                             counts stay: `%jobsched start` runs it again
   %%jobsched [-o NAME]       run the cell in a worker; bind the value of its last expression to NAME"""
 
 HELP = f"""Drive jobsched's default scheduler, or run a cell in a worker.
 
-The scheduler is ``jobsched.default_scheduler()``; ``--dask ADDRESS`` is described in ``jobsched.dask``.
+The scheduler is ``jobsched.default_scheduler()``, one object for the whole session: ``%jobsched stop``
+closes its workers but not the scheduler, so ``sched = jobsched.default_scheduler()`` from an earlier
+cell still works after ``%jobsched start``. ``--dask ADDRESS`` (described in ``jobsched.dask``) and
+``--journal PATH`` replace it by a new one when it is idle (stop it first); a later plain
+``%jobsched start`` keeps them.
 
 {USAGE}
 
@@ -83,7 +97,7 @@ in the notebook is the last ``CellJob``: ``_jobsched_cell.result()`` returns the
 Bad subcommands or arguments raise ``UsageError`` (a message, no traceback).
 """
 
-_SUBCOMMANDS = ("start", "scale", "pause", "resume", "status", "wait", "stop")
+_SUBCOMMANDS = ("start", "scale", "pause", "resume", "cancel", "status", "wait", "stop")
 # Names IPython puts in the user namespace (outputs, inputs, history): never shipped to a worker.
 _IPYTHON_NAMES = re.compile(r"_+|_i+|_\d+|_i\d+|_[iod]h|In|Out|get_ipython|exit|quit")
 # The frame of run_cell itself, in a remote traceback: plumbing, not the user's code.
@@ -136,7 +150,9 @@ def _parsers() -> dict[str, _Parser]:
     parsers = {sub: _Parser(f"%jobsched {sub}") for sub in _SUBCOMMANDS}
     parsers["start"].add_argument("-n", "--workers", type=_count(1), default=None, dest="n")
     parsers["start"].add_argument("--dask", metavar="ADDRESS", default=None, dest="dask")
+    parsers["start"].add_argument("--journal", metavar="PATH", default=None, dest="journal")
     parsers["scale"].add_argument("n", type=_count(0))
+    parsers["cancel"].add_argument("index", type=_count(0))
     parsers["wait"].add_argument("timeout", type=_seconds, nargs="?", default=None)
     return parsers
 
@@ -153,35 +169,62 @@ def _split(prog: str, line: str) -> list[str]:
         raise UsageError(f"{prog}: cannot parse {line!r}: {exc}\n{USAGE}") from None
 
 
-def _dask_default_scheduler(address: str) -> Scheduler:
-    """Make the default scheduler run its jobs on the Dask cluster at ``address`` (``%jobsched start --dask``).
+# How the magics made a default scheduler: (Dask address, journal path), None for "local" / "no journal".
+_made_with: weakref.WeakKeyDictionary[Scheduler, tuple[str | None, str | None]] = weakref.WeakKeyDictionary()
 
-    The default scheduler is replaced only while it is idle: a running one must be stopped first.
+
+def _default_with(dask: str | None, journal: str | None) -> Scheduler:
+    """Return the default scheduler, replaced by one on ``dask`` / with ``journal`` if those are asked for.
+
+    An option not given keeps the current scheduler's. The default scheduler is replaced only while it is
+    idle (no worker, no job): its jobs would be lost.
     """
-    from .. import background  # the default scheduler lives there, under its lock
+    if dask is None and journal is None:
+        return default_scheduler()
+    if dask is not None and "://" not in dask:
+        dask = f"tcp://{dask}"
+    if journal is not None:
+        journal = os.path.abspath(os.path.expanduser(journal))
+    option = "--dask" if dask is not None else "--journal"
 
-    try:
-        from ..dask import DaskBackend
-    except ImportError as exc:
-        raise UsageError(f"%jobsched start --dask: {exc}") from None
-    with background._lock:
-        current = background._default
-        if current is not None and not current.stats()["closed"]:
-            backend = current._backend
-            wanted = address if "://" in address else f"tcp://{address}"
-            if isinstance(backend, DaskBackend) and getattr(backend.client.scheduler, "address", None) == wanted:
-                return current  # already on that cluster
-            if current.running or current.n_queued_jobs:
-                raise UsageError("%jobsched start --dask: the default scheduler is running; `%jobsched stop` "
-                                 f"it first, then `%jobsched start --dask {address}`")
+    def factory(current: Scheduler | None) -> Scheduler:
+        old = _made_with.get(current, (None, None)) if current is not None else (None, None)
+        wanted = (dask if dask is not None else old[0], journal if journal is not None else old[1])
+        if current is not None:
+            if wanted == old:
+                return current
+            stats = current.snapshot().stats
+            if stats["workers"] or stats["active"] or stats["queued"]:
+                raise UsageError(f"%jobsched start {option}: the default scheduler has {stats['workers']} workers, "
+                                 f"{stats['queued']} queued and {stats['active']} active jobs; `%jobsched stop` it "
+                                 "(and let its jobs finish) first")
+        new = _new_scheduler(option, *wanted)
+        if current is not None:
             current.close()
+        _made_with[new] = wanted
+        return new
+
+    return replace_default_scheduler(factory)
+
+
+def _new_scheduler(option: str, dask: str | None, journal: str | None) -> Scheduler:
+    options: dict[str, Any] = {}
+    if journal is not None:
+        options["journal"] = journal
+    if dask is not None:
         try:
-            backend = DaskBackend(address)
+            from ..dask import DaskBackend
+        except ImportError as exc:
+            raise UsageError(f"%jobsched start --dask: {exc}") from None
+        try:
+            options["backend"] = DaskBackend(dask)
         except (OSError, TimeoutError, ValueError) as exc:
-            raise UsageError(f"%jobsched start --dask: no Dask scheduler answers at {address!r} ({exc}); "
+            raise UsageError(f"%jobsched start --dask: no Dask scheduler answers at {dask!r} ({exc}); "
                              "pass the address its scheduler prints, e.g. tcp://10.0.0.5:8786") from None
-        background._default = Scheduler(backend=backend)
-        return background._default
+    try:
+        return Scheduler(**options)
+    except TypeError as exc:  # a jobsched whose Scheduler has no journal= yet
+        raise UsageError(f"%jobsched start {option}: {exc}") from None
 
 
 class CellJob:
@@ -221,11 +264,11 @@ class JobschedMagics(Magics):
     """The ``%jobsched`` line magic and the ``%%jobsched`` cell magic."""
 
     def __init__(self, shell: Any) -> None:
-        super().__init__(shell)  # type: ignore[no-untyped-call]
+        super().__init__(shell)  # type: ignore[no-untyped-call, unused-ignore]  # typed in newer IPython
         self.cells: list[CellJob] = []  # cells sent and not finished yet (and the last one)
         self._cells_lock = threading.Lock()
 
-    @line_cell_magic  # type: ignore[untyped-decorator]
+    @line_cell_magic  # type: ignore[untyped-decorator, unused-ignore]
     def jobsched(self, line: str, cell: str | None = None) -> None:
         """Drive jobsched's default scheduler, or run a cell in a worker (the full text: ``HELP``)."""
         if cell is not None:
@@ -259,7 +302,7 @@ class JobschedMagics(Magics):
         display(default_scheduler().dashboard())  # type: ignore[no-untyped-call]
 
     def _start(self, args: argparse.Namespace) -> None:
-        sched = default_scheduler() if args.dask is None else _dask_default_scheduler(args.dask)
+        sched = _default_with(args.dask, args.journal)
         sched.start(args.n, wait=False)
         print(f"jobsched: started {sched.n_workers} workers in the background")
 
@@ -275,15 +318,25 @@ class JobschedMagics(Magics):
         default_scheduler().resume()
         print("jobsched: resumed")
 
+    def _cancel(self, args: argparse.Namespace) -> None:
+        if default_scheduler().cancel(args.index):
+            print(f"jobsched: cancelled job {args.index}")
+        else:
+            print(f"jobsched: job {args.index} is neither queued nor running: nothing to cancel")
+
     def _status(self, args: argparse.Namespace) -> None:
-        stats = default_scheduler().stats()
-        print(status_line(stats))
+        snap = default_scheduler().snapshot()
+        stats = snap.stats
+        print("\n".join([status_line(stats), *busy_lines(snap)]))
         if stats["error"]:
             print(f"jobsched: error: {stats['error']}", file=sys.stderr)
 
     def _wait(self, args: argparse.Namespace) -> None:
         deadline = None if args.timeout is None else time.monotonic() + args.timeout
         sched = default_scheduler()
+        if sched.n_queued_jobs and sched.running and sched.n_workers == 0:
+            raise UsageError(f"%jobsched wait: {sched.n_queued_jobs} jobs are queued and no worker runs them; "
+                             "`%jobsched start` first")
         if (sched.running or sched.n_queued_jobs) and not sched.wait(args.timeout):
             raise TimeoutError(f"%jobsched wait: still busy after {args.timeout:g} s: {status_line(sched.stats())}")
         with self._cells_lock:
@@ -299,10 +352,17 @@ class JobschedMagics(Magics):
                                    f"{args.timeout:g} s") from None
 
     def _stop(self, args: argparse.Namespace) -> None:
-        sched = default_scheduler()
-        sched.close()
-        stats = sched.stats()
-        print(f"jobsched: stopped ({stats['done']} done, {stats['failed']} failed)")
+        snap = stop_workers(default_scheduler(), STOP_TIMEOUT)
+        stats = snap.stats
+        counts = f"{stats['done']} done, {stats['failed']} failed"
+        queued = f"; {stats['queued']} queued jobs wait for `%jobsched start`" if stats["queued"] else ""
+        busy = [r for r in snap.workers if r.job is not None]
+        if not snap.workers:
+            print(f"jobsched: stopped ({counts}{queued})")
+        else:
+            jobs = ", ".join(f"job {r.job} on worker {r.index}" for r in busy) or "workers closing"
+            print(f"jobsched: stopping ({counts}{queued}); still running after {STOP_TIMEOUT:g} s: {jobs}. "
+                  "They exit when their job ends; `%jobsched cancel INDEX` stops one now")
 
     # ------------------------------------------------------------------ cell magic
 
@@ -321,7 +381,7 @@ class JobschedMagics(Magics):
             print(f"jobsched: not sent to the worker (they cannot be pickled): {', '.join(skipped)}; "
                   "the cell fails with NameError if it needs them", file=sys.stderr)
         sched = default_scheduler()
-        if not sched.running:
+        if not sched.running or sched.n_workers == 0:  # never started, or %jobsched stop
             sched.start(wait=False)
         output = self._output_area(args.name)
         job = CellJob(args.name, output, skipped)

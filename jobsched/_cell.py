@@ -1,8 +1,9 @@
 """The worker side of ``%%jobsched``: run a notebook cell's code in a worker process.
 
-This module is imported by workers, so it imports neither IPython nor ipywidgets. ``run_cell`` travels
-by reference (module + name); the cell's source, the values it refers to (pickled in the kernel, one by
-one) and the names of the modules it uses travel as its arguments.
+Workers import this module to run a ``%%jobsched`` cell, so it lives outside ``jobsched.notebook`` (the
+notebook layer, which workers never import) and imports neither IPython nor ipywidgets. ``run_cell``
+travels by reference (``jobsched._cell.run_cell``); the cell's source, the values it refers to (pickled in
+the kernel, one by one) and the names of the modules it uses travel as its arguments.
 """
 
 from __future__ import annotations

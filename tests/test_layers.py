@@ -1,0 +1,214 @@
+"""Layers point one way (issue 11): the core never imports the notebook layer, and imports form no cycle.
+
+The import graph is read from the source with ``ast``: only imports that run when a module is imported
+count (module level, including ``try``/``if`` blocks, but not function bodies and not ``if TYPE_CHECKING:``
+blocks). The lazy entry points that users call (``Scheduler.dashboard()``, ``load_ipython_extension``)
+import the notebook layer inside a function body, so they are allowed by construction.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import jobsched
+
+PACKAGE = Path(jobsched.__file__).parent
+NOTEBOOK = "jobsched.notebook"
+NOTEBOOK_STACK = ("IPython", "ipywidgets", "ipykernel")
+TIMEOUT = 60.0
+
+
+def module_names() -> dict[str, Path]:
+    """Every module of the package, by dotted name (``jobsched.notebook`` for its ``__init__.py``)."""
+    found: dict[str, Path] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _import_time_statements(body: list[ast.stmt]) -> list[ast.Import | ast.ImportFrom]:
+    """The import statements that run when the module body runs (not in functions, classes' methods, or
+    ``if TYPE_CHECKING:``)."""
+    found: list[ast.Import | ast.ImportFrom] = []
+    for node in body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        elif isinstance(node, ast.If):
+            if not _is_type_checking(node.test):
+                found += _import_time_statements(node.body)
+            found += _import_time_statements(node.orelse)
+        elif isinstance(node, ast.Try):
+            for block in (node.body, node.orelse, node.finalbody, *(h.body for h in node.handlers)):
+                found += _import_time_statements(block)
+        elif isinstance(node, (ast.With, ast.ClassDef)):  # a class body runs at import time too
+            found += _import_time_statements(node.body)
+    return found
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The modules ``name`` imports at import time, absolute, with relative imports resolved.
+
+    ``from .x import y`` counts as an import of ``pkg.x.y`` when that is a module, else of ``pkg.x``.
+    Importing ``a.b.c`` also runs ``a`` and ``a.b``: those edges are added too (for jobsched modules).
+    """
+    is_package = path.name == "__init__.py"
+    package = name if is_package else name.rpartition(".")[0]
+    targets: set[str] = set()
+    for node in _import_time_statements(ast.parse(path.read_text(), str(path)).body):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+            continue
+        if node.level:
+            base_parts = package.split(".")
+            if node.level > 1:
+                base_parts = base_parts[: len(base_parts) - (node.level - 1)]
+            base = ".".join(base_parts + ([node.module] if node.module else []))
+        else:
+            base = node.module or ""
+        targets.add(base)
+        for alias in node.names:
+            if f"{base}.{alias.name}" in modules:
+                targets.add(f"{base}.{alias.name}")
+    edges: set[str] = set()
+    for target in targets:
+        parts = target.split(".")
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__, a/b/__init__, then a.b.c
+            prefix = ".".join(parts[:i])
+            if prefix in modules or i == len(parts):
+                edges.add(prefix)
+    edges.discard(name)
+    return edges
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = module_names()
+    return {name: imports_of(name, path, modules) for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """Return one cycle among the package's modules (``[a, b, ..., a]``), or None."""
+    WHITE, GREY, BLACK = 0, 1, 2
+    colour = dict.fromkeys(graph, WHITE)
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        colour[node] = GREY
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in graph:
+                continue  # outside the package
+            if colour[nxt] == GREY:
+                return [*stack[stack.index(nxt):], nxt]
+            if colour[nxt] == WHITE:
+                cycle = visit(nxt)
+                if cycle:
+                    return cycle
+        stack.pop()
+        colour[node] = BLACK
+        return None
+
+    for node in sorted(graph):
+        if colour[node] == WHITE:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def _is_parent_package(importer: str, imported: str) -> bool:
+    """Importing ``jobsched.x`` runs ``jobsched/__init__.py``: that edge is Python's, not a design choice."""
+    return importer.startswith(imported + ".")
+
+
+def in_notebook_layer(name: str) -> bool:
+    return name == NOTEBOOK or name.startswith(NOTEBOOK + ".")
+
+
+# ---------------------------------------------------------------------- the checker checks what it claims
+
+
+def test_the_checker_resolves_relative_imports_and_skips_lazy_and_type_checking_ones(tmp_path: Path) -> None:
+    pkg = tmp_path / "jobsched"
+    (pkg / "sub").mkdir(parents=True)
+    files = {
+        "__init__.py": "from .a import x\n",
+        "a.py": ("from __future__ import annotations\nfrom typing import TYPE_CHECKING\nimport os\n"
+                 "from . import b\nfrom .sub import c\ntry:\n    import IPython\nexcept ImportError:\n    pass\n"
+                 "if TYPE_CHECKING:\n    from .d import D\ndef lazy():\n    from .notebook import magics\n"),
+        "b.py": "", "d.py": "", "sub/__init__.py": "", "sub/c.py": "from ..b import y\nfrom .. import d\n",
+    }
+    for rel, text in files.items():
+        (pkg / rel).write_text(text)
+    modules = {"jobsched": pkg / "__init__.py", "jobsched.a": pkg / "a.py", "jobsched.b": pkg / "b.py",
+               "jobsched.d": pkg / "d.py", "jobsched.sub": pkg / "sub/__init__.py", "jobsched.sub.c": pkg / "sub/c.py"}
+    assert imports_of("jobsched.a", pkg / "a.py", modules) == {
+        "__future__", "typing", "os", "jobsched", "jobsched.b", "jobsched.sub", "jobsched.sub.c", "IPython"}
+    assert imports_of("jobsched.sub.c", pkg / "sub/c.py", modules) == {"jobsched", "jobsched.b", "jobsched.d"}
+    assert imports_of("jobsched", pkg / "__init__.py", modules) == {"jobsched.a"}
+    assert find_cycle({"x": {"y"}, "y": {"z"}, "z": {"x"}}) == ["x", "y", "z", "x"]
+    assert find_cycle({"x": {"y", "os"}, "y": set()}) is None
+
+
+# ---------------------------------------------------------------------- the package
+
+
+def test_the_package_import_graph_has_no_cycle() -> None:
+    graph = import_graph()
+    # A submodule importing its own package (``from . import x`` in jobsched/a.py, or simply being imported
+    # as jobsched.a) is how Python packages work, not a cycle of design: leave parent-package edges out.
+    graph = {m: {t for t in targets if not _is_parent_package(m, t)} for m, targets in graph.items()}
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_nothing_outside_the_notebook_layer_imports_it_or_the_notebook_stack_at_import_time() -> None:
+    bad = []
+    for module, targets in sorted(import_graph().items()):
+        if in_notebook_layer(module):
+            continue
+        for target in sorted(targets):
+            if in_notebook_layer(target) or target.split(".")[0] in NOTEBOOK_STACK:
+                bad.append(f"{module} imports {target}")
+    assert not bad, "the core must not import the notebook layer at import time: " + "; ".join(bad)
+
+
+def test_what_a_worker_imports_to_run_a_cell_lives_outside_the_notebook_layer() -> None:
+    from jobsched.notebook import magics
+
+    assert not in_notebook_layer(magics.run_cell.__module__), magics.run_cell.__module__
+    # It travels by reference: the worker imports that module, not the magics'.
+    assert jobsched.remote_call(magics.run_cell, "1", {}, {}, "<cell>").module == "jobsched._cell"
+
+
+def test_importing_every_core_module_leaves_the_notebook_stack_out() -> None:
+    core = sorted(m for m in module_names() if not in_notebook_layer(m) and m != "jobsched.dask"
+                  and not m.startswith("jobsched.examples") and not m.endswith(".__main__"))
+    assert "jobsched.scheduler" in core and "jobsched.background" in core and "jobsched._cell" in core
+    code = (f"import importlib, sys\nfor m in {core!r}:\n    importlib.import_module(m)\n"
+            f"print(sorted(set({[*NOTEBOOK_STACK, NOTEBOOK]!r}) & set(sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "[]\n", f"importing the core loaded {out.stdout.strip()}"
+
+
+@pytest.mark.parametrize("module", ["jobsched.notebook.dashboard", "jobsched.notebook.magics"])
+def test_the_notebook_modules_import_on_their_own(module: str) -> None:
+    """No cycle at run time either: each notebook module imports first in a fresh interpreter."""
+    pytest.importorskip("ipywidgets")
+    out = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True,
+                         timeout=TIMEOUT, check=False)
+    assert out.returncode == 0, out.stderr
