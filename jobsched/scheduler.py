@@ -530,7 +530,9 @@ class Scheduler:
             queued = self._state.drain_queue()
         for entry in queued:
             future = entry.future
-            if future is not None and not future.cancel() and not future.done():
+            # Future.cancel, not JobFuture.cancel: the entry has left the queue already, so the scheduler would
+            # no longer find it; a future never sent is PENDING and cancels, a re-queued one is RUNNING.
+            if future is not None and not Future.cancel(future) and not future.done():
                 # Its worker was terminated at the end of the grace period and the job went back to the
                 # queue: a running future cannot be cancelled, so it gets the reason instead of hanging.
                 future.set_exception(SchedulerClosedError(
