@@ -391,11 +391,11 @@ class Scheduler:
         finally:
             with self._lock:
                 engine.owner = None
+            if self._closed:  # before close() returns: its futures are settled and the backend released
+                self._settle_after_close()
             self._loop_done.set()
             with self._idle:
                 self._idle.notify_all()
-            if self._closed:
-                self._settle_after_close()
 
     def _serve_here(self) -> None:
         """Run the loop in the calling thread until the jobs are done, as the manual's scheduler-start does.
