@@ -284,18 +284,76 @@ def test_failures_are_the_job_errors_of_local_workers(dsched: Scheduler) -> None
     assert [_without_addresses(e) for e in on_dask] == [_without_addresses(e) for e in on_local]
 
 
-def test_a_job_over_its_timeout_fails_and_its_thread_takes_no_job_until_it_ends(dsched: Scheduler) -> None:
+def test_a_job_over_its_timeout_fails_and_its_thread_takes_no_job_until_it_ends(dsched: Scheduler,
+                                                                                  client: Any) -> None:
     dsched.start(1, wait=False)
     slow = dsched.submit(helpers.sleep_then, 3.0, "late", timeout=0.5)
     with pytest.raises(JobTimeout, match=r"timeout of 0.5 s; worker 0 .*cannot be stopped"):
         slow.result(timeout=WAIT)
     # The one slot moved to the other Dask worker: the first one still runs the abandoned task.
     first, second = dsched.submit(helpers.getpid), dsched.submit(helpers.getpid)
-    pids = worker_pids(dsched._backend.client)  # type: ignore[union-attr]
+    pids = worker_pids(client)
     assert first.result(timeout=WAIT) == second.result(timeout=WAIT)
     (slot,) = dsched.workers
     assert isinstance(slot, DaskWorker) and pids[slot.address] == first.result()
     assert slot.n_restarts == 0 and dsched.stats()["failed"] == 1
+
+
+class CustomBaseError(BaseException):
+    """Neither an Exception nor SystemExit: a job raising it must still be the job's failure (issue 12)."""
+
+
+def raise_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt("stop it")
+
+
+def raise_custom_base_error() -> None:
+    raise CustomBaseError("custom")
+
+
+@pytest.mark.parametrize(("fn", "remote_type", "message"), [
+    (raise_keyboard_interrupt, "KeyboardInterrupt", "stop it"),
+    (raise_custom_base_error, "CustomBaseError", "custom"),
+])
+def test_a_job_raising_a_base_exception_is_the_jobs_error_not_the_installations(
+        dsched: Scheduler, fn: Callable[[], None], remote_type: str, message: str) -> None:
+    dsched.start(1, wait=False)
+    error = dsched.submit(fn).exception(timeout=WAIT)
+    assert isinstance(error, JobError) and (error.remote_type, error.remote_message) == (remote_type, message)
+    assert f"in {fn.__name__}" in error.remote_traceback
+    assert "installed" not in str(error) and "raised by Dask" not in str(error)
+    assert dsched.submit(helpers.add, 1).result(timeout=WAIT) == 2  # the Dask thread goes on
+    stats = dsched.stats()
+    assert (stats["done"], stats["failed"], stats["restarts"]) == (2, 1, 0)
+
+
+class _FailedTask:
+    """A Dask future whose task Dask itself failed to run (what ``DaskBackend`` sees in its done callback)."""
+
+    status = "error"
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def exception(self, timeout: float | None = None) -> BaseException:
+        return self.error
+
+    def traceback(self, timeout: float | None = None) -> None:
+        return None
+
+
+@pytest.mark.parametrize(("error", "blamed"), [
+    (ModuleNotFoundError("No module named 'jobsched'"), True),
+    (RuntimeError("the worker's deserializer broke"), False),
+])
+def test_a_task_that_dask_failed_to_run_is_a_job_error_naming_dask(client: Any, error: BaseException,
+                                                                   blamed: bool) -> None:
+    backend = DaskBackend(client)
+    kind, body, pid = backend._outcome(_FailedTask(error))  # type: ignore[arg-type, misc]
+    remote_type, message, _ = jobsched._pickling.loads(body)
+    assert (kind, pid, remote_type) == (jobsched._wire.ERROR, None, type(error).__name__)
+    assert message.startswith(f"{error} (raised by Dask while running the job's task, not by the job")
+    assert ("are jobsched and the job's modules installed on the Dask workers?" in message) is blamed
 
 
 # ---------------------------------------------------------------------------------------- state and control
@@ -328,11 +386,13 @@ def test_scale_pause_resume(dsched: Scheduler, client: Any) -> None:
     dsched.start(1, wait=False)
     assert dsched.submit(helpers.add, 1).result(timeout=WAIT) == 2
     assert len(dsched.workers) == 1
-    dsched.scale(5)  # more than the cluster's 2 threads: 2 slots run, 3 wait for Dask threads
+    dsched.scale(5)  # more than the cluster's 2 threads: 2 slots run, 3 wait for Dask threads (STARTING)
     assert dsched.submit(helpers.add, 2).result(timeout=WAIT) == 3
-    live = [w for w in dsched.workers if w.state is not WorkerState.CLOSED]
-    assert len(live) == 2 and {w.address for w in live} == set(client.nthreads())
-    assert dsched.stats()["workers"] == 2 and dsched.n_workers == 5
+    seated = [w for w in dsched.workers if w.state is WorkerState.READY]
+    assert len(seated) == 2 and {w.address for w in seated} == set(client.nthreads())
+    waiting = [w for w in dsched.workers if w.state is WorkerState.STARTING]
+    assert [w.index for w in waiting] == [2, 3, 4] and all(w.address is None for w in waiting)
+    assert dsched.n_workers == 5
     dsched.pause()
     paused = dsched.submit(helpers.add, 3)
     assert not dsched.wait(timeout=0.5)  # paused: the job stays queued
@@ -360,10 +420,9 @@ def test_close_gives_a_busy_slot_its_grace_period_then_fails_the_job(dsched: Sch
 
 
 def test_close_closes_only_a_client_that_jobsched_created(cluster: Any, client: Any) -> None:
-    given = Scheduler(backend=DaskBackend(client))
-    by_address = Scheduler(backend=DaskBackend(cluster.scheduler_address))
-    by_cluster = Scheduler(backend=DaskBackend(cluster))
-    schedulers = [given, by_address, by_cluster]
+    backends = [DaskBackend(client), DaskBackend(cluster.scheduler_address), DaskBackend(cluster)]
+    schedulers = [Scheduler(backend=backend) for backend in backends]
+    given = schedulers[0]
     try:
         for i, s in enumerate(schedulers):
             s.start(1, wait=False)
@@ -372,7 +431,7 @@ def test_close_closes_only_a_client_that_jobsched_created(cluster: Any, client: 
         for s in schedulers:
             s.close(timeout=10.0)
     assert client.status == "running"
-    assert [s._backend.client.status for s in schedulers[1:]] == ["closed", "closed"]  # type: ignore[union-attr]
+    assert [backend.client.status for backend in backends[1:]] == ["closed", "closed"]
     assert "all" not in client._event_handlers  # the last scheduler on the client unsubscribed from its events
     given.close()  # idempotent
 
