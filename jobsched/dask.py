@@ -2,8 +2,8 @@
 # mypy: disable-error-code="no-untyped-call"
 """Run a scheduler's jobs on a Dask cluster: ``Scheduler(backend=DaskBackend(client_or_address))``.
 
-``DaskBackend`` implements the ``jobsched._backend.Backend`` protocol, like the local processes of
-``jobsched._local``. It keeps no policy: the scheduler's state decides what to start, send, retry, time out
+``DaskBackend`` implements the ``Backend`` protocol of ``_backend.py``, like the local processes of
+``_local.py``. It keeps no policy: the scheduler's state decides what to start, send, retry, time out
 and close; this module finds Dask threads for its slots, runs jobs there and reports what happened::
 
     SchedulerState ──StartWorker──> start_worker: a free seat (address, thread) ──> worker_spawned, worker_ready
@@ -27,7 +27,7 @@ None``) until one frees up: a Dask worker joins, or a task given up after its ti
 ``cluster.scale`` / ``cluster.adapt``).
 
 **Jobs** must be remote calls (``remote_call``, ``submit``, ``Executor``): ``run_payload`` is the local
-remote-call worker's job step (``jobsched.worker.run_to_frame``), so results and ``JobError`` tracebacks are the
+remote-call worker's job step (``run_to_frame`` of ``jobsched.worker``), so results and ``JobError`` tracebacks are the
 same as on local workers, whatever the job raises (``BaseException`` included). A Dask task that fails is
 therefore Dask's own failure (e.g. jobsched cannot be imported there), reported as the job's ``JobError``.
 Worker-file mode is refused at once: a Dask worker runs tasks, not a worker file's ``start_worker`` loop.
