@@ -52,14 +52,22 @@ class BackendEvents(Protocol):
     def connection_lost(self, w: Worker, protocol_error: str | None) -> None:
         """``w``'s connection ended (None) or broke the protocol (a message); its exit follows."""
 
-    def worker_exited(self, w: Worker, description: str, clean: bool) -> None:
-        """``w``'s process is gone (``clean``: exit status 0); every frame it sent was reported before."""
+    def worker_exited(self, w: Worker, description: str, clean: bool, crashed: bool = True) -> None:
+        """``w``'s process is gone (``clean``: exit status 0); every frame it sent was reported before.
+
+        ``crashed=False``: nothing failed, the backend let the slot go (a Dask worker its cluster retired, a
+        closed client, a seat given up after a timeout): no restart is counted and its jobs are not blamed,
+        unless the state's own kill reason (a timeout) blames them.
+        """
 
     def request_tick(self) -> None:
         """Something the state's timers depend on changed (a seat freed up): run the state's tick soon."""
 
     def backend_failed(self, error: BaseException) -> None:
-        """The backend cannot go on (its cluster client closed): the scheduler stops with ``error``."""
+        """The backend cannot go on (its cluster client closed): the scheduler stops with ``error``.
+
+        Queued jobs stay queued (their futures pending) for a later ``start()``, or ``close()`` cancels them.
+        """
 
     def log(self, message: str) -> None:
         """Report something to the user (stderr)."""
@@ -68,7 +76,9 @@ class BackendEvents(Protocol):
 class Backend(Protocol):
     """What ``Scheduler(backend=...)`` calls: a transport for jobs, and a source of worker slots."""
 
-    start_timeout: float | None  # seconds a started worker has to become ready (None: no limit)
+    # Seconds a started worker has to become ready. None: no limit, and no process to wait for (a Dask slot
+    # waiting for a free thread), so a slot closed before it is ready is retired at once.
+    start_timeout: float | None
 
     def attach(self, sched: Scheduler) -> None:
         """Bind to ``sched`` (once); raise ValueError for options the backend cannot honour."""

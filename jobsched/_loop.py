@@ -341,9 +341,9 @@ class Engine:
             self.state.connection_lost(w, time.monotonic(),
                                        KillReason.PROTOCOL if protocol_error else KillReason.CLOSED_CONNECTION)
 
-    def worker_exited(self, w: Worker, description: str, clean: bool) -> None:
+    def worker_exited(self, w: Worker, description: str, clean: bool, crashed: bool = True) -> None:
         with self.lock:
-            cmds = self.state.worker_exited(w, description, clean, time.monotonic(), tail(w))
+            cmds = self.state.worker_exited(w, description, clean, time.monotonic(), tail(w), crashed)
         self.execute(cmds)
 
     def request_tick(self) -> None:
@@ -351,8 +351,10 @@ class Engine:
         self.wake()
 
     def backend_failed(self, error: BaseException) -> None:
+        # Not fatal to the jobs: dispatch stops and the error is raised, as for a callback that raised; queued
+        # jobs (and their futures) stay queued for a later start() or close().
         with self.lock:
-            self.state.fail(error)
+            self.state.callback_failed(error)
 
     def log(self, message: str) -> None:
         write_stderr(message + "\n")

@@ -412,7 +412,9 @@ class SchedulerState:
             w._move(_CLOSING)
             return [CloseWorker(w)]
         if w.state is _STARTING:
-            if self.error is not None:  # the scheduler is failing: no need to wait for it to connect
+            # The scheduler is failing, or the slot has no process to wait for (no start-up deadline: a Dask
+            # slot waiting for a free thread): retire it now.
+            if self.error is not None or self.start_timeout is None:
                 return self._retire_unconnected(w, now)
             # Let it connect, then it gets CLOSE (and its code after start_worker runs); it is killed if it
             # has not connected by the end of the grace period. min(): called on every tick.
@@ -466,13 +468,16 @@ class SchedulerState:
             self.maintain_at = min(self.maintain_at, w._deadline)
 
     def worker_exited(self, w: Worker, description: str, clean: bool, now: float,
-                      output_tail: str = "") -> list[Command]:
+                      output_tail: str = "", crashed: bool = True) -> list[Command]:
         """``w``'s process has exited: settle the jobs it held, and plan its restart.
 
         Args:
             description: how it ended ("exit code 3", "killed by signal SIGKILL").
             clean: it exited with status 0.
             output_tail: the last lines it printed (shown in a ``WorkerDied`` error: a fatal-error stack).
+            crashed: False when nothing failed: the backend let the slot go (a Dask worker that its cluster
+                retired, a closed client, a seat given up after a timeout). No restart is counted, and the
+                jobs it held go back to the queue unless this state's own kill reason (a timeout) blames them.
         """
         if w.state is _CLOSED:
             return []
@@ -489,8 +494,8 @@ class SchedulerState:
         self._unhunger(w)
         w._move(_CLOSED)
         self.maintain_at = 0.0
-        cmds: list[Command] = self._settle_lost(w, lost, output_tail) if lost else []
-        if (expected and clean) or reason is KillReason.RETIRED or reason is KillReason.CANCELLED:
+        cmds: list[Command] = self._settle_lost(w, lost, output_tail, crashed) if lost else []
+        if (expected and clean) or not crashed or reason is KillReason.RETIRED or reason is KillReason.CANCELLED:
             w._fast_deaths = 0
             return cmds
         if reason is KillReason.STOPPING:
@@ -507,7 +512,7 @@ class SchedulerState:
                 cmds.extend(self._startup_failure(w, output_tail))
         return cmds
 
-    def _settle_lost(self, w: Worker, lost: list[Entry], output_tail: str) -> list[Command]:
+    def _settle_lost(self, w: Worker, lost: list[Entry], output_tail: str, crashed: bool = True) -> list[Command]:
         """Decide the fate of the jobs a dead worker held: re-queue them, or fail the one it was running."""
         running, requeue = lost[0], lost[1:]
         cmds: list[Command] = []
@@ -517,7 +522,7 @@ class SchedulerState:
             for entry in lost:
                 if entry.cancelled:
                     cmds.append(Deliver(entry, self._cancelled_error(entry), True))
-        elif self.closing or (reason is not None and not reason.blames_job):
+        elif self.closing or (reason is not None and not reason.blames_job) or (reason is None and not crashed):
             requeue.insert(0, running)
         else:
             death = f"worker {w.index} (pid {w.pid}) {w.exit_description}"

@@ -2,40 +2,44 @@
 # mypy: disable-error-code="no-untyped-call"
 """Run a scheduler's jobs on a Dask cluster: ``Scheduler(backend=DaskBackend(client_or_address))``.
 
-::
+``DaskBackend`` implements the ``Backend`` protocol of ``_backend.py``, like the local processes of
+``_local.py``. It keeps no policy: the scheduler's state decides what to start, send, retry, time out
+and close; this module finds Dask threads for its slots, runs jobs there and reports what happened::
 
-    caller threads           scheduler thread ("jobsched-scheduler")         Dask
-    ──────────────           ───────────────────────────────────────         ────
-    add_job / submit ──> heap ──> _dispatch: lowest (cost, index) ──> DaskBackend.send(slot, entry)
-                                  for a READY slot                     client.submit(run_payload, payload,
-                                                                         workers=[slot.address]) ──> worker thread
-                                                                                                       │ run_payload:
-    Future / after_stop <── _on_result <── inbox <── done callback ("Dask-Callback-Thread")            │ unpickle, run
-                            (or _settle_lost_jobs    fetches (kind, body, pid) <───────────────────────┘ the RemoteCall
-                             when the worker died)
-                            maintain <── inbox <── "all" topic events: add-worker / remove-worker ("IO loop")
+    SchedulerState ──StartWorker──> start_worker: a free seat (address, thread) ──> worker_spawned, worker_ready
+                   ──SendJobs─────> send_jobs: client.submit(run_payload, payload, workers=[address]) ──> Dask
+                   ──CloseWorker──> close_worker: idle: exit now; busy: exit after its result           worker
+                   ──KillWorker───> kill_worker: give the task up (Dask cannot stop a thread) ──> exit   thread
+          ^                                                                                                │
+          │ events on the loop's thread:                 Dask threads: done callback fetches (kind, body, pid)
+          └── frames(w, [(RESULT|ERROR, index, body)]) <── events.post(_settle) <───────────────────────────┘
+              worker_exited(w, why, clean, crashed)    <── events.post(_on_membership) <── "all" topic (_Hub):
+              backend_failed(DaskClientClosedError)                         add-worker / remove-worker
+              poll(now): read the worker list when stale, close slots whose Dask worker left, seat waiting slots
 
-**Slots.** A slot is a jobsched ``Worker`` (a ``DaskWorker``) bound to one thread of one Dask worker, its
-*seat*. Each job is pinned to its slot's Dask worker (``workers=[address], allow_other_workers=False``) and a
-slot holds one job at a time, so no Dask worker thread ever has more than one jobsched job in flight: the
-queue stays in jobsched and priorities mean what they mean locally. ``n_workers`` (``start``, ``scale``) is the
-number of slots, at most the number of Dask worker threads; jobsched never starts or stops Dask workers (use
-``cluster.scale`` / ``cluster.adapt``, then ``sched.scale``).
+**Slots.** A slot (a ``jobsched.Worker``; ``sched.workers``) is bound to one thread of one Dask worker, its
+*seat*: ``w.address`` is that Dask worker's address, ``w.pid`` its process id once a job has told it. Each job
+is pinned to its slot's Dask worker (``workers=[address], allow_other_workers=False``) and a slot holds one job
+at a time (``prefetch=1``), so no Dask thread has more than one jobsched job in flight: the queue stays in
+jobsched and priorities mean what they mean locally. A slot that finds no free seat waits (``start_timeout =
+None``) until one frees up: a Dask worker joins, or a task given up after its timeout ends. ``n_workers``
+(``start``, ``scale``) is the number of slots; jobsched never starts or stops Dask workers (use
+``cluster.scale`` / ``cluster.adapt``).
 
 **Jobs** must be remote calls (``remote_call``, ``submit``, ``Executor``): ``run_payload`` is the local
-remote-call worker's job step (unpickle, ``run_remote_call``, pickle the result, or the error triple formatted
-by ``jobsched.worker``), so results and ``JobError`` tracebacks are the same as on local workers.
-Worker-file mode (``make_server``, ``start_worker``) is refused at once: a Dask worker runs tasks, not a
-worker file's ``start_worker`` loop.
+remote-call worker's job step (``run_to_frame`` of ``jobsched.worker``), so results and ``JobError`` tracebacks are the
+same as on local workers, whatever the job raises (``BaseException`` included). A Dask task that fails is
+therefore Dask's own failure (e.g. jobsched cannot be imported there), reported as the job's ``JobError``.
+Worker-file mode is refused at once: a Dask worker runs tasks, not a worker file's ``start_worker`` loop.
 
-**Failures.** When a Dask worker dies or leaves, the scheduler announces ``remove-worker``; its slots close and
-the job each held goes through the scheduler's own policy (``_settle_lost_jobs``): re-queued, or after
-``max_retries`` deaths a ``JobError("WorkerDied", ...)``. Dask's own retries are off (``retries=0``, and a
-pinned task never reaches Dask's ``allowed-failures``). A job over its ``timeout`` fails with ``JobTimeout``; as
-a Dask thread cannot be stopped, its seat takes no other job until the task ends.
+**Failures.** A slot whose Dask worker died (or whose task was lost) is reported exited, and the state re-queues
+its job or, after ``max_retries`` deaths, fails it with ``JobError("WorkerDied", ...)``; Dask's own retries are
+off. A Dask worker that its cluster retires on purpose, or a closed client, costs the job nothing
+(``crashed=False``). A Dask thread cannot be stopped: a slot killed for a timeout gives its task up and the seat
+takes no other job until the task ends; at the end of ``close()``'s grace period the task is cancelled.
 
-**Threads.** Dask calls back on its own threads; those callbacks only post closures to the scheduler's inbox,
-so slots, counters and futures change on the scheduler thread alone.
+**Threads.** Dask calls back on its own threads; those callbacks only ``events.post`` closures, so slots and
+this backend's tables change on the scheduler's loop thread alone.
 """
 
 from __future__ import annotations
@@ -44,9 +48,10 @@ import functools
 import os
 import re
 import threading
+import time
 import traceback
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 try:
     import distributed
@@ -55,30 +60,27 @@ except ImportError as exc:  # the optional extra: fail when used, and say how to
     raise ImportError(f"jobsched.dask needs dask.distributed ({exc}): pip install 'jobsched[dask]'") from exc
 
 from . import _wire
+from ._local import default_worker_command
 from ._pickling import dumps
-from ._pool import Worker
+from ._slot import Worker
 from .errors import JobschedError
 from .remote_call import RemoteCall
-from .scheduler import default_worker_command
-from .states import WorkerState
 from .worker import run_remote_call_payload, run_to_frame
 
 if TYPE_CHECKING:
+    import selectors
     from collections.abc import Callable
 
-    from .scheduler import Scheduler, _Entry
+    from ._backend import BackendEvents
+    from ._state import Entry
+    from .scheduler import Scheduler
 
 __all__ = ["DaskBackend", "DaskClientClosedError", "DaskWorker", "run_payload"]
 
-TICK = 0.5  # longest pause between two maintain calls (a safety net: events arrive through the inbox)
+TICK = 0.5  # longest pause between two polls (the client's status; events arrive on their own)
 RESULT_TIMEOUT = 60.0  # seconds to fetch a finished task's result before the job counts as lost
 REFRESH_TIMEOUT = 30.0  # seconds to read the cluster's worker list before trying again
 CLOSE_TIMEOUT = 10.0  # seconds to close a client that jobsched created
-
-_CLOSED = WorkerState.CLOSED
-_READY = WorkerState.READY
-_RUNNING = WorkerState.RUNNING
-_CLOSING = WorkerState.CLOSING
 
 WORKER_FILE_REFUSAL = (
     "Scheduler(backend=DaskBackend(...)): worker files are not supported on Dask (got make_worker_command="
@@ -87,33 +89,12 @@ WORKER_FILE_REFUSAL = (
     "or drop backend= to run the worker file on local processes."
 )
 
+# Slots on Dask are plain ``Worker`` objects (``address`` and ``pid`` say where they run); the old name stays.
+DaskWorker = Worker
+
 
 class DaskClientClosedError(JobschedError, RuntimeError):
     """The Dask client closed under a running scheduler; its queued jobs stay queued."""
-
-
-class DaskWorker(Worker):
-    """A worker slot bound to one thread of one Dask worker (its *seat*).
-
-    Attributes (besides ``Worker``'s; ``pid`` is the Dask worker's process id, known after its first job):
-        address: the Dask worker's address (``tcp://host:port``), or None before the slot has a seat.
-        thread: which of that worker's threads the slot stands for (0 .. nthreads-1).
-    """
-
-    def __init__(self, index: int) -> None:
-        super().__init__(index)
-        self.address: str | None = None
-        self.thread = 0
-        # Owned by the scheduler thread: the Dask task of the job in flight.
-        self.dask_key: str | None = None
-        self.dask_future: distributed.Future[Any] | None = None
-        self.close_deadline: float | None = None  # close(): when a job still running here is given up
-
-    def __repr__(self) -> str:
-        job = self.job
-        doing = f" job={job.index}" if job is not None else ""
-        return (f"<DaskWorker {self.index} {self.address}#{self.thread} pid={self.pid} {self.state.name}{doing} "
-                f"done={self.n_done}>")
 
 
 # ---------------------------------------------------------------------------------------- on the Dask worker
@@ -122,8 +103,8 @@ class DaskWorker(Worker):
 def run_payload(payload: bytes, index: int) -> tuple[int, bytes, int]:
     """Run one job on a Dask worker exactly as a local remote-call worker runs it.
 
-    It never raises, so Dask sees only successful tasks and a job's failure travels as the same error triple
-    (type name, message, traceback text) as from a local worker.
+    It never raises: whatever the job raises (``KeyboardInterrupt`` and other ``BaseException`` included) or a
+    result that cannot be pickled travels as the same ERROR frame body as from a local worker.
 
     Args:
         payload: the pickled ``RemoteCall`` (``Scheduler`` pickled it when the job was added).
@@ -139,13 +120,26 @@ def run_payload(payload: bytes, index: int) -> tuple[int, bytes, int]:
 # ---------------------------------------------------------------------------------------- in the client process
 
 
-class _Lost:
-    """The outcome of a task whose result will never come (its worker died, it was cancelled)."""
+class _Seat(NamedTuple):
+    address: str  # the Dask worker
+    thread: int  # which of its threads (0 .. nthreads-1)
 
-    __slots__ = ("why",)
 
-    def __init__(self, why: str) -> None:
-        self.why = why
+class _Slot:
+    """What the backend holds for one incarnation of a slot (``Worker._io``): its seat and its task."""
+
+    __slots__ = ("seat", "key", "index", "future", "closing")
+
+    def __init__(self) -> None:
+        self.seat: _Seat | None = None  # None while waiting for a free thread
+        self.key: str | None = None  # the Dask key of the job in flight
+        self.index = -1  # that job's index
+        self.future: distributed.Future[Any] | None = None
+        self.closing = False  # close_worker came while busy: exit after the result
+
+
+class _Lost(NamedTuple):
+    why: str  # the task's result will never come (its worker died, it was cancelled)
 
 
 _Outcome = tuple[int, bytes, "int | None"] | _Lost
@@ -155,7 +149,7 @@ class DaskBackend:
     """Run a ``Scheduler``'s jobs on the threads of a Dask cluster.
 
     ``Scheduler(backend=DaskBackend(...))`` keeps its priority queue, callbacks, futures, retries and
-    ``stats()``; slots (``sched.workers``) are ``DaskWorker`` objects, one per Dask worker thread in use.
+    ``stats()``; ``sched.workers`` lists one slot per Dask thread in use.
 
     Args:
         client_or_address: a ``distributed.Client`` (stays open: it is yours), a scheduler address such as
@@ -168,6 +162,8 @@ class DaskBackend:
         TypeError: ``client_or_address`` is none of those, or the client is asynchronous.
         OSError: no Dask scheduler answers at the address (from ``distributed.Client``).
     """
+
+    start_timeout: float | None = None  # a slot may wait for a free Dask thread as long as it takes
 
     def __init__(self, client_or_address: distributed.Client | Cluster | str, *,
                  result_timeout: float = RESULT_TIMEOUT) -> None:
@@ -187,14 +183,19 @@ class DaskBackend:
         self._owns_client = owned
         self._result_timeout = result_timeout
         self._sched: Scheduler | None = None
+        self._events: BackendEvents | None = None
+        self._subscribed = False
         self._closed = False
-        # Owned by the scheduler thread.
+        # Owned by the loop's thread.
         self._threads: dict[str, int] = {}  # Dask worker address -> threads, as of the last refresh
         self._stale = True  # the worker list must be read again before seats are handed out
         self._refresh_at = 0.0
-        self._departed: dict[str, bool] = {}  # address -> whether the scheduler expected it to go
-        self._pids: dict[str, int] = {}
-        self._abandoned: dict[str, tuple[tuple[str, int], distributed.Future[Any]]] = {}  # timed out, running on
+        self._departed: dict[str, bool] = {}  # address -> whether its cluster retired it on purpose
+        self._pids: dict[str, int] = {}  # address -> pid, as the jobs found it
+        self._seated: dict[int, Worker] = {}  # slot index -> slot holding a seat
+        self._waiting: list[Worker] = []  # slots started but without a free seat yet
+        self._abandoned: dict[str, tuple[_Seat, distributed.Future[Any]]] = {}  # given up, still running
+        self._failure_reported = False
 
     @property
     def client(self) -> distributed.Client:
@@ -204,10 +205,10 @@ class DaskBackend:
     def __repr__(self) -> str:
         return f"<DaskBackend {self._client.scheduler.address if self._client.scheduler else None}>"
 
-    # ---- hooks called by the scheduler (see jobsched._backend)
+    # ---- the Backend protocol: set-up (the caller's thread)
 
     def attach(self, sched: Scheduler) -> None:
-        """Serve ``sched``; refuse worker files and prefetch, which cannot work on Dask."""
+        """Serve ``sched``; refuse worker files, prefetch and recycling, which cannot work on Dask."""
         if self._sched is not None:
             raise ValueError("DaskBackend: this backend already serves a Scheduler; create one DaskBackend per "
                              "Scheduler (they may share one Client)")
@@ -216,15 +217,14 @@ class DaskBackend:
         if sched.prefetch != 1:
             raise ValueError(f"Scheduler: prefetch={sched.prefetch} is not supported with DaskBackend, which keeps "
                              "one job per Dask worker thread so that priorities hold; leave prefetch at 1")
-        for option in ("max_jobs_per_worker", "max_worker_memory"):
+        for option, value in (("max_jobs_per_worker", sched.max_jobs_per_worker),
+                              ("max_worker_memory", sched.max_worker_memory)):
             # jobsched cannot replace a Dask worker's process (and its pid may be on another machine).
-            value = getattr(sched, option, None)
             if value is not None:
                 raise ValueError(f"Scheduler: {option}={value!r} is not supported with DaskBackend, which cannot "
                                  "replace Dask worker processes; leave it None and use Dask's own memory limits "
                                  "(memory_limit=, distributed.worker.memory.*)")
         self._sched = sched
-        _hub_for(self._client).add(self)
 
     def default_n_workers(self) -> int:
         """Return the number of threads in the cluster now (at least 1: ``start`` then waits for one)."""
@@ -234,79 +234,95 @@ class DaskBackend:
             n = sum(self._threads.values())
         return max(1, n)
 
-    def maintain(self, now: float) -> float:
-        """Follow the cluster: close slots whose Dask worker left, time out jobs, open and retire slots."""
-        sched = self._scheduler()
-        next_at = now + TICK
-        if self._client.status in ("closing", "closed"):
-            self._client_gone()
-        elif self._stale:
-            if now >= self._refresh_at:
-                self._refresh(now)
-            if self._stale:
-                next_at = min(next_at, self._refresh_at)
-        workers: list[DaskWorker] = sched._workers  # type: ignore[assignment]  # a backend's slots
-        for w in workers:
-            if w.state is not _CLOSED and w.address not in self._threads:
-                assert w.address is not None
-                expected = self._departed.get(w.address, False)
-                if expected:
-                    w.kill_reason = "retired"
-                self._lose(w, f"lost its Dask worker {w.address} (it {'retired' if expected else 'died'})",
-                           restart=not expected)
-        for key, (seat, future) in list(self._abandoned.items()):
-            if seat[0] not in self._threads:  # its worker is gone: the task will never end
-                del self._abandoned[key]
-                self._cancel(future)
-        target = 0 if sched._closing else sched._n_target
-        for index in range(len(workers), target):
-            workers.append(DaskWorker(index))
-        free = self._free_seats(workers)
-        for w in workers:
-            if w.index < target:
-                w.retiring = False
-                if w.state is _CLOSED and free:
-                    self._open(w, free.pop(0), now)
-            elif w.state is _READY or w.state is _CLOSING:
-                self._retire(w)
-            elif w.state is _RUNNING:
-                w.retiring = True  # as a local worker: it finishes its job, then closes (see _settle)
-                if sched._closing:  # ... within close()'s grace period
-                    if w.close_deadline is None:
-                        w.close_deadline = now + sched._close_grace
-                    if now >= w.close_deadline:
-                        self._give_up_at_close(w, sched._close_grace)
-                    else:
-                        next_at = min(next_at, w.close_deadline)
-            if w.state is _RUNNING and w.inflight:
-                entry = w.inflight[0]
-                if entry.timeout is not None and not entry.timed_out:
-                    limit = w.job_started + entry.timeout
-                    if now >= limit:
-                        self._time_out(w, entry)
-                    else:
-                        next_at = min(next_at, limit)
-        return next_at
+    # ---- the Backend protocol: the loop's thread
 
-    def send(self, w: Worker, entry: _Entry) -> None:
-        """Submit ``entry`` to the Dask worker behind slot ``w``, pinned there."""
-        assert isinstance(w, DaskWorker) and w.address is not None
-        job = entry.job
-        key = f"jobsched-{_key_name(job.data)}-{job.index}-{uuid.uuid4().hex}"
-        w.dask_key = key
+    def open(self, events: BackendEvents, selector: selectors.BaseSelector) -> None:
+        """Keep the events sink and follow the cluster's membership (nothing goes on the selector)."""
+        self._events = events
+        self._failure_reported = False
+        if not self._subscribed and not self._closed:
+            self._subscribed = True
+            _hub_for(self._client).add(self)
+
+    def start_worker(self, w: Worker) -> None:
+        """Seat ``w`` on a free Dask thread and report it ready at once; or let it wait for one."""
+        w._io = _Slot()
+        w.address = None
+        self._waiting.append(w)
+        self._seat_waiting(time.monotonic())
+
+    def send_jobs(self, w: Worker, entries: list[Entry]) -> None:
+        """Submit the job (prefetch is 1: one entry) to the Dask worker behind ``w``, pinned there."""
+        slot: _Slot = w._io
+        assert slot is not None and slot.seat is not None and len(entries) == 1
+        entry = entries[0]
+        payload = entry.payload if isinstance(entry.payload, bytes) else b"".join(entry.payload)
+        slot.key = key = f"jobsched-{_key_name(entry.data)}-{entry.index}-{uuid.uuid4().hex}"
+        slot.index = entry.index
         try:
-            future = self._client.submit(run_payload, entry.payload, job.index, key=key, workers=[w.address],
+            future = self._client.submit(run_payload, payload, entry.index, key=key, workers=[slot.seat.address],
                                          allow_other_workers=False, pure=False, retries=0)
-        except Exception as exc:
-            # Do not change slots inside _dispatch's loop: settle on the next turn of the loop.
+        except Exception as exc:  # reported on the next turn of the loop, not from inside a command
             if self._client.status in ("closing", "closed"):
                 self._post(self._client_gone)  # not the job's fault: it goes back to the queue
             else:
-                self._post(functools.partial(self._settle, w, key,
-                                             _Lost(f"could not submit it to Dask ({type(exc).__name__}: {exc})")))
+                why = _Lost(f"could not submit it to Dask ({type(exc).__name__}: {exc})")
+                self._post(functools.partial(self._settle, w, slot, key, why))
             return
-        w.dask_future = future
-        future.add_done_callback(functools.partial(self._on_done, w, key))
+        slot.future = future
+        future.add_done_callback(functools.partial(self._on_done, w, slot, key))
+
+    def close_worker(self, w: Worker) -> None:
+        """An idle slot exits now (a Dask thread has nothing to shut down); a busy one after its result."""
+        slot: _Slot | None = w._io
+        if slot is None:
+            return
+        if slot.key is None:
+            self._post(functools.partial(self._exit, w, slot, "retired", clean=True))
+        else:
+            slot.closing = True
+
+    def kill_worker(self, w: Worker, force: bool) -> None:
+        """Give ``w``'s task up and report the slot gone; the state's kill reason decides the job's fate.
+
+        A Dask thread cannot be stopped. ``force`` (a timeout, a stop): the task runs on and its seat takes no
+        other job until it ends. Otherwise (the end of ``close()``'s grace period, a cancelled job) the task is
+        cancelled: Dask drops it if it has not started, and forgets its result.
+        """
+        slot: _Slot | None = w._io
+        if slot is None:
+            return
+        if slot.seat is None:
+            self._waiting.remove(w)  # now: a seat freeing up must not make it ready any more
+            self._post(functools.partial(self._exit, w, slot, "had no Dask thread yet", crashed=False))
+            return
+        where = slot.seat.address
+        future, slot.future, key, slot.key = slot.future, None, slot.key, None
+        if future is None or key is None:
+            description = f"was closed on Dask worker {where}"
+        elif force:
+            self._abandoned[key] = (slot.seat, future)
+            description = (f"was left running it on Dask worker {where} (a Dask thread cannot be stopped; that "
+                           "thread takes no other job until the task ends)")
+        else:
+            _cancel(future)
+            description = f"was given up on Dask worker {where} (its Dask task was cancelled)"
+        self._post(functools.partial(self._exit, w, slot, description, crashed=False))
+
+    def worker_rss(self, w: Worker) -> int | None:
+        return None  # never asked: max_worker_memory is refused in attach
+
+    def poll(self, now: float) -> float:
+        """Follow the cluster; return when to be called next."""
+        if self._client.status in ("closing", "closed"):
+            self._client_gone()
+            return now + TICK
+        self._follow(now)
+        return min(now + TICK, self._refresh_at) if self._stale else now + TICK
+
+    def shutdown(self) -> None:
+        """The loop ends with every slot exited: nothing waits for a seat any more."""
+        self._waiting.clear()
 
     def close(self) -> None:
         """Forget the cluster's events; cancel tasks still running; close the client if jobsched created it."""
@@ -315,27 +331,45 @@ class DaskBackend:
         self._closed = True
         futures = [future for _, future in self._abandoned.values()]
         self._abandoned.clear()
-        if self._sched is not None:
-            for w in self._sched._workers:
-                if isinstance(w, DaskWorker) and w.dask_future is not None:
-                    futures.append(w.dask_future)
-                    w.dask_future = None
-                    w.dask_key = None
+        for w in self._seated.values():
+            slot: _Slot | None = w._io
+            if slot is not None and slot.future is not None:
+                futures.append(slot.future)
+                slot.future = slot.key = None
+        self._seated.clear()
+        self._waiting.clear()
+        if self._subscribed:
             _hub_for(self._client).discard(self)
         for future in futures:
-            self._cancel(future)
+            _cancel(future)
         if self._owns_client:
             try:
                 self._client.close(timeout=CLOSE_TIMEOUT)
             except Exception as exc:
                 self._log(f"jobsched: closing the Dask client failed: {type(exc).__name__}: {exc}")
 
-    # ---- the scheduler thread
+    # ---- the loop's thread
 
-    def _scheduler(self) -> Scheduler:
-        sched = self._sched
-        assert sched is not None, "DaskBackend used before Scheduler(backend=...) attached it"
-        return sched
+    def _follow(self, now: float) -> None:
+        """Read the worker list if stale, report slots whose Dask worker left, seat the waiting slots."""
+        if self._stale and now >= self._refresh_at:
+            self._refresh(now)
+        for w in list(self._seated.values()):
+            slot: _Slot = w._io
+            assert slot.seat is not None
+            address = slot.seat.address
+            if address not in self._threads:
+                retired = self._departed.get(address, False)
+                if slot.future is not None:
+                    _cancel(slot.future)  # pinned to a worker that is gone: it would wait forever
+                    slot.future = slot.key = None
+                self._exit(w, slot, f"lost its Dask worker {address} (it {'retired' if retired else 'died'})",
+                           crashed=not retired)
+        for key, (seat, future) in list(self._abandoned.items()):
+            if seat.address not in self._threads:  # its worker is gone: the task will never end
+                del self._abandoned[key]
+                _cancel(future)
+        self._seat_waiting(now)
 
     def _refresh(self, now: float) -> None:
         """Read the cluster's workers and their thread counts (a blocking call, made only after a change)."""
@@ -356,155 +390,117 @@ class DaskBackend:
         self._departed = {a: e for a, e in self._departed.items() if a not in self._threads}
         self._stale = False
 
-    def _free_seats(self, workers: list[DaskWorker]) -> list[tuple[str, int]]:
-        held = {(w.address, w.thread) for w in workers if w.state is not _CLOSED}
+    def _seat_waiting(self, now: float) -> None:
+        """Give free seats to the slots waiting for one, oldest first, and report them ready."""
+        if not self._waiting:
+            return
+        if self._stale and now >= self._refresh_at:
+            self._refresh(now)
+        held = {w._io.seat for w in self._seated.values()}
         held.update(seat for seat, _ in self._abandoned.values())
-        seats = [(a, t) for a, n in self._threads.items() for t in range(n) if (a, t) not in held]
+        free = [_Seat(a, t) for a, n in self._threads.items() for t in range(n) if _Seat(a, t) not in held]
         # First threads of every worker first: a few slots spread over machines rather than pile on one.
-        return sorted(seats, key=lambda seat: (seat[1], seat[0]))
+        free.sort(key=lambda seat: (seat.thread, seat.address))
+        events = self._events
+        assert events is not None
+        while self._waiting and free:
+            w = self._waiting.pop(0)
+            slot: _Slot = w._io
+            slot.seat = seat = free.pop(0)
+            self._seated[w.index] = w
+            w.address = seat.address
+            events.worker_spawned(w, self._pids.get(seat.address))
+            events.worker_ready(w)  # a Dask thread needs no start-up
 
-    def _open(self, w: DaskWorker, seat: tuple[str, int], now: float) -> None:
-        w.generation += 1
-        w.move(WorkerState.STARTING)
-        w.address, w.thread = seat
-        w.pid = self._pids.get(seat[0])
-        w.kill_reason = None
-        w.exit_description = None
-        w.retiring = False
-        w.close_deadline = None
-        w.started_at = w.ready_at = now
-        w.move(_READY)  # a Dask thread needs no start-up: the slot is ready at once
-        self._scheduler()._make_hungry(w)
+    def _exit(self, w: Worker, slot: _Slot, description: str, clean: bool = False, crashed: bool = True) -> None:
+        """Report that ``slot`` (an incarnation of ``w``) is gone, once; free its seat."""
+        if w._io is not slot:
+            return  # reported already
+        w._io = None
+        if self._seated.get(w.index) is w:
+            del self._seated[w.index]
+        if w in self._waiting:
+            self._waiting.remove(w)
+        assert self._events is not None
+        self._events.worker_exited(w, description, clean, crashed)
+        self._seat_waiting(time.monotonic())  # its seat may serve a waiting slot
 
-    def _retire(self, w: DaskWorker) -> None:
-        """Close an idle slot (a Dask thread has nothing to shut down)."""
-        self._unhunger(w)
-        if w.state is _READY:
-            w.move(_CLOSING)
-        w.kill_reason = "retired"
-        w.exit_description = "retired"
-        w.move(_CLOSED)
-
-    def _unhunger(self, w: DaskWorker) -> None:
-        # Leave no stale entry in the scheduler's queue of slots with room: a reopened slot is queued afresh.
-        if w.hungry:
-            w.hungry = False
-            try:
-                self._scheduler()._hungry.remove(w)
-            except ValueError:
-                pass
-
-    def _lose(self, w: DaskWorker, description: str, *, restart: bool) -> None:
-        """Close slot ``w`` without its job's result and let the scheduler decide the job's fate."""
-        sched = self._scheduler()
-        future, w.dask_future, w.dask_key = w.dask_future, None, None
-        if future is not None:
-            self._cancel(future)
-        lost = list(w.inflight)
-        w.inflight.clear()
-        self._unhunger(w)
-        w.exit_description = description
-        w.move(_CLOSED)
-        if lost:
-            sched._settle_lost_jobs(w, lost)
-        if restart:
-            w.n_restarts += 1
-            sched._n_restarts += 1
-        sched._maintain_at = 0.0
-
-    def _time_out(self, w: DaskWorker, entry: _Entry) -> None:
-        entry.timed_out = True
-        w.kill_reason = "timeout"
-        if w.dask_key is not None and w.dask_future is not None and w.address is not None:
-            # Keep the task: its seat is busy until it ends, and _settle frees the seat then.
-            self._abandoned[w.dask_key] = ((w.address, w.thread), w.dask_future)
-        w.dask_future = w.dask_key = None
-        self._lose(w, f"was left running it on Dask worker {w.address} (a Dask thread cannot be stopped; that "
-                      "thread takes no other job until the task ends)", restart=False)
-
-    def _give_up_at_close(self, w: DaskWorker, grace: float) -> None:
-        # As a local worker terminated at the end of the grace period: the job goes back to the queue and
-        # close() fails its future. Dask cannot stop the thread; cancelling at least frees the task's result.
-        w.kill_reason = "killed after the close grace period"
-        self._lose(w, f"was given up by close() after its grace period of {grace:g} s (the Dask task was "
-                      "cancelled)", restart=False)
-
-    def _settle(self, w: DaskWorker, key: str, outcome: _Outcome) -> None:
-        """Apply a task's outcome on the scheduler thread; outcomes of tasks the slot gave up are ignored."""
-        sched = self._scheduler()
+    def _settle(self, w: Worker, slot: _Slot, key: str, outcome: _Outcome) -> None:
+        """Report a task's outcome; outcomes of tasks given up (or of a slot gone) only free their seat."""
         if self._abandoned.pop(key, None) is not None:
-            sched._maintain_at = 0.0  # a timed-out task has ended: its seat is free again
+            self._seat_waiting(time.monotonic())  # a task given up has ended: its seat is free again
             return
-        if w.dask_key != key or not w.inflight:
+        if w._io is not slot or slot.key != key:
             return
-        w.dask_key = None
-        w.dask_future = None
+        slot.key = slot.future = None
+        assert slot.seat is not None and self._events is not None
         if isinstance(outcome, _Lost):
             self._stale = True  # the worker is probably gone: read the list again before reusing its seat
-            self._lose(w, f"lost the job on Dask worker {w.address}: {outcome.why}", restart=True)
+            self._refresh_at = 0.0
+            self._exit(w, slot, f"lost the job on Dask worker {slot.seat.address}: {outcome.why}")
             return
         kind, body, pid = outcome
-        if pid is not None and w.address is not None:
-            w.pid = self._pids[w.address] = pid
-        sched._on_result(w, kind, w.inflight[0].job.index, body)
-        if w.state is _CLOSING:  # _on_result retired it (scale down, close): nothing to wait for
-            self._retire(w)
+        if pid is not None:
+            w.pid = self._pids[slot.seat.address] = pid  # what the slot's pid means on Dask
+        self._events.frames(w, [(kind, slot.index, body)])
+        if slot.closing and w._io is slot and slot.key is None:
+            self._exit(w, slot, "retired", clean=True)
 
     def _on_membership(self, action: str, address: str, expected: bool) -> None:
         if action == "remove-worker":
             self._threads.pop(address, None)
             self._departed[address] = expected
-        self._stale = True
-        self._refresh_at = 0.0
-        self._scheduler()._maintain_at = 0.0
+        else:
+            self._stale = True
+            self._refresh_at = 0.0
+        self._follow(time.monotonic())
 
     def _client_gone(self) -> None:
-        sched = self._scheduler()
+        """The client closed under the scheduler: its slots go (their jobs re-queued), and the scheduler stops."""
         self._threads = {}
         self._stale = False
-        for w in sched._workers:
-            if isinstance(w, DaskWorker) and w.state is not _CLOSED:
-                w.kill_reason = "retired"  # not the job's fault: re-queue it, count no death
-                w.dask_future = w.dask_key = None
-                self._lose(w, "lost its Dask client (closed)", restart=False)
-        if not sched._closing and sched._error is None and (sched._heap or sched._n_target):
-            sched._error = DaskClientClosedError(
+        for w in [*self._seated.values(), *self._waiting]:
+            slot: _Slot = w._io
+            slot.future = slot.key = None
+            self._exit(w, slot, "lost its Dask client (closed)", crashed=False)
+        sched, events = self._sched, self._events
+        assert sched is not None and events is not None
+        if not self._failure_reported and not sched.stats()["closed"] and (sched.n_queued_jobs or sched.n_workers):
+            self._failure_reported = True
+            events.backend_failed(DaskClientClosedError(
                 f"the Dask client {self._client.id} was closed while the scheduler ran; {sched.n_queued_jobs} jobs "
                 "stay queued. Keep the Client open until Scheduler.close(), or pass an address to DaskBackend so "
-                "that jobsched owns the client"
-            )
-            sched._n_target = 0
+                "that jobsched owns the client"))
 
-    # ---- other threads: post to the scheduler thread
+    # ---- other threads: post to the loop's thread
 
     def _post(self, fn: Callable[[], None]) -> None:
-        sched = self._sched
-        if sched is not None and not self._closed:
-            sched._inbox.append(fn)
-            sched._wake()
+        if self._events is not None and not self._closed:
+            self._events.post(fn)
 
-    def _on_done(self, w: DaskWorker, key: str, future: distributed.Future[Any]) -> None:
-        """Dask's callback thread: fetch the outcome, then hand it to the scheduler thread."""
-        outcome: _Outcome
+    def _on_done(self, w: Worker, slot: _Slot, key: str, future: distributed.Future[Any]) -> None:
+        """Dask's callback thread: fetch the outcome, then hand it to the loop's thread."""
+        self._post(functools.partial(self._settle, w, slot, key, self._outcome(future)))
+
+    def _outcome(self, future: distributed.Future[Any]) -> _Outcome:
         status = future.status
         try:
             if status == "finished":
                 kind, body, pid = future.result(timeout=self._result_timeout)
-                outcome = (int(kind), bytes(body), int(pid))
-            elif status == "error":
-                exc = future.exception(timeout=self._result_timeout)
-                if isinstance(exc, distributed.KilledWorker):
-                    outcome = _Lost(f"Dask gave up on it ({exc})")
-                else:  # Dask itself failed to run it (e.g. jobsched cannot be imported on the worker)
-                    tb = "".join(traceback.format_exception(type(exc), exc, future.traceback()))
-                    message = (f"{exc} (raised by Dask while running the job, not by the job: are jobsched and "
-                               "the job's modules installed on the Dask workers?)")
-                    outcome = (_wire.ERROR, dumps((type(exc).__name__, message, tb)), None)
-            else:
-                outcome = _Lost(f"its Dask task was {status}")
+                return int(kind), bytes(body), int(pid)
+            if status != "error":
+                return _Lost(f"its Dask task was {status}")
+            error = future.exception(timeout=self._result_timeout)
+            if error is None or isinstance(error, distributed.KilledWorker):
+                return _Lost(f"Dask gave up on it ({error})")
+            tb = "".join(traceback.format_exception(type(error), error, future.traceback()))
         except Exception as exc:
-            outcome = _Lost(f"its result could not be fetched ({type(exc).__name__}: {exc})")
-        self._post(functools.partial(self._settle, w, key, outcome))
+            return _Lost(f"its result could not be fetched ({type(exc).__name__}: {exc})")
+        # run_payload never raises: Dask itself failed to run the task (e.g. to unpickle run_payload there).
+        hint = (": are jobsched and the job's modules installed on the Dask workers?"
+                if isinstance(error, (ImportError, AttributeError)) else "")
+        message = f"{error} (raised by Dask while running the job's task, not by the job{hint})"
+        return _wire.ERROR, dumps((type(error).__name__, message, tb)), None
 
     def _on_event(self, event: tuple[float, Any]) -> None:
         """The client's IO loop: a Dask worker joined or left the cluster."""
@@ -513,15 +509,16 @@ class DaskBackend:
             self._post(functools.partial(self._on_membership, str(msg["action"]), str(msg.get("worker")),
                                          bool(msg.get("expected", False))))
 
-    def _cancel(self, future: distributed.Future[Any]) -> None:
-        try:
-            future.cancel()
-        except Exception:
-            pass  # the client or the cluster is gone: nothing is left to cancel
-
     def _log(self, message: str) -> None:
-        if self._sched is not None:
-            self._sched._log(message)
+        if self._events is not None:
+            self._events.log(message)
+
+
+def _cancel(future: distributed.Future[Any]) -> None:
+    try:
+        future.cancel()
+    except Exception:
+        pass  # the client or the cluster is gone: nothing is left to cancel
 
 
 def _key_name(data: object) -> str:

@@ -387,11 +387,11 @@ class Scheduler:
         finally:
             with self._lock:
                 engine.owner = None
+            if self._closed:  # before close() returns: its futures are settled and the backend released
+                self._settle_after_close()
             self._loop_done.set()
             with self._idle:
                 self._idle.notify_all()
-            if self._closed:
-                self._settle_after_close()
 
     def _serve_here(self) -> None:
         """Run the loop in the calling thread until the jobs are done, as the manual's scheduler-start does.
@@ -524,6 +524,9 @@ class Scheduler:
         """The loop is gone: cancel the futures of jobs left in the queue, release the backend."""
         with self._lock:
             queued = self._state.queued_entries()
+            for entry in queued:  # the jobs stay queued; their futures are cancelled (counted so at once)
+                if entry.future is not None and not entry.future.done():
+                    self._state.cancel(entry, settle=False)
         for entry in queued:
             future = entry.future
             if future is not None and not Future.cancel(future) and not future.done():

@@ -56,30 +56,6 @@ def test_results_reach_after_stop_with_job_fields() -> None:
     assert sched.n_queued_jobs == 0 and sched.n_active_jobs == 0
 
 
-def test_after_stop_and_before_start_can_add_jobs() -> None:
-    sched = Scheduler()
-    sched.add_job(remote_call(helpers.add, 0))
-    seen: list[int] = []
-    before: list[int] = []
-
-    def after_stop(s: Scheduler, job: Job, result: int) -> None:
-        seen.append(result)
-        if result < 5:
-            s.add_job(remote_call(helpers.add, result))
-
-    def before_start(s: Scheduler, job: Job) -> None:
-        before.append(job.index)
-        if job.index == 0:
-            s.add_job(remote_call(helpers.add, 100))
-
-    try:
-        sched.start(2, before_start=before_start, after_stop=after_stop)
-    finally:
-        sched.close()
-    assert sorted(seen) == [1, 2, 3, 4, 5, 101]
-    assert sorted(before) == list(range(6))
-
-
 def test_none_is_a_valid_result(sched: Scheduler) -> None:
     results: list[Any] = []
     sched.add_job(remote_call(helpers.return_none))
