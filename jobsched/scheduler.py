@@ -44,7 +44,7 @@ from ._interrupt import in_kernel, sigint_held
 from ._local import LocalBackend, default_worker_command
 from ._loop import Engine
 from ._pickling import dumps
-from ._slot import Worker
+from ._slot import Progress, Worker
 from ._snapshot import Snapshot, take_snapshot
 from ._state import CLOSE_GRACE, Entry, SchedulerState
 from .errors import SchedulerBrokenError, SchedulerClosedError
@@ -274,7 +274,7 @@ class Scheduler:
         with self._lock:
             return take_snapshot(self._state, time.monotonic(), self._broken, self.running, self._closed)
 
-    def running_jobs(self) -> list[tuple[int, int, float, float, Any]]:
+    def running_jobs(self) -> list[tuple[int, int | None, float | None, float, Progress | None]]:
         """List what runs now: ``(worker index, job index, cost, elapsed seconds, progress)`` per busy worker."""
         return [(r.index, r.job, r.cost, r.job_elapsed, r.progress)
                 for r in self.snapshot().workers if r.job is not None]

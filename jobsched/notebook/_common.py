@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from .._checks import plural
+
 if TYPE_CHECKING:
     from .._snapshot import Snapshot, WorkerRow
     from ..scheduler import Scheduler
@@ -22,7 +24,7 @@ def status_line(stats: dict[str, Any]) -> str:
     Example: ``jobsched: 2 workers, 0 queued, 0 active, 10 done, 0 failed``; the cancelled jobs and those
     whose result came from the journal are added when there are any (``, 2 cancelled, 8 from journal``).
     """
-    line = (f"jobsched: {stats['workers']} workers, {stats['queued']} queued, {stats['active']} active, "
+    line = (f"jobsched: {plural(stats['workers'], 'worker')}, {stats['queued']} queued, {stats['active']} active, "
             f"{stats['done']} done, {stats['failed']} failed")
     if stats.get("cancelled"):
         line += f", {stats['cancelled']} cancelled"

@@ -44,6 +44,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from .._cell import run_cell
+from .._checks import plural
 from .._pickling import dumps
 from ..background import default_scheduler, replace_default_scheduler
 from ..errors import JobError
@@ -195,9 +196,9 @@ def _default_with(dask: str | None, journal: str | None) -> Scheduler:
                 return current
             stats = current.snapshot().stats
             if stats["workers"] or stats["active"] or stats["queued"]:
-                raise UsageError(f"%jobsched start {option}: the default scheduler has {stats['workers']} workers, "
-                                 f"{stats['queued']} queued and {stats['active']} active jobs; `%jobsched stop` it "
-                                 "(and let its jobs finish) first")
+                raise UsageError(f"%jobsched start {option}: the default scheduler is running ("
+                                 f"{plural(stats['workers'], 'worker')}, {stats['queued']} queued and "
+                                 f"{stats['active']} active jobs); `%jobsched stop` it first (and let its jobs finish)")
         new = _new_scheduler(option, *wanted)
         if current is not None:
             current.close()
