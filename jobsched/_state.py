@@ -645,6 +645,9 @@ class SchedulerState:
             self.connection_lost(w, now, KillReason.PROTOCOL)
             return None
         entry = inflight.popleft()
+        if entry.cancelled and w._kill_reason is KillReason.CANCELLED and not w._signalled \
+                and not any(e.cancelled for e in inflight):
+            w._kill_reason = None  # it finished before its SIGTERM went out: there is nothing left to stop
         w._job_started = now
         w.progress = None
         w.n_done += 1
