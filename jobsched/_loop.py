@@ -30,6 +30,7 @@ from concurrent.futures import InvalidStateError
 from typing import TYPE_CHECKING, Any
 
 from . import _wire
+from ._futures import force_cancel
 from ._output import tail, write_stderr
 from ._pickling import loads
 from ._slot import Progress, Worker
@@ -223,7 +224,9 @@ class Engine:
         future is unresolved or an ``after_stop`` that may add jobs has yet to run.
         """
         future = entry.future
-        if future is not None and not future.done():
+        if future is not None and entry.cancelled:
+            force_cancel(future)  # cancel() said True: cancelled, even if it has not got there itself yet
+        elif future is not None and not future.done():
             try:
                 if failed:
                     future.set_exception(result)
@@ -313,26 +316,31 @@ class Engine:
         wall = time.time() * 1000.0
         for entry, _, _ in done:
             entry.job.stop_ms = wall
-        on_result = self.on_result
         if self.after_stop is None:
             # No after_stop can queue a job that should go first: the free workers get their next jobs
             # before the results are even unpickled, so they do not wait for futures and their callbacks.
             if state.can_dispatch():
                 self.dispatch(now)
             for entry, kind, body in done:
-                result, failed = decode(entry, kind, body)
-                if on_result is not None:
-                    on_result(entry, kind, body, result)
+                result, failed = self._outcome(entry, kind, body)
                 self.deliver(entry, result, failed)
         else:
             # after_stop may add jobs, or raise to stop everything: it runs before the next dispatch.
             for entry, kind, body in done:
-                result, failed = decode(entry, kind, body)
-                if on_result is not None:
-                    on_result(entry, kind, body, result)
+                result, failed = self._outcome(entry, kind, body)
                 self.deliver(entry, result, failed)
                 if state.can_dispatch():
                     self.dispatch(time.monotonic())
+
+    def _outcome(self, entry: Entry, kind: int, body: Any) -> tuple[Any, bool]:
+        """Decode a finished job's result (and journal it); a job cancelled meanwhile is ``JobCancelled``."""
+        if entry.cancelled:
+            # cancel() said True while this result was on its way: the cancel stands, the result is dropped.
+            return self.state._cancelled_error(entry), True
+        result, failed = decode(entry, kind, body)
+        if self.on_result is not None:
+            self.on_result(entry, kind, body, result)
+        return result, failed
 
     def connection_lost(self, w: Worker, protocol_error: str | None) -> None:
         if protocol_error is not None:

@@ -134,6 +134,7 @@ def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
 
 # Reads "+PGID" / "-PGID" lines; when its stdin closes (our process exited, or close()), it SIGKILLs every
 # group still listed. Plain sh: it starts in about a millisecond and holds no GIL that a job could take.
+# `kill -KILL -PGID` without `--`: dash, Debian's /bin/sh, rejects `kill -KILL -- -PGID` and kills nothing.
 _REAPER_SCRIPT = """
 groups=" "
 while IFS= read -r line; do
@@ -142,7 +143,7 @@ while IFS= read -r line; do
     -*) g=${line#-}; kept=" "; for x in $groups; do [ "$x" = "$g" ] || kept="$kept$x "; done; groups=$kept ;;
   esac
 done
-for g in $groups; do kill -KILL -- "-$g" 2>/dev/null; done
+for g in $groups; do kill -KILL "-$g" 2>/dev/null; done
 """
 
 

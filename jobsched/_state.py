@@ -165,6 +165,7 @@ class SchedulerState:
         self.close_grace = CLOSE_GRACE
         self.error: BaseException | None = None  # raised by the next start()/wait()
         self.fatal = False  # the error is the scheduler's own: queued futures get it too
+        self.last_worker_died: JobError | None = None  # the last job failed by its worker's deaths (dashboard)
         self.startup_failures = 0
         self.maintain_at = 0.0  # when tick() is next due
         self.rate_samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
@@ -534,8 +535,8 @@ class SchedulerState:
             elif len(deaths) >= running.max_retries:
                 times = "once" if len(deaths) == 1 else f"{len(deaths)} times"
                 tail = f"Last output of worker {w.index}:\n{output_tail}" if output_tail.strip() else ""
-                error = JobError("WorkerDied", f"its worker died {times}: " + "; ".join(deaths), tail,
-                                 running.index)
+                error = self.last_worker_died = JobError("WorkerDied", f"its worker died {times}: "
+                                                         + "; ".join(deaths), tail, running.index)
             else:
                 running.timed_out = False
                 requeue.insert(0, running)
@@ -645,6 +646,9 @@ class SchedulerState:
             self.connection_lost(w, now, KillReason.PROTOCOL)
             return None
         entry = inflight.popleft()
+        if entry.cancelled and w._kill_reason is KillReason.CANCELLED and not w._signalled \
+                and not any(e.cancelled for e in inflight):
+            w._kill_reason = None  # it finished before its SIGTERM went out: there is nothing left to stop
         w._job_started = now
         w.progress = None
         w.n_done += 1
@@ -710,4 +714,7 @@ class SchedulerState:
             "restarts": self.n_restarts,
             "paused": self.paused,
             "elapsed_s": now - self.started_at if self.started_at is not None else 0.0,
+            # The last job that failed because its worker died, with the worker's last output (a fatal-error
+            # stack): a crash is a failed job, not a scheduler error, but it is worth showing.
+            "last_worker_died": str(self.last_worker_died) if self.last_worker_died is not None else None,
         }

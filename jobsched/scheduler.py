@@ -38,6 +38,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _wire
+from ._bars import RunBar  # tqdm itself is imported only when a bar is made
 from ._checks import check_cost, check_n_workers, check_positive_int, check_timeout, plural
 from ._futures import JobFuture, force_cancel
 from ._interrupt import in_kernel, sigint_held
@@ -129,6 +130,7 @@ class Scheduler:
         self._background = False  # the owner is the "jobsched-scheduler" thread
         self._closed = False
         self._broken: BaseException | None = None  # a background loop ended on this error: refuse new jobs
+        self._run_bar: RunBar | None = None  # start(progress=True): closed when the loop ends
         _live.add(self)
 
     # ------------------------------------------------------------------ adding jobs (any thread)
@@ -301,7 +303,8 @@ class Scheduler:
     # ------------------------------------------------------------------ running
 
     def start(self, n_workers: int | None = None, before_start: BeforeStart | None = None,
-              after_stop: AfterStop | None = None, close_workers: bool = True, wait: bool = True) -> None:
+              after_stop: AfterStop | None = None, close_workers: bool = True, wait: bool = True,
+              progress: bool = False) -> None:
         """Run the queued jobs (and those added meanwhile) on ``n_workers`` workers.
 
         Args:
@@ -314,6 +317,8 @@ class Scheduler:
                 them for the next ``start``.
             wait: block until no job is queued or active (the manual's behaviour). False returns at once
                 and leaves the scheduler running in the background until ``close()``.
+            progress: show a tqdm bar over the run (a widget in a notebook, text on stderr elsewhere): one
+                step per delivered job; its total grows as jobs are added. It closes when the loop ends.
 
         Raises:
             SchedulerClosedError: the scheduler is closed.
@@ -339,19 +344,27 @@ class Scheduler:
         if wait and target == 0 and self.n_queued_jobs:
             raise ValueError(f"start: {plural(self.n_queued_jobs, 'job')} queued but n_workers=0; "
                              "pass n_workers >= 1")
+        bar = RunBar(lambda: state.n_queued + state.n_active) if progress else None
+        old_bar = bar
         with self._lock:
             error = state.take_error()
             owner = engine.owner
             if error is None and owner is not None and owner is not me and not self._background:
+                if bar is not None:
+                    bar.close()
                 raise RuntimeError(f"start: this scheduler already runs in the blocking start() of thread "
                                    f"{owner.name!r}; call wait() to wait for its jobs")
             if error is None:
                 self._broken = None
-                engine.before_start, engine.after_stop = before_start, after_stop
+                engine.before_start = before_start
+                engine.after_stop = after_stop if bar is None else bar.counting(after_stop)
+                old_bar, self._run_bar = self._run_bar, bar
                 state.configure(target, until_idle=wait, close_when_idle=close_workers)
                 here = owner is None and wait and _can_hold_sigint()
                 if owner is None:
                     self._take_ownership(None if here else _new_loop_thread(self._own_loop))
+        if old_bar is not None:  # the bar of an earlier start() on the same loop, or this one if it failed
+            old_bar.close()
         if error is not None:
             raise error
         engine.wake()
@@ -387,6 +400,9 @@ class Scheduler:
         finally:
             with self._lock:
                 engine.owner = None
+                bar, self._run_bar = self._run_bar, None
+            if bar is not None:
+                bar.close()
             if self._closed:  # before close() returns: its futures are settled and the backend released
                 self._settle_after_close()
             self._loop_done.set()

@@ -34,7 +34,8 @@ data-state="S">`` per worker, whose ``<td>`` cells carry ``data-col`` = ``worker
 ``restarts``; a busy worker's ``progress`` cell holds a ``<progress class="jobsched-worker-progress"
 data-worker="I">`` element (with ``value`` and ``max`` when the job reported a total; without them,
 indeterminate) and its report as text (``40/100 (40%) note``); ``jobsched-log`` holds the workers' recent
-output; ``jobsched-error`` the scheduler's error (hidden when there is none); the buttons are ``Pause``,
+output; ``jobsched-error`` the scheduler's error, else the last job whose worker died (its ``WorkerDied``
+error with the worker's last output: a fatal-error stack), hidden when there is neither; the buttons are ``Pause``,
 ``Resume``, ``Scale −``, ``Scale +`` and ``Stop`` with the classes ``jobsched-pause``,
 ``jobsched-resume``, ``jobsched-scale-down``, ``jobsched-scale-up`` and ``jobsched-stop``; the box
 ``jobsched-cancel-buttons`` holds one ``Button`` per worker with the classes ``jobsched-cancel`` and
@@ -236,7 +237,8 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
         worker_table: an ``HTML`` widget holding the workers' ``<table>``, with a progress bar per busy worker.
         cancel_buttons: a "Cancel job J" button per worker index (disabled while that worker is idle).
         output_log: the last lines each worker printed (at most ``LOG_LINES`` per worker).
-        error: the scheduler's error, or the error of the last button action; hidden when empty.
+        error: the scheduler's error, or the error of the last button action, else the last job whose worker
+            died (its ``WorkerDied`` with the worker's last output); hidden when empty.
         buttons: the buttons by description (``"Pause"``, ``"Resume"``, ``"Scale −"``, ``"Scale +"``,
             ``"Stop"``). Stop closes the workers and keeps the scheduler, as ``%jobsched stop`` does.
         n_updates: how many times this dashboard was rendered (tests bound it).
@@ -341,8 +343,9 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
         self.worker_table.value = render_workers(snap.workers)
         self._render_cancel_buttons(snap.workers, closed)
         self.output_log.value = render_log(snap.workers)
-        self.error.value = f"<pre>{html.escape(error)}</pre>" if error else ""
-        self.error.layout.display = None if error else "none"
+        shown = error or stats.get("last_worker_died")  # the scheduler's own error first, else the last crash
+        self.error.value = f"<pre>{html.escape(shown)}</pre>" if shown else ""
+        self.error.layout.display = None if shown else "none"
         buttons = self.buttons
         buttons["Pause"].disabled = closed or stats["paused"]
         buttons["Resume"].disabled = closed or not stats["paused"]
