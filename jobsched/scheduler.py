@@ -148,7 +148,9 @@ class Scheduler:
             The number of jobs now waiting in the queue.
 
         Raises:
-            TypeError: ``data`` cannot be pickled, or ``cost`` is not a number (the queue is unchanged).
+            TypeError: ``data`` cannot be pickled (the message says where in it), ``cost`` is not a number, or
+                ``data`` is not a ``remote_call`` while the workers are the default ones, which run only remote
+                calls (the queue is unchanged).
             ValueError: ``cost`` or ``timeout`` is out of range.
             SchedulerClosedError: the scheduler is closed.
             SchedulerBrokenError: its background loop stopped on an error; ``start()`` runs it again.
