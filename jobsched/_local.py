@@ -12,6 +12,7 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -131,11 +132,18 @@ class LocalBackend:
         p: _Process | None = w._io
         if p is None or p.conn is None:
             return
-        pack, job = _wire.JOB_HEADER.pack, _wire.JOB
+        pack, pack_int, job, job_int = _wire.JOB_HEADER.pack, _wire.JOB_INT_HEADER.pack, _wire.JOB, _wire.JOB_INT
         buffers: list[bytes | bytearray | memoryview] = []
         for entry in entries:
-            payload = entry.payload
-            buffers.append(pack(len(payload) + 8, job, entry.index, entry.cost))
+            payload, cost = entry.payload, entry.cost
+            if cost.__class__ is float:
+                header = pack(len(payload) + 8, job, entry.index, cost)
+            else:  # an int keeps its type in the worker (JOB_INT), unless it does not fit in int64
+                try:
+                    header = pack_int(len(payload) + 8, job_int, entry.index, cost)
+                except struct.error:
+                    header = pack(len(payload) + 8, job, entry.index, cost)
+            buffers.append(header)
             buffers.append(payload)
         p.conn.send(buffers)
 

@@ -18,6 +18,9 @@ Protocol (one TCP connection per worker, on 127.0.0.1 only):
  6. Frames, both ways: a 13-byte header ``!IBQ`` = body length, kind, job index; then the body.
     A body longer than ``MAX_FRAME`` is a protocol error and ends the connection.
       JOB    (scheduler -> worker): body = cost (``!d``) + the job's data, pickled.
+      JOB_INT (scheduler -> worker): the same, for a cost that is an ``int`` within int64: cost (``!q``), so
+             that the worker's ``job.cost`` is the ``int`` the caller gave (1, not 1.0). Any other cost (a
+             ``float``, an ``int`` beyond int64) travels as JOB and arrives as a ``float``.
       RESULT (worker -> scheduler): body = the result, pickled.
       ERROR  (worker -> scheduler): body = pickled ``(type name, message, traceback text)``, all str.
       CLOSE  (scheduler -> worker): no body; the worker returns from ``start_worker`` and exits.
@@ -47,12 +50,14 @@ HELLO_BYTES = HELLO.size + NONCE_BYTES + MAC_BYTES
 HEADER = struct.Struct("!IBQ")  # body length, kind, job index
 COST = struct.Struct("!d")
 JOB_HEADER = struct.Struct("!IBQd")  # HEADER + COST: the start of every JOB frame, packed at once
+INT_COST = struct.Struct("!q")
+JOB_INT_HEADER = struct.Struct("!IBQq")  # HEADER + INT_COST: the start of every JOB_INT frame
 # Bytes asked of one recv(). Below glibc's mmap threshold (128 KiB): a larger buffer would cost an
 # mmap/mremap/munmap round per call, i.e. per job.
 RECV_SIZE = 1 << 16
 
-JOB, RESULT, ERROR, CLOSE, PROGRESS = 1, 2, 3, 4, 5
-KINDS = frozenset({JOB, RESULT, ERROR, CLOSE, PROGRESS})
+JOB, RESULT, ERROR, CLOSE, PROGRESS, JOB_INT = 1, 2, 3, 4, 5, 6
+KINDS = frozenset({JOB, RESULT, ERROR, CLOSE, PROGRESS, JOB_INT})
 
 ENV_ADDRESS = "JOBSCHED_ADDRESS"
 ENV_WORKER = "JOBSCHED_WORKER"
@@ -188,7 +193,7 @@ class FrameDecoder:
 
 
 SCHEDULER_ACCEPTS = frozenset({RESULT, ERROR, PROGRESS})
-WORKER_ACCEPTS = frozenset({JOB, CLOSE})
+WORKER_ACCEPTS = frozenset({JOB, JOB_INT, CLOSE})
 
 
 class BlockingConnection:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def processor_count() -> int:
@@ -42,6 +43,96 @@ def make_python_cmd(
         raise ValueError(f"make_python_cmd: entry must be a function name, got {entry!r}")
     return [sys.executable, *flags, "-m", "jobsched.worker", "--file", str(Path(file).resolve()),
             "--entry", entry, "--", *rest]
+
+
+# Names whose use at a file's top level can define a module attribute that no statement shows.
+_DYNAMIC = frozenset({"globals", "vars", "exec", "eval", "setattr", "__getattr__", "__dict__", "modules"})
+
+
+def check_entry(path: str | os.PathLike[str], entry: str, where: str = "make_server") -> None:
+    """Raise ValueError unless the Python file ``path`` parses and may define ``entry`` at its top level.
+
+    The file is parsed, never run (its ``__main__`` block and imports stay untouched). A name counts as
+    defined by a ``def``, ``class``, assignment or import anywhere outside functions and classes (inside
+    ``if``/``try``/``with`` too), by a ``global`` statement, or when the file defines names in ways a parser
+    cannot follow (``from m import *``, ``globals()``, ``setattr``, ``exec``, a module ``__getattr__``): only a
+    name that surely is not there is refused.
+
+    Raises:
+        ValueError: the file has a syntax error, or surely does not define ``entry``.
+    """
+    import ast  # only when a server is made: workers never need it
+
+    file = os.fspath(path)
+    with open(file, "rb") as f:
+        source = f.read()
+    try:
+        tree = ast.parse(source, filename=file)
+    except (SyntaxError, ValueError) as exc:  # ValueError: null bytes in the source
+        line = f" line {exc.lineno}" if isinstance(exc, SyntaxError) and exc.lineno else ""
+        message = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+        raise ValueError(f"{where}: {file}{line}: {message} ({type(exc).__name__}); fix the worker file") from exc
+    functions: set[str] = set()
+    names: set[str] = set()
+    _collect(tree.body, functions, names)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Global):
+            names.update(node.names)
+        elif isinstance(node, ast.NamedExpr) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif _may_define_anything(node, entry):
+            return
+    if entry in functions or entry in names:
+        return
+    defined = f"its functions: {', '.join(sorted(functions))}" if functions else "it defines no function"
+    raise ValueError(f"{where}: {file} does not define {entry!r} ({defined}); pass entry=NAME, the function that "
+                     f"starts the worker, or add `def {entry}(): start_simple_worker(run)` to the file")
+
+
+def _may_define_anything(node: Any, entry: str) -> bool:
+    """Whether ``node`` may define module names that the parser cannot see (``from m import *``, ``globals()``)."""
+    import ast
+
+    if isinstance(node, ast.ImportFrom):
+        return any(a.name == "*" for a in node.names)
+    if isinstance(node, ast.Name):
+        return node.id in _DYNAMIC
+    if isinstance(node, ast.Attribute):  # sys.modules[__name__].worker = ..., module.__dict__
+        return node.attr in _DYNAMIC or (node.attr == entry and isinstance(node.ctx, ast.Store))
+    return False
+
+
+def _collect(body: list[Any], functions: set[str], names: set[str]) -> None:
+    """Add the names that the statements ``body`` bind in their module (not inside functions or classes)."""
+    import ast
+
+    for stmt in body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            functions.add(stmt.name)
+        elif isinstance(stmt, ast.ClassDef):
+            names.add(stmt.name)
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in stmt.names)
+        else:
+            targets: list[Any] = []
+            if isinstance(stmt, ast.Assign):
+                targets = stmt.targets
+            elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor)):
+                targets = [stmt.target]
+            elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+                targets = [item.optional_vars for item in stmt.items if item.optional_vars is not None]
+            for target in targets:
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+            for field in ("body", "orelse", "finalbody", "handlers", "cases"):  # if/try/with/for/while/match
+                inner = getattr(stmt, field, None)
+                if isinstance(inner, list):
+                    for part in inner:
+                        if isinstance(part, ast.stmt):
+                            _collect([part], functions, names)
+                        else:  # an except handler or a match case: its own body
+                            if getattr(part, "name", None):
+                                names.add(part.name)
+                            _collect(getattr(part, "body", []), functions, names)
 
 
 def this_file() -> str | None:

@@ -10,7 +10,8 @@ class Job:
 
     Attributes:
         index: position of the job in the order of ``add_job`` calls on its scheduler (0, 1, 2, ...).
-        cost: priority; the queue hands out the lowest cost first (FIFO among equal costs).
+        cost: priority; the queue hands out the lowest cost first (FIFO among equal costs). A worker sees
+            the cost that was given: an ``int`` stays an ``int`` (one beyond 64 bits arrives as a ``float``).
         data: what the worker receives (any picklable value; a ``RemoteCall`` for remote calls).
         start_ms: wall-clock time in milliseconds (``time.time() * 1000``) when the job was sent to a worker.
         stop_ms: wall-clock time in milliseconds when its result was received.

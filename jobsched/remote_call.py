@@ -23,6 +23,10 @@ from typing import Any
 
 from ._pickling import dumps
 
+# The fix for plain data sent to a remote-call worker (the scheduler and the worker both say it).
+NOT_A_REMOTE_CALL = ("queue remote_call(f, *args) or use submit(f, *args) instead; to send plain data, write a "
+                     "worker file whose worker() calls start_simple_worker(run), and use make_server(worker_file)")
+
 # Name under which a worker loads a script, as multiprocessing's spawn does.
 SCRIPT_MODULE_NAME = "__mp_main__"
 
@@ -116,7 +120,10 @@ def payload_of(rc: RemoteCall) -> bytes:
 
 
 def run_remote_call(rc: RemoteCall) -> Any:
-    """Run a RemoteCall received by a worker."""
+    """Run a RemoteCall received by a worker; raise TypeError if the job's data is something else."""
+    if not isinstance(rc, RemoteCall):
+        raise TypeError(f"this job's data is a {type(rc).__name__}, but this worker (python -m jobsched.worker) "
+                        f"runs remote calls: {NOT_A_REMOTE_CALL}")
     return rc()
 
 

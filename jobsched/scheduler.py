@@ -50,7 +50,7 @@ from ._snapshot import Snapshot, take_snapshot
 from ._state import CLOSE_GRACE, Entry, SchedulerState
 from .errors import SchedulerBrokenError, SchedulerClosedError
 from .job import Job
-from .remote_call import RemoteCall, payload_of, refuse_while_loading_script, remote_call
+from .remote_call import NOT_A_REMOTE_CALL, RemoteCall, payload_of, refuse_while_loading_script, remote_call
 
 if TYPE_CHECKING:
     from ._backend import Backend
@@ -150,7 +150,9 @@ class Scheduler:
             The number of jobs now waiting in the queue.
 
         Raises:
-            TypeError: ``data`` cannot be pickled, or ``cost`` is not a number (the queue is unchanged).
+            TypeError: ``data`` cannot be pickled (the message says where in it), ``cost`` is not a number, or
+                ``data`` is not a ``remote_call`` while the workers are the default ones, which run only remote
+                calls (the queue is unchanged).
             ValueError: ``cost`` or ``timeout`` is out of range.
             SchedulerClosedError: the scheduler is closed.
             SchedulerBrokenError: its background loop stopped on an error; ``start()`` runs it again.
@@ -179,7 +181,13 @@ class Scheduler:
         check_timeout("add_job", timeout)
         if max_retries is not None:
             check_positive_int("add_job: max_retries", max_retries)
-        payload = payload_of(data) if isinstance(data, RemoteCall) else dumps(data, "add_job: data")
+        if isinstance(data, RemoteCall):
+            payload = payload_of(data)
+        else:
+            if self.make_worker_command is default_worker_command:  # it would fail in the worker: say so now
+                raise TypeError(f"add_job: data is a {type(data).__name__}, but the default worker runs remote "
+                                f"calls: {NOT_A_REMOTE_CALL}")
+            payload = dumps(data, "add_job: data")
         entry = Entry(cost, data, payload, future, self.timeout if timeout is None else timeout,
                       self.max_retries if max_retries is None else max_retries,
                       self.retry_on_timeout if retry_on_timeout is None else retry_on_timeout)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._bars import job_bar  # tqdm itself is imported only when a bar is made
-from .commands import make_python_cmd, processor_count
+from .commands import check_entry, make_python_cmd, processor_count
 from .job import Job
 from .remote_call import refuse_while_loading_script
 from .scheduler import Scheduler
@@ -37,6 +37,7 @@ def make_server(
     args = [os.fspath(a) for a in worker_args]
     file = os.fspath(worker_file)
     make_python_cmd(file, *args, entry=entry, debug=debug)  # fail now on a missing file or bad entry name
+    check_entry(file, entry)  # and on a file that cannot run it: before any worker tries 3 times
 
     def command(worker_index: int) -> list[str]:
         return make_python_cmd(file, *args, entry=entry, debug=debug)

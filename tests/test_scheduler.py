@@ -205,14 +205,18 @@ def test_a_missing_worker_program_is_a_startup_error() -> None:
 
 
 def test_unpicklable_data_is_refused_in_the_caller_and_the_queue_is_unchanged(sched: Scheduler) -> None:
-    sched.add_job(1)
-    with pytest.raises(TypeError, match=r"add_job: data \(generator"):
-        sched.add_job(x for x in range(3))
+    sched.submit(helpers.add, 1)
     with pytest.raises(TypeError, match="argument 1"):
         remote_call(helpers.add, 1, (x for x in range(3)))
     with pytest.raises(TypeError, match="keyword argument 'y'"):
         sched.submit(helpers.add, 1, y=threading_lock())
     assert sched.n_queued_jobs == 1
+    plain = file_scheduler("job_worker.py")  # plain data goes to a worker file (none is started here)
+    plain.add_job(1)
+    with pytest.raises(TypeError, match=r"add_job: data is a generator"):
+        plain.add_job(x for x in range(3))
+    assert plain.n_queued_jobs == 1
+    plain.close()
 
 
 def threading_lock() -> Any:

@@ -212,16 +212,21 @@ def _serve(run: Callable[[int, float, memoryview], Any]) -> None:
     saved_environ = dict(os.environ)
     environ_data = getattr(os.environ, "_data", os.environ)  # CPython's encoded mapping: == without decoding
     environ_snapshot = dict(environ_data)
-    recv_frame, send_frame, unpack_cost = conn.recv_frame, conn.send_frame, _wire.COST.unpack_from
-    job_kind, cost_size, lock = _wire.JOB, _wire.COST.size, reporter.lock
+    recv_frame, send_frame, lock = conn.recv_frame, conn.send_frame, reporter.lock
+    unpack_cost, unpack_int_cost = _wire.COST.unpack_from, _wire.INT_COST.unpack_from
+    job_kind, job_int_kind, cost_size = _wire.JOB, _wire.JOB_INT, _wire.COST.size  # both costs take 8 bytes
     try:
         while True:
             kind, index, body = recv_frame()
-            if kind != job_kind:
-                if kind == _wire.CLOSE:
-                    return
+            cost: float
+            if kind == job_int_kind:
+                (cost,) = unpack_int_cost(body)
+            elif kind == job_kind:
+                (cost,) = unpack_cost(body)
+            elif kind == _wire.CLOSE:
+                return
+            else:
                 raise ConnectionError(f"unexpected frame kind {kind} from the scheduler")
-            (cost,) = unpack_cost(body)
             reporter.job = index
             kind, out = run_to_frame(index, run, index, cost, memoryview(body)[cost_size:])
             with lock:  # after a progress frame in flight, and no progress frame after the result
