@@ -57,7 +57,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from .errors import JobschedError
+from .errors import UnkeyableError as UnkeyableError
 
 KEY_VERSION = 1
 """Bumped whenever the encoding changes, so that keys of an older encoding can never match."""
@@ -65,24 +65,6 @@ KEY_VERSION = 1
 _LEN = struct.Struct("<Q").pack
 _DOUBLE = struct.Struct("<d").pack
 _BIG = 4096  # payloads longer than this are replaced by their digest: memory stays bounded for big arrays
-
-
-class UnkeyableError(JobschedError, TypeError):
-    """A job's content cannot be turned into a stable journal key; pass ``key=`` to name the job yourself.
-
-    Attributes:
-        path: where the value sits in the job, outermost first (e.g. ``["argument 1", "['cfg']"]``).
-        reason: what is wrong with it.
-    """
-
-    def __init__(self, reason: str, path: list[str] | None = None) -> None:
-        self.reason = reason
-        self.path: list[str] = path if path is not None else []
-        super().__init__(reason)
-
-    def __str__(self) -> str:
-        where = " -> ".join(self.path)
-        return f"{where}: {self.reason}" if where else self.reason
 
 
 def _within(exc: UnkeyableError, step: str) -> UnkeyableError:
