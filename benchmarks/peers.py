@@ -34,6 +34,7 @@ import gc
 import json
 import operator
 import os
+import pickle
 import resource
 import signal
 import statistics
@@ -165,15 +166,16 @@ class JobschedManual(Peer):
     as with ``start_simple_server`` / ``server_start``. Workers are kept between runs (``close_workers=False``).
     """
 
-    def __init__(self, prefetch: int) -> None:
+    def __init__(self, prefetch: int, **options: Any) -> None:
         self.prefetch = prefetch
+        self.options = options  # more Scheduler options (journal=...)
         self.name = "jobsched_manual" if prefetch == 1 else f"jobsched_manual_prefetch{prefetch}"
 
     def start(self, workers: int) -> None:
         from jobsched import Scheduler
 
         self.workers = workers
-        self.sched = Scheduler(prefetch=self.prefetch)
+        self.sched = Scheduler(prefetch=self.prefetch, **self.options)
         self.sched.start(workers, wait=False)  # workers start now, in the background
 
     def _run(self, calls: list[Any]) -> list[Any]:
@@ -511,6 +513,57 @@ def dashboard(workers: int, n: int, reps: int) -> dict[str, Any]:
             "cost": statistics.median(shares) if shares else float("nan"), "n": n, "pairs": reps}
 
 
+def journal(workers: int, n: int, reps: int, records: int) -> dict[str, Any]:
+    """The cost of a journal: throughput of ``add_job`` + ``start`` with vs without one, in this process.
+
+    Each run with a journal starts from a new file (an old one would make every job a journal hit), keys
+    are derived from the jobs' content, and the timed part ends once every result is delivered: those
+    still buffered are written by ``close()``, which is timed separately. Runs alternate over ``reps``
+    pairs. Then ``Journal.results()`` reads back ``records`` records written straight by the writer.
+    """
+    import tempfile
+
+    from jobsched import Journal
+    from jobsched.journal import JournalWriter
+
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    closes: list[float] = []
+    sizes: list[float] = []
+    with tempfile.TemporaryDirectory() as folder:
+        for rep in range(reps):
+            for with_journal in ((False, True) if rep % 2 == 0 else (True, False)):
+                path = os.path.join(folder, f"run{rep}.sqlite")
+                peer = JobschedManual(1, **({"journal": path} if with_journal else {}))
+                peer.start(workers)
+                try:
+                    peer.run_inc(64)  # warm: workers up
+                    t0 = time.perf_counter()
+                    total = peer.run_inc(n)
+                    elapsed = time.perf_counter() - t0
+                finally:
+                    c0 = time.perf_counter()
+                    peer.close()
+                    if with_journal:
+                        closes.append(time.perf_counter() - c0)
+                _check_sum(n, total)
+                rates[with_journal].append(n / elapsed)
+                if with_journal:
+                    sizes.append(sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
+                                 / (n + 64))
+        path = os.path.join(folder, "read.sqlite")
+        with JournalWriter.open(path) as writer:
+            for i in range(records):
+                writer.record_done(f"key{i}", i, 0.0, pickle.dumps(i + 1, 5), 0.0, 1.0, 0, 1)
+        t0 = time.perf_counter()
+        got = Journal(path).results()
+        read_s = time.perf_counter() - t0
+        assert len(got) == records
+    plain, journaled = statistics.median(rates[False]), statistics.median(rates[True])
+    return {"plain_jobs_per_s": plain, "journal_jobs_per_s": journaled, "ratio": journaled / plain,
+            "bytes_per_job": statistics.median(sizes), "close_s": statistics.median(closes),
+            "results_s": read_s, "records": records, "n": n, "pairs": reps}
+
+
 def run_request(peer_name: str, scenario: str, params: dict[str, Any]) -> dict[str, Any]:
     if scenario == "queue_memory":
         return queue_memory(**params)
@@ -518,6 +571,8 @@ def run_request(peer_name: str, scenario: str, params: dict[str, Any]) -> dict[s
         return executor_map(**params)
     if scenario == "dashboard":
         return dashboard(**params)
+    if scenario == "journal":
+        return journal(**params)
     peer = make_peer(peer_name)
     functions: dict[str, Callable[..., dict[str, Any]]] = {
         "throughput": throughput, "roundtrip": roundtrip, "cold_start": cold_start,

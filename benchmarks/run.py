@@ -205,7 +205,7 @@ def run_all(scenarios: Sequence[str], peers: Sequence[str], sizes: Sizes, repeat
                     entries[name] = {"skipped": why}
                 else:
                     entries[name] = {"params": params, "runs": []}
-            n_rep = 1 if scenario == "dashboard" else repeat
+            n_rep = 1 if scenario in ("dashboard", "journal") else repeat
             for rep in range(n_rep):
                 for name, params in todo:
                     entry = entries[name]
@@ -246,7 +246,7 @@ def _brief(run: dict[str, Any]) -> str:
         return "skipped: " + str(run["skipped"])
     shown = []
     for k in ("jobs_per_s", "median_us", "p99_us", "seconds", "efficiency", "peak_rss_mb", "bytes_per_job",
-              "items_per_s", "growth_mb", "cost"):
+              "items_per_s", "growth_mb", "cost", "ratio", "results_s"):
         if k in run:
             shown.append(f"{k}={run[k]:.4g}")
     return " ".join(shown)

@@ -21,6 +21,7 @@ SCENARIO_HELP = {
     "queue_memory": "scheduler RSS per queued job, 1,000,000 jobs (not run)",
     "executor_map": "Executor.map over 100,000 items: rate, RSS growth",
     "dashboard": "throughput with sched.dashboard() attached vs without",
+    "journal": "throughput with Scheduler(journal=...) vs without; bytes/job; Journal.results() of 100,000",
 }
 PEER_HELP = {
     "floor1": "raw TCP ping-pong, 1 job in flight per worker",
@@ -39,7 +40,7 @@ SCENARIOS = list(SCENARIO_HELP)
 PEERS = list(PEER_HELP)
 # Where the manual's add_job + start loop is measured too.
 MANUAL_SCENARIOS = {"throughput", "roundtrip", "efficiency", "many"}
-JOBSCHED_ONLY = {"queue_memory", "executor_map", "dashboard"}  # run once each, not per peer
+JOBSCHED_ONLY = {"queue_memory", "executor_map", "dashboard", "journal"}  # run once each, not per peer
 FRESH_PROCESS = {"many", "queue_memory", "executor_map"}  # they report this process's peak memory
 
 LABELS = {
@@ -74,6 +75,9 @@ class Sizes:
     map_n: int = 100_000
     dashboard_n: int = 20_000
     dashboard_pairs: int = 6  # alternating runs without / with a dashboard, in one child process
+    journal_n: int = 20_000
+    journal_pairs: int = 4  # alternating runs without / with a journal, in one child process
+    journal_records: int = 100_000  # records read back by Journal.results()
     # Slow peers get fewer jobs where a rate or a median is measured (neither depends on N once N is large).
     slow_peer_n: dict[str, int] = field(default_factory=lambda: {"dask": 5_000})
     slow_peer_roundtrip_n: dict[str, int] = field(default_factory=lambda: {"dask": 200})
@@ -82,7 +86,8 @@ class Sizes:
     def quick(cls) -> Sizes:
         return cls(throughput_n=5_000, roundtrip_n=300, efficiency_n=60, scale_workers=16, scale_n=1_000,
                    many_n=20_000, queue_n=100_000, map_n=10_000, dashboard_n=5_000,
-                   dashboard_pairs=2, slow_peer_n={"dask": 500}, slow_peer_roundtrip_n={"dask": 50})
+                   dashboard_pairs=2, journal_n=5_000, journal_pairs=1, journal_records=10_000,
+                   slow_peer_n={"dask": 500}, slow_peer_roundtrip_n={"dask": 50})
 
 
 def params_for(scenario: str, peer: str, sizes: Sizes) -> dict[str, Any] | None:
@@ -115,4 +120,6 @@ def params_for(scenario: str, peer: str, sizes: Sizes) -> dict[str, Any] | None:
         return {"n": sizes.map_n, "workers": w}
     if scenario == "dashboard":
         return {"workers": w, "n": sizes.dashboard_n, "reps": sizes.dashboard_pairs}
+    if scenario == "journal":
+        return {"workers": w, "n": sizes.journal_n, "reps": sizes.journal_pairs, "records": sizes.journal_records}
     raise ValueError(scenario)

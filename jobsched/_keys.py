@@ -57,7 +57,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from .errors import JobschedError
+from .errors import UnkeyableError as UnkeyableError
 
 KEY_VERSION = 1
 """Bumped whenever the encoding changes, so that keys of an older encoding can never match."""
@@ -65,24 +65,6 @@ KEY_VERSION = 1
 _LEN = struct.Struct("<Q").pack
 _DOUBLE = struct.Struct("<d").pack
 _BIG = 4096  # payloads longer than this are replaced by their digest: memory stays bounded for big arrays
-
-
-class UnkeyableError(JobschedError, TypeError):
-    """A job's content cannot be turned into a stable journal key; pass ``key=`` to name the job yourself.
-
-    Attributes:
-        path: where the value sits in the job, outermost first (e.g. ``["argument 1", "['cfg']"]``).
-        reason: what is wrong with it.
-    """
-
-    def __init__(self, reason: str, path: list[str] | None = None) -> None:
-        self.reason = reason
-        self.path: list[str] = path if path is not None else []
-        super().__init__(reason)
-
-    def __str__(self) -> str:
-        where = " -> ".join(self.path)
-        return f"{where}: {self.reason}" if where else self.reason
 
 
 def _within(exc: UnkeyableError, step: str) -> UnkeyableError:
@@ -127,8 +109,14 @@ _CONSTANT_TYPES = (type(None), bool, int, float, complex, str, bytes)
 
 # code object -> (digest of its own code, every global name it or its nested code reads). Code objects
 # are immutable, so the entry can never go stale; the function around a code object can (its defaults,
-# closure, and the module's other functions), so function digests are recomputed each time.
+# closure, and the module's other functions): see _function_cache.
 _code_cache: weakref.WeakKeyDictionary[types.CodeType, tuple[bytes, tuple[str, ...]]] = weakref.WeakKeyDictionary()
+
+# function -> (fingerprint, its encoding). A function's encoding is reused only while its fingerprint (the
+# identities of everything the encoding reads: see _fingerprint) is unchanged, and only for functions
+# whose defaults and closure hold immutable constants, which cannot change in place.
+_function_cache: weakref.WeakKeyDictionary[types.FunctionType, tuple[tuple[Any, ...], bytes]] = \
+    weakref.WeakKeyDictionary()
 
 
 class _Encoder:
@@ -273,7 +261,25 @@ class _Encoder:
         return entry
 
     def function(self, f: types.FunctionType) -> bytes:
-        """Encode a function: its name, and a digest of its code and of what its code depends on."""
+        """Encode a function: its name, and a digest of its code and of what its code depends on.
+
+        At the top level (not inside another function's encoding, whose recursion marks would differ), the
+        encoding is cached while the function's fingerprint stays the same: a remote call's key then costs
+        the encoding of its arguments and a few identity checks.
+        """
+        if self._functions:
+            return self._function(f)
+        fingerprint = _fingerprint(f, set())
+        if fingerprint is not None:
+            cached = _function_cache.get(f)
+            if cached is not None and _same(cached[0], fingerprint):
+                return cached[1]
+        encoded = self._function(f)
+        if fingerprint is not None:
+            _function_cache[f] = (fingerprint, encoded)
+        return encoded
+
+    def _function(self, f: types.FunctionType) -> bytes:
         identity = _str(f.__module__ or "") + _str(f.__qualname__)
         if id(f) in self._functions:  # recursion (f calls itself, or a helper that calls f): already in
             return _frame(b"f", identity)
@@ -379,6 +385,57 @@ class _Encoder:
 
 
 _MISSING = object()
+
+
+def _immutable(value: object) -> bool:
+    return isinstance(value, _CONSTANT_TYPES) or (isinstance(value, (tuple, frozenset)) and _is_constant(value))
+
+
+def _fingerprint(f: types.FunctionType, seen: set[int]) -> tuple[Any, ...] | None:
+    """The objects ``_Encoder.function(f)`` reads, to compare by identity; None if one may change in place.
+
+    Its name, code, defaults, closure contents and the module globals its code names, recursively for the
+    same-module functions among them. Defaults and closure values must be immutable constants; the
+    globals that the encoding reads are constants or functions (fingerprinted in turn) by construction.
+    """
+    if id(f) in seen:
+        return ()
+    seen.add(id(f))
+    code = f.__code__
+    cached = _code_cache.get(code)
+    if cached is None:
+        return None  # never encoded yet: the caller encodes it (and fills _code_cache) first
+    kwdefaults = f.__kwdefaults__
+    parts: list[Any] = [f.__module__, f.__qualname__, code, f.__defaults__]
+    if f.__defaults__ is not None and not _is_constant(f.__defaults__):
+        return None
+    if kwdefaults:
+        for name, value in kwdefaults.items():
+            if not _immutable(value):
+                return None
+            parts += (name, value)
+    for cell in f.__closure__ or ():
+        try:
+            contents = cell.cell_contents
+        except ValueError:
+            contents = _MISSING
+        if contents is not _MISSING and not _immutable(contents):
+            return None
+        parts.append(contents)
+    module_globals = f.__globals__
+    for name in cached[1]:
+        value = module_globals.get(name, _MISSING)
+        parts.append(value)
+        if isinstance(value, types.FunctionType) and value.__module__ == f.__module__:
+            inner = _fingerprint(value, seen)
+            if inner is None:
+                return None
+            parts.extend(inner)
+    return tuple(parts)
+
+
+def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 def _is_constant(value: tuple[Any, ...] | frozenset[Any]) -> bool:

@@ -40,6 +40,7 @@ from .states import KillReason
 
 if TYPE_CHECKING:
     from ._backend import Backend
+    from ._resume import Resume
     from ._state import SchedulerState
     from ._transport import Frames
     from .scheduler import AfterStop, BeforeStart, Scheduler
@@ -59,7 +60,9 @@ class Engine:
         self.idle = idle
         self.before_start: BeforeStart | None = None
         self.after_stop: AfterStop | None = None
-        self.on_result: Callable[[Entry, int, Any, Any], None] | None = None  # the journal's recorder
+        # The journal's recorder: (worker or None, entry, RESULT / ERROR / None, frame body, decoded result).
+        self.on_result: Callable[[Worker | None, Entry, int | None, Any, Any], None] | None = None
+        self.journal: Resume | None = None  # flushed on this loop's thread, when due and when the loop ends
         self.inbox: collections.deque[Callable[[], None]] = collections.deque()
         self.owner: threading.Thread | None = None  # the thread running serve() now
         self.interrupted = False  # Ctrl-C during a blocking start() that runs the loop in its thread
@@ -121,7 +124,7 @@ class Engine:
 
     def serve(self) -> None:
         """Run until the state says the loop may end (idle in a blocking start, closed, or failed)."""
-        state, lock, backend, inbox = self.state, self.lock, self.backend, self.inbox
+        state, lock, backend, inbox, journal = self.state, self.lock, self.backend, self.inbox, self.journal
         selector = self.selector
         assert selector is not None
         monotonic = time.monotonic
@@ -144,6 +147,12 @@ class Engine:
                     if state.poll_finished():
                         break
                 timeout = min(state.maintain_at, self._poll_at) - monotonic()
+                if journal is not None:  # results wait at most the journal's flush interval
+                    if journal.flush_due(now):
+                        journal.flush()
+                    flush_in = journal.next_flush_in(monotonic())
+                    if flush_in is not None:
+                        timeout = min(timeout, flush_in)
                 for key, mask in selector.select(max(0.0, min(timeout, 0.5))):
                     key.data(mask)
         except BaseException as exc:  # a bug of ours: keep it for the caller, leave no process behind
@@ -153,12 +162,22 @@ class Engine:
             self.execute(cmds)
             backend.shutdown()
         finally:
+            if journal is not None:
+                self._flush_journal(journal)
             if state.closing or state.error is not None:
                 self.shutdown()
             if state.fatal and state.error is not None:
                 self._fail_queued_futures(state.error)
             with self.idle:
                 self.idle.notify_all()
+
+    def _flush_journal(self, journal: Resume) -> None:
+        """The loop ends: write what it recorded (an error is kept for start()/wait(), as a loop error is)."""
+        try:
+            journal.flush()
+        except Exception as exc:
+            with self.lock:
+                self.state.fail(exc)
 
     def execute(self, cmds: list[Command]) -> None:
         backend = self.backend
@@ -167,6 +186,8 @@ class Engine:
             if kind is SendJobs:
                 self._send(cmd.worker, cmd.entries)  # type: ignore[union-attr]
             elif kind is Deliver:
+                if self.on_result is not None:  # a failure the state decided: died too often, timed out
+                    self.on_result(None, cmd.entry, None, None, cmd.result)  # type: ignore[union-attr]
                 self.deliver(cmd.entry, cmd.result, cmd.failed)  # type: ignore[union-attr]
             elif kind is StartWorker:
                 backend.start_worker(cmd.worker)  # type: ignore[union-attr]
@@ -322,24 +343,24 @@ class Engine:
             if state.can_dispatch():
                 self.dispatch(now)
             for entry, kind, body in done:
-                result, failed = self._outcome(entry, kind, body)
+                result, failed = self._outcome(w, entry, kind, body)
                 self.deliver(entry, result, failed)
         else:
             # after_stop may add jobs, or raise to stop everything: it runs before the next dispatch.
             for entry, kind, body in done:
-                result, failed = self._outcome(entry, kind, body)
+                result, failed = self._outcome(w, entry, kind, body)
                 self.deliver(entry, result, failed)
                 if state.can_dispatch():
                     self.dispatch(time.monotonic())
 
-    def _outcome(self, entry: Entry, kind: int, body: Any) -> tuple[Any, bool]:
+    def _outcome(self, w: Worker, entry: Entry, kind: int, body: Any) -> tuple[Any, bool]:
         """Decode a finished job's result (and journal it); a job cancelled meanwhile is ``JobCancelled``."""
         if entry.cancelled:
             # cancel() said True while this result was on its way: the cancel stands, the result is dropped.
             return self.state._cancelled_error(entry), True
         result, failed = decode(entry, kind, body)
         if self.on_result is not None:
-            self.on_result(entry, kind, body, result)
+            self.on_result(w, entry, kind, body, result)
         return result, failed
 
     def connection_lost(self, w: Worker, protocol_error: str | None) -> None:

@@ -84,3 +84,25 @@ class SchedulerBrokenError(JobschedError, RuntimeError):
     Raised by ``add_job`` and ``submit`` after a background loop ended on an error (workers that could not
     start, a callback that raised), so that no future waits for a loop that no longer runs.
     """
+
+
+class UnkeyableError(JobschedError, TypeError):
+    """A job's content cannot be turned into a stable journal key; pass ``key=`` to name the job yourself.
+
+    Attributes:
+        path: where the value sits in the job, outermost first (e.g. ``["argument 1", "['cfg']"]``).
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, reason: str, path: list[str] | None = None) -> None:
+        self.reason = reason
+        self.path: list[str] = path if path is not None else []
+        super().__init__(reason)
+
+    def __str__(self) -> str:
+        where = " -> ".join(self.path)
+        return f"{where}: {self.reason}" if where else self.reason
+
+
+class JournalError(JobschedError, ValueError):
+    """The journal file cannot be used (wrong path, read-only, not a journal, too new) or stays locked."""

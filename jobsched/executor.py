@@ -31,7 +31,7 @@ class Executor(concurrent.futures.Executor):
         max_workers: worker processes (default ``processor_count()``; with ``backend``: every thread the
             backend's cluster has when the first call is submitted).
         backend: run the calls elsewhere, e.g. ``jobsched.dask.DaskBackend(client_or_address)``.
-        **options: passed to ``Scheduler`` (timeout, max_retries, prefetch, ...).
+        **options: passed to ``Scheduler`` (timeout, max_retries, prefetch, journal, rerun_failed, ...).
     """
 
     def __init__(self, max_workers: int | None = None, *, backend: Backend | None = None, **options: Any) -> None:

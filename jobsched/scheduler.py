@@ -42,6 +42,7 @@ from ._bars import RunBar  # tqdm itself is imported only when a bar is made
 from ._checks import check_cost, check_n_workers, check_positive_int, check_timeout, plural
 from ._futures import JobFuture, force_cancel
 from ._interrupt import in_kernel, sigint_held
+from ._keys import normalize_key
 from ._local import LocalBackend, default_worker_command
 from ._loop import Engine
 from ._pickling import dumps
@@ -54,6 +55,7 @@ from .remote_call import NOT_A_REMOTE_CALL, RemoteCall, payload_of, refuse_while
 
 if TYPE_CHECKING:
     from ._backend import Backend
+    from ._resume import Resume
 
 T = TypeVar("T")
 
@@ -92,12 +94,21 @@ class Scheduler:
             ``[worker N]`` (in a Jupyter kernel: to the kernel's own stderr, never into a cell).
         backend: run the jobs somewhere else than local worker processes, e.g.
             ``jobsched.dask.DaskBackend(client_or_address)``; ``workers`` then lists the backend's slots.
+        journal: a SQLite file that records every result (see ``jobsched.journal``); a job whose key has a
+            result in it is not run again: its result is delivered with ``job.from_journal`` True.
+        rerun_failed: with a journal, run again the jobs that it records as failed (default); False
+            delivers their journaled ``JobError`` instead.
+
+    Raises:
+        JournalError: the journal cannot be used (missing folder, read-only, not a journal, newer schema);
+            raised before anything starts, with the file left untouched.
     """
 
     def __init__(self, make_worker_command: Callable[[int], list[str]] | None = None, *, max_retries: int = 3,
                  timeout: float | None = None, retry_on_timeout: bool = False,
                  max_jobs_per_worker: int | None = None, max_worker_memory: int | None = None,
-                 prefetch: int = 1, echo_output: bool = True, backend: Backend | None = None) -> None:
+                 prefetch: int = 1, echo_output: bool = True, backend: Backend | None = None,
+                 journal: str | os.PathLike[str] | None = None, rerun_failed: bool = True) -> None:
         if make_worker_command is not None and not callable(make_worker_command):
             raise TypeError("Scheduler: make_worker_command must be a function worker_index -> argv, "
                             f"got {type(make_worker_command).__name__}; see make_python_cmd")
@@ -108,6 +119,11 @@ class Scheduler:
             check_positive_int("Scheduler: max_jobs_per_worker", max_jobs_per_worker)
         if max_worker_memory is not None:
             check_positive_int("Scheduler: max_worker_memory (bytes)", max_worker_memory)
+        self._journal: Resume | None = None
+        if journal is not None:  # first: a bad journal fails before anything starts
+            from ._resume import Resume
+
+            self._journal = Resume.open(journal, rerun_failed=rerun_failed)
         self.make_worker_command = make_worker_command or default_worker_command
         self.max_retries = max_retries
         self.timeout = timeout
@@ -118,13 +134,21 @@ class Scheduler:
         self.echo_output = echo_output
         self._secret = _wire.new_secret()
         self._backend: Backend = backend or LocalBackend(self.make_worker_command, self._secret, echo_output)
-        self._backend.attach(self)  # refuses what it cannot run (worker files on Dask) before anything starts
+        try:
+            self._backend.attach(self)  # refuses what it cannot run (worker files on Dask) before anything starts
+        except BaseException:
+            if self._journal is not None:
+                self._journal.close()
+            raise
         self._lock = threading.Lock()  # every change of the state happens under it
         self._state = SchedulerState(prefetch=prefetch, max_jobs_per_worker=max_jobs_per_worker,
                                      max_worker_memory=max_worker_memory,
                                      start_timeout=self._backend.start_timeout)
         self._idle = threading.Condition(threading.Lock())
         self._engine = Engine(self, self._state, self._backend, self._lock, self._idle)
+        if self._journal is not None:
+            self._engine.journal = self._journal
+            self._engine.on_result = self._journal.on_result
         self._loop_done = threading.Event()  # set while no loop runs
         self._loop_done.set()
         self._background = False  # the owner is the "jobsched-scheduler" thread
@@ -135,13 +159,15 @@ class Scheduler:
 
     # ------------------------------------------------------------------ adding jobs (any thread)
 
-    def add_job(self, data: Any, cost: float = 0, *, timeout: float | None = None,
+    def add_job(self, data: Any, cost: float = 0, key: Any = None, *, timeout: float | None = None,
                 max_retries: int | None = None, retry_on_timeout: bool | None = None) -> int:
         """Queue a job; it goes to the next free worker after every job of lower ``cost``.
 
         Args:
             data: what the worker's ``run`` / ``run_job`` receives; must pickle.
             cost: priority, lowest first; equal costs run in the order they were added.
+            key: the job's journal key (a str, an int or a tuple of them); default: derived from ``data``
+                when the scheduler has a journal. A job whose key has a result in the journal is not run.
             timeout: time limit in seconds for this job (default: the scheduler's).
             max_retries: worker deaths this job may cause before it fails (default: the scheduler's).
             retry_on_timeout: re-run the job if it times out (default: the scheduler's).
@@ -153,44 +179,53 @@ class Scheduler:
             TypeError: ``data`` cannot be pickled (the message says where in it), ``cost`` is not a number, or
                 ``data`` is not a ``remote_call`` while the workers are the default ones, which run only remote
                 calls (the queue is unchanged).
+            UnkeyableError: a journal is on and ``data`` cannot be keyed stably: pass ``key=``.
             ValueError: ``cost`` or ``timeout`` is out of range.
             SchedulerClosedError: the scheduler is closed.
             SchedulerBrokenError: its background loop stopped on an error; ``start()`` runs it again.
         """
-        self._push(data, cost, None, timeout, max_retries, retry_on_timeout)
+        self._push(data, cost, None, timeout, max_retries, retry_on_timeout, key)
         return self.n_queued_jobs
 
     def submit(self, fn: Callable[..., T], /, *args: Any, cost: float = 0, timeout: float | None = None,
-               max_retries: int | None = None, retry_on_timeout: bool | None = None, **kwargs: Any) -> Future[T]:
+               max_retries: int | None = None, retry_on_timeout: bool | None = None, key: Any = None,
+               **kwargs: Any) -> Future[T]:
         """Run ``fn(*args, **kwargs)`` in a worker; return a ``concurrent.futures.Future`` of its result.
 
         The scheduler's workers must run remote calls (the default worker does). If ``fn`` raises, the
         future raises a ``JobError`` carrying the remote traceback. ``cost``, ``timeout``, ``max_retries``
         and ``retry_on_timeout`` are as for ``add_job``; to pass a keyword argument of that name to ``fn``
         itself, submit a ``remote_call``: ``sched.submit(remote_call(fn, timeout=5), cost=1)``.
-        ``future.cancel()`` also stops a running job (its worker is killed and replaced).
+        ``future.cancel()`` also stops a running job (its worker is killed and replaced). ``key`` is the
+        journal key, as for ``add_job`` (default: derived from ``fn``'s code and the arguments).
         """
         rc = fn if isinstance(fn, RemoteCall) and not args and not kwargs else remote_call(fn, *args, **kwargs)
         future: JobFuture[T] = JobFuture(self._cancel_entry)
-        self._push(rc, cost, future, timeout, max_retries, retry_on_timeout)
+        self._push(rc, cost, future, timeout, max_retries, retry_on_timeout, key)
         return future
 
     def _push(self, data: Any, cost: float, future: JobFuture[Any] | None, timeout: float | None,
-              max_retries: int | None, retry_on_timeout: bool | None) -> Entry:
+              max_retries: int | None, retry_on_timeout: bool | None, key: Any = None) -> Entry:
         check_cost(cost)
         check_timeout("add_job", timeout)
         if max_retries is not None:
             check_positive_int("add_job: max_retries", max_retries)
-        if isinstance(data, RemoteCall):
-            payload = payload_of(data)
-        else:
-            if self.make_worker_command is default_worker_command:  # it would fail in the worker: say so now
-                raise TypeError(f"add_job: data is a {type(data).__name__}, but the default worker runs remote "
-                                f"calls: {NOT_A_REMOTE_CALL}")
-            payload = dumps(data, "add_job: data")
+        if not isinstance(data, RemoteCall) and self.make_worker_command is default_worker_command:
+            # It would fail in the worker: say so now.
+            raise TypeError(f"add_job: data is a {type(data).__name__}, but the default worker runs remote calls: "
+                            f"{NOT_A_REMOTE_CALL}")
+        journal = self._journal
+        if journal is not None:
+            key = journal.key_of(data, key)  # UnkeyableError here: the queue is unchanged
+            settled = journal.lookup(key)  # no scheduler lock: a hit may read the file
+            if settled is not None:
+                return self._push_settled(data, cost, future, key, *settled)
+        elif key is not None:
+            key = normalize_key(key)  # the same TypeError for a bad key, journal or not
+        payload = payload_of(data) if isinstance(data, RemoteCall) else dumps(data, "add_job: data")
         entry = Entry(cost, data, payload, future, self.timeout if timeout is None else timeout,
                       self.max_retries if max_retries is None else max_retries,
-                      self.retry_on_timeout if retry_on_timeout is None else retry_on_timeout)
+                      self.retry_on_timeout if retry_on_timeout is None else retry_on_timeout, key)
         if future is not None:
             future.entry = entry
         # The lock is held for as few bytecodes as possible: a caller thread that loses the GIL while holding
@@ -205,6 +240,23 @@ class Scheduler:
             was_empty = self._state.add(entry)
         # The loop looks at a non-empty queue again whenever a worker frees up, so only the job that makes the
         # queue non-empty needs to wake it: one syscall per burst, not per job.
+        if was_empty:
+            self._engine.wake()
+        return entry
+
+    def _push_settled(self, data: Any, cost: float, future: JobFuture[Any] | None, key: str, result: Any,
+                      failed: bool) -> Entry:
+        """Settle a job from the journal: numbered like any job, delivered by the loop, never run."""
+        entry = Entry(cost, data, None, future, None, 0, False, key)
+        if future is not None:
+            future.entry = entry
+        with self._lock:
+            if self._closed:
+                raise SchedulerClosedError("this scheduler is closed; create a new Scheduler to run more jobs")
+            was_empty = not self._state.ready
+            self._state.add_settled(entry, result, failed)
+            if failed:
+                result.job_index = entry.index  # the journaled JobError, now for this run's job
         if was_empty:
             self._engine.wake()
         return entry
@@ -560,6 +612,8 @@ class Scheduler:
                     f"job {entry.index} was still running when close() terminated its worker; "
                     "give close() a longer timeout to let jobs finish"))
         self._backend.close()
+        if self._journal is not None:
+            self._journal.close()
         _live.discard(self)
 
     def _wait_for_loop_end(self) -> None:

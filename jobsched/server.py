@@ -26,7 +26,7 @@ def make_server(
     """Return a scheduler whose workers run ``entry()`` of ``worker_file``.
 
     If ``n_workers`` is given, the workers start now, in the background, and are ready sooner.
-    ``options`` go to ``Scheduler`` (max_retries, timeout, prefetch, ...).
+    ``options`` go to ``Scheduler`` (max_retries, timeout, prefetch, journal, rerun_failed, ...).
     """
     refuse_while_loading_script("make_server()")
     if worker_file is None:
@@ -100,15 +100,18 @@ def start_simple_server(
     entry: str = "worker",
     n_workers: int | None = None,
     progress: bool = False,
+    journal: str | os.PathLike[str] | None = None,
+    rerun_failed: bool = True,
 ) -> None:
     """Run ``data_list`` through the workers of ``worker_file``: ``make_server`` + ``server_start`` + close.
 
     Each worker runs ``entry()`` of the file, which calls ``start_simple_worker(run)``; each element of
     ``data_list`` becomes one ``run(data)`` call, and ``process_result(data, result)`` is called here with
-    each result as it arrives.
+    each result as it arrives. With ``journal``, results are recorded in that SQLite file, and the data
+    whose result it holds from an earlier run are not run again (see ``Scheduler``).
     """
     data = list(data_list)
-    sched = make_server(worker_file, entry=entry)
+    sched = make_server(worker_file, entry=entry, journal=journal, rerun_failed=rerun_failed)
     try:
         server_start(sched, data, process_result, n_workers=n_workers, close_workers=True, progress=progress)
     finally:

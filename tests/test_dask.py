@@ -454,3 +454,15 @@ def test_a_job_that_keeps_killing_its_dask_worker_fails_with_worker_died(fresh_c
         assert error.remote_message.startswith("its worker died 2 times: worker ")
         assert error.remote_message.count("lost its Dask worker tcp://127.0.0.1:") == 2
         assert sched.stats()["restarts"] == 2 and sched.stats()["failed"] == 1
+
+
+def test_the_journal_works_the_same_on_dask(client: Any, tmp_path: Path) -> None:
+    journal = tmp_path / "runs.sqlite"
+    for expected in (0, 4):
+        with Scheduler(backend=DaskBackend(client), journal=journal) as s:
+            s.start(2, wait=False)
+            futures = [s.submit(helpers.add, i) for i in range(4)]
+            assert [f.result(timeout=WAIT) for f in futures] == [1, 2, 3, 4]
+            assert s.wait(WAIT)
+            assert s.stats()["from_journal"] == expected
+    assert sorted(jobsched.Journal(journal).results().values()) == [1, 2, 3, 4]

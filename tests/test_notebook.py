@@ -632,10 +632,6 @@ def test_the_worker_table_shows_an_address_when_a_worker_has_one() -> None:
 
 def test_start_journal_makes_a_default_scheduler_with_a_journal(ip: Any, capsys: pytest.CaptureFixture[str],
                                                                 tmp_path: Path) -> None:
-    import inspect
-
-    if "journal" not in inspect.signature(Scheduler).parameters:
-        pytest.xfail("needs Scheduler(journal=)")
     path = tmp_path / "run.sqlite"
     ip.run_line_magic("jobsched", f"start -n 1 --journal {path}")
     sched = jobsched.default_scheduler()

@@ -211,7 +211,7 @@ def test_workers_dying_before_ready_back_off_then_give_up_with_a_startup_error()
 def test_a_worker_that_never_connects_is_killed_after_the_start_timeout() -> None:
     state, clock = SchedulerState(start_timeout=60.0), Clock()
     state.set_target(1)
-    (start,) = of(state.tick(clock.now), StartWorker)
+    assert len(of(state.tick(clock.now), StartWorker)) == 1
     assert of(state.tick(clock.advance(59.0)), KillWorker) == []
     (kill,) = of(state.tick(clock.advance(1.0)), KillWorker)
     assert kill.reason is KillReason.NO_HANDSHAKE and kill.force
@@ -337,7 +337,7 @@ def test_cancel_a_queued_job_skips_it_and_settle_delivers_job_cancelled() -> Non
     assert state.n_queued == 1 and not state.cancel(first, settle=True).cancelled  # once
     (deliver,) = list(state.ready)
     assert deliver.entry is first and isinstance(deliver.result, JobCancelled)
-    (w,) = bring_up(state, clock, 1)
+    bring_up(state, clock, 1)
     assert sent(state.assign(clock.now)) == [(0, [1])]
 
 

@@ -1,0 +1,552 @@
+"""The writing side of the results journal (see ``jobsched.journal`` for the whole picture).
+
+File checks that run before SQLite touches a file, the schema, ``JournalRecord`` and ``JournalWriter``,
+which the scheduler drives from its loop thread. ``jobsched.journal`` re-exports the public names.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sqlite3
+import sys
+import threading
+import time
+import warnings
+from typing import Any
+
+from .errors import JobError, JournalError
+
+SCHEMA_VERSION = 1
+"""The schema this jobsched writes; a file of a higher version is refused (by an older jobsched)."""
+
+APPLICATION_ID = 0x4A534348  # "JSCH", in the SQLite header: a jobsched journal is known by it
+FLUSH_INTERVAL = 0.1
+"""Seconds a result may wait in memory before it is written."""
+FLUSH_BATCH = 2000
+"""Results written in one transaction at most (a flush is due as soon as this many wait). Measured on 20,000
+small results: 500 per transaction cost 6.3 µs a result, 2000 cost 3.9 µs (with the cache below), 5000 3.7 µs."""
+BUSY_TIMEOUT = 60.0
+"""Seconds a writer waits for another process's transaction before it gives up."""
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_SCHEMA = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE runs (
+    run INTEGER PRIMARY KEY AUTOINCREMENT,
+    started REAL NOT NULL,
+    finished REAL,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    argv TEXT NOT NULL
+);
+CREATE TABLE records (
+    key TEXT PRIMARY KEY,
+    idx INTEGER,
+    cost REAL,
+    status TEXT NOT NULL CHECK (status IN ('done', 'failed')),
+    result BLOB,
+    error_type TEXT,
+    error_message TEXT,
+    error_traceback TEXT,
+    start_ms REAL,
+    stop_ms REAL,
+    worker INTEGER,
+    attempts INTEGER,
+    run INTEGER
+);
+"""
+
+_COLUMNS = ("key, idx, cost, status, result, error_type, error_message, error_traceback, "
+            "start_ms, stop_ms, worker, attempts, run")
+
+# A failure never replaces a success (another process may have finished the same job meanwhile).
+_UPSERT = f"""
+INSERT INTO records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET
+    idx = excluded.idx, cost = excluded.cost, status = excluded.status, result = excluded.result,
+    error_type = excluded.error_type, error_message = excluded.error_message,
+    error_traceback = excluded.error_traceback, start_ms = excluded.start_ms, stop_ms = excluded.stop_ms,
+    worker = excluded.worker, attempts = excluded.attempts, run = excluded.run
+WHERE excluded.status = 'done' OR records.status = 'failed'
+"""
+
+
+class JournalWarning(RuntimeWarning):
+    """A result was not journaled, or a journaled one could not be read back (its job runs again)."""
+
+
+# ---- checks that run before SQLite touches the file
+
+
+def _read_only(path: str) -> bool:
+    # os.access says yes to root for any file; a file without a write bit is meant to stay as it is.
+    return not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o222
+
+
+def _check_file(path: str, *, writing: bool) -> None:
+    """Raise JournalError if ``path`` cannot be a journal (for writing, if it cannot be written)."""
+    folder = os.path.dirname(path) or "."
+    if not os.path.exists(path):
+        if not writing:
+            raise JournalError(f"there is no journal at {path}: check the path (a journal is created by "
+                               "Scheduler(journal=...) on its first run)")
+        if not os.path.isdir(folder):
+            raise JournalError(f"cannot create the journal {path}: the folder {folder} does not exist; "
+                               f"create it first (os.makedirs({folder!r})) or choose another path")
+    elif os.path.isdir(path):
+        raise JournalError(f"the journal path {path} is a folder; give a file name, e.g. "
+                           f"{os.path.join(path, 'runs.sqlite')}")
+    else:
+        _check_header(path)
+        if writing and _read_only(path):
+            raise JournalError(f"the journal {path} is read-only; make it writable (chmod u+w {path}) "
+                               "or choose another path")
+    if writing and _read_only(folder):
+        raise JournalError(f"cannot write the journal {path}: its folder {folder} is read-only, and SQLite "
+                           "needs to create files beside the journal (-wal, -shm); make the folder writable "
+                           "or choose another path")
+
+
+def _check_header(path: str) -> None:
+    """Recognise a jobsched journal by its SQLite header (the first 100 bytes), without opening it."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except OSError as exc:
+        raise JournalError(f"cannot read the journal {path}: {exc}; check its permissions") from exc
+    if not header:
+        return  # an empty file: SQLite makes a new database of it
+    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+        raise JournalError(f"{path} is not a jobsched journal (it is not even a SQLite database), and is left "
+                           "as it is; choose another path, or delete that file if you no longer need it")
+    application_id = int.from_bytes(header[68:72], "big")
+    version = int.from_bytes(header[60:64], "big")
+    if application_id != APPLICATION_ID:
+        raise JournalError(f"{path} is a SQLite database but not a jobsched journal (application_id "
+                           f"{application_id:#x}, not {APPLICATION_ID:#x}), and is left as it is; "
+                           "choose another path for the journal")
+    if version > SCHEMA_VERSION:
+        raise JournalError(_too_new(path, version))
+
+
+def _too_new(path: str, version: int) -> str:
+    return (f"the journal {path} was written by a newer jobsched (journal schema {version}; this version reads "
+            f"schemas up to {SCHEMA_VERSION}); upgrade jobsched (pip install -U jobsched) or use another path")
+
+
+def _connect(path: str, *, read_only: bool = False) -> sqlite3.Connection:
+    if read_only:
+        from pathlib import Path
+
+        target, uri = Path(path).absolute().as_uri() + "?mode=ro", True
+    else:
+        target, uri = path, False
+    # Autocommit (isolation_level=None): every transaction is an explicit BEGIN IMMEDIATE ... COMMIT.
+    conn = sqlite3.connect(target, timeout=5.0, isolation_level=None, check_same_thread=False, uri=uri)
+    return conn
+
+
+def _retry(path: str, conn: sqlite3.Connection, work: Any, busy_timeout: float) -> Any:
+    """Run ``work()``; while another process holds the lock, wait and try again, up to ``busy_timeout`` s."""
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.005
+    while True:
+        try:
+            return work()
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            text = str(exc)
+            if "locked" not in text and "busy" not in text:
+                raise JournalError(f"the journal {path} could not be written: {exc}") from exc
+            if time.monotonic() >= deadline:
+                raise JournalError(
+                    f"the journal {path} stayed locked by another process for {busy_timeout:g} s "
+                    f"({_active_runs(conn)}); let that run finish, or give this one another journal") from exc
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+
+def _active_runs(conn: sqlite3.Connection) -> str:
+    try:
+        rows = conn.execute("SELECT run, pid, host, argv FROM runs WHERE finished IS NULL "
+                            "ORDER BY run DESC LIMIT 3").fetchall()
+    except sqlite3.Error:
+        return "its runs table cannot be read either"
+    if not rows:
+        return "no unfinished run is recorded in it"
+    return "unfinished runs: " + "; ".join(f"run {r} by pid {pid} on {host}: {argv}" for r, pid, host, argv in rows)
+
+
+# ---- records
+
+_UNREAD = object()
+
+
+class JournalRecord:
+    """One journaled job.
+
+    Attributes:
+        key: the job's key (given with ``key=``, or derived from its content).
+        index: the job's index in the run that wrote it.
+        cost: the job's cost.
+        status: ``"done"`` or ``"failed"``.
+        start_ms: wall-clock time in milliseconds when the job was sent to a worker.
+        stop_ms: wall-clock time in milliseconds when its result arrived.
+        worker: the index of the worker slot that ran it (None if unknown).
+        attempts: how many times it was started (more than 1 if a worker died under it).
+        run: the run that wrote the record (see ``Journal.runs()``).
+    """
+
+    __slots__ = ("key", "index", "cost", "status", "start_ms", "stop_ms", "worker", "attempts", "run",
+                 "_result_bytes", "_error_fields", "_value")
+
+    def __init__(self, key: str, index: int | None, cost: float | None, status: str, result_bytes: bytes | None,
+                 error_fields: tuple[str, str, str] | None, start_ms: float | None, stop_ms: float | None,
+                 worker: int | None, attempts: int | None, run: int | None) -> None:
+        self.key = key
+        self.index = index
+        self.cost = cost
+        self.status = status
+        self._result_bytes = result_bytes
+        self._error_fields = error_fields
+        self.start_ms = start_ms
+        self.stop_ms = stop_ms
+        self.worker = worker
+        self.attempts = attempts
+        self.run = run
+        self._value: Any = _UNREAD
+
+    @classmethod
+    def _from_row(cls, row: tuple[Any, ...]) -> JournalRecord:
+        key, idx, cost, status, result, etype, emsg, etb, start, stop, worker, attempts, run = row
+        errors = (etype or "", emsg or "", etb or "") if status == "failed" else None
+        return cls(key, idx, cost, status, result, errors, start, stop, worker, attempts, run)
+
+    @property
+    def result(self) -> Any:
+        """The job's result, unpickled now (None for a failed job: see ``error``).
+
+        Raises:
+            JournalError: the stored bytes cannot be unpickled here (e.g. the result's class is gone);
+                ``Journal(path).forget([key])`` makes the job run again.
+        """
+        if self._value is not _UNREAD:
+            return self._value
+        if self._result_bytes is None:
+            return None
+        try:
+            self._value = pickle.loads(self._result_bytes)
+            return self._value
+        except Exception as exc:
+            raise JournalError(
+                f"the journaled result of key {self.key} cannot be unpickled here ({type(exc).__name__}: {exc}); "
+                "import what it needs, or forget the key (Journal(path).forget([key])) to run the job again"
+            ) from exc
+
+    @property
+    def error(self) -> JobError | None:
+        """The job's ``JobError`` if it failed, else None."""
+        if self._error_fields is None:
+            return None
+        return JobError(*self._error_fields, self.index)
+
+    @property
+    def elapsed_ms(self) -> float:
+        """Milliseconds between sending the job and receiving its result."""
+        if self.start_ms is None or self.stop_ms is None:
+            return 0.0
+        return max(0.0, self.stop_ms - self.start_ms)
+
+    def outcome(self, index: int | None = None) -> tuple[Any, bool]:
+        """Return ``(result, failed)`` as the scheduler delivers it: the result, or the JobError.
+
+        Args:
+            index: the index of the job that receives it in this run (the JobError's ``job_index``).
+
+        Raises:
+            JournalError: the result cannot be unpickled (see ``result``).
+        """
+        if self._error_fields is not None:
+            return JobError(*self._error_fields, index), True
+        return self.result, False
+
+    def __repr__(self) -> str:
+        return (f"JournalRecord(key={self.key!r}, index={self.index}, status={self.status!r}, "
+                f"elapsed_ms={self.elapsed_ms:.1f}, worker={self.worker}, attempts={self.attempts}, run={self.run})")
+
+
+# ---- the writer, for the scheduler
+
+
+class JournalWriter:
+    """The scheduler's side of a journal: look up finished jobs, record results in batches.
+
+    Made by ``JournalWriter.open(path)``. Meant to be driven by one thread (the scheduler's loop);
+    every method takes an internal lock, so ``close()`` or ``flush()`` from another thread is safe too.
+    ``record_*`` only appends to a buffer: the only I/O is in ``flush()``, which the loop calls when
+    ``flush_due(now)`` says so, and ``lookup()``, which reads one row for a job that is skipped.
+    """
+
+    def __init__(self, path: str, conn: sqlite3.Connection, run: int, done: dict[str, bool], *,
+                 rerun_failed: bool, flush_interval: float, flush_batch: int, busy_timeout: float) -> None:
+        self.path = path
+        self.run = run
+        self.rerun_failed = rerun_failed
+        self.flush_interval = flush_interval
+        self.flush_batch = flush_batch
+        self.busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = conn
+        self._known = done  # key -> True if done, False if failed (failed keys only if rerun_failed=False)
+        self._pending: dict[str, tuple[Any, ...]] = {}
+        self._oldest: float | None = None  # time.monotonic() of the oldest unwritten result
+        self._lock = threading.Lock()
+        self.n_written = 0
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, rerun_failed: bool = True, flush_interval: float = FLUSH_INTERVAL,
+             flush_batch: int = FLUSH_BATCH, busy_timeout: float = BUSY_TIMEOUT) -> JournalWriter:
+        """Open (or create) the journal at ``path`` for a new run; call before any job runs.
+
+        Args:
+            path: the journal file; its folder must exist.
+            rerun_failed: whether ``lookup`` lets failed jobs run again (True) or returns their error.
+            flush_interval: seconds a recorded result may wait in memory before ``flush_due`` says so.
+            flush_batch: number of waiting results that makes a flush due at once.
+            busy_timeout: seconds to wait for another process's lock before giving up.
+
+        Raises:
+            JournalError: the path cannot hold a journal (the message names it and the fix); the file is
+                left untouched.
+        """
+        path = os.path.abspath(os.fspath(path))
+        _check_file(path, writing=True)
+        try:
+            conn = _connect(path)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open the journal {path}: {exc}") from exc
+        try:
+            _retry(path, conn, lambda: _prepare(path, conn), busy_timeout)
+            # WAL: readers do not block the writer, and a commit is one append to the -wal file.
+            _retry(path, conn, lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone(), busy_timeout)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            # Keys are random (hashes), so each batch touches index pages all over the file: keep them in
+            # memory (up to 64 MB, allocated only as used), and checkpoint the WAL less often.
+            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute("PRAGMA wal_autocheckpoint=4000")
+            run = _retry(path, conn, lambda: _new_run(conn), busy_timeout)
+            query = "SELECT key, status = 'done' FROM records" + (" WHERE status = 'done'" if rerun_failed else "")
+            known = dict(conn.execute(query).fetchall())
+        except BaseException:
+            conn.close()
+            raise
+        return cls(path, conn, run, known, rerun_failed=rerun_failed, flush_interval=flush_interval,
+                   flush_batch=flush_batch, busy_timeout=busy_timeout)
+
+    def __len__(self) -> int:
+        """The number of keys this run will not run again (done, and failed with rerun_failed=False)."""
+        return len(self._known)
+
+    def lookup(self, key: str, index: int | None = None) -> JournalRecord | None:
+        """Return the journaled record that replaces running the job ``key``, or None to run it.
+
+        A record is returned for a done job, and for a failed one when ``rerun_failed`` is False; its
+        result is already unpickled (``record.outcome(index)`` gives what to deliver). A record whose
+        result cannot be unpickled any more counts as absent (a ``JournalWarning`` says so), so the job
+        runs again and its new result replaces it.
+
+        Args:
+            key: the job's key.
+            index: the job's index in this run, for the warning.
+        """
+        with self._lock:
+            status = self._known.get(key)
+            if status is None:
+                return None
+            row = self._pending.get(key)
+            if row is None:
+                if self._conn is None:
+                    raise JournalError(f"the journal {self.path} is closed")
+                row = self._conn.execute(f"SELECT {_COLUMNS} FROM records WHERE key = ?", (key,)).fetchone()
+            if row is None:  # forgotten by another process since this one opened the journal
+                del self._known[key]
+                return None
+        record = JournalRecord._from_row(row)
+        if record.status == "failed" and self.rerun_failed:
+            return None
+        if record.status == "done":
+            try:
+                record.result  # noqa: B018  # unpickled now, and kept: outcome() hands it over
+            except JournalError as exc:
+                job = f"job {index}" if index is not None else "a job"
+                warnings.warn(f"{exc}; {job} runs again", JournalWarning, stacklevel=2)
+                return None
+        return record
+
+    def record_done(self, key: str, index: int, cost: float, result: bytes | bytearray | memoryview,
+                    start_ms: float, stop_ms: float, worker: int | None, attempts: int = 1) -> None:
+        """Buffer a finished job's result: ``result`` is its pickle, as it came from the worker (copied here).
+
+        Args:
+            key: the job's key.
+            index: the job's index.
+            cost: its cost.
+            result: the pickled result, byte for byte as the worker sent it (never re-pickled).
+            start_ms: wall-clock milliseconds when the job was sent.
+            stop_ms: wall-clock milliseconds when its result arrived.
+            worker: the worker slot's index.
+            attempts: how many times the job was started.
+        """
+        row = (key, index, cost, "done", bytes(result), None, None, None, start_ms, stop_ms, worker, attempts,
+               self.run)
+        with self._lock:
+            self._pending[key] = row
+            self._known[key] = True
+            if self._oldest is None:
+                self._oldest = time.monotonic()
+
+    def record_failed(self, key: str, index: int, cost: float, error: JobError, start_ms: float, stop_ms: float,
+                      worker: int | None, attempts: int = 1) -> None:
+        """Buffer a failed job's error (its type, message and traceback).
+
+        A failure never replaces a success recorded for the same key. The scheduler should not record a
+        job that the user cancelled: that is not the job's result.
+        """
+        row = (key, index, cost, "failed", None, error.remote_type, error.remote_message, error.remote_traceback,
+               start_ms, stop_ms, worker, attempts, self.run)
+        with self._lock:
+            previous = self._pending.get(key)
+            if previous is not None and previous[3] == "done":
+                return
+            self._pending[key] = row
+            if not self.rerun_failed and key not in self._known:
+                self._known[key] = False
+            if self._oldest is None:
+                self._oldest = time.monotonic()
+
+    def record_value(self, key: str, index: int, cost: float, result: Any, start_ms: float, stop_ms: float,
+                     worker: int | None, attempts: int = 1) -> bool:
+        """Pickle ``result`` and buffer it, for a backend that hands over values rather than bytes.
+
+        Returns:
+            True if it was journaled; False if it cannot be pickled: a ``JournalWarning`` names the job,
+            and the caller delivers the result anyway.
+        """
+        try:
+            data = pickle.dumps(result, 5)
+        except Exception:
+            try:
+                from ._pickling import dumps
+
+                data = dumps(result, f"the result of job {index}")
+            except TypeError as exc:
+                warnings.warn(f"the result of job {index} (key {key}) is delivered but not journaled: {exc}",
+                              JournalWarning, stacklevel=2)
+                return False
+        self.record_done(key, index, cost, data, start_ms, stop_ms, worker, attempts)
+        return True
+
+    def next_flush_in(self, now: float) -> float | None:
+        """Seconds until a flush is due (0 if it is), or None if nothing waits: a bound for the loop's sleep.
+
+        Args:
+            now: ``time.monotonic()``.
+        """
+        oldest = self._oldest
+        if oldest is None:
+            return None
+        if len(self._pending) >= self.flush_batch:
+            return 0.0
+        return max(0.0, oldest + self.flush_interval - now)
+
+    def flush_due(self, now: float) -> bool:
+        """Whether results have waited long enough, or are many enough, to be written now."""
+        oldest = self._oldest
+        return oldest is not None and (len(self._pending) >= self.flush_batch or now - oldest >= self.flush_interval)
+
+    def flush(self) -> None:
+        """Write every buffered result in one transaction (waiting out another process's lock).
+
+        Raises:
+            JournalError: the journal stayed locked for ``busy_timeout`` seconds, or cannot be written (disk
+                full...); the results stay buffered, and the next flush tries again.
+        """
+        with self._lock:
+            if not self._pending:
+                return
+            conn = self._conn
+            if conn is None:
+                raise JournalError(f"the journal {self.path} is closed; results cannot be recorded any more")
+            rows = list(self._pending.values())
+
+            def write() -> None:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(_UPSERT, rows)
+                conn.execute("COMMIT")
+
+            _retry(self.path, conn, write, self.busy_timeout)
+            self._pending.clear()
+            self._oldest = None
+            self.n_written += len(rows)
+
+    def close(self) -> None:
+        """Flush, mark the run finished and close the file. Idempotent."""
+        try:
+            self.flush()
+        finally:
+            with self._lock:
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    try:
+                        _retry(self.path, conn, lambda: conn.execute(
+                            "UPDATE runs SET finished = ? WHERE run = ?", (time.time(), self.run)), 5.0)
+                    except JournalError:
+                        pass  # only the summary's "finished" column is lost
+                    finally:
+                        conn.close()
+
+    def __enter__(self) -> JournalWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _prepare(path: str, conn: sqlite3.Connection) -> None:
+    """Create the schema in a new file, or check an existing one; in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if application_id == 0 and not conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
+            # Still in rollback-journal mode: the header (application_id, user_version) reaches the main
+            # file with this commit, where _check_header reads it, rather than staying in a -wal file.
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.executemany("INSERT INTO meta (name, value) VALUES (?, ?)",
+                             [("created_by", "jobsched"), ("schema_version", str(SCHEMA_VERSION))])
+        elif application_id != APPLICATION_ID:
+            raise JournalError(f"{path} is a SQLite database but not a jobsched journal; choose another path")
+        elif version > SCHEMA_VERSION:
+            raise JournalError(_too_new(path, version))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _new_run(conn: sqlite3.Connection) -> int:
+    import json
+    import socket
+
+    cursor = conn.execute("INSERT INTO runs (started, pid, host, argv) VALUES (?, ?, ?, ?)",
+                          (time.time(), os.getpid(), socket.gethostname(), json.dumps(sys.argv)))
+    run = cursor.lastrowid
+    assert run is not None
+    return run
