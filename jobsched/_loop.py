@@ -159,15 +159,15 @@ class Engine:
             with lock:
                 state.fail(exc)
                 cmds = state.kill_all()
-            self.execute(cmds)
-            backend.shutdown()
+            _guarded(self.log, self.execute, cmds)
+            _guarded(self.log, backend.shutdown)
         finally:
             if journal is not None:
                 self._flush_journal(journal)
             if state.closing or state.error is not None:
-                self.shutdown()
+                _guarded(self.log, self.shutdown)
             if state.fatal and state.error is not None:
-                self._fail_queued_futures(state.error)
+                self._fail_pending_futures(state.error)
             with self.idle:
                 self.idle.notify_all()
 
@@ -282,8 +282,8 @@ class Engine:
                 entry.job.from_journal = True
             self.deliver(entry, result, failed)
 
-    def _fail_queued_futures(self, error: BaseException) -> None:
-        """The scheduler cannot go on: a queued future gets the error rather than waiting forever."""
+    def _fail_pending_futures(self, error: BaseException) -> None:
+        """The scheduler cannot go on: every future not yet settled gets the error rather than waiting forever."""
         with self.lock:
             doomed = self.state.drain_futures()
         for entry in doomed:
@@ -387,6 +387,14 @@ class Engine:
 
     def log(self, message: str) -> None:
         write_stderr(message + "\n")
+
+
+def _guarded(log: Callable[[str], None], fn: Callable[..., Any], *args: Any) -> None:
+    """Run a step of the loop's emergency stop; report a failure and go on to the next step."""
+    try:
+        fn(*args)
+    except BaseException as exc:
+        log(f"jobsched: while stopping after an internal error: {type(exc).__name__}: {exc}")
 
 
 def decode(entry: Entry, kind: int, body: Any) -> tuple[Any, bool]:

@@ -238,8 +238,10 @@ class SchedulerState:
         return [entry for _, _, entry in self.heap if not entry.cancelled]
 
     def drain_futures(self) -> list[Entry]:
-        """Take the queued jobs that have futures out of the queue (a fatal error: they get the error)."""
+        """Take every job with a future out of the queue and off the workers (a fatal error: they get it)."""
         doomed = [entry for _, _, entry in self.heap if entry.future is not None and not entry.cancelled]
+        for w in self.workers:
+            doomed.extend(entry for entry in w._inflight if entry.future is not None)
         self.heap[:] = [item for item in self.heap if item[2].future is None and not item[2].cancelled]
         heapq.heapify(self.heap)
         self.n_cancelled_queued = 0

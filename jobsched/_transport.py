@@ -233,7 +233,7 @@ class Connection:
         try:
             view = decoder.body_view()
             if view is not None:
-                n = self._sock.recv_into(view, 1 << 24)
+                n = self._sock.recv_into(view, min(len(view), 1 << 24))
                 frames = decoder.filled(n) if n else None
             else:
                 chunk = self._sock.recv(_wire.RECV_SIZE)
@@ -243,7 +243,7 @@ class Connection:
         except ProtocolError as exc:
             self._lost(str(exc))
             return False
-        except OSError:
+        except (OSError, ValueError):  # reset by the peer, or closed under us
             frames = None
         if frames is None:
             self._lost(None)
