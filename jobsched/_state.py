@@ -29,11 +29,21 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
-from typing import Any, NamedTuple
+from typing import Any
 
+from ._commands import (
+    CancelOutcome,
+    CloseWorker,
+    Command,
+    Deliver,
+    Entry,
+    Fail,
+    KillWorker,
+    SendJobs,
+    StartWorker,
+)
 from ._slot import Progress, Worker
 from .errors import JobCancelled, JobError, JobTimeout, WorkerStartupError
-from .job import Job
 from .states import KillReason, WorkerState
 
 STARTUP_FAILURE_LIMIT = 3  # workers dying before READY, in a row, before the scheduler gives up
@@ -47,85 +57,6 @@ TICK = 0.5  # longest interval between two ticks (a safety net: events arrive on
 
 _STARTING, _READY, _RUNNING = WorkerState.STARTING, WorkerState.READY, WorkerState.RUNNING
 _CLOSING, _CLOSED = WorkerState.CLOSING, WorkerState.CLOSED
-
-
-class Entry:
-    """A job in the scheduler's hands: its pickled data and what is needed to settle it.
-
-    A queued job costs this object, its pickled bytes (held once, here) and the heap's (cost, index, entry)
-    tuple. The ``Job`` record that callbacks and ``Worker.job`` show is made on first use: a million queued
-    jobs do not carry a million ``Job`` objects.
-    """
-
-    __slots__ = ("index", "cost", "data", "payload", "future", "timeout", "max_retries", "retry_on_timeout",
-                 "key", "deaths", "timed_out", "sent", "queued", "cancelled", "from_journal", "_job")
-
-    def __init__(self, cost: float, data: Any, payload: Any, future: Any, timeout: float | None,
-                 max_retries: int, retry_on_timeout: bool, key: str | None = None) -> None:
-        self.index = -1  # set by SchedulerState.add
-        self.cost = cost
-        self.data = data
-        self.payload = payload  # bytes, or a list of buffers: what the backend puts on the wire
-        self.future = future  # a concurrent.futures.Future, opaque here
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.retry_on_timeout = retry_on_timeout
-        self.key = key  # the journal key, when a journal is on
-        self.deaths: list[str] | None = None  # "worker 2 (pid 123) killed by signal SIGKILL", ...
-        self.timed_out = False
-        self.sent = False  # dispatched at least once: its future is RUNNING (a re-queued job's stays so)
-        self.queued = False  # in the heap now
-        self.cancelled = False
-        self.from_journal = False
-        self._job: Job | None = None
-
-    @property
-    def job(self) -> Job:
-        """The job's ``Job`` record, made on first use."""
-        job = self._job
-        if job is None:
-            job = self._job = Job(self.index, self.cost, self.data)
-            job.from_journal = self.from_journal
-        return job
-
-
-# ---- commands: what the shell must do. Plain records; the shell matches on their type.
-
-class StartWorker(NamedTuple):
-    worker: Worker
-
-
-class SendJobs(NamedTuple):
-    worker: Worker
-    entries: list[Entry]
-
-
-class CloseWorker(NamedTuple):
-    worker: Worker
-
-
-class KillWorker(NamedTuple):
-    worker: Worker
-    reason: KillReason
-    force: bool  # SIGKILL now; else SIGTERM, and SIGKILL later if it does not exit
-
-
-class Deliver(NamedTuple):
-    entry: Entry
-    result: Any
-    failed: bool
-
-
-class Fail(NamedTuple):
-    error: BaseException
-
-
-Command = StartWorker | SendJobs | CloseWorker | KillWorker | Deliver | Fail
-
-
-class CancelOutcome(NamedTuple):
-    cancelled: bool  # the job will not deliver a result
-    was_running: bool  # its worker is being killed
 
 
 class SchedulerState:
@@ -693,30 +624,6 @@ class SchedulerState:
         if self.n_done and (not self.rate_samples or now - self.rate_samples[-1][0] >= 0.25):
             self.rate_samples.append((now, self.n_done))
 
-    def jobs_per_s(self, now: float) -> float:
-        done = self.n_done
-        for t, n in self.rate_samples:
-            if now - t <= 5.0:
-                return (done - n) / (now - t) if now - t > 0.2 else 0.0
-        return 0.0
 
-    def counts(self, now: float) -> dict[str, Any]:
-        live = [w for w in self.live_workers() if w.state is not _CLOSED]
-        return {
-            "queued": self.n_queued,
-            "active": self.n_active,
-            "done": self.n_done,
-            "failed": self.n_failed,
-            "cancelled": self.n_cancelled,
-            "from_journal": self.n_from_journal,
-            "workers": len(live),
-            "busy": sum(1 for w in live if w.state is _RUNNING),
-            "target_workers": self.target,
-            "jobs_per_s": self.jobs_per_s(now),
-            "restarts": self.n_restarts,
-            "paused": self.paused,
-            "elapsed_s": now - self.started_at if self.started_at is not None else 0.0,
-            # The last job that failed because its worker died, with the worker's last output (a fatal-error
-            # stack): a crash is a failed job, not a scheduler error, but it is worth showing.
-            "last_worker_died": str(self.last_worker_died) if self.last_worker_died is not None else None,
-        }
+__all__ = ["CLOSE_GRACE", "TICK", "CancelOutcome", "CloseWorker", "Command", "Deliver", "Entry", "Fail", "KillWorker",
+           "SchedulerState", "SendJobs", "StartWorker"]

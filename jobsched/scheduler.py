@@ -41,13 +41,14 @@ from . import _wire
 from ._bars import RunBar  # tqdm itself is imported only when a bar is made
 from ._checks import check_cost, check_n_workers, check_positive_int, check_timeout, plural
 from ._futures import JobFuture, force_cancel
-from ._interrupt import in_kernel, sigint_held
 from ._keys import normalize_key
 from ._local import LocalBackend, default_worker_command
 from ._loop import Engine
+from ._owner import LoopOwner, can_hold_sigint
 from ._pickling import dumps
 from ._slot import Progress, Worker
 from ._snapshot import Snapshot, take_snapshot
+from ._snapshot import counts as stats_of
 from ._state import CLOSE_GRACE, Entry, SchedulerState
 from .errors import SchedulerBrokenError, SchedulerClosedError
 from .job import Job
@@ -149,12 +150,9 @@ class Scheduler:
         if self._journal is not None:
             self._engine.journal = self._journal
             self._engine.on_result = self._journal.on_result
-        self._loop_done = threading.Event()  # set while no loop runs
-        self._loop_done.set()
-        self._background = False  # the owner is the "jobsched-scheduler" thread
         self._closed = False
         self._broken: BaseException | None = None  # a background loop ended on this error: refuse new jobs
-        self._run_bar: RunBar | None = None  # start(progress=True): closed when the loop ends
+        self._owner = LoopOwner(self)
         _live.add(self)
 
     # ------------------------------------------------------------------ adding jobs (any thread)
@@ -325,7 +323,7 @@ class Scheduler:
     def stats(self) -> dict[str, Any]:
         """Return a snapshot: queued, active, done, failed, workers, jobs_per_s, and a few more."""
         with self._lock:
-            counts = self._state.counts(time.monotonic())
+            counts = stats_of(self._state, time.monotonic())
             error = self._state.error or self._broken
         counts.update(running=self.running, closed=self._closed,
                       error=f"{type(error).__name__}: {error}" if error is not None else None)
@@ -409,7 +407,7 @@ class Scheduler:
         with self._lock:
             error = state.take_error()
             owner = engine.owner
-            if error is None and owner is not None and owner is not me and not self._background:
+            if error is None and owner is not None and owner is not me and not self._owner.background:
                 if bar is not None:
                     bar.close()
                 raise RuntimeError(f"start: this scheduler already runs in the blocking start() of thread "
@@ -418,74 +416,20 @@ class Scheduler:
                 self._broken = None
                 engine.before_start = before_start
                 engine.after_stop = after_stop if bar is None else bar.counting(after_stop)
-                old_bar, self._run_bar = self._run_bar, bar
+                old_bar, self._owner.run_bar = self._owner.run_bar, bar
                 state.configure(target, until_idle=wait, close_when_idle=close_workers)
-                here = owner is None and wait and _can_hold_sigint()
+                here = owner is None and wait and can_hold_sigint()
                 if owner is None:
-                    self._take_ownership(None if here else _new_loop_thread(self._own_loop))
+                    self._owner.take(None if here else self._owner.new_thread())
         if old_bar is not None:  # the bar of an earlier start() on the same loop, or this one if it failed
             old_bar.close()
         if error is not None:
             raise error
         engine.wake()
         if here:
-            self._serve_here()
+            self._owner.serve_here()
         elif wait:
-            self._wait_blocking(None, until_stopped=True)
-
-    def _take_ownership(self, thread: threading.Thread | None) -> None:
-        """Make ``thread`` (None: the calling thread) the loop's one owner; called under ``_lock``."""
-        self._loop_done.clear()
-        self._background = thread is not None
-        self._engine.owner = thread or threading.current_thread()
-        self._engine.interrupted = False
-        if thread is not None:
-            self._engine.open()  # listening before start() returns: sched.address is known at once
-            thread.start()
-
-    def _own_loop(self) -> None:
-        """Run the loop until it may end; hand ownership back (the loop's owner thread only)."""
-        engine, state = self._engine, self._state
-        try:
-            while True:
-                engine.open()
-                engine.serve()
-                with self._lock:
-                    # A start() that came in while the loop was ending may want it to go on.
-                    if engine.interrupted or state.poll_finished():
-                        if state.error is not None and self._background and not self._closed:
-                            self._broken = state.error
-                        engine.owner = None
-                        break
-        finally:
-            with self._lock:
-                engine.owner = None
-                bar, self._run_bar = self._run_bar, None
-            if bar is not None:
-                bar.close()
-            if self._closed:  # before close() returns: its futures are settled and the backend released
-                self._settle_after_close()
-            self._loop_done.set()
-            with self._idle:
-                self._idle.notify_all()
-
-    def _serve_here(self) -> None:
-        """Run the loop in the calling thread until the jobs are done, as the manual's scheduler-start does.
-
-        No thread is started and no job crosses threads. Ctrl-C (SIGINT) only sets a flag and wakes the
-        loop, which stops between two events, never in the middle of one: then, as with a background
-        thread, a Jupyter kernel keeps the jobs running in the background and a script closes everything.
-        """
-        with sigint_held(self._engine.interrupt):
-            self._own_loop()
-        if self._engine.interrupted:
-            self._engine.interrupted = False
-            self._after_interrupt()
-            raise KeyboardInterrupt
-        with self._lock:
-            error = self._state.take_error()
-        if error is not None:
-            raise error
+            self._owner.wait_blocking(None, until_stopped=True)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until no job is queued or active; return False if ``timeout`` seconds passed first.
@@ -501,53 +445,7 @@ class Scheduler:
             raise RuntimeError("wait() cannot be called from a callback (before_start, after_stop, a future's "
                                "done-callback): callbacks run on the scheduler's loop thread, which wait() would "
                                "block forever. Count results in after_stop instead")
-        return self._wait_blocking(timeout)
-
-    def _wait_blocking(self, timeout: float | None, until_stopped: bool = False) -> bool:
-        """Wait until idle (``wait``) or until the loop has stopped (``start(wait=True)`` joining a loop)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        ctrl_c: list[bool] = []  # Ctrl-C, held back to the top of the loop (see _interrupt)
-        state = self._state
-        try:
-            with sigint_held(lambda: ctrl_c.append(True)):
-                while True:
-                    if ctrl_c:
-                        raise KeyboardInterrupt
-                    running = self.running
-                    with self._lock:
-                        error = state.take_error() if (not until_stopped or not running) else None
-                        idle = state.is_idle() and not state.ready
-                    if error is not None:
-                        raise error
-                    if until_stopped:
-                        if not running:
-                            return True
-                    elif idle:
-                        return True
-                    elif not running:
-                        if self._closed:
-                            raise SchedulerClosedError(f"the scheduler is closed with {self.n_queued_jobs} "
-                                                       "jobs queued; they will not run")
-                        raise RuntimeError(f"wait: {plural(self.n_queued_jobs, 'job')} queued but the scheduler "
-                                           "is not running; call start() first")
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        return False
-                    with self._idle:  # short slices: Ctrl-C / Jupyter's interrupt gets control back at once
-                        self._idle.wait(0.1 if remaining is None else min(0.1, remaining))
-        except KeyboardInterrupt:
-            self._after_interrupt()
-            raise
-
-    def _after_interrupt(self) -> None:
-        """Ctrl-C reached a blocking call: a Jupyter kernel keeps the jobs going, a script closes everything."""
-        if in_kernel():
-            with self._lock:
-                self._state.until_idle = False
-                if self._engine.owner is None and not self._closed:
-                    self._take_ownership(_new_loop_thread(self._own_loop))
-        else:
-            self.close(timeout=0.5)
+        return self._owner.wait_blocking(timeout)
 
     def scale(self, n_workers: int) -> None:
         """Change the number of workers now; busy workers beyond the new count finish their job first."""
@@ -585,13 +483,13 @@ class Scheduler:
             self._state.begin_close(grace)
             owner = engine.owner
             if owner is None and not self._state.all_closed():
-                self._take_ownership(_new_loop_thread(self._own_loop))
+                self._owner.take(self._owner.new_thread())
                 owner = engine.owner
         engine.wake()
         if owner is me:
             return  # a callback: the loop closes the workers once it returns
         if owner is not None:
-            self._wait_for_loop_end()
+            self._owner.wait_for_loop_end()
         else:
             engine.shutdown()
             self._settle_after_close()
@@ -616,42 +514,11 @@ class Scheduler:
             self._journal.close()
         _live.discard(self)
 
-    def _wait_for_loop_end(self) -> None:
-        """Wait until the loop has stopped. Ctrl-C meanwhile kills every worker now, then raises."""
-        ctrl_c: list[bool] = []
-        killing = False
-        with sigint_held(lambda: ctrl_c.append(True)):
-            while not self._loop_done.wait(0.1):
-                if ctrl_c and not killing:
-                    killing = True
-                    self._engine.post(self._kill_all_now)
-        if ctrl_c:
-            raise KeyboardInterrupt
-
-    def _kill_all_now(self) -> None:
-        """Ctrl-C during close(): SIGKILL every worker now (on the loop's thread); their jobs stay queued."""
-        with self._lock:
-            cmds = self._state.kill_all()
-        self._engine.execute(cmds)
-
     def __enter__(self) -> Scheduler:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _new_loop_thread(target: Callable[[], None]) -> threading.Thread:
-    return threading.Thread(target=target, name="jobsched-scheduler", daemon=True)
-
-
-def _can_hold_sigint() -> bool:
-    """Whether Ctrl-C can be held back in this thread (see ``_interrupt.sigint_held``)."""
-    import signal
-
-    if threading.current_thread() is not threading.main_thread():
-        return True
-    return signal.getsignal(signal.SIGINT) in (signal.default_int_handler, signal.SIG_IGN)
 
 
 def make_scheduler(make_worker_command: Callable[[int], list[str]] | None = None, **options: Any) -> Scheduler:
