@@ -165,7 +165,7 @@ _CELL_PARSER.add_argument("-o", "--out", type=_identifier, default=None, dest="n
 
 def _split(prog: str, line: str) -> list[str]:
     try:
-        return shlex.split(line)
+        return shlex.split(line, comments=True)  # `%jobsched start -n 4  # four workers` as in a cell
     except ValueError as exc:
         raise UsageError(f"{prog}: cannot parse {line!r}: {exc}\n{USAGE}") from None
 
