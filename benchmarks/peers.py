@@ -414,10 +414,14 @@ def many(peer: Peer, workers: int, n: int) -> dict[str, Any]:
 
 
 def queue_memory(n: int, kind: str) -> dict[str, Any]:
-    """A fresh process: queue n small jobs on a scheduler that is not started; RSS growth per job."""
-    from jobsched import Scheduler
+    """A fresh process: queue n small jobs on a scheduler that is not started; RSS growth per job.
 
-    sched = Scheduler()
+    ``add_job`` queues plain data, as for a worker file's ``start_simple_worker(run)``: the scheduler is never
+    started, so its command is never run (the default worker takes only remote calls, and says so).
+    """
+    from jobsched import Scheduler, make_python_cmd
+
+    sched = Scheduler(lambda i: make_python_cmd(__file__)) if kind == "add_job" else Scheduler()
     gc.collect()
     base = _rss_mb()
     if kind == "add_job":

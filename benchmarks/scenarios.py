@@ -21,7 +21,7 @@ SCENARIO_HELP = {
     "queue_memory": "scheduler RSS per queued job, 1,000,000 jobs (not run)",
     "executor_map": "Executor.map over 100,000 items: rate, RSS growth",
     "dashboard": "throughput with sched.dashboard() attached vs without",
-    "journal": "throughput with Scheduler(journal=...) vs without; bytes/job; Journal.results() of 100,000",
+    "journal": "jobs/s with a journal vs without, bytes per job",
 }
 PEER_HELP = {
     "floor1": "raw TCP ping-pong, 1 job in flight per worker",

@@ -401,7 +401,7 @@ def test_magic_start_dask_drives_the_default_scheduler_on_the_cluster(cluster: A
         assert sched.submit(helpers.add, 1).result(timeout=WAIT) == 2
         ip.run_line_magic("jobsched", f"start --dask {address.removeprefix('tcp://')}")  # the same cluster
         assert jobsched.default_scheduler() is sched
-        with pytest.raises(UsageError, match="the default scheduler is running; `%jobsched stop` it first"):
+        with pytest.raises(UsageError, match="the default scheduler is running .*; `%jobsched stop` it first"):
             ip.run_line_magic("jobsched", "start --dask tcp://127.0.0.1:9")
         ip.run_line_magic("jobsched", "stop")
         assert backend.client.status == "closed"  # jobsched opened that client from the address

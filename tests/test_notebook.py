@@ -41,7 +41,7 @@ from jobsched.notebook import dashboard as dashboard_module  # noqa: E402
 from jobsched.notebook.dashboard import UPDATE_INTERVAL, Dashboard  # noqa: E402
 
 TIMEOUT = 60.0
-STATUS = re.compile(r"^jobsched: (\d+) workers, (\d+) queued, (\d+) active, (\d+) done, (\d+) failed$")
+STATUS = re.compile(r"^jobsched: (\d+) workers?, (\d+) queued, (\d+) active, (\d+) done, (\d+) failed$")
 
 
 
@@ -129,7 +129,7 @@ def test_start_status_wait_stop(ip: Any, capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(UsageError, match="no worker runs them; `%jobsched start` first"):
         ip.run_line_magic("jobsched", "wait 60")
     ip.run_line_magic("jobsched", "start -n 1")
-    assert capsys.readouterr().out == "jobsched: started 1 workers in the background\n"
+    assert capsys.readouterr().out == "jobsched: started 1 worker in the background\n"
     assert queued.result(timeout=TIMEOUT) == 101
     assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
     ip.run_line_magic("jobsched", "wait 60")
@@ -139,7 +139,7 @@ def test_start_status_wait_stop(ip: Any, capsys: pytest.CaptureFixture[str]) -> 
 
 def test_scale_pause_resume(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
     ip.run_line_magic("jobsched", "scale 1")  # not running yet: scale starts it
-    assert capsys.readouterr().out == "jobsched: scaling to 1 workers\n"
+    assert capsys.readouterr().out == "jobsched: scaling to 1 worker\n"
     sched = jobsched.default_scheduler()
     assert sched.running and sched.n_workers == 1
     ip.run_line_magic("jobsched", "scale 2")
@@ -381,7 +381,7 @@ def test_widget_values_follow_the_jobs(sched: Scheduler, dash: Dashboard) -> Non
     eventually(lambda: dash.counts["failed"].value == "1", "failed = 1 on the dashboard")
     v = values(dash)
     assert (v["queued"], v["active"], v["done"], v["failed"]) == ("0", "0", "5", "1")
-    assert v["status"] == "jobsched: 1 workers, 0 queued, 0 active, 5 done, 1 failed"
+    assert v["status"] == "jobsched: 1 worker, 0 queued, 0 active, 5 done, 1 failed"
     assert v["progress"] == (5, 5, "success") and "running" in v["state"]
     rows = re.findall(r'<tr class="jobsched-worker"[^>]*>(.*?)</tr>', v["workers"])
     assert len(rows) == 1
@@ -569,7 +569,7 @@ def test_cancel_magic_and_the_cancelled_count(ip: Any, capsys: pytest.CaptureFix
     ip.run_line_magic("jobsched", "status")
     out = capsys.readouterr().out
     # A cancelled job is finished (done) with a JobCancelled (failed), and counted apart as well.
-    assert out == "jobsched: 1 workers, 0 queued, 0 active, 2 done, 2 failed, 2 cancelled\n", out
+    assert out == "jobsched: 1 worker, 0 queued, 0 active, 2 done, 2 failed, 2 cancelled\n", out
     assert sched.submit(helpers.add, 2).result(timeout=TIMEOUT) == 3, "the replaced worker runs the next job"
 
 

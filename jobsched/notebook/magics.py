@@ -305,11 +305,11 @@ class JobschedMagics(Magics):
     def _start(self, args: argparse.Namespace) -> None:
         sched = _default_with(args.dask, args.journal)
         sched.start(args.n, wait=False)
-        print(f"jobsched: started {sched.n_workers} workers in the background")
+        print(f"jobsched: started {plural(sched.n_workers, 'worker')} in the background")
 
     def _scale(self, args: argparse.Namespace) -> None:
         scale_to(default_scheduler(), args.n)
-        print(f"jobsched: scaling to {args.n} workers")
+        print(f"jobsched: scaling to {plural(args.n, 'worker')}")
 
     def _pause(self, args: argparse.Namespace) -> None:
         default_scheduler().pause()
