@@ -403,11 +403,14 @@ def test_magic_start_dask_drives_the_default_scheduler_on_the_cluster(cluster: A
         assert jobsched.default_scheduler() is sched
         with pytest.raises(UsageError, match="the default scheduler is running .*; `%jobsched stop` it first"):
             ip.run_line_magic("jobsched", "start --dask tcp://127.0.0.1:9")
-        ip.run_line_magic("jobsched", "stop")
-        assert backend.client.status == "closed"  # jobsched opened that client from the address
+        ip.run_line_magic("jobsched", "stop")  # the workers go; the scheduler (and its client) stay
+        assert jobsched.default_scheduler() is sched and sched.stats()["workers"] == 0
         with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
                 pytest.raises(UsageError, match=re.escape("no Dask scheduler answers at 'tcp://127.0.0.1:9'")):
             ip.run_line_magic("jobsched", "start --dask tcp://127.0.0.1:9")
+        assert jobsched.default_scheduler() is sched  # a failed replacement keeps the old one
+        sched.close(timeout=5)
+        assert backend.client.status == "closed"  # jobsched opened that client from the address
     finally:
         jobsched.default_scheduler().close(timeout=5)
         sys.modules["__main__"] = main
