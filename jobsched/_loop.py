@@ -143,9 +143,10 @@ class Engine:
                     self._deliver_ready()
                 if state.can_dispatch():
                     self.dispatch(monotonic())
-                with lock:
-                    if state.poll_finished():
-                        break
+                if state.closing or state.error is not None or (state.until_idle and state.is_idle()):
+                    with lock:  # the loop may end (an unlocked first look: no lock per turn of a busy loop)
+                        if state.poll_finished():
+                            break
                 timeout = min(state.maintain_at, self._poll_at) - monotonic()
                 if journal is not None:  # results wait at most the journal's flush interval
                     if journal.flush_due(now):

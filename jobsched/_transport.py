@@ -23,6 +23,7 @@ Body = bytes | bytearray | memoryview
 Frames = list[tuple[int, int, Body]]
 
 IOV_MAX = 512  # buffers per sendmsg (Linux allows 1024)
+SMALL_SEND = 1 << 16  # up to this many bytes, frames are joined and sent with send(): cheaper per call
 
 
 class _Pending:
@@ -177,8 +178,16 @@ class Connection:
         if self._out:
             self._out.extend(memoryview(b) for b in buffers)
             return
+        total = 0
+        for b in buffers:
+            total += len(b)
         try:
-            sent = self._sock.sendmsg(buffers) if len(buffers) <= IOV_MAX else 0
+            if total <= SMALL_SEND:  # one plain send() of a small join is cheaper than a scatter-gather send
+                data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
+                sent = self._sock.send(data)
+                buffers = [data]
+            else:  # large: no join, no copy of the payload
+                sent = self._sock.sendmsg(buffers) if len(buffers) <= IOV_MAX else 0
         except BlockingIOError:
             sent = 0
         except OSError:
