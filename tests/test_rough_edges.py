@@ -190,3 +190,60 @@ def test_remote_call_names_the_argument_and_the_path_inside_it(sched: Scheduler)
     with pytest.raises(TypeError, match=r"^remote_call\(identity\): argument 0 is a _thread\.lock, which"):
         sched.submit(helpers.identity, lock)
     assert sched.n_queued_jobs == 0
+
+
+# ---- item 1: Executor.submit passes every keyword argument to the function
+
+
+def takes_options(x: int, timeout: float = 0.0, cost: float = 0.0, max_retries: int = 0,
+                  retry_on_timeout: bool = False) -> tuple[int, float, float, int, bool]:
+    return (x, timeout, cost, max_retries, retry_on_timeout)
+
+
+def test_executor_submit_passes_timeout_and_cost_to_the_function() -> None:
+    from jobsched import Executor
+
+    with Executor(1) as ex:
+        future = ex.submit(takes_options, 1, timeout=7, cost=9, max_retries=2, retry_on_timeout=True)
+        assert future.result(timeout=60) == (1, 7, 9, 2, True)  # not a 7-second job limit
+
+
+def test_scheduler_submit_of_a_remote_call_passes_a_timeout_keyword_to_the_function(sched: Scheduler) -> None:
+    sched.start(1, wait=False)
+    future = sched.submit(remote_call(takes_options, 2, timeout=0.001), cost=1)
+    assert future.result(timeout=60) == (2, 0.001, 0.0, 0, False)  # the job itself had no 1 ms limit
+
+
+# ---- item 6: Worker shows what users need, not the scheduler's internals
+
+
+def test_worker_keeps_its_internals_private(sched: Scheduler) -> None:
+    sched.start(1, wait=False)
+    assert sched.submit(helpers.add, 1).result(timeout=60) == 2
+    (w,) = sched.workers
+    public = {name for name in dir(w) if not name.startswith("_")}
+    assert public == {"address", "exit_description", "generation", "index", "job", "job_elapsed", "n_done",
+                      "n_restarts", "output", "pid", "progress", "state"}
+    assert Scheduler.paused.__doc__
+
+
+# ---- item 7: grammar
+
+
+def test_messages_count_one_thing_in_the_singular(sched: Scheduler) -> None:
+    sched.add_job(remote_call(helpers.add, 1))
+    with pytest.raises(ValueError, match="1 job queued but n_workers=0"):
+        sched.start(0)
+    sched.start(1, wait=False)
+    eventually_one = time.monotonic() + 60
+    while "1 worker," not in repr(sched) and time.monotonic() < eventually_one:
+        time.sleep(0.01)
+    assert "<Scheduler running: 1 worker, " in repr(sched)
+    results: list[Any] = []
+    s2 = Scheduler(max_retries=1)
+    try:
+        s2.add_job(remote_call(helpers.kill_self))
+        s2.start(1, after_stop=lambda s, job, result: results.append(result))
+    finally:
+        s2.close()
+    assert "its worker died once" in results[0].remote_message
