@@ -52,6 +52,14 @@ def check_positive_int(what: str, value: object) -> None:
         raise ValueError(f"{what} must be an integer >= 1, got {describe(value)}")
 
 
+def check_prefetch(what: str, value: object) -> None:
+    if value == "auto" and isinstance(value, str):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be an integer >= 1 (jobs in flight per worker) or \"auto\" (as many as "
+                         f"hide the round trip), got {describe(value)}")
+
+
 def check_n_workers(n: object) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n_workers must be an integer >= 0, got {describe(n)}")

@@ -29,7 +29,8 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
-from typing import Any
+import math
+from typing import Any, Literal
 
 from ._commands import (
     CancelOutcome,
@@ -55,6 +56,14 @@ HANGUP_GRACE = 1.0  # seconds a worker that closed its connection has to exit by
 MAX_RESTART_DELAY = 5.0
 TICK = 0.5  # longest interval between two ticks (a safety net: events arrive on their own)
 
+# prefetch="auto": keep about AUTO_WINDOW seconds of work (or two round trips, if longer) in flight per worker.
+AUTO_START = 2  # jobs in flight per worker until the first measurements: the second one is timed on its own
+AUTO_MAX = 256  # never more in flight per worker
+AUTO_WINDOW = 1e-3
+AUTO_LONG = 10.0  # a job longer than this many round trips runs alone: nothing waits behind it
+AUTO_SMOOTHING = 0.2  # weight of a new measurement in the moving averages
+MIN_ROUND_TRIP = 10e-6  # below any real round trip: a noisy estimate never reaches 0
+
 _STARTING, _READY, _RUNNING = WorkerState.STARTING, WorkerState.READY, WorkerState.RUNNING
 _CLOSING, _CLOSED = WorkerState.CLOSING, WorkerState.CLOSED
 
@@ -63,16 +72,21 @@ class SchedulerState:
     """The queue, the jobs and the worker slots, and every decision about them (see the module docstring).
 
     Args:
-        prefetch: jobs sent ahead to each worker (1: a job leaves the queue only when a worker is free).
+        prefetch: jobs in flight per worker (1: a job leaves the queue only when a worker is free), or "auto":
+            as many as hide the round trip, from measured durations (see ``_measure``).
         max_retries, timeout, retry_on_timeout: defaults for jobs (see ``Scheduler``).
         max_jobs_per_worker, max_worker_memory: recycling limits (see ``Scheduler``).
         start_timeout: seconds a starting worker has to become READY (None: no limit, e.g. a Dask slot that
             waits for a free thread).
     """
 
-    def __init__(self, *, prefetch: int = 1, max_jobs_per_worker: int | None = None,
+    def __init__(self, *, prefetch: int | Literal["auto"] = 1, max_jobs_per_worker: int | None = None,
                  max_worker_memory: int | None = None, start_timeout: float | None = START_TIMEOUT) -> None:
-        self.prefetch = prefetch
+        self.auto = prefetch == "auto"
+        self.prefetch = AUTO_START if prefetch == "auto" else prefetch  # the depth now, with "auto"
+        self.job_seconds: float | None = None  # "auto": moving average of a job's duration in a worker
+        self.round_trip: float | None = None  # "auto": moving average of send -> result, minus the job
+        self._first_span: tuple[float, int] | None = None  # "auto": (seconds, results) of the first span
         self.max_jobs_per_worker = max_jobs_per_worker
         self.max_worker_memory = max_worker_memory
         self.start_timeout = start_timeout
@@ -542,6 +556,7 @@ class SchedulerState:
                 self.n_active += 1
                 if not inflight:
                     w._job_started = now
+                    w._pipelined = False
                     w._move(_RUNNING)
                     if entry.timeout is not None:
                         self.maintain_at = min(self.maintain_at, now + entry.timeout)
@@ -556,6 +571,62 @@ class SchedulerState:
             if limit is not None and n >= limit:
                 break
         return out
+
+    def _time_result(self, w: Worker, now: float) -> None:
+        """Time the job ``w`` just finished (prefetch="auto").
+
+        Results that arrive at the same instant (a worker sends several in one go) share the time since the
+        previous ones: a span is measured once its last result is in, when the next result comes.
+        """
+        span = w._span
+        if span is not None and span[0] == now and w._pipelined:
+            w._span = (now, span[1], span[2] + 1, span[3])
+            return
+        if span is not None:
+            self._measure(span[1], span[2], span[3])
+        w._span = (now, now - w._job_started, 1, w._pipelined)
+
+    def _measure(self, seconds: float, n: int, pipelined: bool) -> None:
+        """Learn from ``n`` results that took ``seconds``, and set the depth of ``prefetch="auto"``.
+
+        A *pipelined* span began when the previous result came, with the next job already at the worker: it
+        is ``n`` job durations. Otherwise the worker was idle when its first job was sent: the span is one
+        round trip plus ``n`` durations. The first pipelined span gives the duration and, with the first span
+        of all, the round trip. Until then the duration is over-estimated as ``seconds / n``: the depth still
+        grows, and the round trip's share of each job shrinks as it does. Then, with several jobs in flight,
+        pipelined spans keep the duration up to date and the others the round trip; with one in flight (long
+        jobs) every span is of the second kind, and the known round trip is taken out of it.
+        """
+        a = AUTO_SMOOTHING
+        dur, rtt = self.job_seconds, self.round_trip
+        if pipelined:
+            sample = seconds / n
+            if dur is None or rtt is None:  # the first true duration replaces the upper bound
+                dur = sample
+                first = self._first_span
+                if first is not None:
+                    rtt = max(first[0] - first[1] * dur, MIN_ROUND_TRIP)
+            else:
+                dur += a * (sample - dur)
+        elif rtt is None or dur is None:  # no pipelined span yet: an upper bound of the duration
+            if self._first_span is None:
+                self._first_span = (seconds, n)
+            sample = seconds / n
+            dur = sample if dur is None else dur + a * (sample - dur)
+        elif self.prefetch > 1:
+            rtt += a * (max(seconds - n * dur, MIN_ROUND_TRIP) - rtt)
+        else:
+            dur += a * (max(seconds - rtt, 0.0) / n - dur)
+        self.job_seconds, self.round_trip = dur, rtt
+        if rtt is None:  # both upper bounds: the first span holds a round trip at most
+            first = self._first_span
+            window = max(AUTO_WINDOW, 2.0 * first[0]) if first is not None else AUTO_WINDOW
+            self.prefetch = min(AUTO_MAX, max(AUTO_START, math.ceil(window / max(dur, 1e-9))))
+        elif dur > AUTO_LONG * rtt:
+            self.prefetch = 1
+        else:
+            window = max(AUTO_WINDOW, 2.0 * rtt)
+            self.prefetch = min(AUTO_MAX, max(1, math.ceil(window / max(dur, 1e-9))))
 
     def unassign(self, w: Worker, entry: Entry) -> None:
         """Put back a job that ``assign`` gave ``w`` but that was not sent (``before_start`` raised)."""
@@ -582,6 +653,9 @@ class SchedulerState:
         if entry.cancelled and w._kill_reason is KillReason.CANCELLED and not w._signalled \
                 and not any(e.cancelled for e in inflight):
             w._kill_reason = None  # it finished before its SIGTERM went out: there is nothing left to stop
+        if self.auto:
+            self._time_result(w, now)
+            w._pipelined = bool(inflight)
         w._job_started = now
         w.progress = None
         w.n_done += 1
@@ -625,5 +699,5 @@ class SchedulerState:
             self.rate_samples.append((now, self.n_done))
 
 
-__all__ = ["CLOSE_GRACE", "TICK", "CancelOutcome", "CloseWorker", "Command", "Deliver", "Entry", "Fail", "KillWorker",
-           "SchedulerState", "SendJobs", "StartWorker"]
+__all__ = ["AUTO_MAX", "CLOSE_GRACE", "TICK", "CancelOutcome", "CloseWorker", "Command", "Deliver", "Entry", "Fail",
+           "KillWorker", "SchedulerState", "SendJobs", "StartWorker"]

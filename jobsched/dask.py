@@ -21,10 +21,10 @@ and close; this module finds Dask threads for its slots, runs jobs there and rep
 *seat*: ``w.address`` is that Dask worker's address, ``w.pid`` its process id once a job has told it. Each job
 is pinned to its slot's Dask worker (``workers=[address], allow_other_workers=False``) and a slot holds one job
 at a time (``prefetch=1``), so no Dask thread has more than one jobsched job in flight: the queue stays in
-jobsched and priorities mean what they mean locally. A slot that finds no free seat waits (``start_timeout =
-None``) until one frees up: a Dask worker joins, or a task given up after its timeout ends. ``n_workers``
-(``start``, ``scale``) is the number of slots; jobsched never starts or stops Dask workers (use
-``cluster.scale`` / ``cluster.adapt``).
+jobsched and priorities mean what they mean locally (``prefetch="auto"``, the ``Executor``'s default, is 1
+here). A slot that finds no free seat waits (``start_timeout = None``) until one frees up: a Dask worker
+joins, or a task given up after its timeout ends. ``n_workers`` (``start``, ``scale``) is the number of slots;
+jobsched never starts or stops Dask workers (use ``cluster.scale`` / ``cluster.adapt``).
 
 **Jobs** must be remote calls (``remote_call``, ``submit``, ``Executor``): ``run_payload`` is the local
 remote-call worker's job step (``run_to_frame`` of ``jobsched.worker``), so results and ``JobError`` tracebacks are the
@@ -214,9 +214,14 @@ class DaskBackend:
                              "Scheduler (they may share one Client)")
         if sched.make_worker_command is not default_worker_command:
             raise ValueError(WORKER_FILE_REFUSAL.format(command=sched.make_worker_command))
-        if sched.prefetch != 1:
+        if sched.prefetch == "auto":
+            # What keeps a Dask thread busy is Dask's own queue: jobsched keeps one job per thread (attach runs
+            # before the scheduler makes its state, which then sees 1).
+            sched.prefetch = 1
+        elif sched.prefetch != 1:
             raise ValueError(f"Scheduler: prefetch={sched.prefetch} is not supported with DaskBackend, which keeps "
-                             "one job per Dask worker thread so that priorities hold; leave prefetch at 1")
+                             "one job per Dask worker thread so that priorities hold; leave prefetch at 1 "
+                             "(or \"auto\", which is 1 on Dask)")
         for option, value in (("max_jobs_per_worker", sched.max_jobs_per_worker),
                               ("max_worker_memory", sched.max_worker_memory)):
             # jobsched cannot replace a Dask worker's process (and its pid may be on another machine).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -32,6 +33,8 @@ class Executor(concurrent.futures.Executor):
             backend's cluster has when the first call is submitted).
         backend: run the calls elsewhere, e.g. ``jobsched.dask.DaskBackend(client_or_address)``.
         **options: passed to ``Scheduler`` (timeout, max_retries, prefetch, journal, rerun_failed, ...).
+            ``prefetch`` defaults to ``"auto"`` here: an executor has no costs and no callbacks to order by,
+            so it keeps as many calls in flight per worker as hide the round trip.
     """
 
     def __init__(self, max_workers: int | None = None, *, backend: Backend | None = None, **options: Any) -> None:
@@ -40,6 +43,7 @@ class Executor(concurrent.futures.Executor):
             raise ValueError(f"Executor: max_workers must be an integer >= 1 or None, got {max_workers!r}")
         self._max_workers = max_workers or processor_count()
         self._n_start = max_workers if backend is not None else self._max_workers  # None: the backend's count
+        options.setdefault("prefetch", "auto")
         self._scheduler = Scheduler(backend=backend, **options)
         self._lock = threading.Lock()
         self._started = False
@@ -58,6 +62,13 @@ class Executor(concurrent.futures.Executor):
         ``timeout`` or ``cost``: per-job options are the executor's (``Executor(timeout=...)``).
         """
         call = remote_call(fn, *args, **kwargs)
+        self._ensure_started()
+        future = self._scheduler.submit(call)
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
+        return future
+
+    def _ensure_started(self) -> None:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
@@ -66,10 +77,19 @@ class Executor(concurrent.futures.Executor):
                 # once, naming what stopped it; the next call starts afresh.
                 self._started = True
                 self._scheduler.start(self._n_start, wait=False)
-        future = self._scheduler.submit(call)
-        self._futures.add(future)
-        future.add_done_callback(self._futures.discard)
-        return future
+
+    def _submit_batch(self, fn: Callable[..., T], batch: list[tuple[Any, ...]]) -> list[Future[T]]:
+        """Submit ``fn(*args)`` for each ``args`` of ``batch``: one lock and one wake-up for the batch."""
+        if not batch:
+            return []
+        calls = [remote_call(fn, *args) for args in batch]
+        self._ensure_started()
+        futures: list[Future[T]] = self._scheduler._submit_many(calls)
+        track, discard = self._futures.add, self._futures.discard
+        for future in futures:
+            track(future)
+            future.add_done_callback(discard)
+        return futures
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1, buffersize: int | None = None, progress: bool = False) -> Iterator[T]:
@@ -92,10 +112,7 @@ class Executor(concurrent.futures.Executor):
         inputs = zip(*iterables, strict=False)
         total = _length_hint(iterables)
         window: collections.deque[Future[T]] = collections.deque()
-        for args in inputs:
-            window.append(self.submit(fn, *args))
-            if len(window) >= buffersize:
-                break
+        window.extend(self._submit_batch(fn, list(itertools.islice(inputs, buffersize))))
         return self._results(fn, inputs, window, deadline, total if progress else -1, buffersize)
 
     def _results(self, fn: Callable[..., T], inputs: Iterator[tuple[Any, ...]], window: collections.deque[Future[T]],
@@ -103,15 +120,18 @@ class Executor(concurrent.futures.Executor):
         bar = None
         if total != -1:
             bar = job_bar(total, desc="map")
+        # The window is refilled a quarter at a time: one lock and one wake-up per batch, not per item.
+        refill_at = buffersize - max(1, buffersize // 4)
+        more = True
         try:
             while window:
                 future = window.popleft()
                 remaining = None if deadline is None else deadline - time.monotonic()
                 result = future.result(remaining) if remaining is None or remaining > 0 else future.result(0)
-                for args in inputs:
-                    window.append(self.submit(fn, *args))
-                    if len(window) >= buffersize:
-                        break
+                if more and len(window) <= refill_at:
+                    batch = list(itertools.islice(inputs, buffersize - len(window)))
+                    more = bool(batch)
+                    window.extend(self._submit_batch(fn, batch))
                 if bar is not None:
                     bar.update(1)
                 yield result

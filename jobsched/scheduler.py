@@ -35,11 +35,11 @@ import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from . import _wire
 from ._bars import RunBar  # tqdm itself is imported only when a bar is made
-from ._checks import check_cost, check_n_workers, check_positive_int, check_timeout, plural
+from ._checks import check_cost, check_n_workers, check_positive_int, check_prefetch, check_timeout, plural
 from ._futures import JobFuture, force_cancel
 from ._keys import normalize_key
 from ._local import LocalBackend, default_worker_command
@@ -87,10 +87,14 @@ class Scheduler:
             ``max_tasks_per_child``; for code that leaks memory or state.
         max_worker_memory: replace a worker, between two jobs, once its resident memory (RSS) exceeds this
             many bytes (None: never).
-        prefetch: jobs sent ahead to each worker (default 1: a job leaves the queue only when a worker is
-            free, as in the manual). More hides the round-trip for streams of tiny jobs, at the price of
-            strict priority order: up to ``prefetch - 1`` jobs per worker are committed before a cheaper
-            job added later.
+        prefetch: jobs in flight per worker. 1 (the default): a job leaves the queue only when a worker is
+            free, as in the manual, so a cheaper job added later (by ``after_stop`` too) is the very next
+            to start. ``k``: up to ``k - 1`` jobs per worker are committed before a cheaper job added later;
+            this hides the round trip for streams of tiny jobs. ``"auto"``: the scheduler measures job
+            durations and keeps about the last millisecond of work (at least two round trips) in flight
+            per worker, at most 256 jobs; jobs longer than about ten round trips go one at a time. A
+            cheaper job added later waits behind the jobs already in flight, as with ``k``. On Dask,
+            ``"auto"`` is 1.
         echo_output: copy each line that a worker prints to this process's stderr, prefixed with
             ``[worker N]`` (in a Jupyter kernel: to the kernel's own stderr, never into a cell).
         backend: run the jobs somewhere else than local worker processes, e.g.
@@ -108,13 +112,13 @@ class Scheduler:
     def __init__(self, make_worker_command: Callable[[int], list[str]] | None = None, *, max_retries: int = 3,
                  timeout: float | None = None, retry_on_timeout: bool = False,
                  max_jobs_per_worker: int | None = None, max_worker_memory: int | None = None,
-                 prefetch: int = 1, echo_output: bool = True, backend: Backend | None = None,
+                 prefetch: int | Literal["auto"] = 1, echo_output: bool = True, backend: Backend | None = None,
                  journal: str | os.PathLike[str] | None = None, rerun_failed: bool = True) -> None:
         if make_worker_command is not None and not callable(make_worker_command):
             raise TypeError("Scheduler: make_worker_command must be a function worker_index -> argv, "
                             f"got {type(make_worker_command).__name__}; see make_python_cmd")
         check_positive_int("Scheduler: max_retries", max_retries)
-        check_positive_int("Scheduler: prefetch", prefetch)
+        check_prefetch("Scheduler: prefetch", prefetch)
         check_timeout("Scheduler", timeout)
         if max_jobs_per_worker is not None:
             check_positive_int("Scheduler: max_jobs_per_worker", max_jobs_per_worker)
@@ -131,7 +135,7 @@ class Scheduler:
         self.retry_on_timeout = retry_on_timeout
         self.max_jobs_per_worker = max_jobs_per_worker
         self.max_worker_memory = max_worker_memory
-        self.prefetch = prefetch
+        self.prefetch: int | Literal["auto"] = prefetch
         self.echo_output = echo_output
         self._secret = _wire.new_secret()
         self._backend: Backend = backend or LocalBackend(self.make_worker_command, self._secret, echo_output)
@@ -142,7 +146,7 @@ class Scheduler:
                 self._journal.close()
             raise
         self._lock = threading.Lock()  # every change of the state happens under it
-        self._state = SchedulerState(prefetch=prefetch, max_jobs_per_worker=max_jobs_per_worker,
+        self._state = SchedulerState(prefetch=self.prefetch, max_jobs_per_worker=max_jobs_per_worker,
                                      max_worker_memory=max_worker_memory,
                                      start_timeout=self._backend.start_timeout)
         self._idle = threading.Condition(threading.Lock())
@@ -241,6 +245,39 @@ class Scheduler:
         if was_empty:
             self._engine.wake()
         return entry
+
+    def _submit_many(self, calls: list[RemoteCall]) -> list[Future[Any]]:
+        """Queue remote calls at cost 0 under one lock and with one wake-up (``Executor.map``'s batches).
+
+        Each call is pickled first, in this thread, as ``submit`` does: a call that cannot be pickled raises
+        here and none of the batch is queued. With a journal, each call goes through ``submit``'s path.
+        """
+        if self._journal is not None:
+            return [self.submit(rc) for rc in calls]
+        timeout, max_retries, retry = self.timeout, self.max_retries, self.retry_on_timeout
+        cancel = self._cancel_entry
+        futures: list[Future[Any]] = []
+        entries: list[Entry] = []
+        for rc in calls:
+            future: JobFuture[Any] = JobFuture(cancel)
+            entry = Entry(0, rc, payload_of(rc), future, timeout, max_retries, retry, None)
+            future.entry = entry
+            futures.append(future)
+            entries.append(entry)
+        with self._lock:
+            if self._closed:
+                raise SchedulerClosedError("this scheduler is closed; create a new Scheduler to run more jobs")
+            if self._broken is not None:
+                error = self._broken
+                raise SchedulerBrokenError(f"the scheduler stopped on {type(error).__name__}: {error}; call "
+                                           "start() to run it again") from error
+            add = self._state.add
+            was_empty = False
+            for entry in entries:
+                was_empty = add(entry) or was_empty
+        if was_empty:
+            self._engine.wake()
+        return futures
 
     def _push_settled(self, data: Any, cost: float, future: JobFuture[Any] | None, key: str, result: Any,
                       failed: bool) -> Entry:

@@ -370,6 +370,13 @@ def test_bad_arguments_are_refused_at_once(client: Any) -> None:
         first.close(timeout=10.0)
 
 
+def test_prefetch_auto_means_one_job_per_dask_thread(client: Any) -> None:
+    with jobsched.Executor(backend=DaskBackend(client)) as ex:  # the executor's default is "auto"
+        assert ex.scheduler.prefetch == 1 and ex.scheduler._state.prefetch == 1
+        assert list(ex.map(abs, range(-20, 0))) == list(range(20, 0, -1))
+        assert ex.scheduler._state.prefetch == 1 and not ex.scheduler._state.auto
+
+
 def test_worker_file_mode_is_refused_at_once(client: Any) -> None:
     worker_file = WORKERS / "job_worker.py"
     with pytest.raises(ValueError, match="worker files are not supported on Dask"):

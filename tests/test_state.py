@@ -6,6 +6,7 @@ the commands the state answers with and the counts it keeps.
 
 from __future__ import annotations
 
+import collections
 import itertools
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from jobsched import JobCancelled, JobError, JobTimeout, WorkerStartupError, WorkerState
 from jobsched._slot import Worker
 from jobsched._state import (
+    AUTO_MAX,
     CLOSE_GRACE,
     KILL_GRACE,
     MAX_RESTART_DELAY,
@@ -124,6 +126,131 @@ def test_a_requeued_job_keeps_its_place() -> None:
     state.worker_exited(w0, "killed by signal SIGKILL", False, clock.now)  # job 0 goes back
     finish(state, w1, clock)
     assert sent(state.assign(clock.now)) == [(1, [0])]  # before job 2, added later at the same cost
+
+
+# ---------------------------------------------------------------------------------------------- prefetch="auto"
+
+
+HOLD_SECONDS = 200e-6  # a batching worker holds results back for at most this much work
+
+
+def simulate(state: SchedulerState, w: Worker, clock: Clock, durations: list[float], round_trip: float,
+             *, batch: bool = False) -> list[int]:
+    """Play one worker that runs ``durations`` in order, over a link of ``round_trip`` seconds (half each way).
+
+    Returns the depth (``state.prefetch``) after each result. With ``batch``, results reach the state in
+    bunches (as when the loop reads several from one socket at once): a worker holds a result back while its
+    next job is already there and the results it holds took under ``HOLD_SECONDS`` of work.
+    """
+    for _ in durations:
+        state.add(entry())
+    half = round_trip / 2
+    arrivals: collections.deque[float] = collections.deque()  # when each job in flight reaches the worker
+
+    def send() -> None:
+        for s in state.assign(clock.now):
+            arrivals.extend([clock.now + half] * len(s.entries))
+
+    send()
+    todo = iter(durations)
+    free_at = clock.now
+    depths = []
+    while arrivals:
+        n = 0
+        held = 0.0
+        while arrivals:
+            d = next(todo)
+            free_at = max(arrivals.popleft(), free_at) + d
+            n += 1
+            held += d
+            if not (batch and arrivals and arrivals[0] <= free_at and held < HOLD_SECONDS):
+                break
+        clock.now = max(clock.now, free_at + half)
+        for _ in range(n):
+            finish(state, w, clock)
+            depths.append(state.prefetch)
+        send()
+    return depths
+
+
+def test_auto_prefetch_ramps_up_for_short_jobs_and_stays_under_the_cap() -> None:
+    state, clock = SchedulerState(prefetch="auto"), Clock()
+    (w,) = bring_up(state, clock, 1)
+    depths = simulate(state, w, clock, [20e-6] * 2000, round_trip=100e-6)
+    assert depths[0] == 2  # before any measurement
+    assert max(depths) <= AUTO_MAX
+    # About a millisecond of work in flight: 1 ms / 20 us = 50.
+    assert 40 <= depths[-1] <= 60, depths[-20:]
+    assert state.job_seconds == pytest.approx(20e-6, rel=0.2)
+    assert state.round_trip == pytest.approx(100e-6, rel=0.3)
+
+
+def test_auto_prefetch_never_exceeds_the_cap_for_jobs_of_no_time() -> None:
+    state, clock = SchedulerState(prefetch="auto"), Clock()
+    (w,) = bring_up(state, clock, 1)
+    depths = simulate(state, w, clock, [1e-9] * 3000, round_trip=50e-6)
+    assert max(depths) == depths[-1] == AUTO_MAX
+    assert len(w._inflight) <= AUTO_MAX
+
+
+def test_auto_prefetch_keeps_one_long_job_in_flight() -> None:
+    state, clock = SchedulerState(prefetch="auto"), Clock()
+    (w,) = bring_up(state, clock, 1)
+    depths = simulate(state, w, clock, [5e-3] * 20, round_trip=100e-6)  # 50 round trips
+    assert depths[-1] == 1 and set(depths[3:]) == {1}
+
+
+def test_auto_prefetch_falls_to_one_when_jobs_get_long_and_ramps_up_again_when_they_get_short() -> None:
+    state, clock = SchedulerState(prefetch="auto"), Clock()
+    (w,) = bring_up(state, clock, 1)
+    assert simulate(state, w, clock, [20e-6] * 500, round_trip=100e-6)[-1] > 20
+    assert simulate(state, w, clock, [20e-3] * 60, round_trip=100e-6)[-1] == 1
+    assert simulate(state, w, clock, [20e-6] * 500, round_trip=100e-6)[-1] > 20
+
+
+def test_auto_prefetch_jobs_between_the_window_and_ten_round_trips_get_a_little_depth() -> None:
+    state, clock = SchedulerState(prefetch="auto"), Clock()
+    (w,) = bring_up(state, clock, 1)
+    # 300 us jobs over a 100 us link: 3 round trips, so about ceil(1 ms / 300 us) = 4 in flight.
+    assert simulate(state, w, clock, [300e-6] * 300, round_trip=100e-6)[-1] in (3, 4, 5)
+
+
+def test_auto_prefetch_shares_a_batch_of_results_that_arrive_together() -> None:
+    state, clock = SchedulerState(prefetch="auto"), Clock()
+    (w,) = bring_up(state, clock, 1)
+    simulate(state, w, clock, [20e-6] * 2000, round_trip=100e-6, batch=True)
+    assert state.job_seconds == pytest.approx(20e-6, rel=0.3)
+
+
+def test_auto_prefetch_lets_a_cheaper_late_job_wait_only_behind_the_jobs_already_sent() -> None:
+    state, clock = SchedulerState(prefetch="auto"), Clock()
+    (w,) = bring_up(state, clock, 1)
+    simulate(state, w, clock, [20e-6] * 300, round_trip=100e-6)
+    depth = state.prefetch
+    assert depth > 20
+    for _ in range(100):
+        state.add(entry(5))
+    (first,) = sent(state.assign(clock.now))
+    assert len(first[1]) == depth
+    cheap = entry(-1)
+    state.add(cheap)
+    finish(state, w, clock)
+    assert sent(state.assign(clock.now)) == [(0, [cheap.index])]  # the next one sent, behind depth - 1 jobs
+    assert list(w._inflight).index(cheap) == depth - 1
+
+
+def test_default_prefetch_stays_one_whatever_the_durations() -> None:
+    state, clock = SchedulerState(), Clock()
+    (w,) = bring_up(state, clock, 1)
+    assert set(simulate(state, w, clock, [1e-6] * 200, round_trip=100e-6)) == {1}
+    assert state.job_seconds is None
+    state.add(entry(5))
+    state.add(entry(5))
+    assert len(sent(state.assign(clock.now))[0][1]) == 1
+    finish(state, w, clock)
+    cheap = entry(0)
+    state.add(cheap)  # as after_stop would: the cheapest job goes next, before the queued ones
+    assert sent(state.assign(clock.now)) == [(0, [cheap.index])]
 
 
 # ---------------------------------------------------------------------------------------------- deaths
