@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import crashers
+import helpers
 import pytest
 
 import jobsched
@@ -144,7 +144,7 @@ def test_no_progress_frame_between_jobs_or_after_the_result(worker_side: tuple[_
 def test_a_process_forked_by_a_job_reports_nothing(worker_side: tuple[_report.Reporter, Sink]) -> None:
     reporter, sink = worker_side
     reporter.job = 5
-    assert crashers.progress_in_a_forked_child() == 0
+    assert helpers.progress_in_a_forked_child() == 0
     assert sink.frames() == []
 
 
@@ -229,14 +229,14 @@ def test_the_hook_patches_a_tqdm_imported_before_the_worker_started() -> None:
 
 def test_a_worker_does_not_import_tqdm_until_a_job_does(sched: Scheduler) -> None:
     sched.start(1, wait=False)
-    assert sched.submit(crashers.echo, 1).result(timeout=60) == 1
-    assert sched.submit(crashers.loaded_modules, ["tqdm", "tqdm.std"]).result(timeout=60) == []
+    assert sched.submit(helpers.identity, 1).result(timeout=60) == 1
+    assert sched.submit(helpers.loaded_modules, ["tqdm", "tqdm.std"]).result(timeout=60) == []
 
 
 def test_worker_progress_shows_the_running_jobs_report(sched: Scheduler, tmp_path: Path) -> None:
     release = tmp_path / "release"
     sched.start(1, wait=False)
-    future = sched.submit(crashers.report_then_wait, str(release), 3, 10, "three of ten")
+    future = sched.submit(helpers.report_then_wait, str(release), 3, 10, "three of ten")
     try:
         deadline = time.monotonic() + 30.0
         while sched.workers[0].progress != (3, 10, "three of ten"):  # type: ignore[attr-defined]

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import pickle
 import socket
 import struct
 import time
 from pathlib import Path
-from typing import Any
 
 import helpers
 import pytest
@@ -27,16 +25,6 @@ def test_check_hello_accepts_the_right_secret_only() -> None:
     tampered = _wire.HELLO.pack(4, 7) + good[_wire.HELLO.size:]
     assert _wire.check_hello(secret, nonce_s, tampered) is None  # identity changed
     assert _wire.check_hello(secret, nonce_s, good[:-1]) is None
-
-
-class Evil:
-    """Unpickling this creates a file: proof that something was unpickled."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (open, (self.path, "w"))
 
 
 def _hostile(address: tuple[str, int], payload: bytes, linger: float = 0.3) -> bytes:
@@ -60,7 +48,7 @@ def _hostile(address: tuple[str, int], payload: bytes, linger: float = 0.3) -> b
 def test_hostile_connections_are_refused_and_nothing_is_unpickled(tmp_path: Path,
                                                                   capfd: pytest.CaptureFixture[str]) -> None:
     evil_file = tmp_path / "pwned"
-    evil = pickle.dumps(Evil(str(evil_file)))
+    evil = helpers.malicious_pickle(str(evil_file))
     attacks = {
         "garbage": os.urandom(_wire.HELLO_BYTES),
         "pickle instead of a handshake": (evil * 3)[: _wire.HELLO_BYTES],
