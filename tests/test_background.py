@@ -9,14 +9,10 @@ from pathlib import Path
 import helpers
 import psutil
 import pytest
-from waiting import eventually
+from waiting import TIMEOUT, eventually
 
 import jobsched
 from jobsched import Job, JobError, Scheduler, SchedulerClosedError, WorkerState
-
-TIMEOUT = 60.0  # generous: the machine is shared and loaded
-
-
 
 
 def live_workers(sched: Scheduler) -> list[jobsched.Worker]:

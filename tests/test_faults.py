@@ -20,6 +20,7 @@ from typing import Any
 import helpers
 import psutil
 import pytest
+from waiting import TIMEOUT
 
 from jobsched import JobError, JobTimeout, Scheduler, SchedulerClosedError, Worker, WorkerState, _wire, remote_call
 from jobsched._slot import OUTPUT_LINES
@@ -86,16 +87,16 @@ def test_a_crashing_job_is_a_job_error_and_the_scheduler_goes_on(
     retries = 2  # two deaths are enough to show the retry; three would only make the test slower
     with Scheduler(max_retries=retries, echo_output=False) as sched:
         sched.start(1, wait=False)
-        pid = sched.submit(os.getpid).result(timeout=60)
+        pid = sched.submit(os.getpid).result(timeout=TIMEOUT)
         first = psutil.Process(pid)
         with pytest.raises(JobError) as info:
-            sched.submit(job, *args).result(timeout=60)
+            sched.submit(job, *args).result(timeout=TIMEOUT)
         err = info.value
         assert err.remote_type == remote_type
         assert text in err.remote_message
         # Later jobs run, on the same process or on its replacement.
-        assert [sched.submit(helpers.square, i).result(timeout=60) for i in range(5)] == [0, 1, 4, 9, 16]
-        new_pid = sched.submit(os.getpid).result(timeout=60)
+        assert [sched.submit(helpers.square, i).result(timeout=TIMEOUT) for i in range(5)] == [0, 1, 4, 9, 16]
+        new_pid = sched.submit(os.getpid).result(timeout=TIMEOUT)
         worker = sched.workers[0]
         if replaced:
             assert f"died {retries} times" in err.remote_message
@@ -130,14 +131,14 @@ def test_a_sigstopped_worker_times_out_is_replaced_and_later_jobs_run(who: str) 
         assert stopped_pid is not None
         stopped = psutil.Process(stopped_pid)
         with pytest.raises(JobTimeout) as info:
-            future.result(timeout=60)
+            future.result(timeout=TIMEOUT)
         assert "timeout of 3 s" in info.value.remote_message
         assert f"pid {stopped_pid}" in info.value.remote_message
         assert isinstance(info.value, TimeoutError)  # what callers of concurrent.futures already catch
         wait_for(lambda: gone(stopped), 10, "the stopped worker to be killed")
         # The slot got a fresh process, and every later job runs.
         results = [sched.submit(helpers.square, i) for i in range(20)]
-        assert [f.result(timeout=60) for f in results] == [i * i for i in range(20)]
+        assert [f.result(timeout=TIMEOUT) for f in results] == [i * i for i in range(20)]
         assert worker.n_restarts == 1 and worker.pid != stopped_pid
         assert sched.stats()["failed"] == 1
 
@@ -168,7 +169,7 @@ def test_a_worker_flooding_stdout_keeps_the_scheduler_responsive(
         assert all(not any(line.endswith("y" * 100) for line in w.output) for w in others)
         # A flood with no line break at all is kept in bounded pieces, not as one growing line.
         assert sched.submit(helpers.flood_without_newline, 8 << 20).result(timeout=120) == 8 << 20
-        assert sched.submit(helpers.square, 12).result(timeout=60) == 144
+        assert sched.submit(helpers.square, 12).result(timeout=TIMEOUT) == 144
         for w in sched.workers:
             assert len(w.output) <= OUTPUT_LINES
             assert max((len(line) for line in w.output), default=0) <= 2 * 65536
@@ -426,7 +427,7 @@ def test_hostile_connections_are_refused_while_jobs_run(tmp_path: Path, capfd: p
     evil_file = tmp_path / "unpickled"
     with Scheduler(echo_output=False) as sched:
         sched.start(2, wait=False)
-        assert sched.submit(helpers.square, 3).result(timeout=60) == 9
+        assert sched.submit(helpers.square, 3).result(timeout=TIMEOUT) == 9
         wait_for(lambda: all(w.state in (WorkerState.READY, WorkerState.RUNNING) for w in sched.workers), 60,
                  "both workers to connect")
         live = sched.workers[0]
@@ -479,8 +480,8 @@ def test_hostile_connections_are_refused_while_jobs_run(tmp_path: Path, capfd: p
         assert all(how in ("eof", "reset") and len(got) == _wire.NONCE_BYTES for got, how in crowd_outcomes)
         # The jobs that ran meanwhile all completed, correctly, without any worker being harmed.
         assert len(futures) > 100
-        assert all(f.result(timeout=60) == i * i for i, f in futures)
-        assert sched.wait(timeout=60)
+        assert all(f.result(timeout=TIMEOUT) == i * i for i, f in futures)
+        assert sched.wait(timeout=TIMEOUT)
         assert sum(w.n_restarts for w in sched.workers) == 0
         assert sched.stats()["failed"] == 0
         # The port is bound to the loopback interface only.
@@ -523,7 +524,7 @@ def test_a_raising_before_start_loses_no_future_and_start_again_runs_them() -> N
         assert not any(f.done() for f in futures)
         assert sched.n_queued_jobs == 3  # the job whose before_start raised went back to the queue
         sched.start(1, before_start=before_start)
-        assert [f.result(timeout=60) for f in futures] == [0, 1, 4]
+        assert [f.result(timeout=TIMEOUT) for f in futures] == [0, 1, 4]
         assert sched.stats()["error"] is None
 
 

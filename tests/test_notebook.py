@@ -24,7 +24,7 @@ from typing import Any
 import helpers
 import psutil
 import pytest
-from waiting import eventually
+from waiting import TIMEOUT, eventually
 
 import jobsched
 from jobsched import JobError, Scheduler
@@ -40,7 +40,6 @@ from traitlets.config import Config  # noqa: E402
 from jobsched.notebook import dashboard as dashboard_module  # noqa: E402
 from jobsched.notebook.dashboard import UPDATE_INTERVAL, Dashboard  # noqa: E402
 
-TIMEOUT = 60.0
 STATUS = re.compile(r"^jobsched: (\d+) workers, (\d+) queued, (\d+) active, (\d+) done, (\d+) failed$")
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import helpers
+from waiting import TIMEOUT
 
 import jobsched
 from jobsched import Scheduler
@@ -34,7 +35,7 @@ def test_job_fields() -> None:
 
 def test_import_jobsched_is_lean() -> None:
     code = f"import sys, jobsched; print([m for m in {HEAVY!r} if m in sys.modules])"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -45,8 +46,8 @@ def loaded_heavy_modules() -> list[str]:
 
 def test_a_worker_process_is_lean(sched: Scheduler) -> None:
     sched.start(1, wait=False)
-    assert sched.submit(helpers.add, 1).result(timeout=60) == 2
-    assert sched.submit(loaded_heavy_modules).result(timeout=60) == []
+    assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
+    assert sched.submit(loaded_heavy_modules).result(timeout=TIMEOUT) == []
 
 
 # Imported by a worker only when it needs them (a failing job, a worker file, arguments): each costs a few
@@ -56,7 +57,7 @@ STARTUP_EXTRAS = ("dataclasses", "argparse", "json", "traceback", "importlib.uti
 
 def test_the_default_worker_imports_no_extras_at_start_up() -> None:
     code = "import sys; before = set(sys.modules); import jobsched.worker; print(sorted(set(sys.modules) - before))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
     assert out.returncode == 0, out.stderr
     imported = set(out.stdout.strip().strip("[]").replace("'", "").split(", "))
     assert "jobsched.worker" in imported
@@ -67,6 +68,6 @@ def test_names_resolve_lazily_and_remote_call_is_the_function() -> None:
     code = ("import sys, jobsched, jobsched.remote_call, jobsched.scheduler; "
             "print(callable(jobsched.remote_call), jobsched.remote_call.__module__, "
             "'jobsched.executor' in sys.modules, jobsched.Executor.__module__, 'Executor' in dir(jobsched))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "jobsched.remote_call", "False", "jobsched.executor", "True"]

@@ -11,6 +11,7 @@ from typing import Any
 import helpers
 import psutil
 import pytest
+from waiting import TIMEOUT
 
 import jobsched
 from jobsched import Job, JobError, Scheduler, WorkerState, make_python_cmd, make_scheduler, remote_call
@@ -65,25 +66,25 @@ def test_none_is_a_valid_result(sched: Scheduler) -> None:
 
 def test_a_raising_job_gives_job_error_and_keeps_its_worker(sched: Scheduler) -> None:
     sched.start(1, wait=False)
-    pid = sched.submit(helpers.getpid).result(timeout=60)
+    pid = sched.submit(helpers.getpid).result(timeout=TIMEOUT)
     with pytest.raises(JobError) as info:
-        sched.submit(helpers.raise_value_error, "bad input 42").result(timeout=60)
+        sched.submit(helpers.raise_value_error, "bad input 42").result(timeout=TIMEOUT)
     err = info.value
     assert err.remote_type == "ValueError"
     assert err.remote_message == "bad input 42"
     assert "raise_value_error" in err.remote_traceback and "ValueError: bad input 42" in err.remote_traceback
     assert "Remote traceback" in str(err)
-    assert sched.submit(helpers.getpid).result(timeout=60) == pid
+    assert sched.submit(helpers.getpid).result(timeout=TIMEOUT) == pid
     assert sched.stats()["failed"] == 1
 
 
 def test_an_unpicklable_result_is_a_job_error_not_a_hang(sched: Scheduler) -> None:
     sched.start(1, wait=False)
-    pid = sched.submit(helpers.getpid).result(timeout=60)
+    pid = sched.submit(helpers.getpid).result(timeout=TIMEOUT)
     with pytest.raises(JobError) as info:
-        sched.submit(helpers.unpicklable_result).result(timeout=60)
+        sched.submit(helpers.unpicklable_result).result(timeout=TIMEOUT)
     assert "cannot be pickled" in info.value.remote_message
-    assert sched.submit(helpers.getpid).result(timeout=60) == pid
+    assert sched.submit(helpers.getpid).result(timeout=TIMEOUT) == pid
 
 
 def test_a_job_printing_a_lot_breaks_nothing(capfd: pytest.CaptureFixture[str]) -> None:
@@ -136,7 +137,7 @@ def test_killing_a_busy_worker_from_outside_reruns_the_job(sched: Scheduler) -> 
         time.sleep(0.01)
     first_pid = sched.workers[0].pid
     os.kill(first_pid, signal.SIGKILL)
-    assert sched.wait(timeout=60)
+    assert sched.wait(timeout=TIMEOUT)
     assert delivered == ["slept"]
     assert sched.workers[0].pid != first_pid
     assert sched.workers[0].n_restarts == 1
@@ -272,7 +273,7 @@ def test_counts_while_running(sched: Scheduler) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert sched.n_active_jobs == 1 and sched.n_queued_jobs == 2
-    assert sched.wait(timeout=60)
+    assert sched.wait(timeout=TIMEOUT)
     assert sched.stats()["done"] == 3
 
 
@@ -320,9 +321,9 @@ def test_add_job_is_safe_from_other_threads_while_running(sched: Scheduler) -> N
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=60)
+        t.join(timeout=TIMEOUT)
     assert len(futures) == 800
-    assert all(f.result(timeout=60) == x for x, f in futures)
+    assert all(f.result(timeout=TIMEOUT) == x for x, f in futures)
 
 
 def test_the_scheduler_listens_on_loopback_only(sched: Scheduler) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import helpers
 import psutil
 import pytest
+from waiting import TIMEOUT
 
 from jobsched import Job, Scheduler, WorkerState
 
@@ -106,7 +107,7 @@ def test_20000_jobs_on_8_workers_killed_every_100ms_deliver_each_result_exactly_
         assert stats["restarts"] == sum(w.n_restarts for w in workers)
         assert 0 < stats["restarts"] <= kills
         # Still usable (a slot may still be in its restart back-off: CLOSED is a fair state here).
-        assert sched.submit(helpers.square, 9).result(timeout=60) == 81
+        assert sched.submit(helpers.square, 9).result(timeout=TIMEOUT) == 81
     finally:
         sched.close(timeout=5.0)
 
@@ -130,7 +131,7 @@ def test_50mb_payloads_arrive_intact(direction: str) -> None:
             futures = [sched.submit(helpers.identity, data) for _ in range(2)]
             small = sched.submit(helpers.square, 5)
             assert all(f.result(timeout=120) == data for f in futures)
-        assert small.result(timeout=60) == 25
+        assert small.result(timeout=TIMEOUT) == 25
         assert sum(w.n_restarts for w in sched.workers) == 0
 
 
