@@ -111,6 +111,17 @@ def wait_for_file(path: str, value: Any = None, timeout: float = 60.0) -> Any:
     return value
 
 
+def record_start_then_wait(log: str, release: str, value: Any = None) -> Any:
+    """Append ``<pid> <attempt>`` to ``log`` (attempt 1, 2, ... counts the lines already there), then block
+    until ``release`` exists and return ``value``: a job whose every start a test can see, and that a test
+    can kill or let finish when it wants."""
+    with open(log, "a+") as f:
+        f.seek(0)
+        attempt = len(f.read().splitlines()) + 1
+        f.write(f"{os.getpid()} {attempt}\n")
+    return wait_for_file(release, value)
+
+
 def die_once(marker: str, value: Any) -> Any:
     """Kill the worker the first time (marker file absent), return ``value`` the second time."""
     if not os.path.exists(marker):
