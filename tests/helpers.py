@@ -448,6 +448,19 @@ def report_then_wait(path: str, done: int, total: int, note: str) -> int:
     return wait_for_file(path, done)
 
 
+def report_when(path: str, note: str, release: str) -> str:
+    """Block until ``path`` exists, report progress ``(1, 1, note)``, then hold the job until ``release`` exists.
+
+    A witness for a test's negative check: once ``worker.progress`` shows ``note``, the scheduler's loop has
+    handled a frame sent after ``path`` appeared, so everything it had to do before that is done.
+    """
+    import jobsched
+
+    wait_for_file(path)
+    jobsched.progress(1, 1, note)
+    return wait_for_file(release, note)
+
+
 def loaded_modules(names: list[str]) -> list[str]:
     """Which of ``names`` this process (a worker) has imported."""
     return [name for name in names if name in sys.modules]
