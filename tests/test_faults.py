@@ -20,20 +20,12 @@ from typing import Any
 import helpers
 import psutil
 import pytest
-from waiting import TIMEOUT
+from waiting import TIMEOUT, eventually
 
 from jobsched import JobError, JobTimeout, Scheduler, SchedulerClosedError, Worker, WorkerState, _wire, remote_call
 from jobsched._slot import OUTPUT_LINES
 
 TESTS = Path(__file__).parent
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` (a test's view of another thread's or process's progress) until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.01)
 
 
 def gone(proc: psutil.Process) -> bool:
@@ -52,7 +44,7 @@ def running_worker(sched: Scheduler) -> Worker:
         found[:] = [w for w in sched.workers if w.state is WorkerState.RUNNING and w.pid is not None]
         return len(found) == 1
 
-    wait_for(busy, 60, "one RUNNING worker")
+    eventually(busy, "one RUNNING worker")
     return found[0]
 
 
@@ -135,7 +127,7 @@ def test_a_sigstopped_worker_times_out_is_replaced_and_later_jobs_run(who: str) 
         assert "timeout of 3 s" in info.value.remote_message
         assert f"pid {stopped_pid}" in info.value.remote_message
         assert isinstance(info.value, TimeoutError)  # what callers of concurrent.futures already catch
-        wait_for(lambda: gone(stopped), 10, "the stopped worker to be killed")
+        eventually(lambda: gone(stopped), "the stopped worker to be killed", timeout=10)
         # The slot got a fresh process, and every later job runs.
         results = [sched.submit(helpers.square, i) for i in range(20)]
         assert [f.result(timeout=TIMEOUT) for f in results] == [i * i for i in range(20)]
@@ -161,8 +153,8 @@ def test_a_worker_flooding_stdout_keeps_the_scheduler_responsive(
         assert [f.result(timeout=120) for f in quick] == [i * i for i in range(300)]
         assert flood.result(timeout=120) == n_lines
         # Output is kept per worker, bounded, and ends with what the flooder printed last.
-        wait_for(lambda: bool(flooder.output) and flooder.output[-1] == f"last line {n_lines - 1}", 30,
-                 "the last line of the flood")
+        eventually(lambda: bool(flooder.output) and flooder.output[-1] == f"last line {n_lines - 1}",
+                   "the last line of the flood", timeout=30)
         assert len(flooder.output) == OUTPUT_LINES
         assert all(line.endswith("y" * 100) for line in list(flooder.output)[:-1])
         others = [w for w in sched.workers if w is not flooder]
@@ -428,8 +420,8 @@ def test_hostile_connections_are_refused_while_jobs_run(tmp_path: Path, capfd: p
     with Scheduler(echo_output=False) as sched:
         sched.start(2, wait=False)
         assert sched.submit(helpers.square, 3).result(timeout=TIMEOUT) == 9
-        wait_for(lambda: all(w.state in (WorkerState.READY, WorkerState.RUNNING) for w in sched.workers), 60,
-                 "both workers to connect")
+        eventually(lambda: all(w.state in (WorkerState.READY, WorkerState.RUNNING) for w in sched.workers),
+                   "both workers to connect")
         live = sched.workers[0]
         address = sched.address
         assert address is not None and address[0] == "127.0.0.1"
@@ -460,8 +452,8 @@ def test_hostile_connections_are_refused_while_jobs_run(tmp_path: Path, capfd: p
             for t in threads:
                 t.start()
             sched.scale(3)
-            wait_for(lambda: sum(w.state in (WorkerState.READY, WorkerState.RUNNING) for w in sched.workers) == 3,
-                     60, "a third worker to connect past 100 pending connections")
+            eventually(lambda: sum(w.state in (WorkerState.READY, WorkerState.RUNNING) for w in sched.workers) == 3,
+                       "a third worker to connect past 100 pending connections")
             for t in threads:
                 t.join(timeout=_wire.HANDSHAKE_TIMEOUT + 40)
             assert not any(t.is_alive() for t in threads)
@@ -491,7 +483,8 @@ def test_hostile_connections_are_refused_while_jobs_run(tmp_path: Path, capfd: p
         for ip in _other_local_ipv4_addresses():
             with pytest.raises(OSError):
                 socket.create_connection((ip, address[1]), timeout=5).close()
-    time.sleep(0.2)  # the file would appear at once; a little margin for a loaded machine
+    # No sleep needed: the scheduler read each pickle before it closed that connection (the outcomes above),
+    # and it is closed now, so nothing of it is left that could still unpickle one.
     assert not evil_file.exists(), "a hostile pickle was unpickled"
     err = capfd.readouterr().err
     assert "refused a connection to the scheduler: failed authentication" in err
