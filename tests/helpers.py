@@ -122,6 +122,14 @@ def record_start_then_wait(log: str, release: str, value: Any = None) -> Any:
     return wait_for_file(release, value)
 
 
+def log_then_sleep(log: str, seconds: float, value: Any = None) -> Any:
+    """Append this worker's pid to ``log`` (a test sees the job has started), sleep ``seconds``, return ``value``."""
+    with open(log, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(seconds)
+    return value
+
+
 def die_once(marker: str, value: Any) -> Any:
     """Kill the worker the first time (marker file absent), return ``value`` the second time."""
     if not os.path.exists(marker):

@@ -14,7 +14,7 @@ from typing import Any
 import helpers
 import psutil
 import pytest
-from waiting import TIMEOUT
+from waiting import TIMEOUT, eventually
 
 from jobsched import Job, JobError, JobTimeout, Scheduler, remote_call
 
@@ -96,10 +96,7 @@ def test_a_callback_error_in_background_mode_is_kept_shown_and_raised_by_wait(sc
     for i in range(5):
         sched.add_job(remote_call(helpers.add, i))
     sched.start(1, after_stop=after_stop, wait=False)
-    deadline = time.monotonic() + 60
-    while sched.stats()["error"] is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    eventually(lambda: sched.stats()["error"] is not None, "the callback error to be kept")
     assert sched.stats()["error"] == "ValueError: callback failed on 3"
     with pytest.raises(ValueError, match="callback failed on 3"):
         sched.wait(timeout=TIMEOUT)
@@ -164,10 +161,8 @@ def test_ctrl_c_in_a_script_ends_it_and_every_worker_exits(tmp_path: Path, sourc
         proc.wait(timeout=20)
         assert proc.returncode != 0
         assert "KeyboardInterrupt" in proc.stderr.read()  # type: ignore[union-attr]
-        deadline = time.monotonic() + 10
-        while any(psutil.pid_exists(p) for p in pids):
-            assert time.monotonic() < deadline, "workers survived the interrupted script"
-            time.sleep(0.05)
+        eventually(lambda: not any(psutil.pid_exists(p) for p in pids), "the workers of the interrupted script to exit",
+                   timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -182,18 +177,20 @@ KERNEL_SETUP = textwrap.dedent('''
     s = Scheduler()
     results = []
     for i in range(6):
-        s.add_job(remote_call(helpers.sleep_then, 0.5, i))
+        s.add_job(remote_call(helpers.log_then_sleep, {log!r}, 0.5, i))
 ''')
 
 
-def test_interrupting_a_blocking_start_in_a_kernel_keeps_the_jobs_running() -> None:
+def test_interrupting_a_blocking_start_in_a_kernel_keeps_the_jobs_running(tmp_path: Path) -> None:
     jupyter_client = pytest.importorskip("jupyter_client")
     km, kc = jupyter_client.manager.start_new_kernel(kernel_name="python3", startup_timeout=TIMEOUT)
     try:
-        reply = kc.execute_interactive(KERNEL_SETUP.format(tests=str(Path(__file__).parent)), timeout=TIMEOUT)
+        log = tmp_path / "starts"
+        setup = KERNEL_SETUP.format(tests=str(Path(__file__).parent), log=str(log))
+        reply = kc.execute_interactive(setup, timeout=TIMEOUT)
         assert reply["content"]["status"] == "ok"
         msg_id = kc.execute("s.start(2, after_stop=lambda s, job, r: results.append(r))")
-        time.sleep(1.0)  # the first jobs are running
+        eventually(lambda: log.exists() and len(log.read_text().splitlines()) >= 2, "the first two jobs to start")
         interrupted_at = time.monotonic()
         km.interrupt_kernel()
         reply = kc.get_shell_msg(timeout=30)
@@ -239,7 +236,5 @@ def test_interpreter_exit_closes_every_worker_even_a_busy_one(tmp_path: Path) ->
     assert lines[0] == "2"
     pids = [int(p) for p in lines[1].split()]
     assert len(pids) == 2
-    deadline = time.monotonic() + 10
-    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids):
-        assert time.monotonic() < deadline, "workers outlived the interpreter"
-        time.sleep(0.05)
+    eventually(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                               for p in pids), "the workers to exit with the interpreter", timeout=10)
