@@ -14,12 +14,11 @@ from typing import Any
 import helpers
 import pytest
 from test_dask import _close_cluster, _start_cluster
-from waiting import eventually
+from waiting import TIMEOUT, eventually
 
 from jobsched import Job, JobError, JobTimeout, Scheduler, SchedulerClosedError, WorkerState, remote_call
 
 BACKENDS = ["local", "dask"]
-WAIT = 60.0  # seconds any blocking call may take before the test fails
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -42,7 +41,7 @@ def dask_client(request: pytest.FixtureRequest) -> Iterator[Any]:
         import distributed
 
         with distributed.Client(cluster, set_as_default=False) as client:
-            client.wait_for_workers(2, timeout=WAIT)
+            client.wait_for_workers(2, timeout=TIMEOUT)
             yield client
     finally:
         _close_cluster(cluster, pids)
@@ -118,17 +117,17 @@ def test_submit_gives_futures_and_a_job_error_with_the_remote_traceback(started:
     thread = threading.Thread(target=lambda: more.extend(started.submit(helpers.add, i) for i in range(5)),
                               name="test-adder")
     thread.start()
-    thread.join(WAIT)
+    thread.join(TIMEOUT)
     with pytest.raises(JobError) as info:
-        started.submit(helpers.raise_value_error, "bad input 42").result(timeout=WAIT)
+        started.submit(helpers.raise_value_error, "bad input 42").result(timeout=TIMEOUT)
     error = info.value
     assert (error.remote_type, error.remote_message) == ("ValueError", "bad input 42")
     assert error.remote_traceback.startswith("Traceback (most recent call last):\n")
     assert "in raise_value_error" in error.remote_traceback and "ValueError: bad input 42" in error.remote_traceback
     assert "Remote traceback" in str(error)
-    assert [f.result(timeout=WAIT) for f in futures] == [2 * i for i in range(10)]
-    assert [f.result(timeout=WAIT) for f in more] == [i + 1 for i in range(5)]
-    assert started.wait(timeout=WAIT)
+    assert [f.result(timeout=TIMEOUT) for f in futures] == [2 * i for i in range(10)]
+    assert [f.result(timeout=TIMEOUT) for f in more] == [i + 1 for i in range(5)]
+    assert started.wait(timeout=TIMEOUT)
     stats = started.stats()
     assert (stats["done"], stats["failed"], stats["restarts"]) == (16, 1, 0)
 
@@ -136,9 +135,9 @@ def test_submit_gives_futures_and_a_job_error_with_the_remote_traceback(started:
 def test_a_job_over_its_timeout_fails_with_job_timeout_and_later_jobs_run(started: Scheduler) -> None:
     slow = started.submit(helpers.sleep_then, 3.0, "late", timeout=0.5)
     with pytest.raises(JobTimeout, match=r"the job ran longer than its timeout of 0\.5 s; worker \d"):
-        slow.result(timeout=WAIT)
-    assert [started.submit(helpers.add, i).result(timeout=WAIT) for i in range(3)] == [1, 2, 3]
-    assert started.wait(timeout=WAIT)
+        slow.result(timeout=TIMEOUT)
+    assert [started.submit(helpers.add, i).result(timeout=TIMEOUT) for i in range(3)] == [1, 2, 3]
+    assert started.wait(timeout=TIMEOUT)
     assert (started.stats()["done"], started.stats()["failed"]) == (4, 1)
 
 
@@ -147,9 +146,9 @@ def test_stats_and_workers_describe_the_slots(started: Scheduler) -> None:
     eventually(lambda: any(w.state is WorkerState.RUNNING for w in started.workers), "a busy worker")
     (busy,) = [w for w in started.workers if w.state is WorkerState.RUNNING]
     assert busy.job is not None and busy.job.index == 0 and started.stats()["busy"] == 1
-    assert gate.result(timeout=WAIT) == "slept"
-    pids = {started.submit(helpers.getpid).result(timeout=WAIT) for _ in range(6)}
-    assert started.wait(timeout=WAIT)
+    assert gate.result(timeout=TIMEOUT) == "slept"
+    pids = {started.submit(helpers.getpid).result(timeout=TIMEOUT) for _ in range(6)}
+    assert started.wait(timeout=TIMEOUT)
     slots = started.workers
     assert [w.index for w in slots] == [0, 1]
     assert all(w.state is WorkerState.READY and w.job is None and w.n_restarts == 0 for w in slots)
@@ -163,7 +162,7 @@ def test_stats_and_workers_describe_the_slots(started: Scheduler) -> None:
 
 def test_scale_pause_resume(started: Scheduler) -> None:
     started.scale(1)
-    assert started.submit(helpers.add, 1).result(timeout=WAIT) == 2
+    assert started.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
     eventually(lambda: live(started) == [0], "worker 1 closed after scale(1)")
     started.pause()
     assert started.paused
@@ -171,11 +170,11 @@ def test_scale_pause_resume(started: Scheduler) -> None:
     assert not started.wait(timeout=0.5)  # paused: the job stays queued
     assert started.n_queued_jobs == 1 and not paused.done()
     started.resume()
-    assert paused.result(timeout=WAIT) == 3
+    assert paused.result(timeout=TIMEOUT) == 3
     started.scale(2)
-    assert [started.submit(helpers.add, i).result(timeout=WAIT) for i in range(4)] == [1, 2, 3, 4]
+    assert [started.submit(helpers.add, i).result(timeout=TIMEOUT) for i in range(4)] == [1, 2, 3, 4]
     eventually(lambda: live(started) == [0, 1], "worker 1 back after scale(2)")
-    assert started.wait(timeout=WAIT) and started.stats()["restarts"] == 0
+    assert started.wait(timeout=TIMEOUT) and started.stats()["restarts"] == 0
 
 
 def test_close_lets_a_busy_worker_finish_within_its_grace_then_settles_every_future(new_sched: Scheduler) -> None:
@@ -185,7 +184,7 @@ def test_close_lets_a_busy_worker_finish_within_its_grace_then_settles_every_fut
     eventually(lambda: any(w.state is WorkerState.RUNNING for w in new_sched.workers), "a busy worker")
     closer = threading.Thread(target=new_sched.close, kwargs={"timeout": 0.5}, name="test-closer")
     closer.start()
-    closer.join(WAIT)
+    closer.join(TIMEOUT)
     assert not closer.is_alive()
     assert queued.cancelled()  # settled by the time close() returns
     with pytest.raises(SchedulerClosedError, match="still running when close"):

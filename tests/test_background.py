@@ -9,14 +9,10 @@ from pathlib import Path
 import helpers
 import psutil
 import pytest
-from waiting import eventually
+from waiting import TIMEOUT, eventually
 
 import jobsched
 from jobsched import Job, JobError, Scheduler, SchedulerClosedError, WorkerState
-
-TIMEOUT = 60.0  # generous: the machine is shared and loaded
-
-
 
 
 def live_workers(sched: Scheduler) -> list[jobsched.Worker]:
@@ -144,8 +140,10 @@ def test_scale_down_lets_busy_workers_finish_their_job(sched: Scheduler, tmp_pat
     eventually(lambda: sched.stats()["busy"] == 3, "3 busy workers")
     pids = [w.pid for w in sched.workers]
     sched.scale(1)
-    eventually(lambda: sched.n_workers == 1, "the new target")
-    time.sleep(0.2)
+    # The loop marks the workers beyond the target as retiring (a private flag of the slot): it has acted on
+    # the new target, and they must still be running their jobs.
+    eventually(lambda: all(w._retiring for w in sched.workers[1:]), "the loop to retire workers 1 and 2")
+    assert sched.n_workers == 1
     assert sched.stats()["busy"] == 3, "busy workers are not stopped by scaling down"
     gate.touch()
     assert [f.result(timeout=TIMEOUT) for f in futures] == [0, 1, 2], "no job is lost or failed by scaling down"
@@ -158,30 +156,44 @@ def test_scale_down_lets_busy_workers_finish_their_job(sched: Scheduler, tmp_pat
     assert sched.submit(helpers.add, 41).result(timeout=TIMEOUT) == 42
 
 
-def test_scale_to_zero_keeps_jobs_queued_until_scaled_up(sched: Scheduler) -> None:
+def test_scale_to_zero_keeps_jobs_queued_until_scaled_up(sched: Scheduler, tmp_path: Path) -> None:
     sched.start(1, wait=False)
+    gate = tmp_path / "gate"
+    held = sched.submit(helpers.wait_for_file, str(gate), "held")
+    eventually(lambda: sched.n_active_jobs == 1, "the held job running")
     sched.scale(0)
-    eventually(lambda: sched.stats()["workers"] == 0, "no worker")
     future = sched.submit(helpers.add, 1)
-    time.sleep(0.3)
+    gate.touch()
+    assert held.result(timeout=TIMEOUT) == "held"
+    # The witness: the loop handled the held job's result and then its worker's exit, both after `future` was
+    # queued; it had every chance to hand `future` to that worker, and no worker is left to take it now.
+    eventually(lambda: sched.stats()["workers"] == 0, "no worker")
     assert not future.done() and sched.n_queued_jobs == 1
     sched.scale(1)
     assert future.result(timeout=TIMEOUT) == 2
 
 
 def test_pause_stops_dispatch_running_jobs_finish_and_resume_goes_on(sched: Scheduler, tmp_path: Path) -> None:
-    sched.start(1, wait=False)
-    gate = tmp_path / "gate"
+    sched.start(2, wait=False)
+    gate, go, end = tmp_path / "gate", tmp_path / "go", tmp_path / "end"
     running = sched.submit(helpers.wait_for_file, str(gate), "ran")
-    eventually(lambda: sched.n_active_jobs == 1, "the first job running")
+    witness = sched.submit(helpers.report_when, str(go), "after the first result", str(end))
+    eventually(lambda: sched.n_active_jobs == 2, "both jobs running")
     sched.pause()
     assert sched.paused and sched.stats()["paused"]
     queued = [sched.submit(helpers.add, i) for i in range(5)]
     gate.touch()
     assert running.result(timeout=TIMEOUT) == "ran", "a running job finishes while paused"
-    time.sleep(0.3)
+    # The witness: a progress report sent after that result was delivered has been handled, so the loop has
+    # decided what to hand the freed worker; paused, it must be nothing.
+    go.touch()
+    eventually(lambda: any(w.progress is not None and w.progress[2] == "after the first result"
+                           for w in sched.workers), "the witness's progress report")
     assert not any(f.done() for f in queued)
-    assert (sched.n_queued_jobs, sched.n_active_jobs) == (5, 0)
+    assert (sched.n_queued_jobs, sched.n_active_jobs) == (5, 1)
+    end.touch()
+    assert witness.result(timeout=TIMEOUT) == "after the first result"
+    assert sched.n_queued_jobs == 5
     assert sched.wait(timeout=0.2) is False, "paused with queued jobs is not idle"
     sched.resume()
     assert not sched.paused

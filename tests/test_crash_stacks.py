@@ -7,7 +7,7 @@ worker prints Python's fatal-error stack before it dies. That stack is in the ``
 
 from __future__ import annotations
 
-import crashers
+import helpers
 import pytest
 from waiting import TIMEOUT, eventually
 
@@ -16,7 +16,7 @@ from jobsched import JobError, Scheduler
 
 def crash(sched: Scheduler) -> JobError:
     sched.start(1, wait=False)
-    future = sched.submit(crashers.segfault, max_retries=1)
+    future = sched.submit(helpers.segfault, max_retries=1)
     error = future.exception(timeout=TIMEOUT)
     assert isinstance(error, JobError), error
     return error
@@ -29,12 +29,12 @@ def test_a_segfaulting_job_fails_with_the_fatal_error_stack_of_its_worker(sched:
     tb = error.remote_traceback
     assert tb.startswith("Last output of worker 0:\n"), tb
     assert "Fatal Python error: Segmentation fault" in tb
-    assert 'crashers.py", line' in tb and "in segfault" in tb, "the stack names the job's function"
+    assert 'helpers.py", line' in tb and "in segfault" in tb, "the stack names the job's function"
     assert "Fatal Python error" in str(error)
     stats = sched.stats()
     assert stats["last_worker_died"] == str(error)
     assert stats["error"] is None, "a crashed job is a failed job, not a scheduler error"
-    assert sched.submit(crashers.square, 3).result(timeout=TIMEOUT) == 9, "the worker was replaced"
+    assert sched.submit(helpers.square, 3).result(timeout=TIMEOUT) == 9, "the worker was replaced"
 
 
 def test_the_dashboard_shows_the_last_crash_stack_in_its_error_area(sched: Scheduler) -> None:

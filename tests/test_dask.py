@@ -21,6 +21,7 @@ import conftest
 import helpers
 import psutil
 import pytest
+from waiting import TIMEOUT
 
 import jobsched
 from jobsched import (
@@ -46,7 +47,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Port 8787 is already in use"),
 ]
 
-WAIT = 60.0  # seconds any blocking call may take before the test fails
 CLUSTER_OPTIONS: dict[str, Any] = {"processes": True, "threads_per_worker": 1, "host": "127.0.0.1",
                                    "dashboard_address": None, "worker_dashboard_address": None}
 WORKERS = Path(__file__).parent / "workers"
@@ -58,7 +58,7 @@ def _children() -> set[int]:
 
 def _close_cluster(cluster: Any, pids: set[int]) -> None:
     """Close a LocalCluster and make sure its worker processes are gone (kill and fail if not)."""
-    cluster.close(timeout=WAIT)
+    cluster.close(timeout=TIMEOUT)
     procs = []
     for pid in pids:
         try:
@@ -95,7 +95,7 @@ def cluster() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def client(cluster: Any) -> Iterator[Any]:
     with distributed.Client(cluster, set_as_default=False) as client:
-        client.wait_for_workers(2, timeout=WAIT)
+        client.wait_for_workers(2, timeout=TIMEOUT)
         yield client
 
 
@@ -123,7 +123,7 @@ def worker_pids(client: Any) -> dict[str, int]:
     return dict(client.run(os.getpid))
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
     """Poll ``predicate`` until it holds (True) or ``timeout`` seconds pass (False)."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -138,7 +138,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
 
 def test_import_jobsched_does_not_import_dask() -> None:
     code = "import sys, jobsched; print(sorted(m for m in ('dask', 'distributed') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -146,7 +146,7 @@ def test_import_jobsched_does_not_import_dask() -> None:
 def test_jobsched_dask_without_distributed_says_how_to_install_it() -> None:
     code = ("import sys; sys.modules['distributed'] = None\n"
             "try:\n    import jobsched.dask\nexcept ImportError as exc:\n    print(exc)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
     assert out.returncode == 0, out.stderr
     assert "pip install 'jobsched[dask]'" in out.stdout
 
@@ -184,8 +184,8 @@ def test_remote_calls_give_the_results_of_local_workers(dsched: Scheduler) -> No
 
 def test_executor_map_on_dask(client: Any) -> None:
     with Executor(backend=DaskBackend(client)) as ex:
-        assert list(ex.map(helpers.add, range(20), range(20), timeout=WAIT)) == [2 * i for i in range(20)]
-        assert ex.submit(pow, 2, 10).result(timeout=WAIT) == 1024
+        assert list(ex.map(helpers.add, range(20), range(20), timeout=TIMEOUT)) == [2 * i for i in range(20)]
+        assert ex.submit(pow, 2, 10).result(timeout=TIMEOUT) == 1024
         assert ex.scheduler.n_workers == 2
         assert all(isinstance(w, DaskWorker) for w in ex.scheduler.workers)
     assert client.status == "running"  # the executor's scheduler did not close a client it was given
@@ -201,7 +201,7 @@ def _job_errors(sched: Scheduler, n_workers: int) -> list[JobError]:
     sched.start(n_workers)
     errors = []
     for f in futures:
-        exc = f.exception(timeout=WAIT)
+        exc = f.exception(timeout=TIMEOUT)
         assert isinstance(exc, JobError)
         errors.append(exc)
     return errors
@@ -233,11 +233,11 @@ def test_a_job_over_its_timeout_fails_and_its_thread_takes_no_job_until_it_ends(
     dsched.start(1, wait=False)
     slow = dsched.submit(helpers.sleep_then, 3.0, "late", timeout=0.5)
     with pytest.raises(JobTimeout, match=r"timeout of 0.5 s; worker 0 .*cannot be stopped"):
-        slow.result(timeout=WAIT)
+        slow.result(timeout=TIMEOUT)
     # The one slot moved to the other Dask worker: the first one still runs the abandoned task.
     first, second = dsched.submit(helpers.getpid), dsched.submit(helpers.getpid)
     pids = worker_pids(client)
-    assert first.result(timeout=WAIT) == second.result(timeout=WAIT)
+    assert first.result(timeout=TIMEOUT) == second.result(timeout=TIMEOUT)
     (slot,) = dsched.workers
     assert isinstance(slot, DaskWorker) and pids[slot.address] == first.result()
     assert slot.n_restarts == 0 and dsched.stats()["failed"] == 1
@@ -262,11 +262,11 @@ def raise_custom_base_error() -> None:
 def test_a_job_raising_a_base_exception_is_the_jobs_error_not_the_installations(
         dsched: Scheduler, fn: Callable[[], None], remote_type: str, message: str) -> None:
     dsched.start(1, wait=False)
-    error = dsched.submit(fn).exception(timeout=WAIT)
+    error = dsched.submit(fn).exception(timeout=TIMEOUT)
     assert isinstance(error, JobError) and (error.remote_type, error.remote_message) == (remote_type, message)
     assert f"in {fn.__name__}" in error.remote_traceback
     assert "installed" not in str(error) and "raised by Dask" not in str(error)
-    assert dsched.submit(helpers.add, 1).result(timeout=WAIT) == 2  # the Dask thread goes on
+    assert dsched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2  # the Dask thread goes on
     stats = dsched.stats()
     assert (stats["done"], stats["failed"], stats["restarts"]) == (2, 1, 0)
 
@@ -306,9 +306,9 @@ def test_a_task_that_dask_failed_to_run_is_a_job_error_naming_dask(client: Any, 
 def test_slots_beyond_the_clusters_threads_wait_for_one_and_are_retired_at_once(dsched: Scheduler,
                                                                                  client: Any) -> None:
     dsched.start(1, wait=False)
-    assert dsched.submit(helpers.add, 1).result(timeout=WAIT) == 2
+    assert dsched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
     dsched.scale(5)  # more than the cluster's 2 threads: 2 slots run, 3 wait for Dask threads (STARTING)
-    assert dsched.submit(helpers.add, 2).result(timeout=WAIT) == 3
+    assert dsched.submit(helpers.add, 2).result(timeout=TIMEOUT) == 3
     assert wait_until(lambda: sum(w.state is WorkerState.READY for w in dsched.workers) == 2)
     seated = [w for w in dsched.workers if w.state is WorkerState.READY]
     assert {w.address for w in seated} == set(client.nthreads())
@@ -318,7 +318,7 @@ def test_slots_beyond_the_clusters_threads_wait_for_one_and_are_retired_at_once(
     dsched.scale(1)  # the waiting slots have nothing to finish: they go at once, and count no restart
     assert wait_until(lambda: [w.index for w in dsched.workers if w.state is not WorkerState.CLOSED] == [0],
                       timeout=5.0)
-    assert dsched.submit(helpers.add, 4).result(timeout=WAIT) == 5
+    assert dsched.submit(helpers.add, 4).result(timeout=TIMEOUT) == 5
     assert dsched.stats()["restarts"] == 0
 
 
@@ -329,7 +329,7 @@ def test_close_closes_only_a_client_that_jobsched_created(cluster: Any, client: 
     try:
         for i, s in enumerate(schedulers):
             s.start(1, wait=False)
-            assert s.submit(helpers.add, i).result(timeout=WAIT) == i + 1
+            assert s.submit(helpers.add, i).result(timeout=TIMEOUT) == i + 1
     finally:
         for s in schedulers:
             s.close(timeout=10.0)
@@ -344,12 +344,12 @@ def test_a_client_closed_under_the_scheduler_is_reported(cluster: Any) -> None:
     sched = Scheduler(backend=DaskBackend(own))
     try:
         sched.start(1, wait=False)
-        assert sched.submit(helpers.add, 1).result(timeout=WAIT) == 2
+        assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
         sched.pause()
         queued = sched.submit(helpers.add, 2)
-        own.close(timeout=WAIT)
+        own.close(timeout=TIMEOUT)
         with pytest.raises(DaskClientClosedError, match="was closed while the scheduler ran; 1 jobs stay queued"):
-            sched.wait(timeout=WAIT)
+            sched.wait(timeout=TIMEOUT)
         assert not queued.done() and sched.n_queued_jobs == 1
     finally:
         sched.close(timeout=10.0)
@@ -405,10 +405,10 @@ def test_magic_start_dask_drives_the_default_scheduler_on_the_cluster(cluster: A
         sched = jobsched.default_scheduler()
         backend = sched._backend
         assert isinstance(backend, DaskBackend) and sched.n_workers == 1
-        assert sched.submit(helpers.add, 1).result(timeout=WAIT) == 2
+        assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
         ip.run_line_magic("jobsched", f"start --dask {address.removeprefix('tcp://')}")  # the same cluster
         assert jobsched.default_scheduler() is sched
-        with pytest.raises(UsageError, match="the default scheduler is running .*; `%jobsched stop` it first"):
+        with pytest.raises(UsageError, match=r"the default scheduler is running .*; `%jobsched stop` it first"):
             ip.run_line_magic("jobsched", "start --dask tcp://127.0.0.1:9")
         ip.run_line_magic("jobsched", "stop")  # the workers go; the scheduler (and its client) stay
         assert jobsched.default_scheduler() is sched and sched.stats()["workers"] == 0
@@ -431,7 +431,7 @@ def test_magic_start_dask_drives_the_default_scheduler_on_the_cluster(cluster: A
 
 def test_a_job_whose_dask_worker_dies_is_retried_and_delivered_once(fresh_cluster: Any, tmp_path: Path) -> None:
     with distributed.Client(fresh_cluster, set_as_default=False) as client:
-        client.wait_for_workers(2, timeout=WAIT)
+        client.wait_for_workers(2, timeout=TIMEOUT)
         sched = Scheduler(backend=DaskBackend(client))
         delivered: list[tuple[int, Any]] = []
         try:
@@ -451,13 +451,13 @@ def test_a_job_whose_dask_worker_dies_is_retried_and_delivered_once(fresh_cluste
 
 def test_a_job_that_keeps_killing_its_dask_worker_fails_with_worker_died(fresh_cluster: Any) -> None:
     with distributed.Client(fresh_cluster, set_as_default=False) as client:
-        client.wait_for_workers(2, timeout=WAIT)
+        client.wait_for_workers(2, timeout=TIMEOUT)
         sched = Scheduler(max_retries=2, backend=DaskBackend(client))
         try:
             sched.start(wait=False)
             doomed = sched.submit(helpers.kill_self)
-            error = doomed.exception(timeout=WAIT)
-            assert sched.submit(helpers.add, 41).result(timeout=WAIT) == 42  # the cluster recovered
+            error = doomed.exception(timeout=TIMEOUT)
+            assert sched.submit(helpers.add, 41).result(timeout=TIMEOUT) == 42  # the cluster recovered
         finally:
             sched.close(timeout=10.0)
         assert isinstance(error, JobError) and error.remote_type == "WorkerDied"
@@ -472,7 +472,7 @@ def test_the_journal_works_the_same_on_dask(client: Any, tmp_path: Path) -> None
         with Scheduler(backend=DaskBackend(client), journal=journal) as s:
             s.start(2, wait=False)
             futures = [s.submit(helpers.add, i) for i in range(4)]
-            assert [f.result(timeout=WAIT) for f in futures] == [1, 2, 3, 4]
-            assert s.wait(WAIT)
+            assert [f.result(timeout=TIMEOUT) for f in futures] == [1, 2, 3, 4]
+            assert s.wait(TIMEOUT)
             assert s.stats()["from_journal"] == expected
     assert sorted(jobsched.Journal(journal).results().values()) == [1, 2, 3, 4]

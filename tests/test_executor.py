@@ -11,11 +11,9 @@ from typing import Any
 
 import helpers
 import pytest
-from waiting import eventually
+from waiting import TIMEOUT, eventually
 
 from jobsched import Executor, JobError
-
-TIMEOUT = 60.0
 
 
 @pytest.fixture

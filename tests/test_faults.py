@@ -17,23 +17,15 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-import crashers
 import helpers
 import psutil
 import pytest
+from waiting import TIMEOUT, eventually
 
 from jobsched import JobError, JobTimeout, Scheduler, SchedulerClosedError, Worker, WorkerState, _wire, remote_call
 from jobsched._slot import OUTPUT_LINES
 
 TESTS = Path(__file__).parent
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` (a test's view of another thread's or process's progress) until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.01)
 
 
 def gone(proc: psutil.Process) -> bool:
@@ -52,7 +44,7 @@ def running_worker(sched: Scheduler) -> Worker:
         found[:] = [w for w in sched.workers if w.state is WorkerState.RUNNING and w.pid is not None]
         return len(found) == 1
 
-    wait_for(busy, 60, "one RUNNING worker")
+    eventually(busy, "one RUNNING worker")
     return found[0]
 
 
@@ -61,18 +53,18 @@ def running_worker(sched: Scheduler) -> Worker:
 
 # (job, args, remote_type, text in the message, whether the worker process is replaced)
 CRASH_CASES: list[tuple[Callable[..., Any], tuple[Any, ...], str, str, bool]] = [
-    (crashers.raise_error, ("boom",), "ValueError", "boom", False),
-    (crashers.raise_system_exit, (3,), "SystemExit", "3", False),
-    (crashers.unpicklable_result, (), "TypeError", "cannot be pickled", False),
-    (crashers.result_that_fails_to_unpickle, (), "RuntimeError", "could not be unpickled here", False),
-    (crashers.exit_now, (3,), "WorkerDied", "exit code 3", True),
-    (crashers.kill_self, (signal.SIGKILL,), "WorkerDied", "killed by signal SIGKILL", True),
-    (crashers.kill_self, (signal.SIGTERM,), "WorkerDied", "killed by signal SIGTERM", True),
-    (crashers.segfault, (), "WorkerDied", "killed by signal SIGSEGV", True),
+    (helpers.raise_value_error, ("boom",), "ValueError", "boom", False),
+    (helpers.raise_system_exit, (3,), "SystemExit", "3", False),
+    (helpers.unpicklable_result, (), "TypeError", "cannot be pickled", False),
+    (helpers.result_that_fails_to_unpickle, (), "RuntimeError", "could not be unpickled here", False),
+    (helpers.exit_process, (3,), "WorkerDied", "exit code 3", True),
+    (helpers.kill_self, (signal.SIGKILL,), "WorkerDied", "killed by signal SIGKILL", True),
+    (helpers.kill_self, (signal.SIGTERM,), "WorkerDied", "killed by signal SIGTERM", True),
+    (helpers.segfault, (), "WorkerDied", "killed by signal SIGSEGV", True),
     # An authenticated worker that breaks the protocol is cut off and killed: its frame is never trusted.
-    (crashers.send_oversized_frame, (), "WorkerDied", "killed by signal SIGKILL", True),
-    (crashers.send_result_for_another_job, (), "WorkerDied", "killed by signal SIGKILL", True),
-    (crashers.close_connection, (), "WorkerDied", "killed by signal SIGKILL (closed its connection)", True),
+    (helpers.send_oversized_frame, (), "WorkerDied", "killed by signal SIGKILL", True),
+    (helpers.send_result_for_another_job, (), "WorkerDied", "killed by signal SIGKILL", True),
+    (helpers.close_connection, (), "WorkerDied", "killed by signal SIGKILL (closed its connection)", True),
 ]
 
 
@@ -87,16 +79,16 @@ def test_a_crashing_job_is_a_job_error_and_the_scheduler_goes_on(
     retries = 2  # two deaths are enough to show the retry; three would only make the test slower
     with Scheduler(max_retries=retries, echo_output=False) as sched:
         sched.start(1, wait=False)
-        pid = sched.submit(os.getpid).result(timeout=60)
+        pid = sched.submit(os.getpid).result(timeout=TIMEOUT)
         first = psutil.Process(pid)
         with pytest.raises(JobError) as info:
-            sched.submit(job, *args).result(timeout=60)
+            sched.submit(job, *args).result(timeout=TIMEOUT)
         err = info.value
         assert err.remote_type == remote_type
         assert text in err.remote_message
         # Later jobs run, on the same process or on its replacement.
-        assert [sched.submit(crashers.square, i).result(timeout=60) for i in range(5)] == [0, 1, 4, 9, 16]
-        new_pid = sched.submit(os.getpid).result(timeout=60)
+        assert [sched.submit(helpers.square, i).result(timeout=TIMEOUT) for i in range(5)] == [0, 1, 4, 9, 16]
+        new_pid = sched.submit(os.getpid).result(timeout=TIMEOUT)
         worker = sched.workers[0]
         if replaced:
             assert f"died {retries} times" in err.remote_message
@@ -120,25 +112,25 @@ def test_a_sigstopped_worker_times_out_is_replaced_and_later_jobs_run(who: str) 
         sched.start(2, wait=False)
         if who == "stopped from outside":
             # Without the SIGSTOP this job would finish in 0.5 s, well inside its timeout.
-            future: Future[Any] = sched.submit(crashers.square_slowly, 3, 0.5, timeout=3.0)
+            future: Future[Any] = sched.submit(helpers.square_slowly, 3, 0.5, timeout=3.0)
             worker = running_worker(sched)
             assert worker.pid is not None
             os.kill(worker.pid, signal.SIGSTOP)
         else:
-            future = sched.submit(crashers.stop_self, timeout=3.0)
+            future = sched.submit(helpers.stop_self, timeout=3.0)
             worker = running_worker(sched)
         stopped_pid = worker.pid
         assert stopped_pid is not None
         stopped = psutil.Process(stopped_pid)
         with pytest.raises(JobTimeout) as info:
-            future.result(timeout=60)
+            future.result(timeout=TIMEOUT)
         assert "timeout of 3 s" in info.value.remote_message
         assert f"pid {stopped_pid}" in info.value.remote_message
         assert isinstance(info.value, TimeoutError)  # what callers of concurrent.futures already catch
-        wait_for(lambda: gone(stopped), 10, "the stopped worker to be killed")
+        eventually(lambda: gone(stopped), "the stopped worker to be killed", timeout=10)
         # The slot got a fresh process, and every later job runs.
-        results = [sched.submit(crashers.square, i) for i in range(20)]
-        assert [f.result(timeout=60) for f in results] == [i * i for i in range(20)]
+        results = [sched.submit(helpers.square, i) for i in range(20)]
+        assert [f.result(timeout=TIMEOUT) for f in results] == [i * i for i in range(20)]
         assert worker.n_restarts == 1 and worker.pid != stopped_pid
         assert sched.stats()["failed"] == 1
 
@@ -154,22 +146,22 @@ def test_a_worker_flooding_stdout_keeps_the_scheduler_responsive(
     n_lines = 60_000  # about 6.5 MB
     with Scheduler(echo_output=echo_output) as sched:
         sched.start(2, wait=False)
-        flood = sched.submit(crashers.flood_stdout, n_lines)
+        flood = sched.submit(helpers.flood_stdout, n_lines)
         flooder = running_worker(sched)
         # While it floods, the other worker's results keep coming.
-        quick = [sched.submit(crashers.square, i) for i in range(300)]
+        quick = [sched.submit(helpers.square, i) for i in range(300)]
         assert [f.result(timeout=120) for f in quick] == [i * i for i in range(300)]
         assert flood.result(timeout=120) == n_lines
         # Output is kept per worker, bounded, and ends with what the flooder printed last.
-        wait_for(lambda: bool(flooder.output) and flooder.output[-1] == f"last line {n_lines - 1}", 30,
-                 "the last line of the flood")
+        eventually(lambda: bool(flooder.output) and flooder.output[-1] == f"last line {n_lines - 1}",
+                   "the last line of the flood", timeout=30)
         assert len(flooder.output) == OUTPUT_LINES
         assert all(line.endswith("y" * 100) for line in list(flooder.output)[:-1])
         others = [w for w in sched.workers if w is not flooder]
         assert all(not any(line.endswith("y" * 100) for line in w.output) for w in others)
         # A flood with no line break at all is kept in bounded pieces, not as one growing line.
-        assert sched.submit(crashers.flood_without_newline, 8 << 20).result(timeout=120) == 8 << 20
-        assert sched.submit(crashers.square, 12).result(timeout=60) == 144
+        assert sched.submit(helpers.flood_without_newline, 8 << 20).result(timeout=120) == 8 << 20
+        assert sched.submit(helpers.square, 12).result(timeout=TIMEOUT) == 144
         for w in sched.workers:
             assert len(w.output) <= OUTPUT_LINES
             assert max((len(line) for line in w.output), default=0) <= 2 * 65536
@@ -188,8 +180,8 @@ def test_close_bounds_a_busy_worker_and_settles_its_future() -> None:
     sched = Scheduler(echo_output=False)
     try:
         sched.start(1, wait=False)
-        long_job = sched.submit(crashers.hang, 600)
-        queued = sched.submit(crashers.square, 2)
+        long_job = sched.submit(helpers.hang, 600)
+        queued = sched.submit(helpers.square, 2)
         worker = running_worker(sched)
         assert worker.pid is not None
         busy = psutil.Process(worker.pid)
@@ -216,7 +208,7 @@ def test_close_bounds_a_busy_worker_and_settles_its_future() -> None:
 def test_workers_exit_within_2s_when_their_scheduler_is_sigkilled(kind: str) -> None:
     n_workers = 3
     proc = subprocess.Popen(
-        [sys.executable, "-c", f"import crashers; crashers.run_doomed_scheduler({n_workers}, {kind!r})"],
+        [sys.executable, "-c", f"import helpers; helpers.run_doomed_scheduler({n_workers}, {kind!r})"],
         cwd=TESTS, stdout=subprocess.PIPE, text=True,
     )
     workers: list[psutil.Process] = []
@@ -338,7 +330,7 @@ def attack_malicious_pickle(path: str) -> Callable[[tuple[str, int]], tuple[byte
     """A frame whose body would create ``path`` if unpickled, sent instead of a handshake."""
 
     def attack(address: tuple[str, int]) -> tuple[bytes, str]:
-        evil = crashers.malicious_pickle(path)
+        evil = helpers.malicious_pickle(path)
         with socket.create_connection(address, timeout=10) as sock:
             try:
                 sock.sendall(_wire.frame(_wire.RESULT, 0, evil) * 20)
@@ -353,7 +345,7 @@ def attack_after_bad_hello(path: str) -> Callable[[tuple[str, int]], tuple[bytes
     """A failed handshake followed by a pickled frame: nothing after a failed handshake is read."""
 
     def attack(address: tuple[str, int]) -> tuple[bytes, str]:
-        evil = crashers.malicious_pickle(path)
+        evil = helpers.malicious_pickle(path)
         with socket.create_connection(address, timeout=10) as sock:
             nonce_s = sock.recv(_wire.NONCE_BYTES)
             try:
@@ -411,7 +403,7 @@ class Feeder:
     def _feed(self) -> None:
         i = 0
         while not self._stop.is_set():
-            self.futures.append((i, self.sched.submit(crashers.square_slowly, i, 0.005)))
+            self.futures.append((i, self.sched.submit(helpers.square_slowly, i, 0.005)))
             i += 1
             if self.sched.n_queued_jobs > 50:  # a steady trickle, not an ever-growing queue
                 self._stop.wait(0.05)
@@ -427,9 +419,9 @@ def test_hostile_connections_are_refused_while_jobs_run(tmp_path: Path, capfd: p
     evil_file = tmp_path / "unpickled"
     with Scheduler(echo_output=False) as sched:
         sched.start(2, wait=False)
-        assert sched.submit(crashers.square, 3).result(timeout=60) == 9
-        wait_for(lambda: all(w.state in (WorkerState.READY, WorkerState.RUNNING) for w in sched.workers), 60,
-                 "both workers to connect")
+        assert sched.submit(helpers.square, 3).result(timeout=TIMEOUT) == 9
+        eventually(lambda: all(w.state in (WorkerState.READY, WorkerState.RUNNING) for w in sched.workers),
+                   "both workers to connect")
         live = sched.workers[0]
         address = sched.address
         assert address is not None and address[0] == "127.0.0.1"
@@ -460,8 +452,8 @@ def test_hostile_connections_are_refused_while_jobs_run(tmp_path: Path, capfd: p
             for t in threads:
                 t.start()
             sched.scale(3)
-            wait_for(lambda: sum(w.state in (WorkerState.READY, WorkerState.RUNNING) for w in sched.workers) == 3,
-                     60, "a third worker to connect past 100 pending connections")
+            eventually(lambda: sum(w.state in (WorkerState.READY, WorkerState.RUNNING) for w in sched.workers) == 3,
+                       "a third worker to connect past 100 pending connections")
             for t in threads:
                 t.join(timeout=_wire.HANDSHAKE_TIMEOUT + 40)
             assert not any(t.is_alive() for t in threads)
@@ -480,8 +472,8 @@ def test_hostile_connections_are_refused_while_jobs_run(tmp_path: Path, capfd: p
         assert all(how in ("eof", "reset") and len(got) == _wire.NONCE_BYTES for got, how in crowd_outcomes)
         # The jobs that ran meanwhile all completed, correctly, without any worker being harmed.
         assert len(futures) > 100
-        assert all(f.result(timeout=60) == i * i for i, f in futures)
-        assert sched.wait(timeout=60)
+        assert all(f.result(timeout=TIMEOUT) == i * i for i, f in futures)
+        assert sched.wait(timeout=TIMEOUT)
         assert sum(w.n_restarts for w in sched.workers) == 0
         assert sched.stats()["failed"] == 0
         # The port is bound to the loopback interface only.
@@ -491,7 +483,8 @@ def test_hostile_connections_are_refused_while_jobs_run(tmp_path: Path, capfd: p
         for ip in _other_local_ipv4_addresses():
             with pytest.raises(OSError):
                 socket.create_connection((ip, address[1]), timeout=5).close()
-    time.sleep(0.2)  # the file would appear at once; a little margin for a loaded machine
+    # No sleep needed: the scheduler read each pickle before it closed that connection (the outcomes above),
+    # and it is closed now, so nothing of it is left that could still unpickle one.
     assert not evil_file.exists(), "a hostile pickle was unpickled"
     err = capfd.readouterr().err
     assert "refused a connection to the scheduler: failed authentication" in err
@@ -518,13 +511,13 @@ def test_a_raising_before_start_loses_no_future_and_start_again_runs_them() -> N
             raise ValueError("before_start failed once")
 
     with Scheduler(echo_output=False) as sched:
-        futures = [sched.submit(crashers.square, i) for i in range(3)]
+        futures = [sched.submit(helpers.square, i) for i in range(3)]
         with pytest.raises(ValueError, match="before_start failed once"):
             sched.start(1, before_start=before_start)
         assert not any(f.done() for f in futures)
         assert sched.n_queued_jobs == 3  # the job whose before_start raised went back to the queue
         sched.start(1, before_start=before_start)
-        assert [f.result(timeout=60) for f in futures] == [0, 1, 4]
+        assert [f.result(timeout=TIMEOUT) for f in futures] == [0, 1, 4]
         assert sched.stats()["error"] is None
 
 
@@ -538,7 +531,7 @@ def test_a_job_requeued_after_a_crash_keeps_its_place_in_the_queue(tmp_path: Pat
     with Scheduler(echo_output=False) as sched:
         sched.add_job(remote_call(helpers.die_once, str(tmp_path / "died"), "survivor"), cost=1)
         for i, cost in enumerate([1, 2, 1, 0]):
-            sched.add_job(remote_call(crashers.square, i + 1), cost=cost)
+            sched.add_job(remote_call(helpers.square, i + 1), cost=cost)
         sched.start(1, before_start=lambda s, job: started.append(job.index),
                     after_stop=lambda s, job, result: delivered.append((job.index, result)))
     # Job 4 (cost 0) first; job 0 dies once and runs again before the other cost-1 jobs, then cost 2.

@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from waiting import TIMEOUT
 
 import jobsched
 
 PACKAGE = Path(jobsched.__file__).parent
 NOTEBOOK = "jobsched.notebook"
 NOTEBOOK_STACK = ("IPython", "ipywidgets", "ipykernel")
-TIMEOUT = 60.0
 
 
 def module_names() -> dict[str, Path]:

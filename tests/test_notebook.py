@@ -24,7 +24,7 @@ from typing import Any
 import helpers
 import psutil
 import pytest
-from waiting import eventually
+from waiting import TIMEOUT, eventually
 
 import jobsched
 from jobsched import JobError, Scheduler
@@ -40,7 +40,6 @@ from traitlets.config import Config  # noqa: E402
 from jobsched.notebook import dashboard as dashboard_module  # noqa: E402
 from jobsched.notebook.dashboard import UPDATE_INTERVAL, Dashboard  # noqa: E402
 
-TIMEOUT = 60.0
 STATUS = re.compile(r"^jobsched: (\d+) workers?, (\d+) queued, (\d+) active, (\d+) done, (\d+) failed$")
 
 
@@ -137,19 +136,30 @@ def test_start_status_wait_stop(ip: Any, capsys: pytest.CaptureFixture[str]) -> 
     assert jobsched.default_scheduler() is sched
 
 
-def test_scale_pause_resume(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_scale_pause_resume(ip: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     ip.run_line_magic("jobsched", "scale 1")  # not running yet: scale starts it
     assert capsys.readouterr().out == "jobsched: scaling to 1 worker\n"
     sched = jobsched.default_scheduler()
     assert sched.running and sched.n_workers == 1
     ip.run_line_magic("jobsched", "scale 2")
     eventually(lambda: sched.stats()["workers"] == 2, "2 workers")
+    go, end = tmp_path / "go", tmp_path / "end"
+    witness = sched.submit(helpers.report_when, str(go), "after the submit", str(end))
+    eventually(lambda: sched.n_active_jobs == 1, "the witness job running")
     ip.run_line_magic("jobsched", "pause")
     assert "paused" in capsys.readouterr().out and sched.paused
     future = sched.submit(helpers.add, 1)
-    time.sleep(0.3)
+    # The witness: a progress report sent after the submit has been handled, so the loop has decided what to
+    # hand the idle worker; paused, it must be nothing.
+    go.touch()
+    eventually(lambda: any(w.progress is not None and w.progress[2] == "after the submit" for w in sched.workers),
+               "the witness's progress report")
     assert not future.done()
-    assert status(ip, capsys) == (2, 1, 0, 0, 0)
+    assert (sched.n_queued_jobs, sched.n_active_jobs) == (1, 1)
+    end.touch()
+    assert witness.result(timeout=TIMEOUT) == "after the submit"
+    assert not future.done()
+    assert status(ip, capsys) == (2, 1, 0, 1, 0)
     ip.run_line_magic("jobsched", "resume")
     assert capsys.readouterr().out == "jobsched: resumed\n"
     assert future.result(timeout=TIMEOUT) == 2
@@ -938,7 +948,10 @@ def test_kernel_worker_output_never_lands_in_a_cell(in_kernel: Kernel) -> None:
     k = in_kernel
     k.run("%jobsched start -n 1")
     reply = k.run("import jobsched\ns = jobsched.default_scheduler()\n"
-                  "s.submit(print, 'WORKER-SAYS-HELLO').result(60)\nimport time; time.sleep(0.5)")
+                  "s.submit(print, 'WORKER-SAYS-HELLO').result(60)\n"
+                  # The witness: the scheduler has taken the line in (where an echo would have printed it).
+                  "import time\nt = time.monotonic() + 60\n"
+                  "while not s.workers[0].output and time.monotonic() < t:\n    time.sleep(0.01)")
     later = k.run("import time; time.sleep(0.5); print('cell output')")
     assert "WORKER-SAYS-HELLO" not in reply.text + later.text
     assert later.stdout == "cell output\n"

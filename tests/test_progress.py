@@ -15,8 +15,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import crashers
+import helpers
 import pytest
+from waiting import TIMEOUT
 
 import jobsched
 from jobsched import Scheduler, _report, _wire
@@ -144,7 +145,7 @@ def test_no_progress_frame_between_jobs_or_after_the_result(worker_side: tuple[_
 def test_a_process_forked_by_a_job_reports_nothing(worker_side: tuple[_report.Reporter, Sink]) -> None:
     reporter, sink = worker_side
     reporter.job = 5
-    assert crashers.progress_in_a_forked_child() == 0
+    assert helpers.progress_in_a_forked_child() == 0
     assert sink.frames() == []
 
 
@@ -222,21 +223,21 @@ def test_the_hook_patches_a_tqdm_imported_before_the_worker_started() -> None:
     code = ("import sys, tqdm; from jobsched import _report; _report.install_tqdm_hook(); "
             "print(tqdm.tqdm._jobsched_patched, any(isinstance(f, _report.TqdmHook) for f in sys.meta_path))")
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(jobsched.__file__)))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "False"]
 
 
 def test_a_worker_does_not_import_tqdm_until_a_job_does(sched: Scheduler) -> None:
     sched.start(1, wait=False)
-    assert sched.submit(crashers.echo, 1).result(timeout=60) == 1
-    assert sched.submit(crashers.loaded_modules, ["tqdm", "tqdm.std"]).result(timeout=60) == []
+    assert sched.submit(helpers.identity, 1).result(timeout=TIMEOUT) == 1
+    assert sched.submit(helpers.loaded_modules, ["tqdm", "tqdm.std"]).result(timeout=TIMEOUT) == []
 
 
 def test_worker_progress_shows_the_running_jobs_report(sched: Scheduler, tmp_path: Path) -> None:
     release = tmp_path / "release"
     sched.start(1, wait=False)
-    future = sched.submit(crashers.report_then_wait, str(release), 3, 10, "three of ten")
+    future = sched.submit(helpers.report_then_wait, str(release), 3, 10, "three of ten")
     try:
         deadline = time.monotonic() + 30.0
         while sched.workers[0].progress != (3, 10, "three of ten"):  # type: ignore[attr-defined]
@@ -244,5 +245,5 @@ def test_worker_progress_shows_the_running_jobs_report(sched: Scheduler, tmp_pat
             time.sleep(0.02)
     finally:
         release.touch()
-    assert future.result(timeout=60) == 3
+    assert future.result(timeout=TIMEOUT) == 3
     assert sched.workers[0].progress is None  # type: ignore[attr-defined]

@@ -2,28 +2,95 @@
 
 from __future__ import annotations
 
+import builtins
+import importlib
+import keyword
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import conftest
 import helpers
+import pytest
+from waiting import TIMEOUT
 
 import jobsched
 from jobsched import Scheduler
 
-API_NAMES = {
-    "remote_call", "RemoteCall", "is_remote_call", "start_remote_call_worker", "start_simple_worker",
-    "start_simple_server", "make_server", "server_start", "server_close", "Job", "Scheduler", "Worker",
-    "make_scheduler", "processor_count", "start_worker", "make_python_cmd", "this_file", "JobError",
-    "Executor", "default_scheduler", "WorkerState",
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def find_api_md() -> Path | None:
+    """The contract, ``shared/docs/api.md``: beside the clone (``../shared``, as in CI) or beside an ancestor.
+
+    A git worktree sits deeper than the main clone (``wt/<branch>``), so every ancestor's ``shared`` is tried.
+    """
+    for parent in ROOT.parents:
+        candidate = parent / "shared" / "docs" / "api.md"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# Identifiers that api.md writes as calls or class names but that jobsched does not export, and why.
+NOT_EXPORTED = {
+    "run", "run_job", "make_worker_command", "before_start", "after_stop",  # callbacks the user writes
+    "Future",  # concurrent.futures.Future, the stdlib's
 }
+# Exported beyond api.md (which says "add what users need beyond it"). Each is documented: the errors on the
+# docs site's API page (docs/api.md, "Errors"), raised where their names say.
+DOCUMENTED_EXTRAS = {
+    "JobschedError",  # the root of every jobsched exception
+    "JobTimeout",  # a job over its timeout= (a JobError and a TimeoutError)
+    "WorkerStartupError",  # workers that cannot start
+    "SchedulerClosedError",  # add_job/submit after close()
+    "SchedulerBrokenError",  # add_job/submit after the loop stopped on an error (its docstring; not on the site yet)
+    "InvalidStateError",  # a worker state change that the transition table forbids
+    "ProtocolError",  # a peer that breaks the wire protocol
+}
+
+
+def api_md_names(text: str) -> set[str]:
+    """The top-level names api.md fixes: ``jobsched.NAME``, and code spans that open with a call or a class name."""
+    names = set(re.findall(r"(?<!-m )\bjobsched\.([A-Za-z_]\w*)", text))  # not `python -m jobsched.journal`
+    for span in re.findall(r"`([^`\n]+)`", text):
+        m = re.match(r"([A-Za-z_]\w*)(\(|$)", span)  # `make_server(...)`, `RemoteCall`; not `sched.wait(...)`
+        if m and (m.group(2) == "(" or re.fullmatch(r"[A-Z]\w*[a-z]\w*", m.group(1))):
+            names.add(m.group(1))
+    return names - set(dir(builtins)) - set(keyword.kwlist) - NOT_EXPORTED
+
+
 HEAVY = ("IPython", "ipywidgets", "ipykernel", "tqdm", "dask", "distributed")
 
 
-def test_all_lists_every_api_name_once() -> None:
-    assert len(jobsched.__all__) == len(set(jobsched.__all__))
-    assert set(jobsched.__all__) >= API_NAMES
-    for name in jobsched.__all__:
-        assert getattr(jobsched, name) is not None
+def test_api_md_is_parsed_into_the_names_it_fixes() -> None:
+    sample = ("| `remote_call(f, a, k=v)` → `RemoteCall` | `isinstance(x, Worker)` | `sched.wait(timeout=None)` |\n"
+              "`jobsched.progress(done)`; `python -m jobsched.journal PATH`; `None`; `run(data) -> result`")
+    assert api_md_names(sample) == {"remote_call", "RemoteCall", "progress"}
+
+
+def test_all_is_exactly_the_api_md_names_and_the_documented_extras() -> None:
+    api_md = find_api_md()
+    if api_md is None:
+        conftest.skip_or_fail(f"shared/docs/api.md is not beside {ROOT} or any of its parents")
+        return
+    api_names = api_md_names(api_md.read_text(encoding="utf-8"))
+    assert not api_names & DOCUMENTED_EXTRAS, "an extra that api.md now names belongs to api.md alone"
+    assert len(jobsched.__all__) == len(set(jobsched.__all__)), "a name is listed twice in __all__"
+    exported = set(jobsched.__all__)
+    assert sorted(api_names - exported) == [], "api.md names these, jobsched does not export them"
+    assert sorted(exported - api_names - DOCUMENTED_EXTRAS) == [], "exported, but neither in api.md nor listed"
+    assert sorted(DOCUMENTED_EXTRAS - exported) == [], "listed as extras but no longer exported"
+
+
+@pytest.mark.parametrize("name", sorted(jobsched.__all__))
+def test_each_name_is_the_object_its_module_defines(name: str) -> None:
+    obj = getattr(jobsched, name)
+    module_name, qualname = obj.__module__, obj.__qualname__
+    assert module_name.startswith("jobsched."), f"{name} comes from {module_name}, not from jobsched"
+    module = importlib.import_module(module_name)
+    assert qualname == name and getattr(module, name) is obj, f"jobsched.{name} is not {module_name}.{name}"
 
 
 def test_job_fields() -> None:
@@ -34,7 +101,7 @@ def test_job_fields() -> None:
 
 def test_import_jobsched_is_lean() -> None:
     code = f"import sys, jobsched; print([m for m in {HEAVY!r} if m in sys.modules])"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -45,8 +112,8 @@ def loaded_heavy_modules() -> list[str]:
 
 def test_a_worker_process_is_lean(sched: Scheduler) -> None:
     sched.start(1, wait=False)
-    assert sched.submit(helpers.add, 1).result(timeout=60) == 2
-    assert sched.submit(loaded_heavy_modules).result(timeout=60) == []
+    assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
+    assert sched.submit(loaded_heavy_modules).result(timeout=TIMEOUT) == []
 
 
 # Imported by a worker only when it needs them (a failing job, a worker file, arguments): each costs a few
@@ -56,7 +123,7 @@ STARTUP_EXTRAS = ("dataclasses", "argparse", "json", "traceback", "importlib.uti
 
 def test_the_default_worker_imports_no_extras_at_start_up() -> None:
     code = "import sys; before = set(sys.modules); import jobsched.worker; print(sorted(set(sys.modules) - before))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
     assert out.returncode == 0, out.stderr
     imported = set(out.stdout.strip().strip("[]").replace("'", "").split(", "))
     assert "jobsched.worker" in imported
@@ -67,6 +134,6 @@ def test_names_resolve_lazily_and_remote_call_is_the_function() -> None:
     code = ("import sys, jobsched, jobsched.remote_call, jobsched.scheduler; "
             "print(callable(jobsched.remote_call), jobsched.remote_call.__module__, "
             "'jobsched.executor' in sys.modules, jobsched.Executor.__module__, 'Executor' in dir(jobsched))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "jobsched.remote_call", "False", "jobsched.executor", "True"]

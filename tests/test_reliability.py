@@ -14,21 +14,22 @@ from typing import Any
 import helpers
 import psutil
 import pytest
+from waiting import TIMEOUT, eventually
 
 from jobsched import Job, JobError, JobTimeout, Scheduler, remote_call
 
 
 def test_a_job_over_its_timeout_fails_and_its_worker_is_replaced(sched: Scheduler) -> None:
     sched.start(1, wait=False)
-    pid = sched.submit(helpers.getpid).result(timeout=60)
+    pid = sched.submit(helpers.getpid).result(timeout=TIMEOUT)
     slow = sched.submit(helpers.sleep_then, 60, "late", timeout=0.5)
     after = sched.submit(helpers.getpid)
     with pytest.raises(JobTimeout) as info:
-        slow.result(timeout=60)
+        slow.result(timeout=TIMEOUT)
     assert isinstance(info.value, JobError) and isinstance(info.value, TimeoutError)
     assert "timeout of 0.5 s" in info.value.remote_message
     assert "killed by signal SIGKILL (timeout)" in info.value.remote_message
-    new_pid = after.result(timeout=60)
+    new_pid = after.result(timeout=TIMEOUT)
     assert new_pid != pid
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
@@ -47,7 +48,7 @@ def test_retry_on_timeout_reruns_the_job(sched: Scheduler, tmp_path: Path) -> No
     sched.start(1, wait=False)
     future = sched.submit(helpers.sleep_once, str(tmp_path / "m"), 60, "second try", timeout=1.0,
                           retry_on_timeout=True)
-    assert future.result(timeout=60) == "second try"
+    assert future.result(timeout=TIMEOUT) == "second try"
     assert sched.workers[0].n_restarts == 1
 
 
@@ -55,14 +56,14 @@ def test_retry_on_timeout_still_gives_up_after_max_retries(sched: Scheduler) -> 
     sched.start(1, wait=False)
     future = sched.submit(helpers.sleep_then, 60, timeout=0.3, retry_on_timeout=True, max_retries=2)
     with pytest.raises(JobTimeout, match=r"timeout of 0\.3 s"):
-        future.result(timeout=60)
+        future.result(timeout=TIMEOUT)
     assert sched.workers[0].n_restarts == 2
 
 
 def test_max_jobs_per_worker_recycles_the_process() -> None:
     with Scheduler(max_jobs_per_worker=3) as sched:
         sched.start(1, wait=False)
-        pids = [sched.submit(helpers.getpid).result(timeout=60) for _ in range(10)]
+        pids = [sched.submit(helpers.getpid).result(timeout=TIMEOUT) for _ in range(10)]
         assert [len(set(pids[i:i + 3])) for i in range(0, 9, 3)] == [1, 1, 1]
         assert len(set(pids)) == 4
         assert sched.workers[0].n_restarts == 0  # a planned replacement, not a crash
@@ -71,11 +72,11 @@ def test_max_jobs_per_worker_recycles_the_process() -> None:
 def test_max_worker_memory_recycles_a_leaky_worker() -> None:
     with Scheduler(max_worker_memory=150 * 2**20) as sched:
         sched.start(1, wait=False)
-        small = sched.submit(helpers.hoard_memory, 1).result(timeout=60)
-        assert sched.submit(helpers.getpid).result(timeout=60) == small  # under the limit: kept
-        big = sched.submit(helpers.hoard_memory, 200 * 2**20).result(timeout=60)
+        small = sched.submit(helpers.hoard_memory, 1).result(timeout=TIMEOUT)
+        assert sched.submit(helpers.getpid).result(timeout=TIMEOUT) == small  # under the limit: kept
+        big = sched.submit(helpers.hoard_memory, 200 * 2**20).result(timeout=TIMEOUT)
         assert big == small
-        assert sched.submit(helpers.getpid).result(timeout=60) != big  # replaced between two jobs
+        assert sched.submit(helpers.getpid).result(timeout=TIMEOUT) != big  # replaced between two jobs
 
 
 def test_bad_recycling_options_are_refused() -> None:
@@ -95,13 +96,10 @@ def test_a_callback_error_in_background_mode_is_kept_shown_and_raised_by_wait(sc
     for i in range(5):
         sched.add_job(remote_call(helpers.add, i))
     sched.start(1, after_stop=after_stop, wait=False)
-    deadline = time.monotonic() + 60
-    while sched.stats()["error"] is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    eventually(lambda: sched.stats()["error"] is not None, "the callback error to be kept")
     assert sched.stats()["error"] == "ValueError: callback failed on 3"
     with pytest.raises(ValueError, match="callback failed on 3"):
-        sched.wait(timeout=60)
+        sched.wait(timeout=TIMEOUT)
     assert sched.n_queued_jobs == 2  # dispatch stopped, nothing lost
     results: list[int] = []
     sched.start(1, after_stop=lambda s, job, result: results.append(result))
@@ -163,10 +161,8 @@ def test_ctrl_c_in_a_script_ends_it_and_every_worker_exits(tmp_path: Path, sourc
         proc.wait(timeout=20)
         assert proc.returncode != 0
         assert "KeyboardInterrupt" in proc.stderr.read()  # type: ignore[union-attr]
-        deadline = time.monotonic() + 10
-        while any(psutil.pid_exists(p) for p in pids):
-            assert time.monotonic() < deadline, "workers survived the interrupted script"
-            time.sleep(0.05)
+        eventually(lambda: not any(psutil.pid_exists(p) for p in pids), "the workers of the interrupted script to exit",
+                   timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -181,18 +177,20 @@ KERNEL_SETUP = textwrap.dedent('''
     s = Scheduler()
     results = []
     for i in range(6):
-        s.add_job(remote_call(helpers.sleep_then, 0.5, i))
+        s.add_job(remote_call(helpers.log_then_sleep, {log!r}, 0.5, i))
 ''')
 
 
-def test_interrupting_a_blocking_start_in_a_kernel_keeps_the_jobs_running() -> None:
+def test_interrupting_a_blocking_start_in_a_kernel_keeps_the_jobs_running(tmp_path: Path) -> None:
     jupyter_client = pytest.importorskip("jupyter_client")
-    km, kc = jupyter_client.manager.start_new_kernel(kernel_name="python3", startup_timeout=60)
+    km, kc = jupyter_client.manager.start_new_kernel(kernel_name="python3", startup_timeout=TIMEOUT)
     try:
-        reply = kc.execute_interactive(KERNEL_SETUP.format(tests=str(Path(__file__).parent)), timeout=60)
+        log = tmp_path / "starts"
+        setup = KERNEL_SETUP.format(tests=str(Path(__file__).parent), log=str(log))
+        reply = kc.execute_interactive(setup, timeout=TIMEOUT)
         assert reply["content"]["status"] == "ok"
         msg_id = kc.execute("s.start(2, after_stop=lambda s, job, r: results.append(r))")
-        time.sleep(1.0)  # the first jobs are running
+        eventually(lambda: log.exists() and len(log.read_text().splitlines()) >= 2, "the first two jobs to start")
         interrupted_at = time.monotonic()
         km.interrupt_kernel()
         reply = kc.get_shell_msg(timeout=30)
@@ -208,7 +206,7 @@ def test_interrupting_a_blocking_start_in_a_kernel_keeps_the_jobs_running() -> N
         assert reply["content"]["status"] == "ok"
         assert "".join(outputs).strip() == str(list(range(6)))
     finally:
-        kc.execute_interactive("s.close()", timeout=60)
+        kc.execute_interactive("s.close()", timeout=TIMEOUT)
         kc.stop_channels()
         km.shutdown_kernel(now=False)
 
@@ -232,13 +230,11 @@ EXIT_SCRIPT = textwrap.dedent('''
 def test_interpreter_exit_closes_every_worker_even_a_busy_one(tmp_path: Path) -> None:
     script = tmp_path / "script.py"
     script.write_text(EXIT_SCRIPT.format(tests=str(Path(__file__).parent)))
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "2"
     pids = [int(p) for p in lines[1].split()]
     assert len(pids) == 2
-    deadline = time.monotonic() + 10
-    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids):
-        assert time.monotonic() < deadline, "workers outlived the interpreter"
-        time.sleep(0.05)
+    eventually(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                               for p in pids), "the workers to exit with the interpreter", timeout=10)

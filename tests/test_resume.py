@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 import pytest
 import resume_jobs
+from waiting import TIMEOUT
 
 from jobsched import Job, JobError, Journal, Scheduler, _wire, remote_call, start_simple_server
 from jobsched._resume import Resume
@@ -29,7 +30,6 @@ from jobsched._state import Entry
 from jobsched.errors import JournalError, UnkeyableError
 from jobsched.journal import JournalWarning
 
-TIMEOUT = 60.0
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import helpers
 import pytest
+from waiting import TIMEOUT
 
 from jobsched import JobError, Scheduler, make_python_cmd, make_scheduler, make_server, remote_call
 from jobsched._pickling import dumps, loads
@@ -19,7 +20,6 @@ from jobsched._wire import ERROR
 from jobsched.worker import run_remote_call_payload, run_to_frame
 
 WORKERS = Path(__file__).parent / "workers"
-WAIT = 60.0
 
 
 def file_scheduler(name: str = "job_worker.py", entry: str = "worker") -> Scheduler:
@@ -39,7 +39,7 @@ def test_plain_data_for_the_default_worker_is_refused_at_add_job_saying_what_to_
     assert "make_server(worker_file)" in message and "start_simple_worker(run)" in message
     assert sched.n_queued_jobs == 0
     sched.start(1, wait=False)  # remote calls still go through
-    assert sched.submit(helpers.add, 1, 2).result(timeout=WAIT) == 3
+    assert sched.submit(helpers.add, 1, 2).result(timeout=TIMEOUT) == 3
 
 
 def test_plain_data_reaching_a_remote_call_worker_fails_with_a_clear_type_error() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import helpers
 import psutil
 import pytest
+from waiting import TIMEOUT, eventually
 
 import jobsched
 from jobsched import Job, JobError, Scheduler, WorkerState, make_python_cmd, make_scheduler, remote_call
@@ -65,25 +66,25 @@ def test_none_is_a_valid_result(sched: Scheduler) -> None:
 
 def test_a_raising_job_gives_job_error_and_keeps_its_worker(sched: Scheduler) -> None:
     sched.start(1, wait=False)
-    pid = sched.submit(helpers.getpid).result(timeout=60)
+    pid = sched.submit(helpers.getpid).result(timeout=TIMEOUT)
     with pytest.raises(JobError) as info:
-        sched.submit(helpers.raise_value_error, "bad input 42").result(timeout=60)
+        sched.submit(helpers.raise_value_error, "bad input 42").result(timeout=TIMEOUT)
     err = info.value
     assert err.remote_type == "ValueError"
     assert err.remote_message == "bad input 42"
     assert "raise_value_error" in err.remote_traceback and "ValueError: bad input 42" in err.remote_traceback
     assert "Remote traceback" in str(err)
-    assert sched.submit(helpers.getpid).result(timeout=60) == pid
+    assert sched.submit(helpers.getpid).result(timeout=TIMEOUT) == pid
     assert sched.stats()["failed"] == 1
 
 
 def test_an_unpicklable_result_is_a_job_error_not_a_hang(sched: Scheduler) -> None:
     sched.start(1, wait=False)
-    pid = sched.submit(helpers.getpid).result(timeout=60)
+    pid = sched.submit(helpers.getpid).result(timeout=TIMEOUT)
     with pytest.raises(JobError) as info:
-        sched.submit(helpers.unpicklable_result).result(timeout=60)
+        sched.submit(helpers.unpicklable_result).result(timeout=TIMEOUT)
     assert "cannot be pickled" in info.value.remote_message
-    assert sched.submit(helpers.getpid).result(timeout=60) == pid
+    assert sched.submit(helpers.getpid).result(timeout=TIMEOUT) == pid
 
 
 def test_a_job_printing_a_lot_breaks_nothing(capfd: pytest.CaptureFixture[str]) -> None:
@@ -126,19 +127,27 @@ def test_sigkill_of_a_busy_worker_reruns_its_job_once(sched: Scheduler, tmp_path
     assert sched.stats()["restarts"] == 1
 
 
-def test_killing_a_busy_worker_from_outside_reruns_the_job(sched: Scheduler) -> None:
+def test_killing_a_busy_worker_from_outside_reruns_the_job(sched: Scheduler, tmp_path: Path) -> None:
+    log, release = tmp_path / "starts", tmp_path / "release"
+
+    def starts() -> list[tuple[int, int]]:
+        text = log.read_text() if log.exists() else ""
+        return [(int(pid), int(attempt)) for pid, attempt in (line.split() for line in text.splitlines())]
+
     delivered: list[Any] = []
-    sched.add_job(remote_call(helpers.sleep_then, 1.0, "slept"))
+    sched.add_job(remote_call(helpers.record_start_then_wait, str(log), str(release), "released"))
     sched.start(1, after_stop=lambda s, job, result: delivered.append(result), wait=False)
-    deadline = time.monotonic() + 60
-    while sched.workers[0].state is not WorkerState.RUNNING or sched.workers[0].pid is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    first_pid = sched.workers[0].pid
-    os.kill(first_pid, signal.SIGKILL)
-    assert sched.wait(timeout=60)
-    assert delivered == ["slept"]
-    assert sched.workers[0].pid != first_pid
+    eventually(lambda: len(starts()) == 1, "the job's first start")
+    [(first_pid, _)] = starts()
+    assert sched.workers[0].pid == first_pid
+    os.kill(first_pid, signal.SIGKILL)  # the job is blocked until `release` exists: it cannot have finished
+    eventually(lambda: len(starts()) == 2, "the job to start again after its worker was killed")
+    release.touch()
+    assert sched.wait(timeout=TIMEOUT)
+    (pid_1, attempt_1), (pid_2, attempt_2) = starts()
+    assert (attempt_1, attempt_2) == (1, 2) and pid_1 != pid_2, "re-run on a new worker process"
+    assert delivered == ["released"], "one result, delivered once"
+    assert sched.workers[0].pid == pid_2
     assert sched.workers[0].n_restarts == 1
 
 
@@ -262,17 +271,16 @@ def test_changing_n_workers_between_starts_closes_the_extra_ones(sched: Schedule
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
-def test_counts_while_running(sched: Scheduler) -> None:
+def test_counts_while_running(sched: Scheduler, tmp_path: Path) -> None:
+    release = tmp_path / "release"
     for _ in range(3):
-        sched.add_job(remote_call(helpers.sleep_then, 0.5))
+        sched.add_job(remote_call(helpers.wait_for_file, str(release)))
     assert sched.n_queued_jobs == 3 and sched.n_active_jobs == 0
     sched.start(1, wait=False)
-    deadline = time.monotonic() + 60
-    while sched.n_active_jobs == 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    assert sched.n_active_jobs == 1 and sched.n_queued_jobs == 2
-    assert sched.wait(timeout=60)
+    eventually(lambda: sched.n_active_jobs == 1, "the first job to start")
+    assert sched.n_active_jobs == 1 and sched.n_queued_jobs == 2  # the first job holds until `release`
+    release.touch()
+    assert sched.wait(timeout=TIMEOUT)
     assert sched.stats()["done"] == 3
 
 
@@ -320,9 +328,9 @@ def test_add_job_is_safe_from_other_threads_while_running(sched: Scheduler) -> N
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=60)
+        t.join(timeout=TIMEOUT)
     assert len(futures) == 800
-    assert all(f.result(timeout=60) == x for x, f in futures)
+    assert all(f.result(timeout=TIMEOUT) == x for x, f in futures)
 
 
 def test_the_scheduler_listens_on_loopback_only(sched: Scheduler) -> None:

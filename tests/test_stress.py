@@ -14,9 +14,10 @@ import threading
 import time
 from typing import Any
 
-import crashers
+import helpers
 import psutil
 import pytest
+from waiting import TIMEOUT
 
 from jobsched import Job, Scheduler, WorkerState
 
@@ -83,7 +84,7 @@ def test_20000_jobs_on_8_workers_killed_every_100ms_deliver_each_result_exactly_
     sched = Scheduler(max_retries=1000, echo_output=False)
     try:
         # 2 ms each: quick, yet the run lasts a few seconds, so that the killer strikes often.
-        futures = [sched.submit(crashers.square_slowly, i, 0.002) for i in range(n_jobs)]
+        futures = [sched.submit(helpers.square_slowly, i, 0.002) for i in range(n_jobs)]
         sched.start(n_workers, after_stop=after_stop, wait=False)
         killer = WorkerKiller(sched, interval=0.1)
         try:
@@ -106,7 +107,7 @@ def test_20000_jobs_on_8_workers_killed_every_100ms_deliver_each_result_exactly_
         assert stats["restarts"] == sum(w.n_restarts for w in workers)
         assert 0 < stats["restarts"] <= kills
         # Still usable (a slot may still be in its restart back-off: CLOSED is a fair state here).
-        assert sched.submit(crashers.square, 9).result(timeout=60) == 81
+        assert sched.submit(helpers.square, 9).result(timeout=TIMEOUT) == 81
     finally:
         sched.close(timeout=5.0)
 
@@ -117,20 +118,20 @@ def test_50mb_payloads_arrive_intact(direction: str) -> None:
     with Scheduler(echo_output=False) as sched:
         sched.start(2, wait=False)
         if direction == "result":
-            future = sched.submit(crashers.pattern, n, 7)
-            small = sched.submit(crashers.square, 5)
-            assert future.result(timeout=120) == crashers.pattern(n, 7)
+            future = sched.submit(helpers.pattern, n, 7)
+            small = sched.submit(helpers.square, 5)
+            assert future.result(timeout=120) == helpers.pattern(n, 7)
         elif direction == "job data":
-            data = crashers.pattern(n, 8)
-            future = sched.submit(crashers.sha256, data)
-            small = sched.submit(crashers.square, 5)
-            assert future.result(timeout=120) == crashers.sha256(data)
+            data = helpers.pattern(n, 8)
+            future = sched.submit(helpers.sha256, data)
+            small = sched.submit(helpers.square, 5)
+            assert future.result(timeout=120) == helpers.sha256(data)
         else:
-            data = crashers.pattern(n, 9)
-            futures = [sched.submit(crashers.echo, data) for _ in range(2)]
-            small = sched.submit(crashers.square, 5)
+            data = helpers.pattern(n, 9)
+            futures = [sched.submit(helpers.identity, data) for _ in range(2)]
+            small = sched.submit(helpers.square, 5)
             assert all(f.result(timeout=120) == data for f in futures)
-        assert small.result(timeout=60) == 25
+        assert small.result(timeout=TIMEOUT) == 25
         assert sum(w.n_restarts for w in sched.workers) == 0
 
 
@@ -147,7 +148,7 @@ def test_120_workers_run_10000_jobs() -> None:
             assert time.monotonic() < deadline, f"not all workers ready after 240 s: {sched.stats()}"
             assert sched.stats()["error"] is None, sched.stats()["error"]
             time.sleep(0.05)
-        futures = [sched.submit(crashers.square_and_pid, i) for i in range(n_jobs)]
+        futures = [sched.submit(helpers.square_and_pid, i) for i in range(n_jobs)]
         assert sched.wait(timeout=240), f"not done after 240 s: {sched.stats()}"
         results = [f.result(timeout=0) for f in futures]
         assert [square for square, _ in results] == [i * i for i in range(n_jobs)]

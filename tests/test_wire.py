@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import pickle
 import socket
 import struct
 import time
 from pathlib import Path
-from typing import Any
 
 import helpers
 import pytest
+from waiting import TIMEOUT
 
 from jobsched import Scheduler, _wire
 
@@ -27,16 +26,6 @@ def test_check_hello_accepts_the_right_secret_only() -> None:
     tampered = _wire.HELLO.pack(4, 7) + good[_wire.HELLO.size:]
     assert _wire.check_hello(secret, nonce_s, tampered) is None  # identity changed
     assert _wire.check_hello(secret, nonce_s, good[:-1]) is None
-
-
-class Evil:
-    """Unpickling this creates a file: proof that something was unpickled."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (open, (self.path, "w"))
 
 
 def _hostile(address: tuple[str, int], payload: bytes, linger: float = 0.3) -> bytes:
@@ -60,7 +49,7 @@ def _hostile(address: tuple[str, int], payload: bytes, linger: float = 0.3) -> b
 def test_hostile_connections_are_refused_and_nothing_is_unpickled(tmp_path: Path,
                                                                   capfd: pytest.CaptureFixture[str]) -> None:
     evil_file = tmp_path / "pwned"
-    evil = pickle.dumps(Evil(str(evil_file)))
+    evil = helpers.malicious_pickle(str(evil_file))
     attacks = {
         "garbage": os.urandom(_wire.HELLO_BYTES),
         "pickle instead of a handshake": (evil * 3)[: _wire.HELLO_BYTES],
@@ -69,7 +58,7 @@ def test_hostile_connections_are_refused_and_nothing_is_unpickled(tmp_path: Path
     }
     with Scheduler() as sched:
         sched.start(1, wait=False)
-        assert sched.submit(helpers.add, 1).result(timeout=60) == 2
+        assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
         address = sched.address
         assert address is not None
         for name, payload in attacks.items():
@@ -85,7 +74,7 @@ def test_hostile_connections_are_refused_and_nothing_is_unpickled(tmp_path: Path
             assert sock.recv(4096) == b""
         # Later jobs still run, on the same worker.
         futures = [sched.submit(helpers.add, i) for i in range(20)]
-        assert [f.result(timeout=60) for f in futures] == [i + 1 for i in range(20)]
+        assert [f.result(timeout=TIMEOUT) for f in futures] == [i + 1 for i in range(20)]
         assert sched.workers[0].n_restarts == 0
     assert not evil_file.exists()
     err = capfd.readouterr().err
@@ -103,14 +92,14 @@ def test_a_silent_connection_is_dropped_after_the_handshake_timeout(monkeypatch:
             assert sock.recv(_wire.NONCE_BYTES)
             assert sock.recv(1) == b""  # closed by the scheduler
             assert time.monotonic() - started < 9
-        assert sched.submit(helpers.add, 41).result(timeout=60) == 42
+        assert sched.submit(helpers.add, 41).result(timeout=TIMEOUT) == 42
 
 
 def test_the_secret_is_not_on_any_command_line(sched: Scheduler) -> None:
     import psutil
 
     sched.start(2, wait=False)
-    assert sched.submit(helpers.add, 1).result(timeout=60) == 2
+    assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
     secret_hex = sched._secret.hex()
     for w in sched.workers:
         assert w.pid is not None

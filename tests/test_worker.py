@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import crashers
+import helpers
 import pytest
 
 import jobsched
@@ -33,7 +33,7 @@ ERROR_CASES = [
     ("repr_and_str_raise", "ReprAndStrRaise", "<str() of the ReprAndStrRaise raised an exception>",
      "raise_after_logging"),
     ("str_subclass", "StrReturnsSubclass", "a str subclass", "raise_after_logging"),
-    ("weird_type_name", crashers.WEIRD_TYPE_NAME, "weird", "raise_after_logging"),
+    ("weird_type_name", helpers.WEIRD_TYPE_NAME, "weird", "raise_after_logging"),
     ("module_not_str", "ModuleNotStr", "module is an int", "raise_after_logging"),
     ("bad_notes", "ValueError", "with notes", "raise_after_logging"),
     ("keyboard_interrupt", "KeyboardInterrupt", "interrupted by the job", "raise_after_logging"),
@@ -56,14 +56,14 @@ def _decode(frame: tuple[int, bytes]) -> tuple[str, str, str]:
 def test_a_hard_to_report_exception_becomes_one_error_frame(tmp_path: Path, kind: str, remote_type: str,
                                                             message: str, in_traceback: str) -> None:
     log = tmp_path / "runs"
-    name, text, tb = _decode(run_to_frame(0, crashers.raise_after_logging, str(log), kind))
+    name, text, tb = _decode(run_to_frame(0, helpers.raise_after_logging, str(log), kind))
     assert (name, text) == (remote_type, message)
     assert in_traceback in tb
     assert log.read_text() == "ran\n"
 
 
 def test_a_result_whose_pickling_raises_a_base_exception_is_an_error() -> None:
-    name, text, _ = _decode(run_to_frame(4, crashers.result_whose_reduce_raises))
+    name, text, _ = _decode(run_to_frame(4, helpers.result_whose_reduce_raises))
     assert name == "KeyboardInterrupt"
     assert "__reduce__ raised KeyboardInterrupt" in text
 
@@ -75,9 +75,9 @@ def test_a_traceback_that_cannot_be_formatted_falls_back_to_the_frames(monkeypat
         raise RuntimeError("format_exception is broken")
 
     monkeypatch.setattr(traceback, "format_exception", broken)
-    name, text, tb = _decode(run_to_frame(0, crashers.raise_error, "boom"))
+    name, text, tb = _decode(run_to_frame(0, helpers.raise_value_error, "boom"))
     assert (name, text) == ("ValueError", "boom")
-    assert "raise_error" in tb and "ValueError: boom" in tb
+    assert "raise_value_error" in tb and "ValueError: boom" in tb
 
 
 def test_an_error_triple_that_cannot_be_pickled_still_gives_an_error_frame(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,7 +91,7 @@ def test_an_error_triple_that_cannot_be_pickled_still_gives_an_error_frame(monke
         return real_dumps(obj, what)
 
     monkeypatch.setattr(worker_module, "dumps", dumps_failing_once)
-    name, text, _ = _decode(run_to_frame(0, crashers.raise_error, "boom"))
+    name, text, _ = _decode(run_to_frame(0, helpers.raise_value_error, "boom"))
     assert name == "UnreportableError"
     assert "could not be reported" in text
 
@@ -108,7 +108,7 @@ def test_a_job_raising_anything_runs_once_and_its_worker_goes_on(sched: Schedule
     pid = sched.submit(os.getpid).result(timeout=60)
     log = tmp_path / "runs"
     with pytest.raises(JobError) as info:
-        sched.submit(crashers.raise_after_logging, str(log), kind).result(timeout=60)
+        sched.submit(helpers.raise_after_logging, str(log), kind).result(timeout=60)
     expected = next(case for case in ERROR_CASES if case[0] == kind)
     assert (info.value.remote_type, info.value.remote_message) == expected[1:3]
     assert "raise_after_logging" in info.value.remote_traceback
@@ -127,10 +127,10 @@ def test_each_job_starts_in_the_workers_directory_and_environment(tmp_path: Path
     elsewhere.mkdir()
     with Scheduler() as sched:
         sched.start(1, wait=False)
-        cwd, added, kept, path, pid = sched.submit(crashers.cwd_and_environ).result(timeout=60)
+        cwd, added, kept, path, pid = sched.submit(helpers.cwd_and_environ).result(timeout=60)
         assert (added, kept) == (None, "kept")
-        assert sched.submit(crashers.change_cwd_and_environ, str(elsewhere)).result(timeout=60) == str(elsewhere)
-        assert sched.submit(crashers.cwd_and_environ).result(timeout=60) == (cwd, None, "kept", path, pid)
+        assert sched.submit(helpers.change_cwd_and_environ, str(elsewhere)).result(timeout=60) == str(elsewhere)
+        assert sched.submit(helpers.cwd_and_environ).result(timeout=60) == (cwd, None, "kept", path, pid)
 
 
 def test_a_job_that_removes_its_working_directory_does_not_break_the_next(tmp_path: Path) -> None:
@@ -138,9 +138,9 @@ def test_a_job_that_removes_its_working_directory_does_not_break_the_next(tmp_pa
     doomed.mkdir()
     with Scheduler() as sched:
         sched.start(1, wait=False)
-        cwd, *_ = sched.submit(crashers.cwd_and_environ).result(timeout=60)
-        pid = sched.submit(crashers.remove_own_cwd, str(doomed)).result(timeout=60)
-        assert sched.submit(crashers.cwd_and_environ).result(timeout=60)[0::4] == (cwd, pid)
+        cwd, *_ = sched.submit(helpers.cwd_and_environ).result(timeout=60)
+        pid = sched.submit(helpers.remove_own_cwd, str(doomed)).result(timeout=60)
+        assert sched.submit(helpers.cwd_and_environ).result(timeout=60)[0::4] == (cwd, pid)
 
 
 # ---------------------------------------------------------------- faulthandler
@@ -148,14 +148,14 @@ def test_a_job_that_removes_its_working_directory_does_not_break_the_next(tmp_pa
 
 def test_workers_run_with_faulthandler(sched: Scheduler) -> None:
     sched.start(1, wait=False)
-    assert sched.submit(crashers.faulthandler_enabled).result(timeout=60) is True
+    assert sched.submit(helpers.faulthandler_enabled).result(timeout=60) is True
 
 
 def test_a_segfaulting_job_leaves_its_stack_in_the_workers_output(capfd: pytest.CaptureFixture[str]) -> None:
     with Scheduler(max_retries=1) as sched:
         sched.start(1, wait=False)
         with pytest.raises(JobError):
-            sched.submit(crashers.segfault).result(timeout=60)
+            sched.submit(helpers.segfault).result(timeout=60)
     err = capfd.readouterr().err
     assert "Fatal Python error: Segmentation fault" in err
     assert "in segfault" in err  # the job's own frame, from faulthandler's dump
