@@ -29,6 +29,8 @@ _EXPORTS = {
     "JobCancelled": ".errors",
     "JobError": ".errors",
     "JobschedError": ".errors",
+    "JournalError": ".errors",
+    "UnkeyableError": ".errors",
     "JobTimeout": ".errors",
     "ProtocolError": ".errors",
     "SchedulerBrokenError": ".errors",
@@ -60,9 +62,11 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .errors import JobError as JobError
     from .errors import JobschedError as JobschedError
     from .errors import JobTimeout as JobTimeout
+    from .errors import JournalError as JournalError
     from .errors import ProtocolError as ProtocolError
     from .errors import SchedulerBrokenError as SchedulerBrokenError
     from .errors import SchedulerClosedError as SchedulerClosedError
+    from .errors import UnkeyableError as UnkeyableError
     from .errors import WorkerStartupError as WorkerStartupError
     from .executor import Executor as Executor
     from .job import Job as Job
@@ -89,11 +93,13 @@ __all__ = [
     "JobTimeout",
     "JobschedError",
     "Journal",
+    "JournalError",
     "ProtocolError",
     "RemoteCall",
     "Scheduler",
     "SchedulerBrokenError",
     "SchedulerClosedError",
+    "UnkeyableError",
     "Worker",
     "WorkerStartupError",
     "WorkerState",

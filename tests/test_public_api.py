@@ -45,7 +45,9 @@ DOCUMENTED_EXTRAS = {
     "JobTimeout",  # a job over its timeout= (a JobError and a TimeoutError)
     "WorkerStartupError",  # workers that cannot start
     "SchedulerClosedError",  # add_job/submit after close()
-    "SchedulerBrokenError",  # add_job/submit after the loop stopped on an error (its docstring; not on the site yet)
+    "SchedulerBrokenError",  # add_job/submit after the loop stopped on an error
+    "JournalError",  # a journal path that cannot be used (missing folder, read-only, not a journal, newer schema)
+    "UnkeyableError",  # a job that cannot be keyed stably for the journal: pass key=
     "InvalidStateError",  # a worker state change that the transition table forbids
     "ProtocolError",  # a peer that breaks the wire protocol
 }
