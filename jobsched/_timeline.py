@@ -54,11 +54,12 @@ class Span(NamedTuple):
 
 
 class Bucket(NamedTuple):
-    """Older jobs of one worker summed over ``[start_ms, start_ms + BUCKET_MS)``: a count per outcome
+    """Older jobs of one worker summed over ``[start_ms, start_ms + width_ms)``: a count per outcome
     (indexed as ``OUTCOMES``) and the busy time in ms."""
 
     worker: int
     start_ms: float
+    width_ms: float
     counts: tuple[int, ...]
     busy_ms: float
 
@@ -176,7 +177,8 @@ class Timeline:
                     del buckets[key]
 
     def view(self, now_ms: float | None = None, window_s: float = 600.0,
-             running: tuple[Running, ...] = (), workers: tuple[int, ...] = ()) -> TimelineView:
+             running: tuple[Running, ...] = (), workers: tuple[int, ...] = (),
+             min_window_s: float | None = None) -> TimelineView:
         """Fold what was recorded and return what falls in the last ``window_s`` seconds before ``now_ms``.
 
         Args:
@@ -184,6 +186,8 @@ class Timeline:
             window_s: how far back to show.
             running: the jobs running now (open bars), from a snapshot.
             workers: lanes to show even if they ran nothing (the snapshot's workers).
+            min_window_s: if given, the window shrinks to the data (but not below this): a run of a few
+                seconds fills the width instead of being a sliver at the right of ten empty minutes.
         """
         end = time.time() * 1000.0 if now_ms is None else now_ms
         start = end - window_s * 1000.0
@@ -191,9 +195,13 @@ class Timeline:
             self._fold()
             spans = tuple(s for s in self.recent if s.stop_ms >= start)
             width = self.bucket_ms
-            buckets = tuple(Bucket(w, n * width, tuple(int(c) for c in b[:-1]), b[-1])
+            buckets = tuple(Bucket(w, n * width, width, tuple(int(c) for c in b[:-1]), b[-1])
                             for (w, n), b in self._buckets.items() if (n + 1) * width >= start)
             dropped = self.n_dropped
+        if min_window_s is not None:
+            first = min([s.start_ms for s in spans] + [b.start_ms for b in buckets] + [r.start_ms for r in running],
+                        default=end)
+            start = max(start, min(first - 0.02 * (end - first), end - min_window_s * 1000.0))
         lanes = set(workers)
         lanes.update(s.worker for s in spans)
         lanes.update(b.worker for b in buckets)
@@ -213,5 +221,5 @@ class Timeline:
         return self.view(end, max(1.0, (end - min(first)) / 1000.0) * 1.02, running)
 
 
-__all__ = ["BUCKET_MS", "CANCELLED", "DONE", "FAILED", "JOURNAL", "NOT_RUN", "OUTCOMES", "PENDING", "RECENT",
+__all__ = ["BUCKET_MS", "CANCELLED", "DONE", "FAILED", "JOURNAL", "KEEP_S", "NOT_RUN", "OUTCOMES", "PENDING", "RECENT",
            "TIMEOUT", "Bucket", "Running", "Span", "Timeline", "TimelineView", "outcome_of"]

@@ -52,7 +52,7 @@ def _nice_step(span_ms: float, n: int = 6) -> float:
 
 
 def lane_name(worker: int) -> str:
-    return "not run" if worker == NOT_RUN else f"w{worker}"
+    return "w?" if worker == NOT_RUN else f"w{worker}"  # never ran (journal, cancelled while queued), or unknown
 
 
 def render_timeline(view: TimelineView, width: int = 900, max_shapes: int = MAX_SHAPES,
@@ -166,7 +166,7 @@ def _merge_buckets(buckets: Sequence[Bucket], budget: int) -> list[tuple[Bucket,
     most ``budget`` remain (the sums stay exact; only the time resolution drops)."""
     if not buckets or budget <= 0:
         return []
-    width = BUCKET_MS
+    width = max((b.width_ms for b in buckets), default=BUCKET_MS)
     k = max(1, math.ceil(len(buckets) / budget))
     merged: dict[tuple[int, int], list[float]] = {}
     for b in buckets:
@@ -177,7 +177,7 @@ def _merge_buckets(buckets: Sequence[Bucket], budget: int) -> list[tuple[Bucket,
         for o, c in enumerate(b.counts):
             m[o] += c
         m[-1] += b.busy_ms
-    return [(Bucket(w, n * width * k, tuple(int(c) for c in m[:-1]), m[-1]), width * k)
+    return [(Bucket(w, n * width * k, width * k, tuple(int(c) for c in m[:-1]), m[-1]), width * k)
             for (w, n), m in merged.items()][:budget]
 
 
