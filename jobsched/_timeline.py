@@ -52,6 +52,11 @@ class Span(NamedTuple):
     stop_ms: float
     outcome: int
 
+    @property
+    def outcome_name(self) -> str:
+        """``"done"``, ``"failed"``, ``"timeout"``, ``"cancelled"`` or ``"journal"``."""
+        return OUTCOMES[self.outcome]
+
 
 class Bucket(NamedTuple):
     """Older jobs of one worker summed over ``[start_ms, start_ms + width_ms)``: a count per outcome
