@@ -10,8 +10,8 @@ Why SVG text rather than a plotting widget (bqplot, plotly's FigureWidget): the 
 ``MAX_SHAPES``) and plain; drawing them as text takes about 15 ms for 3,000 shapes in the dashboard's own
 thread, needs no extra dependency or JavaScript extension, and each bar is an element with a class and a
 tooltip, which tests read in the widget state and in the browser's DOM. The scheduler's loop only appends a
-tuple per job (``jobsched._timeline``). This module imports no jobsched module except the SVG drawing, which
-is pure Python.
+tuple per job (``jobsched._timeline``). This module imports no ipywidgets: only the core's plain-data
+timeline and its pure-Python SVG drawing.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 TIMELINE_INTERVAL = 1.0  # seconds between two redraws of the timeline and the throughput plot
 WINDOW_S = 600.0  # the timeline shows at most the last ten minutes...
-MIN_WINDOW_S = 20.0  # ...and at least twenty seconds (a shorter run fills the width)
+MIN_WINDOW_S = 5.0  # ...and at least five seconds (a shorter run fills the width)
 SAMPLES = 600  # throughput samples kept: ten minutes at one per TIMELINE_INTERVAL
 LIVE_MAX_SHAPES = 2_000  # fewer than the report's: the SVG goes to the browser every second
 LIVE_MAX_BARS = 800
