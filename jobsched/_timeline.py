@@ -37,7 +37,7 @@ NOT_RUN = -1  # the "worker" of a job that never ran: taken from the journal, or
 
 PENDING = 20_000  # spans waiting to be folded; older ones are dropped if nobody reads
 RECENT = 1_500  # the newest spans kept one by one (drawn as bars)
-BUCKET_MS = 5_000.0  # older spans are summed per worker per this much time
+BUCKET_MS = 10_000.0  # older spans are summed per worker per this much time
 KEEP_S = 3_600.0  # buckets older than this are forgotten
 
 
