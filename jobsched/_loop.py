@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from ._backend import Backend
     from ._resume import Resume
     from ._state import SchedulerState
+    from ._timeline import Timeline
     from ._transport import Frames
     from .scheduler import AfterStop, BeforeStart, Scheduler
 
@@ -63,6 +64,7 @@ class Engine:
         # The journal's recorder: (worker or None, entry, RESULT / ERROR / None, frame body, decoded result).
         self.on_result: Callable[[Worker | None, Entry, int | None, Any, Any], None] | None = None
         self.journal: Resume | None = None  # flushed on this loop's thread, when due and when the loop ends
+        self.timeline: Timeline | None = None  # the task timeline's recorder (_timeline.py): a tuple per job
         self.inbox: collections.deque[Callable[[], None]] = collections.deque()
         self.owner: threading.Thread | None = None  # the thread running serve() now
         self.interrupted = False  # Ctrl-C during a blocking start() that runs the loop in its thread
@@ -180,7 +182,7 @@ class Engine:
             with self.lock:
                 self.state.fail(exc)
 
-    def execute(self, cmds: list[Command]) -> None:
+    def execute(self, cmds: list[Command], worker: int = -1) -> None:
         backend = self.backend
         for cmd in cmds:
             kind = type(cmd)
@@ -189,7 +191,7 @@ class Engine:
             elif kind is Deliver:
                 if self.on_result is not None:  # a failure the state decided: died too often, timed out
                     self.on_result(None, cmd.entry, None, None, cmd.result)  # type: ignore[union-attr]
-                self.deliver(cmd.entry, cmd.result, cmd.failed)  # type: ignore[union-attr]
+                self.deliver(cmd.entry, cmd.result, cmd.failed, worker)  # type: ignore[union-attr]
             elif kind is StartWorker:
                 backend.start_worker(cmd.worker)  # type: ignore[union-attr]
             elif kind is CloseWorker:
@@ -239,12 +241,16 @@ class Engine:
 
     # ------------------------------------------------------------------ results
 
-    def deliver(self, entry: Entry, result: Any, failed: bool) -> None:
+    def deliver(self, entry: Entry, result: Any, failed: bool, worker: int = -1) -> None:
         """Resolve the job's future, run after_stop, then count the job done.
 
         It stays counted as active until here, so that ``wait()`` cannot see the scheduler idle while a
-        future is unresolved or an ``after_stop`` that may add jobs has yet to run.
+        future is unresolved or an ``after_stop`` that may add jobs has yet to run. ``worker`` is the index
+        of the worker that ran it (-1: none, or not known here), for the timeline.
         """
+        timeline = self.timeline
+        if timeline is not None:
+            timeline.record(worker, entry, result, failed)
         future = entry.future
         if future is not None and entry.cancelled:
             force_cancel(future)  # cancel() said True: cancelled, even if it has not got there itself yet
@@ -308,7 +314,7 @@ class Engine:
     def worker_spawn_failed(self, w: Worker, message: str) -> None:
         with self.lock:
             cmds = self.state.worker_spawn_failed(w, message, time.monotonic())
-        self.execute(cmds)
+        self.execute(cmds, w.index)
 
     def worker_ready(self, w: Worker) -> None:
         with self.lock:
@@ -345,12 +351,12 @@ class Engine:
                 self.dispatch(now)
             for entry, kind, body in done:
                 result, failed = self._outcome(w, entry, kind, body)
-                self.deliver(entry, result, failed)
+                self.deliver(entry, result, failed, w.index)
         else:
             # after_stop may add jobs, or raise to stop everything: it runs before the next dispatch.
             for entry, kind, body in done:
                 result, failed = self._outcome(w, entry, kind, body)
-                self.deliver(entry, result, failed)
+                self.deliver(entry, result, failed, w.index)
                 if state.can_dispatch():
                     self.dispatch(time.monotonic())
 
@@ -374,7 +380,7 @@ class Engine:
     def worker_exited(self, w: Worker, description: str, clean: bool, crashed: bool = True) -> None:
         with self.lock:
             cmds = self.state.worker_exited(w, description, clean, time.monotonic(), tail(w), crashed)
-        self.execute(cmds)
+        self.execute(cmds, w.index)
 
     def request_tick(self) -> None:
         self.state.maintain_at = 0.0

@@ -10,6 +10,8 @@
 
     Journal(path)  (any process, any time) ── reads records, results(), failed(); forget(keys), clear()
     python -m jobsched.journal PATH [--failed] ── a summary
+    Journal(path).plot(), python -m jobsched.journal PATH --html report.html ── the run's task timeline,
+        job durations and failures over time (``_report_html``: inline SVG, one self-contained file)
 
 **What is stored.** ``records`` holds one row per job key: its index, cost, status (``"done"`` or
 ``"failed"``), the result exactly as the worker pickled it (never re-pickled), or the error's type,
@@ -45,7 +47,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._journal_writer import (
     _COLUMNS,
@@ -63,6 +65,9 @@ from ._journal_writer import JournalWarning as JournalWarning
 from ._journal_writer import JournalWriter as JournalWriter
 from .errors import JobError
 from .errors import JournalError as JournalError
+
+if TYPE_CHECKING:
+    from ._report_html import RunReport
 
 # ---- the reader, for people
 
@@ -191,6 +196,16 @@ class Journal:
                          r.run])
         return pd.DataFrame(rows, columns=columns)
 
+    def plot(self) -> RunReport:
+        """Return the report of the run(s) in this journal: the task timeline (a lane per worker, a bar per job
+        coloured by outcome, as on the dashboard), a histogram of job durations and the failures over time.
+
+        A notebook shows it (``_repr_html_``); ``.html()`` is a self-contained page, ``.save(path)`` writes it.
+        """
+        from ._report_html import report
+
+        return report(self)
+
     def forget(self, keys: str | int | tuple[Any, ...] | Iterable[object]) -> int:
         """Delete the records of ``keys``, so that their jobs run again; return how many were deleted.
 
@@ -281,16 +296,22 @@ def summary(journal: Journal, *, failed: bool = False, n_slowest: int = 5) -> st
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m jobsched.journal PATH [--failed]``: print a journal's summary; 2 if it cannot be read."""
+    """``python -m jobsched.journal PATH [--failed] [--html REPORT]``: print a summary; 2 if unreadable."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m jobsched.journal",
                                      description="Summarise a jobsched results journal.")
     parser.add_argument("path", help="the journal file (Scheduler(journal=PATH))")
     parser.add_argument("--failed", action="store_true", help="list every failed job with its traceback")
+    parser.add_argument("--html", metavar="REPORT", help="also write the run's timeline, job durations and "
+                        "failures over time to this HTML file (one self-contained file)")
     args = parser.parse_args(argv)
     try:
-        print(summary(Journal(args.path), failed=args.failed))
+        journal = Journal(args.path)
+        print(summary(journal, failed=args.failed))
+        if args.html:
+            journal.plot().save(args.html)
+            print(f"report written to {args.html}")
     except JournalError as exc:
         print(f"python -m jobsched.journal: {exc}", file=sys.stderr)
         return 2

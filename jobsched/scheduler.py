@@ -50,6 +50,7 @@ from ._slot import Progress, Worker
 from ._snapshot import Snapshot, take_snapshot
 from ._snapshot import counts as stats_of
 from ._state import CLOSE_GRACE, Entry, SchedulerState
+from ._timeline import Running, Timeline, TimelineView
 from .errors import SchedulerBrokenError, SchedulerClosedError
 from .job import Job
 from .remote_call import NOT_A_REMOTE_CALL, RemoteCall, payload_of, refuse_while_loading_script, remote_call
@@ -154,6 +155,8 @@ class Scheduler:
         if self._journal is not None:
             self._engine.journal = self._journal
             self._engine.on_result = self._journal.on_result
+        self._timeline = Timeline()  # who ran what, when: sched.timeline(), the dashboard's timeline
+        self._engine.timeline = self._timeline
         self._closed = False
         self._broken: BaseException | None = None  # a background loop ended on this error: refuse new jobs
         self._owner = LoopOwner(self)
@@ -370,6 +373,15 @@ class Scheduler:
         """Return a frozen, consistent view of the counts and every worker (what the dashboard shows)."""
         with self._lock:
             return take_snapshot(self._state, time.monotonic(), self._broken, self.running, self._closed)
+
+    def timeline(self, window_s: float = 600.0) -> TimelineView:
+        """Return the task timeline of the last ``window_s`` seconds: one lane per worker, finished jobs
+        (the newest one by one, older ones summed per worker and time bucket) and the jobs running now."""
+        snap = self.snapshot()
+        now_ms = time.time() * 1000.0
+        running = tuple(Running(r.index, r.job, r.cost, now_ms - r.job_elapsed * 1000.0)
+                        for r in snap.workers if r.job is not None)
+        return self._timeline.view(now_ms, window_s, running, tuple(r.index for r in snap.workers))
 
     def running_jobs(self) -> list[tuple[int, int | None, float | None, float, Progress | None]]:
         """List what runs now: ``(worker index, job index, cost, elapsed seconds, progress)`` per busy worker."""

@@ -749,3 +749,136 @@ def _rows_problem(server: JupyterServer, rows: list[str]) -> str | None:
         if not numbers & live:
             return f"worker row {row!r} shows no pid of a live worker (workers: {sorted(live)})"
     return None
+
+
+# ------------------------------------------------------------------------------- the task timeline (issue 17)
+
+TIMELINE_CELL = '''\
+# Written by tests/test_browser.py: a run with failures, a timeout and a cancelled job; gated jobs keep it live.
+import os
+import time
+
+from jobsched import Scheduler
+
+
+def tl_work(i):
+    import time
+    time.sleep(0.05 + (i % 4) * 0.05)
+    if i % 10 == 9:
+        raise ValueError(f"job {{i}} fails on purpose")
+    return i
+
+
+def tl_hang(seconds):
+    import time
+    time.sleep(seconds)
+
+
+def tl_gated(gate):
+    import os
+    import time
+    deadline = time.monotonic() + 120
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return "opened"
+
+
+sched = Scheduler()
+sched.start(3, wait=False)
+board = sched.dashboard()
+display(board)
+doomed = sched.submit(tl_hang, 120, cost=-2)
+late = sched.submit(tl_hang, 120, cost=-2, timeout=1.0)
+futures = [sched.submit(tl_work, i) for i in range(30)]
+gated = [sched.submit(tl_gated, {gate!r}, cost=5) for _ in range(2)]
+while not doomed.running():
+    time.sleep(0.05)
+time.sleep(0.5)
+doomed.cancel()
+'''
+
+READ_TIMELINE_JS = """
+(root) => {
+  const svg = root.querySelector('.jobsched-timeline svg.jobsched-timeline-svg');
+  const bars = svg ? Array.from(svg.querySelectorAll('rect.jobsched-bar')) : [];
+  const outcomes = {};
+  for (const b of bars) outcomes[b.dataset.outcome] = (outcomes[b.dataset.outcome] || 0) + 1;
+  const box = svg ? svg.getBoundingClientRect() : null;
+  const first = bars.length ? bars[0].getBoundingClientRect() : null;
+  const input = root.querySelector('.jobsched-done input');
+  const done = root.querySelector('.jobsched-done');
+  return {
+    svg: !!svg, bars: bars.length, outcomes, running: svg ? svg.querySelectorAll('rect.jobsched-running').length : 0,
+    width: box ? box.width : 0, bar_width: first ? first.width : 0,
+    title: bars.length ? bars[0].querySelector('title').textContent : '',
+    throughput: !!root.querySelector('.jobsched-throughput svg.jobsched-throughput-svg polyline'),
+    done: done ? (input ? input.value : done.textContent).trim() : null,
+  };
+}
+"""
+
+
+@pytest.mark.timeout(170)
+@pytest.mark.parametrize("flavor", ["lab", "notebook"])
+def test_timeline_in_browser(flavor: str, tmp_path: Path) -> None:
+    """The dashboard's timeline in Chromium: its job bars are in the page during a run (with a failure, a
+    timeout, a cancelled job and a running one) and after it; screenshots go to test-artifacts/*timeline*."""
+    if not os.access(CHROMIUM, os.X_OK):
+        conftest.skip_or_fail(f"Debian's Chromium is not at {CHROMIUM} (apt-get install chromium)")
+    for module in ("playwright", "jupyterlab", "ipywidgets") + (("notebook",) if flavor == "notebook" else ()):
+        try:
+            __import__(module)
+        except ImportError:
+            conftest.skip_or_fail(f"{module} is not installed (pip install 'jobsched[browser]')")
+    ARTIFACTS.mkdir(exist_ok=True)
+    for stale in ARTIFACTS.glob(f"*timeline-{flavor}*"):
+        stale.unlink()
+    root, home = tmp_path / "root", tmp_path / "home"
+    root.mkdir()
+    gate = tmp_path / "gate"
+    name = "timeline.ipynb"
+    cell = {"cell_type": "code", "execution_count": None, "id": "jobsched-timeline", "metadata": {}, "outputs": [],
+            "source": TIMELINE_CELL.format(gate=str(gate))}
+    (root / name).write_text(json.dumps({"cells": [cell], "metadata": {"kernelspec": {
+        "display_name": "Python 3", "language": "python", "name": "python3"}}, "nbformat": 4, "nbformat_minor": 5}))
+
+    with jupyter_server(flavor, root, home) as server, chromium_page(tmp_path / "chromium-profile") as page:
+        try:
+            path = f"/lab/tree/{name}" if flavor == "lab" else f"/notebooks/{name}"
+            page.goto(f"{server.url}{path}?token={server.token}", wait_until="domcontentloaded", timeout=60_000)
+            page.locator(".jp-Notebook .jp-Cell").first.wait_for(state="visible", timeout=60_000)
+            _wait_kernel_connected(server, page, name)
+            _run_all_cells(page)
+            _wait_cells_done(page, 1, timeout=90)
+            server.track()
+            dash = page.locator(".jobsched-dashboard").first
+            dash.wait_for(state="visible")
+
+            def read() -> dict[str, Any]:
+                raw: dict[str, Any] = dash.evaluate(READ_TIMELINE_JS)
+                return raw
+
+            # During the run: done, failed, timed-out and cancelled bars, and the gated jobs' open bars.
+            live = _poll(read, lambda r: {"done", "failed", "timeout", "cancelled"} <= r["outcomes"].keys()
+                         and r["running"] >= 1 and r["throughput"], 60,
+                         "bars of every outcome and a running job's open bar in the timeline", page)
+            assert live["width"] > 300 and live["bar_width"] >= 1, live
+            assert re.fullmatch(r"job \d+ · cost -?[\d.]+ · [\d.]+ s · w\d · \w+", live["title"]), live["title"]
+            _check_no_errors(page, "during the run")
+            dash.screenshot(path=str(ARTIFACTS / f"dashboard-timeline-{flavor}-during.png"))
+            # After it: every job is a bar, nothing runs.
+            gate.touch()
+            after = _poll(read, lambda r: r["done"] == "34" and r["running"] == 0 and r["bars"] == 34, 60,
+                          "34 jobs done, 34 bars and no open bar", page)
+            assert after["outcomes"]["done"] == 30 - 3 + 2, after
+            dash.screenshot(path=str(ARTIFACTS / f"dashboard-timeline-{flavor}-after.png"))
+            _type_new_cell_and_run(page, page.locator(".jp-Notebook .jp-Cell").first, "sched.close()")
+            _check_no_errors(page, "after the run")
+        except BaseException:
+            try:
+                page.screenshot(path=str(ARTIFACTS / f"failure-timeline-{flavor}.png"), full_page=True)
+            except Exception:
+                pass
+            raise
+        finally:
+            gate.touch()

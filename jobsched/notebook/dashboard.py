@@ -17,7 +17,8 @@ few numbers. Updates are throttled to one per ``UPDATE_INTERVAL`` seconds whatev
 dashboards of one scheduler show one snapshot, so they agree. The thread ends when its last dashboard is
 closed, or after the final update once the scheduler is closed.
 
-This module imports no other jobsched module than ``_common`` at import time: it recognises a scheduler by
+This module imports no other jobsched module than ``_common`` and ``timeline`` (which draws from the core's
+plain-data timeline modules) at import time: it recognises a scheduler by
 its ``snapshot`` method, so the core and the notebook layer cannot form an import cycle.
 
 DOM contract (a browser test relies on it; keep it stable): the root box has the CSS class
@@ -40,7 +41,11 @@ error with the worker's last output: a fatal-error stack), hidden when there is 
 ``jobsched-resume``, ``jobsched-scale-down``, ``jobsched-scale-up`` and ``jobsched-stop``; the box
 ``jobsched-cancel-buttons`` holds one ``Button`` per worker with the classes ``jobsched-cancel`` and
 ``jobsched-cancel-worker-I``, described ``Cancel job J (worker I)`` while worker I runs job J, and
-disabled while it is idle.
+disabled while it is idle; ``jobsched-timeline`` is an ``HTML`` holding the task timeline's ``<svg
+class="jobsched-timeline-svg">`` (one ``rect.jobsched-bar`` per recent job, ``data-outcome`` = ``done``,
+``failed``, ``timeout``, ``cancelled`` or ``journal``; see ``jobsched._timeline_svg``), and
+``jobsched-throughput``, beside the counts, the ``<svg class="jobsched-throughput-svg">`` of jobs/s and queue
+length over time; both are redrawn at most every ``timeline.TIMELINE_INTERVAL`` seconds.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets  # type: ignore[import-untyped]
 
 from ._common import format_duration, format_progress, mode, scale_to, status_line, stop_workers
+from .timeline import LiveTimeline
 
 if TYPE_CHECKING:
     from .._snapshot import Snapshot, WorkerRow
@@ -151,12 +157,17 @@ class _Poller:
         self.render_lock = threading.Lock()  # one render at a time: thread ticks and forced refreshes
         self.thread: threading.Thread | None = None  # changed under _registry_lock
         self.wake = threading.Event()  # set when the last view goes, so the thread ends without delay
+        self.timeline = LiveTimeline(sched)
 
-    def refresh(self) -> Snapshot:
+    def refresh(self, force: bool = True) -> Snapshot:
         snap: Snapshot = self.sched.snapshot()
         with self.render_lock:
+            stats = snap.stats
+            redrawn = self.timeline.update(snap, force or (stats["closed"] and not stats["running"]))
             for view in list(self.views):
                 view._render(snap)
+                if redrawn:
+                    view._render_timeline(self.timeline)
         return snap
 
     def run(self) -> None:
@@ -171,7 +182,7 @@ class _Poller:
                     self._retire()
                     return
             try:
-                snap = self.refresh()
+                snap = self.refresh(force=False)
             except Exception as exc:  # keep the dashboard alive; say it once, where a kernel log shows it
                 if not reported and sys.__stderr__ is not None:
                     reported = True
@@ -236,6 +247,9 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
         rate: jobs per second and the estimated time left.
         worker_table: an ``HTML`` widget holding the workers' ``<table>``, with a progress bar per busy worker.
         cancel_buttons: a "Cancel job J" button per worker index (disabled while that worker is idle).
+        timeline: an ``HTML`` widget holding the task timeline (SVG): a lane per worker, a bar per recent job
+            coloured by outcome, older jobs summed per time bucket, running jobs as open bars.
+        throughput: an ``HTML`` widget holding a small plot of jobs/s and queue length over time.
         output_log: the last lines each worker printed (at most ``LOG_LINES`` per worker).
         error: the scheduler's error, or the error of the last button action, else the last job whose worker
             died (its ``WorkerDied`` with the worker's last output); hidden when empty.
@@ -278,6 +292,10 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
         self._cancel_targets: dict[int, int | None] = {}  # worker index -> the job its button cancels
         self.output_log = widgets.HTML("", layout=widgets.Layout(max_height="16em", overflow="auto"))
         self.output_log.add_class("jobsched-log")
+        self.timeline = widgets.HTML("")
+        self.timeline.add_class("jobsched-timeline")
+        self.throughput = widgets.HTML("")
+        self.throughput.add_class("jobsched-throughput")
         self.error = widgets.HTML("", layout=widgets.Layout(display="none"))
         self.error.add_class("jobsched-error")
         self.buttons: dict[str, widgets.Button] = {}
@@ -296,8 +314,9 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
 
         children = [
             widgets.HBox([self.state, self.status]),
-            widgets.HBox([w for pair in pairs.values() for w in pair]),
+            widgets.HBox([widgets.HBox([w for pair in pairs.values() for w in pair]), self.throughput]),
             widgets.HBox([self.progress, self.rate]),
+            self.timeline,
             self.worker_table,
             self.cancel_box,
             widgets.HTML("<b>worker output</b>"),
@@ -353,6 +372,12 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
         buttons["Scale +"].disabled = closed
         buttons["Stop"].disabled = closed or state == "stopped"
         self.n_updates += 1
+
+    def _render_timeline(self, timeline: LiveTimeline) -> None:
+        if self._closed:
+            return
+        self.timeline.value = timeline.timeline_svg
+        self.throughput.value = timeline.rate_svg
 
     def _render_cancel_buttons(self, rows: tuple[WorkerRow, ...], closed: bool) -> None:
         """One button per worker shown, naming the job it would cancel; disabled while the worker is idle."""
