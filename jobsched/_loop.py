@@ -29,10 +29,11 @@ from collections.abc import Callable
 from concurrent.futures import InvalidStateError
 from typing import TYPE_CHECKING, Any
 
-from . import _wire
+from . import _shm, _wire
 from ._futures import force_cancel
 from ._output import tail, write_stderr
 from ._pickling import loads
+from ._shm import load_result, release
 from ._slot import Progress, Worker
 from ._state import TICK, CloseWorker, Command, Deliver, Entry, KillWorker, SendJobs, StartWorker
 from .errors import JobError
@@ -264,6 +265,7 @@ class Engine:
                     first = self.state.callback_failed(exc)
                 if not first:
                     self.log(f"jobsched: another callback error while stopping: {type(exc).__name__}: {exc}")
+        release(entry.payload)  # its data's shared-memory segments, if any: never sent again
         with self.lock:
             self.state.delivered(failed, cancelled=entry.cancelled, from_journal=entry.from_journal)
             idle = self.state.is_idle()
@@ -330,6 +332,8 @@ class Engine:
                 entry = state.job_done(w, index, now, rss)
                 if entry is None:
                     self.log(f"jobsched: worker {w.index} sent a result for job {index}, which it does not hold")
+                    if kind == _RESULT:
+                        _shm.discard(body)
                     break
                 done.append((entry, kind, body))
         if not done:
@@ -357,6 +361,8 @@ class Engine:
         """Decode a finished job's result (and journal it); a job cancelled meanwhile is ``JobCancelled``."""
         if entry.cancelled:
             # cancel() said True while this result was on its way: the cancel stands, the result is dropped.
+            if kind == _RESULT:
+                _shm.discard(body)  # its segments, unread
             return self.state._cancelled_error(entry), True
         result, failed = decode(entry, kind, body)
         if self.on_result is not None:
@@ -407,7 +413,7 @@ def decode(entry: Entry, kind: int, body: Any) -> tuple[Any, bool]:
         if kind == _ERROR:
             remote_type, message, tb = loads(body)
             return JobError(str(remote_type), str(message), str(tb), entry.index), True
-        return loads(body), False
+        return load_result(body), False  # large buffers mapped from shared memory (_shm)
     except BaseException as exc:
         try:
             why = f"{type(exc).__name__}: {exc}"
