@@ -245,6 +245,7 @@ class Engine:
         It stays counted as active until here, so that ``wait()`` cannot see the scheduler idle while a
         future is unresolved or an ``after_stop`` that may add jobs has yet to run.
         """
+        release(entry.payload)  # its data's shared-memory segments, if any: never sent again
         future = entry.future
         if future is not None and entry.cancelled:
             force_cancel(future)  # cancel() said True: cancelled, even if it has not got there itself yet
@@ -265,7 +266,6 @@ class Engine:
                     first = self.state.callback_failed(exc)
                 if not first:
                     self.log(f"jobsched: another callback error while stopping: {type(exc).__name__}: {exc}")
-        release(entry.payload)  # its data's shared-memory segments, if any: never sent again
         with self.lock:
             self.state.delivered(failed, cancelled=entry.cancelled, from_journal=entry.from_journal)
             idle = self.state.is_idle()
