@@ -163,7 +163,19 @@ def dumps(obj: Any, what: str = "value") -> bytes | OutOfBand:
     """Pickle ``obj`` as ``_pickling.dumps`` does; buffers of ``THRESHOLD`` bytes or more stay out of band.
 
     Returns plain ``bytes`` (exactly ``_pickling.dumps(obj)``) when there is no such buffer.
+
+    Raises:
+        TypeError: ``obj`` cannot be pickled (the message names the culprit and ``what``).
     """
+    data = _dumps_or_none(obj)
+    if data is None:
+        from ._pickling import dumps as checked
+
+        return checked(obj, what)  # raises the TypeError that names the culprit
+    return data
+
+
+def _dumps_or_none(obj: Any) -> bytes | OutOfBand | None:
     buffers: list[pickle.PickleBuffer] = []
 
     def keep(pb: pickle.PickleBuffer) -> bool:
@@ -179,13 +191,11 @@ def dumps(obj: Any, what: str = "value") -> bytes | OutOfBand:
     if not data or b"__main__" in data:
         import cloudpickle  # type: ignore[import-untyped]
 
-        from ._pickling import dumps as checked
-
         buffers.clear()
         try:
             data = cloudpickle.dumps(obj, PROTOCOL, buffer_callback=keep)
         except Exception:
-            return checked(obj, what)  # raises the TypeError that names the culprit
+            return None
     if not buffers:
         return data
     return OutOfBand(data, buffers, obj)
@@ -431,9 +441,9 @@ def setup_worker(prefix: str | None, index: int, generation: int) -> None:
 def dumps_result(result: Any, what: str, plain: Callable[[Any, str], bytes]) -> bytes:
     """Pickle a job's result for the RESULT frame: through segments in a local worker, else ``plain``."""
     prefix = _result_prefix
-    if prefix is None:
+    oob = None if prefix is None else _dumps_or_none(wrap(result))
+    if oob is None or prefix is None:  # no shared memory (Dask), or it cannot be pickled: one traceback
         return plain(result, what)
-    oob = dumps(wrap(result), what)
     if isinstance(oob, bytes):
         return oob
     try:
