@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import _wire
+from . import _shm, _wire
 from ._output import OutputLines, write_stderr
 from ._pool import Reaper, describe_exit, pidfd_open, resident_memory, signal_group, spawn
 from ._slot import Worker
@@ -68,6 +68,7 @@ class LocalBackend:
         self._listener: Listener | None = None
         self._reaper: Reaper | None = None
         self._workers: dict[int, Worker] = {}  # slot index -> slot, for the handshake
+        self.shm = _shm.Area()  # the segments of large job data and results
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -100,11 +101,13 @@ class LocalBackend:
         events, selector, listener = self._events, self._selector, self._listener
         assert events is not None and selector is not None and listener is not None
         if self._reaper is None:
-            self._reaper = Reaper()
+            self._reaper = Reaper(self.shm.prefix if self.shm.enabled else None)
         host, port = listener.address
         env = dict(os.environ)
         env[_wire.ENV_ADDRESS] = f"{host}:{port}"
         env[_wire.ENV_WORKER] = f"{w.index}:{w.generation}"
+        if self.shm.enabled:
+            env[_shm.ENV_PREFIX] = self.shm.prefix
         env[_wire.ENV_SYS_PATH] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
@@ -191,7 +194,7 @@ class LocalBackend:
         self._selector = None
 
     def close(self) -> None:
-        pass
+        self.shm.close()
 
     # ---- events
 
@@ -277,6 +280,7 @@ class LocalBackend:
                     pipe.close()
                 except OSError:
                     pass
+        self.shm.sweep_worker(w.index, w.generation)  # a result it was writing when it died
         if self._workers.get(w.index) is w and w._io is p:
             w._io = None
         assert self._events is not None

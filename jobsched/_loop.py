@@ -29,10 +29,11 @@ from collections.abc import Callable
 from concurrent.futures import InvalidStateError
 from typing import TYPE_CHECKING, Any
 
-from . import _wire
+from . import _shm, _wire
 from ._futures import force_cancel
 from ._output import tail, write_stderr
 from ._pickling import loads
+from ._shm import load_result, release
 from ._slot import Progress, Worker
 from ._state import TICK, CloseWorker, Command, Deliver, Entry, KillWorker, SendJobs, StartWorker
 from .errors import JobError
@@ -251,6 +252,7 @@ class Engine:
         timeline = self.timeline
         if timeline is not None:
             timeline.record(worker, entry, result, failed)
+        release(entry.payload)  # its data's shared-memory segments, if any: never sent again
         future = entry.future
         if future is not None and entry.cancelled:
             force_cancel(future)  # cancel() said True: cancelled, even if it has not got there itself yet
@@ -337,6 +339,8 @@ class Engine:
                 entry = state.job_done(w, index, now, rss)
                 if entry is None:
                     self.log(f"jobsched: worker {w.index} sent a result for job {index}, which it does not hold")
+                    if kind == _RESULT:
+                        _shm.discard(body)
                     break
                 done.append((entry, kind, body))
         if not done:
@@ -364,6 +368,8 @@ class Engine:
         """Decode a finished job's result (and journal it); a job cancelled meanwhile is ``JobCancelled``."""
         if entry.cancelled:
             # cancel() said True while this result was on its way: the cancel stands, the result is dropped.
+            if kind == _RESULT:
+                _shm.discard(body)  # its segments, unread
             return self.state._cancelled_error(entry), True
         result, failed = decode(entry, kind, body)
         if self.on_result is not None:
@@ -414,7 +420,7 @@ def decode(entry: Entry, kind: int, body: Any) -> tuple[Any, bool]:
         if kind == _ERROR:
             remote_type, message, tb = loads(body)
             return JobError(str(remote_type), str(message), str(tb), entry.index), True
-        return loads(body), False
+        return load_result(body), False  # large buffers mapped from shared memory (_shm)
     except BaseException as exc:
         try:
             why = f"{type(exc).__name__}: {exc}"

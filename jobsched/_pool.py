@@ -133,7 +133,8 @@ def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
 
 
 # Reads "+PGID" / "-PGID" lines; when its stdin closes (our process exited, or close()), it SIGKILLs every
-# group still listed. Plain sh: it starts in about a millisecond and holds no GIL that a job could take.
+# group still listed, then removes the segments under $1, the scheduler's shared-memory prefix (``_shm``).
+# Plain sh: it starts in about a millisecond and holds no GIL that a job could take.
 # `kill -KILL -PGID` without `--`: dash, Debian's /bin/sh, rejects `kill -KILL -- -PGID` and kills nothing.
 _REAPER_SCRIPT = """
 groups=" "
@@ -144,16 +145,18 @@ while IFS= read -r line; do
   esac
 done
 for g in $groups; do kill -KILL "-$g" 2>/dev/null; done
+[ -n "$1" ] && rm -f -- /dev/shm/"$1"*
 """
 
 
 class Reaper:
     """Kills the process groups of this scheduler's workers if the scheduler's process dies first."""
 
-    def __init__(self) -> None:
+    def __init__(self, shm_prefix: str | None = None) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         try:
-            self._proc = subprocess.Popen(["/bin/sh", "-c", _REAPER_SCRIPT], stdin=subprocess.PIPE,
+            argv = ["/bin/sh", "-c", _REAPER_SCRIPT, "jobsched-reaper", shm_prefix or ""]
+            self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                           close_fds=True, start_new_session=True)
         except OSError:  # no /bin/sh: workers still die with us (PR_SET_PDEATHSIG); their children may not

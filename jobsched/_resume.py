@@ -19,7 +19,7 @@ import os
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from . import _wire
+from . import _shm, _wire
 from ._journal_writer import JournalWarning, JournalWriter
 from ._keys import derive_key, normalize_key
 from .errors import JobCancelled, JobError
@@ -89,10 +89,10 @@ class Resume:
         worker = w.index if w is not None else None
         attempts = 1 + len(entry.deaths or ())
         if kind == _RESULT:
-            if isinstance(body, (bytes, bytearray, memoryview)):
+            if isinstance(body, (bytes, bytearray, memoryview)) and not _shm.is_oob(body):
                 self.writer.record_done(key, entry.index, entry.cost, body, job.start_ms, job.stop_ms, worker,
                                         attempts)
-            else:  # a backend that hands over values: pickled here, or a warning names the job
+            else:  # values, or segments gone once read (_shm): pickled here, or a warning names the job
                 self.writer.record_value(key, entry.index, entry.cost, result, job.start_ms, job.stop_ms, worker,
                                          attempts)
         elif isinstance(result, JobError):

@@ -21,7 +21,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from . import _shm
 from ._pickling import dumps
+from ._shm import OutOfBand
 
 # The fix for plain data sent to a remote-call worker (the scheduler and the worker both say it).
 NOT_A_REMOTE_CALL = ("queue remote_call(f, *args) or use submit(f, *args) instead; to send plain data, write a "
@@ -57,7 +59,7 @@ class RemoteCall:
         self.kwargs = kwargs
         self.module = module
         self._function = function
-        self._payload: bytes | None = None
+        self._payload: bytes | OutOfBand | None = None  # large buffers still out of band (_shm)
 
     @property
     def function(self) -> Callable[..., Any]:
@@ -100,7 +102,7 @@ def remote_call(fun: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Remote
     module = _home_of(fun)
     rc = RemoteCall(getattr(fun, "__qualname__", repr(fun)), args, kwargs, module, fun)
     try:
-        rc._payload = dumps(rc, "remote_call")
+        rc._payload = _dumps_shipped(rc)
     except TypeError:
         _raise_for_culprit(fun, module, args, kwargs)
         raise
@@ -112,11 +114,19 @@ def is_remote_call(value: object) -> bool:
     return isinstance(value, RemoteCall)
 
 
-def payload_of(rc: RemoteCall) -> bytes:
+def payload_of(rc: RemoteCall) -> bytes | OutOfBand:
     """Return the pickled RemoteCall, computed once (remote_call() already did it)."""
     if rc._payload is None:
-        rc._payload = dumps(rc, "remote_call")
+        rc._payload = _dumps_shipped(rc)
     return rc._payload
+
+
+def _dumps_shipped(rc: RemoteCall) -> bytes | OutOfBand:
+    """Pickle ``rc``, its large buffers left out of band (``_shm``: no copy until ``add_job``)."""
+    args, kwargs = _shm.wrap(rc.args), _shm.wrap(rc.kwargs)
+    if args is not rc.args or kwargs is not rc.kwargs:  # a large bytes-like argument: through a stand-in
+        rc = RemoteCall(rc.fun_name, args, kwargs, rc.module, rc._function)
+    return _shm.dumps(rc, "remote_call")
 
 
 def run_remote_call(rc: RemoteCall) -> Any:

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from . import _wire
+from . import _shm, _wire
 from ._bars import RunBar  # tqdm itself is imported only when a bar is made
 from ._checks import check_cost, check_n_workers, check_positive_int, check_prefetch, check_timeout, plural
 from ._futures import JobFuture, force_cancel
@@ -45,7 +45,6 @@ from ._keys import normalize_key
 from ._local import LocalBackend, default_worker_command
 from ._loop import Engine
 from ._owner import LoopOwner, can_hold_sigint
-from ._pickling import dumps
 from ._slot import Progress, Worker
 from ._snapshot import Snapshot, take_snapshot
 from ._snapshot import counts as stats_of
@@ -227,7 +226,10 @@ class Scheduler:
                 return self._push_settled(data, cost, future, key, *settled)
         elif key is not None:
             key = normalize_key(key)  # the same TypeError for a bad key, journal or not
-        payload = payload_of(data) if isinstance(data, RemoteCall) else dumps(data, "add_job: data")
+        payload = payload_of(data) if isinstance(data, RemoteCall) else _shm.dumps(_shm.wrap(data), "add_job: data")
+        if isinstance(payload, _shm.OutOfBand):  # large buffers: copied into shared memory now (_shm)
+            shm = getattr(self._backend, "shm", None)
+            payload = shm.store(payload) if shm is not None else payload.inline()
         entry = Entry(cost, data, payload, future, self.timeout if timeout is None else timeout,
                       self.max_retries if max_retries is None else max_retries,
                       self.retry_on_timeout if retry_on_timeout is None else retry_on_timeout, key)

@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import _report, _wire
-from .._pickling import dumps, loads
+from .. import _report, _shm, _wire
+from .._pickling import dumps
 from ..job import Job
 from ..remote_call import MissingMainGuardError, load_file, run_remote_call
 
@@ -99,6 +99,7 @@ def _connect_from_environment() -> _wire.BlockingConnection:
     threading.Thread(target=_watch_scheduler, args=(stdin,), name="jobsched-watchdog", daemon=True).start()
     host, port = address.rsplit(":", 1)
     index, generation = (int(x) for x in ident.split(":"))
+    _shm.setup_worker(os.environ.pop(_shm.ENV_PREFIX, None), index, generation)
     return _wire.connect((host, int(port)), secret, index, generation)
 
 
@@ -167,14 +168,14 @@ def run_to_frame(index: int, run: Callable[..., Any], *args: Any) -> tuple[int, 
     except BaseException as exc:  # the job's failure, whatever it is, is its result
         return _wire.ERROR, _error_body(exc)
     try:
-        return _wire.RESULT, dumps(result, f"the result of job {index}")
+        return _wire.RESULT, _shm.dumps_result(result, f"the result of job {index}", dumps)
     except BaseException as exc:  # TypeError, or a __reduce__ that raises anything else
         return _wire.ERROR, _error_body(exc)
 
 
 def run_remote_call_payload(payload: bytes) -> Any:
     """Unpickle a ``RemoteCall`` and run it (here, so that its frame counts as plumbing in tracebacks)."""
-    return run_remote_call(loads(payload))
+    return run_remote_call(_shm.loads(payload))
 
 
 def start_worker(run_job: Callable[[Job], Any], silent: bool = False) -> None:
@@ -187,7 +188,7 @@ def start_worker(run_job: Callable[[Job], Any], silent: bool = False) -> None:
     """
 
     def run(index: int, cost: float, data: memoryview) -> Any:
-        return run_job(Job(index, cost, loads(data), time.time() * 1000.0))
+        return run_job(Job(index, cost, _shm.loads(data), time.time() * 1000.0))
 
     if silent:
         quiet = contextlib.redirect_stdout(open(os.devnull, "w"))  # noqa: SIM115  # reusable: one for every job
@@ -285,7 +286,7 @@ def start_remote_call_worker() -> None:
     """Serve ``remote_call`` jobs: import (or unpickle) each function and call it with its arguments."""
 
     def run(index: int, cost: float, data: memoryview) -> Any:
-        return run_remote_call(loads(data))  # what start_worker does, without a Job nobody looks at
+        return run_remote_call(_shm.loads(data))  # what start_worker does, without a Job nobody looks at
 
     _serve(run)
 
