@@ -56,4 +56,6 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     if MARKER.search(markdown) is None:
         return markdown
     readme = (Path(config["config_file_path"]).parent / "README.md").read_text(encoding="utf-8")
+    # The README links to images as docs/img/...: on a page of the site they are img/...
+    readme = readme.replace("](docs/img/", "](img/")
     return MARKER.sub(lambda m: readme_section(readme, m["title"]), markdown)
