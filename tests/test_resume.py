@@ -111,7 +111,7 @@ def test_explicit_keys_name_the_job(tmp_path: Path) -> None:
     assert resume_jobs.runs(log) == [3, 4]
     assert set(Journal(journal).results()) == {'["fit",3]', "4"}
     with Scheduler(journal=journal) as s, pytest.raises(TypeError, match="key="):
-        s.add_job(1, key=1.5)
+        s.add_job(remote_call(resume_jobs.logged, log, 5), key=1.5)
 
 
 def test_a_job_that_cannot_be_keyed_is_refused_with_a_hint_to_pass_key(tmp_path: Path) -> None:
@@ -299,5 +299,6 @@ def test_no_journal_no_key_cost(tmp_path: Path) -> None:
     cyclic.append(cyclic)
     with Scheduler() as s, warnings.catch_warnings():
         warnings.simplefilter("error")
-        s.add_job(cyclic)  # without a journal nothing is keyed: no UnkeyableError
+        # Without a journal nothing is keyed: no UnkeyableError.
+        s.add_job(remote_call(resume_jobs.logged, str(tmp_path / "log"), cyclic))
         assert s.n_queued_jobs == 1
