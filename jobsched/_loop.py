@@ -149,7 +149,7 @@ class Engine:
                 timeout = min(state.maintain_at, self._poll_at) - monotonic()
                 if journal is not None:  # results wait at most the journal's flush interval
                     if journal.flush_due(now):
-                        journal.flush_soon()  # written by the journal's thread: the loop goes on
+                        journal.flush()
                     flush_in = journal.next_flush_in(monotonic())
                     if flush_in is not None:
                         timeout = min(timeout, flush_in)
