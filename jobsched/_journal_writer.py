@@ -6,8 +6,6 @@ which the scheduler drives from its loop thread. ``jobsched.journal`` re-exports
 
 from __future__ import annotations
 
-import collections
-import functools
 import os
 import pickle
 import sqlite3
@@ -300,10 +298,8 @@ class JournalWriter:
 
     Made by ``JournalWriter.open(path)``. Meant to be driven by one thread (the scheduler's loop);
     every method takes an internal lock, so ``close()`` or ``flush()`` from another thread is safe too.
-    ``record_*`` only appends to a buffer. The loop calls ``flush_soon()`` when ``flush_due(now)`` says
-    so: the buffer is handed to a writer thread, which writes it in one transaction while the loop goes
-    on (SQLite works without the GIL). ``flush()`` writes everything and waits; ``lookup()`` reads one
-    row for a job that is skipped.
+    ``record_*`` only appends to a buffer: the only I/O is in ``flush()``, which the loop calls when
+    ``flush_due(now)`` says so, and ``lookup()``, which reads one row for a job that is skipped.
     """
 
     def __init__(self, path: str, conn: sqlite3.Connection, run: int, done: dict[str, bool], *,
@@ -318,15 +314,7 @@ class JournalWriter:
         self._known = done  # key -> True if done, False if failed (failed keys only if rerun_failed=False)
         self._pending: dict[str, tuple[Any, ...]] = {}
         self._oldest: float | None = None  # time.monotonic() of the oldest unwritten result
-        self._lock = threading.Lock()  # the buffers and the writer thread's state: held briefly, never for I/O
-        self._db_lock = threading.Lock()  # the connection: the writer thread's writes, lookup()'s reads
-        # Batches handed to the writer thread, oldest first; one leaves only once it is committed, so that
-        # a recorded result is always either in a buffer (found by lookup) or in the file.
-        self._batches: collections.deque[dict[str, tuple[Any, ...]]] = collections.deque()
-        self._changed = threading.Condition(self._lock)  # a batch handed over, written or failed; stopping
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        self._failure: BaseException | None = None  # the writer thread's error, raised by the next flush
+        self._lock = threading.Lock()
         self._upsert_done = _UPSERT_DONE.format(run=int(run))
         self.n_written = 0
 
@@ -390,15 +378,17 @@ class JournalWriter:
             status = self._known.get(key)
             if status is None:
                 return None
-            row = self._buffered(key)
-        if row is None:  # not in a buffer, so committed (a batch leaves the buffers once committed)
-            with self._db_lock:
+            row = self._pending.get(key)
+            if row is not None and len(row) == _DONE_LEN:  # a buffered success: every column
+                key, index, cost, result, start_ms, stop_ms, worker, attempts = row
+                row = (key, index, cost, "done", result, None, None, None, start_ms, stop_ms, worker, attempts,
+                       self.run)
+            if row is None:
                 if self._conn is None:
                     raise JournalError(f"the journal {self.path} is closed")
                 row = self._conn.execute(f"SELECT {_COLUMNS} FROM records WHERE key = ?", (key,)).fetchone()
             if row is None:  # forgotten by another process since this one opened the journal
-                with self._lock:
-                    self._known.pop(key, None)
+                del self._known[key]
                 return None
         record = JournalRecord._from_row(row)
         if record.status == "failed" and self.rerun_failed:
@@ -492,103 +482,34 @@ class JournalWriter:
         oldest = self._oldest
         return oldest is not None and (len(self._pending) >= self.flush_batch or now - oldest >= self.flush_interval)
 
-    def _buffered(self, key: str) -> tuple[Any, ...] | None:
-        """The newest row of ``key`` not yet committed, with every column (under ``_lock``)."""
-        row = self._pending.get(key)
-        if row is None:
-            for batch in reversed(self._batches):
-                row = batch.get(key)
-                if row is not None:
-                    break
-        if row is not None and len(row) == _DONE_LEN:
-            key, index, cost, result, start_ms, stop_ms, worker, attempts = row
-            row = (key, index, cost, "done", result, None, None, None, start_ms, stop_ms, worker, attempts, self.run)
-        return row
-
-    def flush_soon(self) -> None:
-        """Hand the buffered results to the writer thread, which writes them in one transaction; no waiting.
-
-        Raises:
-            JournalError: an earlier batch could not be written (see ``flush``); its results are buffered
-                again, and the next flush tries again.
-        """
-        with self._lock:
-            self._hand_over()
-
     def flush(self) -> None:
-        """Write every buffered result (one transaction per batch, waiting out another process's lock).
+        """Write every buffered result in one transaction (waiting out another process's lock).
 
         Raises:
             JournalError: the journal stayed locked for ``busy_timeout`` seconds, or cannot be written (disk
                 full...); the results stay buffered, and the next flush tries again.
         """
         with self._lock:
-            self._hand_over()
-            while self._batches and self._failure is None:
-                self._changed.wait()
-            self._raise_failure()
+            if not self._pending:
+                return
+            conn = self._conn
+            if conn is None:
+                raise JournalError(f"the journal {self.path} is closed; results cannot be recorded any more")
+            rows = list(self._pending.values())
+            done = [row for row in rows if len(row) == _DONE_LEN]
+            failed = [row for row in rows if len(row) != _DONE_LEN]
 
-    def _hand_over(self) -> None:
-        """Queue the buffer for the writer thread (under ``_lock``); raise the thread's last error first."""
-        self._raise_failure()
-        if not self._pending:
-            return
-        if self._conn is None:
-            raise JournalError(f"the journal {self.path} is closed; results cannot be recorded any more")
-        self._batches.append(self._pending)
-        self._pending = {}
-        self._oldest = None
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._write_batches, name="jobsched-journal", daemon=True)
-            self._thread.start()
-        self._changed.notify_all()
+            def write() -> None:  # a key appears once in a batch: the two statements cannot overlap
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(self._upsert_done, done)
+                if failed:
+                    conn.executemany(_UPSERT, failed)
+                conn.execute("COMMIT")
 
-    def _raise_failure(self) -> None:
-        failure, self._failure = self._failure, None
-        if failure is not None:
-            raise failure
-
-    def _write_batches(self) -> None:
-        """The writer thread: write the batches in order, one transaction each, until ``close()``."""
-        while True:
-            with self._lock:
-                while not self._batches and not self._stopping:
-                    self._changed.wait()
-                if not self._batches:
-                    return
-                rows = list(self._batches[0].values())
-            try:
-                with self._db_lock:
-                    conn = self._conn
-                    if conn is None:
-                        raise JournalError(f"the journal {self.path} is closed; results cannot be recorded any more")
-                    _retry(self.path, conn, functools.partial(_write_rows, conn, self._upsert_done, rows),
-                           self.busy_timeout)
-            except BaseException as exc:  # kept for the next flush; every unwritten result is buffered again
-                with self._lock:
-                    self._failure = exc
-                    self._requeue()
-                    self._changed.notify_all()
-                continue
-            with self._lock:
-                self._batches.popleft()
-                self.n_written += len(rows)
-                self._changed.notify_all()
-
-    def _requeue(self) -> None:
-        """Put the unwritten batches back in the buffer, before the newer results (under ``_lock``)."""
-        rows: dict[str, tuple[Any, ...]] = {}
-        for batch in self._batches:
-            rows.update(batch)
-        for key, row in self._pending.items():
-            previous = rows.get(key)
-            if len(row) != _DONE_LEN and previous is not None and len(previous) == _DONE_LEN:
-                continue  # a failure never replaces a success
-            rows[key] = row
-        self._batches.clear()
-        self._pending = rows
-        if rows and self._oldest is None:
-            self._oldest = time.monotonic()
+            _retry(self.path, conn, write, self.busy_timeout)
+            self._pending.clear()
+            self._oldest = None
+            self.n_written += len(rows)
 
     def close(self) -> None:
         """Flush, mark the run finished and close the file. Idempotent."""
@@ -596,14 +517,6 @@ class JournalWriter:
             self.flush()
         finally:
             with self._lock:
-                self._stopping = True
-                self._changed.notify_all()
-                thread = self._thread
-            if thread is not None and thread is not threading.current_thread():
-                thread.join()
-            with self._lock:
-                self._requeue()  # after a failed flush: nothing is written any more
-            with self._db_lock:
                 conn, self._conn = self._conn, None
                 if conn is not None:
                     try:
@@ -619,16 +532,6 @@ class JournalWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _write_rows(conn: sqlite3.Connection, upsert_done: str, rows: list[tuple[Any, ...]]) -> None:
-    """One batch, one transaction: successes (short rows) and failures (full rows); a key appears once."""
-    conn.execute("BEGIN IMMEDIATE")
-    conn.executemany(upsert_done, [row for row in rows if len(row) == _DONE_LEN])
-    failed = [row for row in rows if len(row) != _DONE_LEN]
-    if failed:
-        conn.executemany(_UPSERT, failed)
-    conn.execute("COMMIT")
 
 
 def _prepare(path: str, conn: sqlite3.Connection) -> None:

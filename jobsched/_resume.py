@@ -5,8 +5,8 @@
     caller's thread (add_job / submit)                 the loop's thread (Engine)
     key_of(data, key=) ── derive_key / normalize_key   on_result(w, entry, kind, body, result)
     lookup(key) ── a journaled outcome? ──> state.add_settled   └─> record_done / record_failed (a buffer)
-        (the job is not queued; the loop delivers it)          flush_due(now)? flush_soon(): a writer thread
-                                                                the loop's end: flush(); close(): run finished
+        (the job is not queued; the loop delivers it)          flush_due(now)? flush()   and at the loop's end
+                                                                close(): flush, mark the run finished
 
 Keys are computed only when a journal is on: a scheduler without one pays nothing. A job cancelled by the
 user is not journaled (that is not its result); a job whose worker died too often, or that timed out, is
@@ -106,12 +106,8 @@ class Resume:
     def flush_due(self, now: float) -> bool:
         return self.writer.flush_due(now)
 
-    def flush_soon(self) -> None:
-        """Hand the buffered results to the journal's writer thread (the loop does not wait for the write)."""
-        self.writer.flush_soon()
-
     def flush(self) -> None:
-        """Write the buffered results now, and wait until they are written."""
+        """Write the buffered results now (one transaction)."""
         self.writer.flush()
 
     def close(self) -> None:

@@ -121,46 +121,6 @@ def test_a_result_recorded_in_this_run_is_found_before_it_is_flushed(path: Path)
         assert record is not None and record.result == "fresh"
 
 
-def test_flush_soon_writes_in_the_writer_thread_and_lookup_finds_the_batch_meanwhile(path: Path) -> None:
-    with JournalWriter.open(path) as w:
-        done(w, "a", 0, "fresh")
-        with w._db_lock:  # the writer thread cannot write yet: the batch waits, handed over
-            w.flush_soon()
-            assert not w.flush_due(time.monotonic()) and w.next_flush_in(time.monotonic()) is None
-            record = w.lookup("a")
-            assert record is not None and record.result == "fresh"
-            assert w.n_written == 0
-        deadline = time.monotonic() + 30
-        while w.n_written < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert w.n_written == 1 and Journal(path).results() == {"a": "fresh"}
-        record = w.lookup("a")  # now read from the file
-        assert record is not None and record.result == "fresh"
-
-
-def test_a_write_that_fails_in_the_writer_thread_is_raised_by_the_next_flush_and_retried(path: Path) -> None:
-    with JournalWriter.open(path, busy_timeout=0.2) as w:
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
-        done(w, "a", 0, 1)
-        w.flush_soon()  # does not wait, does not raise
-        deadline = time.monotonic() + 30
-        while w._failure is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        done(w, "b", 1, 2)
-        w.record_failed("a", 0, 1.0, failure(), 5.0, 9.0, 1)  # a failure never replaces the success
-        with pytest.raises(JournalError, match="stayed locked"):
-            w.flush_soon()
-        assert w.flush_due(time.monotonic() + 1.0)  # every result is buffered again
-        record = w.lookup("a")
-        assert record is not None and record.result == 1
-        other.execute("COMMIT")
-        other.close()
-        w.flush()
-        assert w.n_written == 2
-    assert Journal(path).results() == {"a": 1, "b": 2}
-
-
 def test_the_reader_sees_every_field(path: Path) -> None:
     with JournalWriter.open(path) as w:
         done(w, "a", 0, [1], worker=3)
