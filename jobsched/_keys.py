@@ -58,6 +58,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import UnkeyableError as UnkeyableError
+from .remote_call import RemoteCall
 
 KEY_VERSION = 1
 """Bumped whenever the encoding changes, so that keys of an older encoding can never match."""
@@ -79,12 +80,24 @@ def _frame(tag: bytes, payload: bytes) -> bytes:
     return tag + _LEN(len(payload)) + payload
 
 
+# The tag and length of short str and int payloads, ready made: the two most common values cost one
+# conversion, one list index and one concatenation (what _frame would produce, byte for byte).
+_STR_HEAD = [b"S" + _LEN(n) for n in range(256)]
+_INT_HEAD = [b"I" + _LEN(n) for n in range(256)]
+
+
 def _str(s: str) -> bytes:
-    return _frame(b"S", s.encode("utf-8", "surrogatepass"))
+    payload = s.encode("utf-8", "surrogatepass")
+    if len(payload) < 256:
+        return _STR_HEAD[len(payload)] + payload
+    return _frame(b"S", payload)
 
 
 def _int(n: int) -> bytes:
-    return _frame(b"I", n.to_bytes((n.bit_length() + 8) // 8 or 1, "little", signed=True))
+    payload = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
+    if len(payload) < 256:
+        return _INT_HEAD[len(payload)] + payload
+    return _frame(b"I", payload)
 
 
 def _float(x: float) -> bytes:
@@ -112,11 +125,17 @@ _CONSTANT_TYPES = (type(None), bool, int, float, complex, str, bytes)
 # closure, and the module's other functions): see _function_cache.
 _code_cache: weakref.WeakKeyDictionary[types.CodeType, tuple[bytes, tuple[str, ...]]] = weakref.WeakKeyDictionary()
 
-# function -> (fingerprint, its encoding). A function's encoding is reused only while its fingerprint (the
-# identities of everything the encoding reads: see _fingerprint) is unchanged, and only for functions
-# whose defaults and closure hold immutable constants, which cannot change in place.
-_function_cache: weakref.WeakKeyDictionary[types.FunctionType, tuple[tuple[Any, ...], bytes]] = \
-    weakref.WeakKeyDictionary()
+# id(function) -> (weak reference to it, _Checks, its top-level encoding): see _Encoder.function. The entry
+# is used only while every object that the encoding read is still the same object (_still); the weak
+# reference's callback removes it when the function dies (a notebook redefining a function, a reloaded
+# module), so that an id() is never reused under an old entry.
+_function_cache: dict[int, tuple[weakref.ref[types.FunctionType], tuple[_Checks, ...], bytes]] = {}
+
+# id(builtin) -> (the builtin, module, qualified name, its encoding), for builtins that belong to a module or
+# a class (operator.add, len, str.upper, dict.fromkeys): these take no weak reference, and are few; the
+# dict is emptied if it ever grows past _BUILTINS_MAX (builtins made on the fly by some extension).
+_builtin_cache: dict[int, tuple[Any, Any, Any, bytes]] = {}
+_BUILTINS_MAX = 1024
 
 
 class _Encoder:
@@ -234,7 +253,16 @@ class _Encoder:
     def _builtin(self, v: Any) -> bytes:
         owner = getattr(v, "__self__", None)
         if owner is None or isinstance(owner, (types.ModuleType, type)):
-            return _frame(b"B", self._named(v))
+            cached = _builtin_cache.get(id(v))
+            module, name = _builtin_names(v)
+            if cached is not None and cached[0] is v and cached[1] == module and cached[2] == name:
+                return cached[3]
+            encoded = _frame(b"B", self._named(v))
+            if type(module) in (str, type(None)) and type(name) is str:  # compared with == next time
+                if len(_builtin_cache) >= _BUILTINS_MAX:
+                    _builtin_cache.clear()
+                _builtin_cache[id(v)] = (v, module, name, encoded)
+            return encoded
         return _frame(b"b", self._named(v) + self._attr(owner, "__self__"))  # e.g. [].append
 
     def _code(self, code: types.CodeType) -> tuple[bytes, tuple[str, ...]]:
@@ -269,14 +297,14 @@ class _Encoder:
         """
         if self._functions:
             return self._function(f)
-        fingerprint = _fingerprint(f, set())
-        if fingerprint is not None:
-            cached = _function_cache.get(f)
-            if cached is not None and _same(cached[0], fingerprint):
-                return cached[1]
+        cached = _cached_function(f)
+        if cached is not None:
+            return cached
         encoded = self._function(f)
-        if fingerprint is not None:
-            _function_cache[f] = (fingerprint, encoded)
+        checks = _checks_of(f)
+        if checks is not None:
+            key = id(f)
+            _function_cache[key] = (weakref.ref(f, lambda ref: _forget(key, ref)), checks, encoded)
         return encoded
 
     def _function(self, f: types.FunctionType) -> bytes:
@@ -391,51 +419,147 @@ def _immutable(value: object) -> bool:
     return isinstance(value, _CONSTANT_TYPES) or (isinstance(value, (tuple, frozenset)) and _is_constant(value))
 
 
-def _fingerprint(f: types.FunctionType, seen: set[int]) -> tuple[Any, ...] | None:
-    """The objects ``_Encoder.function(f)`` reads, to compare by identity; None if one may change in place.
+# ---- the function cache: what a function's encoding read, and whether it is all still the same
 
-    Its name, code, defaults, closure contents and the module globals its code names, recursively for the
-    same-module functions among them. Defaults and closure values must be immutable constants; the
-    globals that the encoding reads are constants or functions (fingerprinted in turn) by construction.
+# One function's part of a cache entry (the called function's, then those of the same-module functions
+# that its code names): everything _Encoder._function reads of it, kept by identity.
+#   function: a weak reference to it, or None for the called function itself;
+#   code, defaults, kwdefaults (a tuple of its items, or None), module, qualname: as read then;
+#   cells: the closure's contents (_MISSING for an empty cell);
+#   same: (global name, value) for globals that were missing (_MISSING) or plain constants (kept alive:
+#       they refer to nothing else);
+#   weak: (global name, weak reference, its __module__ or None) for functions, classes, modules... read
+#       through a weak reference, so that the cache never keeps a namespace (and the function) alive;
+#   kinds: (global name, type) for values that take no weak reference and are not encoded (a list, a dict):
+#       any value of the same type is not encoded either.
+_Checks = tuple[Any, types.CodeType, Any, Any, Any, Any, tuple[Any, ...], tuple[tuple[str, Any], ...],
+                tuple[tuple[str, Any, Any], ...], tuple[tuple[str, type], ...]]
+
+_PLAIN_TYPES = frozenset(_CONSTANT_TYPES)
+
+
+def _plain(value: Any) -> bool:
+    """A constant of an exact builtin type: immutable, and refers to nothing that could keep a namespace."""
+    t = type(value)
+    return t in _PLAIN_TYPES or ((t is tuple or t is frozenset) and all(_plain(x) for x in value))
+
+
+def _forget(key: int, ref: weakref.ref[types.FunctionType]) -> None:
+    """A cached function died: drop its entry (unless another entry took its place)."""
+    entry = _function_cache.get(key)
+    if entry is not None and entry[0] is ref:
+        _function_cache.pop(key, None)
+
+
+def _checks_of(f: types.FunctionType) -> tuple[_Checks, ...] | None:
+    """What ``_still`` compares to reuse the encoding of ``f``; None if ``f`` cannot be cached.
+
+    Not cached: a function whose defaults or closure hold anything but plain constants (a list can change in
+    place; an object may compare equal and encode differently), or that reads a global which is encoded but
+    not a plain constant (an IntEnum member, say).
     """
-    if id(f) in seen:
-        return ()
-    seen.add(id(f))
-    code = f.__code__
-    cached = _code_cache.get(code)
-    if cached is None:
-        return None  # never encoded yet: the caller encodes it (and fills _code_cache) first
-    kwdefaults = f.__kwdefaults__
-    parts: list[Any] = [f.__module__, f.__qualname__, code, f.__defaults__]
-    if f.__defaults__ is not None and not _is_constant(f.__defaults__):
-        return None
-    if kwdefaults:
-        for name, value in kwdefaults.items():
-            if not _immutable(value):
-                return None
-            parts += (name, value)
-    for cell in f.__closure__ or ():
-        try:
-            contents = cell.cell_contents
-        except ValueError:
-            contents = _MISSING
-        if contents is not _MISSING and not _immutable(contents):
-            return None
-        parts.append(contents)
-    module_globals = f.__globals__
-    for name in cached[1]:
-        value = module_globals.get(name, _MISSING)
-        parts.append(value)
-        if isinstance(value, types.FunctionType) and value.__module__ == f.__module__:
-            inner = _fingerprint(value, seen)
-            if inner is None:
-                return None
-            parts.extend(inner)
-    return tuple(parts)
+    checks: list[_Checks] = []
+    seen: set[int] = set()
+
+    def visit(fn: types.FunctionType) -> bool:
+        if id(fn) in seen:
+            return True
+        seen.add(id(fn))
+        code = fn.__code__
+        cached = _code_cache.get(code)
+        if cached is None:
+            return False
+        defaults = fn.__defaults__
+        if defaults is not None and not _plain(defaults):
+            return False
+        kwdefaults = fn.__kwdefaults__
+        kw_items = None if kwdefaults is None else tuple(kwdefaults.items())
+        if kw_items is not None and not all(_plain(value) for _, value in kw_items):
+            return False
+        cells = []
+        for cell in fn.__closure__ or ():
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # not assigned yet
+                contents = _MISSING
+            if contents is not _MISSING and not _plain(contents):
+                return False
+            cells.append(contents)
+        same: list[tuple[str, Any]] = []
+        weak: list[tuple[str, Any, Any]] = []
+        kinds: list[tuple[str, type]] = []
+        namespace = fn.__globals__
+        for name in cached[1]:
+            value = namespace.get(name, _MISSING)
+            if value is _MISSING or _plain(value):
+                same.append((name, value))
+            elif isinstance(value, types.FunctionType):
+                weak.append((name, weakref.ref(value), value.__module__))
+                if value.__module__ == fn.__module__ and not visit(value):
+                    return False
+            elif _immutable(value):
+                return False  # encoded, but not a plain constant
+            else:
+                try:
+                    weak.append((name, weakref.ref(value), None))
+                except TypeError:
+                    kinds.append((name, type(value)))
+        checks.append((None if fn is f else weakref.ref(fn), code, defaults, kw_items, fn.__module__,
+                       fn.__qualname__, tuple(cells), tuple(same), tuple(weak), tuple(kinds)))
+        return True
+
+    return tuple(checks) if visit(f) else None
 
 
-def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+def _still(f: types.FunctionType, checks: tuple[_Checks, ...]) -> bool:
+    """Whether everything that the cached encoding of ``f`` read is still the same object."""
+    for function, code, defaults, kw_items, module, qualname, cells, same, weak, kinds in checks:
+        fn = f if function is None else function()
+        if (fn is None or fn.__code__ is not code or fn.__defaults__ is not defaults or fn.__module__ is not module
+                or fn.__qualname__ is not qualname):
+            return False
+        kwdefaults = fn.__kwdefaults__
+        if kw_items is None:
+            if kwdefaults is not None:
+                return False
+        elif kwdefaults is None or len(kwdefaults) != len(kw_items) or any(
+                kwdefaults.get(name, _MISSING) is not value for name, value in kw_items):
+            return False
+        if cells:
+            for cell, expected in zip(fn.__closure__ or (), cells, strict=True):
+                try:
+                    contents = cell.cell_contents
+                except ValueError:
+                    contents = _MISSING
+                if contents is not expected:
+                    return False
+        namespace = fn.__globals__
+        for name, value in same:
+            if namespace.get(name, _MISSING) is not value:
+                return False
+        for name, ref, value_module in weak:
+            value = ref()
+            if value is None or namespace.get(name, _MISSING) is not value or (
+                    value_module is not None and value.__module__ is not value_module):
+                return False
+        for name, kind in kinds:
+            other = namespace.get(name, _MISSING)
+            if type(other) is not kind or (isinstance(other, (tuple, frozenset)) and _is_constant(other)):
+                return False
+    return True
+
+
+def _cached_function(f: types.FunctionType) -> bytes | None:
+    """The cached top-level encoding of ``f``, if everything it read is unchanged."""
+    entry = _function_cache.get(id(f))
+    if entry is not None and entry[0]() is f and _still(f, entry[1]):
+        return entry[2]
+    return None
+
+
+def _builtin_names(v: Any) -> tuple[Any, Any]:
+    """What _Encoder._named reads of a builtin (compared with == before a cached encoding is reused)."""
+    return getattr(v, "__module__", None), getattr(v, "__qualname__", None) or getattr(v, "__name__", None)
 
 
 def _is_constant(value: tuple[Any, ...] | frozenset[Any]) -> bool:
@@ -488,8 +612,118 @@ def derive_key(data: Any) -> str:
         UnkeyableError: something in the job cannot be keyed stably; the message names where it is and
             asks for ``key=``.
     """
-    from .remote_call import RemoteCall  # light, and already imported by the package
+    if type(data) is RemoteCall:
+        key = _call_key(data)
+    else:
+        encoded = _fast(data, 0)
+        key = None if encoded is None else hashlib.sha256(_frame(b"J", _DATA_HEAD + encoded)).hexdigest()
+    return key if key is not None else _derive_key(data)
 
+
+# ---- the fast path: remote calls of a cached function, with arguments of common types
+
+_FAST_DEPTH = 8  # containers nested deeper go the long way (which also refuses cycles)
+_DATA_HEAD = _int(KEY_VERSION) + _str("data")
+_NO_KWARGS = _frame(b"D", b"")
+# (module, fun_name) -> the start of a call's encoding, up to its function; emptied past _HEADS_MAX.
+_call_heads: dict[tuple[str | None, str], bytes] = {}
+_HEADS_MAX = 4096
+
+
+def _fast(v: Any, depth: int) -> bytes | None:
+    """``_Encoder().encode(v)``, byte for byte, for the common types; None for any other (or a deep nest).
+
+    No cycle check: containers nested deeper than ``_FAST_DEPTH`` return None, and a cycle is that deep.
+    """
+    t = type(v)
+    if t is int:
+        return _int(v)
+    if t is str:
+        return _str(v)
+    simple = _SIMPLE.get(t)
+    if simple is not None:
+        return simple(v)
+    if depth >= _FAST_DEPTH:
+        return None
+    parts = []
+    if t is tuple or t is list:
+        for item in v:
+            encoded = _fast(item, depth + 1)
+            if encoded is None:
+                return None
+            parts.append(encoded)
+        return _frame(b"T" if t is tuple else b"L", b"".join(parts))
+    if t is dict:
+        for k, item in v.items():
+            encoded_key = _fast(k, depth + 1)
+            encoded = _fast(item, depth + 1)
+            if encoded_key is None or encoded is None:
+                return None
+            parts.append(encoded_key + encoded)
+        parts.sort()
+        return _frame(b"D", b"".join(parts))
+    if t is set or t is frozenset:
+        for item in v:
+            encoded = _fast(item, depth + 1)
+            if encoded is None:
+                return None
+            parts.append(encoded)
+        parts.sort()
+        return _frame(b"E" if t is set else b"Z", b"".join(parts))
+    return None
+
+
+def _call_key(data: RemoteCall) -> str | None:
+    """The key of a remote call whose function's encoding is cached and whose arguments ``_fast`` encodes.
+
+    None otherwise: ``_derive_key`` then encodes it in full (and fills the cache), with the same result.
+    """
+    function = data._function
+    if type(function) is types.FunctionType:
+        encoded_function = _cached_function(function)
+    elif function is not None:
+        cached = _builtin_cache.get(id(function))
+        encoded_function = None
+        if cached is not None and cached[0] is function:
+            module, name = _builtin_names(function)
+            if cached[1] == module and cached[2] == name:
+                encoded_function = cached[3]
+    else:
+        return None
+    if encoded_function is None:
+        return None
+    head = _call_heads.get((data.module, data.fun_name))
+    if head is None:
+        if (data.module is not None and type(data.module) is not str) or type(data.fun_name) is not str:
+            return None
+        head = _int(KEY_VERSION) + _str("call") + _str(data.module if data.module is not None else "<by value>") \
+            + _str(data.fun_name)
+        if len(_call_heads) >= _HEADS_MAX:
+            _call_heads.clear()
+        _call_heads[(data.module, data.fun_name)] = head
+    parts = [head, encoded_function]
+    for arg in data.args:
+        encoded = _fast(arg, 0)
+        if encoded is None:
+            return None
+        parts.append(encoded)
+    kwargs = data.kwargs
+    if kwargs:
+        kw = []
+        for name, arg in kwargs.items():
+            encoded = _fast(arg, 0)
+            if encoded is None or type(name) is not str:
+                return None
+            kw.append(_str(name) + encoded)
+        kw.sort()
+        parts.append(_frame(b"D", b"".join(kw)))
+    else:
+        parts.append(_NO_KWARGS)
+    return hashlib.sha256(_frame(b"J", b"".join(parts))).hexdigest()
+
+
+def _derive_key(data: Any) -> str:
+    """``derive_key`` the long way: any job, with the path to what cannot be keyed in the error."""
     enc = _Encoder()
     try:
         if isinstance(data, RemoteCall):

@@ -90,6 +90,8 @@ def test_a_failure_never_replaces_a_success(path: Path) -> None:
         done(w, "f", 0, "second time lucky")
     assert Journal(path).results() == {"k": "ok", "f": "second time lucky"}
     assert Journal(path).failed() == {}
+    f = next(record for record in Journal(path) if record.key == "f")
+    assert (f.status, f.error, f.run) == ("done", None, 4)  # the success's row, whole
 
 
 def test_flushes_are_batched_by_time_and_count(path: Path) -> None:

@@ -25,7 +25,7 @@ import helpers
 import pytest
 
 import jobsched
-from jobsched import remote_call
+from jobsched import _keys, remote_call
 from jobsched._keys import UnkeyableError, derive_key, normalize_key
 from jobsched.remote_call import RemoteCall
 
@@ -301,3 +301,134 @@ def test_error_names_the_value_to_replace_with_key() -> None:
         derive_key({"lock": threading.Lock()})
     assert str(info.value).startswith("add_job -> data -> ['lock']: a _thread.lock cannot be keyed")
     assert textwrap.shorten(str(info.value), 400).endswith("to add_job() or submit()")
+
+
+# ---- the fast path and the function cache give exactly the keys of the long way
+
+def fresh_key(data: Any) -> str:
+    """The key computed the long way, with every cache emptied first."""
+    _keys._function_cache.clear()
+    _keys._builtin_cache.clear()
+    _keys._call_heads.clear()
+    return _keys._derive_key(data)
+
+
+def define(source: str, name: str = "f") -> Any:
+    """A function defined in a fresh namespace, as a notebook cell or a reloaded module defines it anew."""
+    namespace: dict[str, Any] = {"__name__": "cell"}
+    exec(compile(textwrap.dedent(source), "<cell>", "exec"), namespace)
+    return namespace[name]
+
+
+FAST_VALUES = [
+    0, -1, 255, 256, -129, 2**63, 2**300, 2**40000, 1.5, -0.0, math.nan, 3 + 4j, "", "é" * 300, "x" * 5000, b"ab",
+    b"x" * 5000, None, True, (), [], {}, set(), frozenset(), (1, "a", 2.5), [1, [2, [3, (4, {"a": [5]})]]],
+    {"b": 1, "a": 2}, {1: "x", "y": (2, 3)}, {1, 2, "z"}, frozenset({(1, 2)}), list(range(600)),
+    {str(i): i for i in range(300)}, [[[[[[[[[[[[1]]]]]]]]]]]], [True, 1, 1.0], [Colour.RED, 1], {"p": Point(1, [2])},
+]
+
+
+@pytest.mark.parametrize("value", FAST_VALUES, ids=range(len(FAST_VALUES)))
+def test_the_fast_path_gives_the_keys_of_the_long_way(value: Any) -> None:
+    assert derive_key(value) == fresh_key(value)
+    call = remote_call(helpers.add, value, y=value)
+    first = derive_key(call)  # fills the cache
+    assert derive_key(call) == first == fresh_key(call)
+
+
+@pytest.mark.parametrize("function", [helpers.add, len, str.upper, dict.fromkeys, math.sqrt, functools.partial(max, 1)])
+def test_a_cached_function_gives_the_key_of_the_long_way(function: Any) -> None:
+    call = remote_call(function, 1, 2)
+    assert derive_key(call) == derive_key(call) == fresh_key(call)
+
+
+def test_a_function_redefined_in_a_fresh_namespace_gets_a_new_key_when_its_code_changes() -> None:
+    f1 = define("def f(x):\n    return x + 1\n")
+    key1 = derive_key(remote_call(f1, 1))
+    assert derive_key(remote_call(f1, 1)) == key1  # the same function: the same key, from the cache
+    f2 = define("def f(x):\n    return x + 2\n")  # edited and run again
+    assert derive_key(remote_call(f2, 1)) != key1
+    assert derive_key(remote_call(define("def f(x):\n    return x + 1\n"), 1)) == key1  # the same code again
+    assert derive_key(remote_call(f1, 1)) == key1
+
+
+def test_changing_what_a_cached_function_reads_changes_its_key() -> None:
+    f = define('''
+        SCALE = 3
+        def helper(x):
+            return x * 2
+        def f(x, y=1, *, z=2):
+            return helper(x) + y * SCALE + z
+    ''')
+    namespace = f.__globals__
+    call = remote_call(f, 1)
+    seen = {derive_key(call)}
+
+    def changed() -> None:
+        now = derive_key(call)
+        assert now == fresh_key(call)
+        assert now not in seen
+        seen.add(now)
+        assert derive_key(call) == now  # cached again
+
+    assert derive_key(call) in seen
+    f.__defaults__ = (2,)
+    changed()
+    f.__kwdefaults__["z"] = 3  # in place: the same dict
+    changed()
+    namespace["SCALE"] = 4
+    changed()
+    old_helper = namespace["helper"]  # still alive: only the name is rebound
+    namespace["helper"] = define("def helper(x):\n    return x * 3\n", "helper")
+    namespace["helper"].__module__ = f.__module__
+    changed()
+    f.__code__ = define("def f(x, y=1, *, z=2):\n    return x\n").__code__
+    changed()
+    f.__qualname__ = "g"
+    changed()
+    assert old_helper is not namespace["helper"]
+
+
+def test_a_closure_variable_reassigned_changes_the_key() -> None:
+    def make() -> tuple[Any, Any]:
+        n = 1
+
+        def f(x: int) -> int:
+            return x + n
+
+        def bump() -> None:
+            nonlocal n
+            n += 1
+        return f, bump
+
+    f, bump = make()
+    call = remote_call(f, 1)
+    before = derive_key(call)
+    assert derive_key(call) == before
+    bump()
+    after = derive_key(call)
+    assert after != before and after == fresh_key(call)
+
+
+def test_a_mutable_default_is_never_cached() -> None:
+    f = define("def f(x, seen=[]):\n    return x\n")
+    call = remote_call(f, 1)
+    before = derive_key(call)
+    f.__defaults__[0].append(1)
+    assert derive_key(call) != before
+
+
+def test_the_cache_does_not_keep_a_function_alive() -> None:
+    import gc
+    import weakref
+
+    f = define("import math\nLIMIT = 3\ndef helper(x):\n    return x\n"
+               "def f(x):\n    return helper(math.sqrt(x)) + LIMIT\n")
+    derive_key(remote_call(f, 1))
+    derive_key(remote_call(f, 1))
+    assert id(f) in _keys._function_cache
+    ref, key_id = weakref.ref(f), id(f)
+    del f
+    gc.collect()
+    assert ref() is None
+    assert key_id not in _keys._function_cache
