@@ -29,7 +29,6 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
-import math
 from typing import Any, Literal
 
 from ._commands import (
@@ -43,6 +42,7 @@ from ._commands import (
     SendJobs,
     StartWorker,
 )
+from ._pacing import AUTO_MAX, AUTO_START, AutoDepth
 from ._slot import Progress, Worker
 from .errors import JobCancelled, JobError, JobTimeout, WorkerStartupError
 from .states import KillReason, WorkerState
@@ -56,13 +56,6 @@ HANGUP_GRACE = 1.0  # seconds a worker that closed its connection has to exit by
 MAX_RESTART_DELAY = 5.0
 TICK = 0.5  # longest interval between two ticks (a safety net: events arrive on their own)
 
-# prefetch="auto": keep about AUTO_WINDOW seconds of work (or two round trips, if longer) in flight per worker.
-AUTO_START = 2  # jobs in flight per worker until the first measurements: the second one is timed on its own
-AUTO_MAX = 256  # never more in flight per worker
-AUTO_WINDOW = 1e-3
-AUTO_LONG = 10.0  # a job longer than this many round trips runs alone: nothing waits behind it
-AUTO_SMOOTHING = 0.2  # weight of a new measurement in the moving averages
-MIN_ROUND_TRIP = 10e-6  # below any real round trip: a noisy estimate never reaches 0
 
 _STARTING, _READY, _RUNNING = WorkerState.STARTING, WorkerState.READY, WorkerState.RUNNING
 _CLOSING, _CLOSED = WorkerState.CLOSING, WorkerState.CLOSED
@@ -84,9 +77,7 @@ class SchedulerState:
                  max_worker_memory: int | None = None, start_timeout: float | None = START_TIMEOUT) -> None:
         self.auto = prefetch == "auto"
         self.prefetch = AUTO_START if prefetch == "auto" else prefetch  # the depth now, with "auto"
-        self.job_seconds: float | None = None  # "auto": moving average of a job's duration in a worker
-        self.round_trip: float | None = None  # "auto": moving average of send -> result, minus the job
-        self._first_span: tuple[float, int] | None = None  # "auto": (seconds, results) of the first span
+        self._pacing = AutoDepth()  # "auto": what it measured of job durations and round trips
         self.max_jobs_per_worker = max_jobs_per_worker
         self.max_worker_memory = max_worker_memory
         self.start_timeout = start_timeout
@@ -587,46 +578,18 @@ class SchedulerState:
         w._span = (now, now - w._job_started, 1, w._pipelined)
 
     def _measure(self, seconds: float, n: int, pipelined: bool) -> None:
-        """Learn from ``n`` results that took ``seconds``, and set the depth of ``prefetch="auto"``.
+        """Learn from ``n`` results that took ``seconds`` (see ``_pacing.AutoDepth``)."""
+        self.prefetch = self._pacing.measure(seconds, n, pipelined, self.prefetch)
 
-        A *pipelined* span began when the previous result came, with the next job already at the worker: it
-        is ``n`` job durations. Otherwise the worker was idle when its first job was sent: the span is one
-        round trip plus ``n`` durations. The first pipelined span gives the duration and, with the first span
-        of all, the round trip. Until then the duration is over-estimated as ``seconds / n``: the depth still
-        grows, and the round trip's share of each job shrinks as it does. Then, with several jobs in flight,
-        pipelined spans keep the duration up to date and the others the round trip; with one in flight (long
-        jobs) every span is of the second kind, and the known round trip is taken out of it.
-        """
-        a = AUTO_SMOOTHING
-        dur, rtt = self.job_seconds, self.round_trip
-        if pipelined:
-            sample = seconds / n
-            if dur is None or rtt is None:  # the first true duration replaces the upper bound
-                dur = sample
-                first = self._first_span
-                if first is not None:
-                    rtt = max(first[0] - first[1] * dur, MIN_ROUND_TRIP)
-            else:
-                dur += a * (sample - dur)
-        elif rtt is None or dur is None:  # no pipelined span yet: an upper bound of the duration
-            if self._first_span is None:
-                self._first_span = (seconds, n)
-            sample = seconds / n
-            dur = sample if dur is None else dur + a * (sample - dur)
-        elif self.prefetch > 1:
-            rtt += a * (max(seconds - n * dur, MIN_ROUND_TRIP) - rtt)
-        else:
-            dur += a * (max(seconds - rtt, 0.0) / n - dur)
-        self.job_seconds, self.round_trip = dur, rtt
-        if rtt is None:  # both upper bounds: the first span holds a round trip at most
-            first = self._first_span
-            window = max(AUTO_WINDOW, 2.0 * first[0]) if first is not None else AUTO_WINDOW
-            self.prefetch = min(AUTO_MAX, max(AUTO_START, math.ceil(window / max(dur, 1e-9))))
-        elif dur > AUTO_LONG * rtt:
-            self.prefetch = 1
-        else:
-            window = max(AUTO_WINDOW, 2.0 * rtt)
-            self.prefetch = min(AUTO_MAX, max(1, math.ceil(window / max(dur, 1e-9))))
+    @property
+    def job_seconds(self) -> float | None:
+        """``prefetch="auto"``: the moving average of a job's duration in a worker."""
+        return self._pacing.job_seconds
+
+    @property
+    def round_trip(self) -> float | None:
+        """``prefetch="auto"``: the moving average of send -> result, minus the job."""
+        return self._pacing.round_trip
 
     def unassign(self, w: Worker, entry: Entry) -> None:
         """Put back a job that ``assign`` gave ``w`` but that was not sent (``before_start`` raised)."""
