@@ -164,10 +164,10 @@ class Engine:
         finally:
             if journal is not None:
                 self._flush_journal(journal)
-            if state.closing or state.error is not None:
+            if state.closing or state.stopped_on is not None:
                 _guarded(self.log, self.shutdown)
-            if state.fatal and state.error is not None:
-                self._fail_pending_futures(state.error)
+            if state.fatal and state.stopped_on is not None:
+                self._fail_pending_futures(state.stopped_on)
             with self.idle:
                 self.idle.notify_all()
 

@@ -233,8 +233,8 @@ class Scheduler:
         with self._lock:
             if self._closed:
                 raise SchedulerClosedError("this scheduler is closed; create a new Scheduler to run more jobs")
-            if self._broken is not None:
-                error = self._broken
+            error = self._broken or self._state.stopped_on  # stopped, or stopping: no loop would run the job
+            if error is not None:
                 raise SchedulerBrokenError(f"the scheduler stopped on {type(error).__name__}: {error}; call "
                                            "start() to run it again") from error
             was_empty = self._state.add(entry)
@@ -453,8 +453,10 @@ class Scheduler:
                 with self._lock:
                     # A start() that came in while the loop was ending may want it to go on.
                     if engine.interrupted or state.poll_finished():
-                        if state.error is not None and self._background and not self._closed:
-                            self._broken = state.error
+                        if state.stopped_on is not None and self._background and not self._closed:
+                            self._broken = state.stopped_on
+                        if not engine.interrupted:  # a blocking start() raises the error itself; its caller
+                            state.stopped_on = None  # may queue jobs for the next one
                         engine.owner = None
                         break
         finally:
