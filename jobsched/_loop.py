@@ -30,7 +30,7 @@ from concurrent.futures import InvalidStateError
 from typing import TYPE_CHECKING, Any
 
 from . import _wire
-from ._futures import force_cancel
+from ._futures import force_cancel, mark_running
 from ._output import tail, write_stderr
 from ._pickling import loads
 from ._slot import Progress, Worker
@@ -232,8 +232,8 @@ class Engine:
             if not entry.sent:  # a re-queued job's future is RUNNING already
                 entry.sent = True
                 future = entry.future
-                if future is not None:
-                    future.set_running_or_notify_cancel()  # never cancelled: assign() drops those
+                if future is not None:  # assign() drops cancelled jobs, but a cancel() may come in since
+                    mark_running(future)
         self.backend.send_jobs(worker, entries)
 
     # ------------------------------------------------------------------ results

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import _wire
 from ._bars import RunBar  # tqdm itself is imported only when a bar is made
 from ._checks import check_cost, check_n_workers, check_positive_int, check_timeout, plural
-from ._futures import JobFuture, force_cancel
+from ._futures import JobFuture, cancel_pending, force_cancel
 from ._interrupt import in_kernel, sigint_held
 from ._keys import normalize_key
 from ._local import LocalBackend, default_worker_command
@@ -607,7 +607,7 @@ class Scheduler:
                     self._state.cancel(entry, settle=False)
         for entry in queued:
             future = entry.future
-            if future is not None and not Future.cancel(future) and not future.done():
+            if future is not None and not cancel_pending(future) and not future.done():
                 # Its worker was terminated at the end of the grace period and the job went back to the
                 # queue: a running future cannot be cancelled, so it gets the reason instead of hanging.
                 future.set_exception(SchedulerClosedError(
