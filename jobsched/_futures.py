@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future
-from concurrent.futures._base import CANCELLED_AND_NOTIFIED, PENDING, RUNNING
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, PENDING, RUNNING
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -43,9 +43,35 @@ class JobFuture(Future[T]):
         return self._cancel_entry(entry, queued_only=True)
 
 
+def cancel_pending(future: Future[Any]) -> bool:
+    """Cancel a pending ``future`` and tell its waiters now; False if it runs or has finished.
+
+    ``Future.cancel`` alone leaves it CANCELLED, which ``concurrent.futures.wait`` and ``as_completed`` count
+    as done only once an executor calls ``set_running_or_notify_cancel``: a queued job that is cancelled
+    never gets there, so this takes that step at once.
+    """
+    if not Future.cancel(future):
+        return False
+    state: Any = future
+    with state._condition:
+        if state._state == CANCELLED:
+            state._state = CANCELLED_AND_NOTIFIED
+            for waiter in state._waiters:
+                waiter.add_cancelled(future)
+    return True
+
+
+def mark_running(future: Future[Any]) -> None:
+    """Move a pending ``future`` to RUNNING; leave one that was cancelled meanwhile as it is."""
+    state: Any = future
+    with state._condition:
+        if state._state == PENDING:
+            state._state = RUNNING
+
+
 def force_cancel(future: Future[Any]) -> None:
     """Move ``future`` to CANCELLED, whether it is pending or running, and tell its waiters and callbacks."""
-    if Future.cancel(future):  # pending: the stdlib does it all
+    if cancel_pending(future):
         return
     state: Any = future
     with state._condition:

@@ -30,7 +30,7 @@ from concurrent.futures import InvalidStateError
 from typing import TYPE_CHECKING, Any
 
 from . import _shm, _wire
-from ._futures import force_cancel
+from ._futures import force_cancel, mark_running
 from ._output import tail, write_stderr
 from ._pickling import loads
 from ._shm import load_result, release
@@ -146,7 +146,7 @@ class Engine:
                     self._deliver_ready()
                 if state.can_dispatch():
                     self.dispatch(monotonic())
-                if state.closing or state.error is not None or (state.until_idle and state.is_idle()):
+                if state.closing or state.stopped_on is not None or (state.until_idle and state.is_idle()):
                     with lock:  # the loop may end (an unlocked first look: no lock per turn of a busy loop)
                         if state.poll_finished():
                             break
@@ -168,10 +168,10 @@ class Engine:
         finally:
             if journal is not None:
                 self._flush_journal(journal)
-            if state.closing or state.error is not None:
+            if state.closing or state.stopped_on is not None:
                 _guarded(self.log, self.shutdown)
-            if state.fatal and state.error is not None:
-                self._fail_pending_futures(state.error)
+            if state.fatal and state.stopped_on is not None:
+                self._fail_pending_futures(state.stopped_on)
             with self.idle:
                 self.idle.notify_all()
 
@@ -236,8 +236,8 @@ class Engine:
             if not entry.sent:  # a re-queued job's future is RUNNING already
                 entry.sent = True
                 future = entry.future
-                if future is not None:
-                    future.set_running_or_notify_cancel()  # never cancelled: assign() drops those
+                if future is not None:  # assign() drops cancelled jobs, but a cancel() may come in since
+                    mark_running(future)
         self.backend.send_jobs(worker, entries)
 
     # ------------------------------------------------------------------ results

@@ -68,8 +68,10 @@ class LoopOwner:
                 with lock:
                     # A start() that came in while the loop was ending may want it to go on.
                     if engine.interrupted or state.poll_finished():
-                        if state.error is not None and self.background and not sched._closed:
-                            sched._broken = state.error
+                        if state.stopped_on is not None and self.background and not sched._closed:
+                            sched._broken = state.stopped_on
+                        if not engine.interrupted:  # a blocking start() raises the error itself; its caller
+                            state.stopped_on = None  # may queue jobs for the next one
                         engine.owner = None
                         break
         finally:

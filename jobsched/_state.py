@@ -99,8 +99,11 @@ class SchedulerState:
         self.close_when_idle = True
         self.closing = False
         self.close_grace = CLOSE_GRACE
-        self.error: BaseException | None = None  # raised by the next start()/wait()
-        self.fatal = False  # the error is the scheduler's own: queued futures get it too
+        self.error: BaseException | None = None  # raised by the next start()/wait(), once
+        # What this run is stopping on, until the next start(): unlike ``error``, it stays when a caller takes
+        # the error, so that the loop still ends and a fatal error still fails the queued futures.
+        self.stopped_on: BaseException | None = None
+        self.fatal = False  # stopped_on is the scheduler's own: queued futures get it too
         self.last_worker_died: JobError | None = None  # the last job failed by its worker's deaths (dashboard)
         self.startup_failures = 0
         self.maintain_at = 0.0  # when tick() is next due
@@ -191,6 +194,8 @@ class SchedulerState:
         """What ``start()`` asks for: how many workers, and whether to stop (and close them) once idle."""
         self.until_idle = until_idle
         self.close_when_idle = close_when_idle
+        self.stopped_on = None
+        self.fatal = False
         self.set_target(target)
 
     def set_target(self, n: int) -> None:
@@ -208,25 +213,24 @@ class SchedulerState:
         self.maintain_at = 0.0
 
     def callback_failed(self, exc: BaseException) -> bool:
-        """A user callback raised: stop dispatching and close the workers. False if an error is already kept."""
-        if self.error is not None:
+        """A user callback raised: stop dispatching and close the workers. False if the run already stops."""
+        if self.stopped_on is not None:
             return False
-        self.error = exc
+        self.error = self.stopped_on = exc
         self.target = 0
         self.maintain_at = 0.0
         return True
 
     def fail(self, exc: BaseException) -> None:
         """The scheduler cannot go on (workers cannot start, a bug): keep the error, stop everything."""
-        if self.error is None:
-            self.error = exc
+        if self.stopped_on is None:
+            self.error = self.stopped_on = exc
             self.fatal = True
         self.target = 0
         self.maintain_at = 0.0
 
     def take_error(self) -> BaseException | None:
         error, self.error = self.error, None
-        self.fatal = False
         return error
 
     def kill_all(self) -> list[Command]:
@@ -251,7 +255,7 @@ class SchedulerState:
 
     def poll_finished(self) -> bool:
         """Whether the loop may end now (it may first lower the target: a blocking start closes its workers)."""
-        if self.closing or self.error is not None:
+        if self.closing or self.stopped_on is not None:
             return self.all_closed()
         if self.until_idle and self.is_idle() and not self.ready:
             if not self.close_when_idle:  # keep the workers, once the extra ones are gone
@@ -353,7 +357,7 @@ class SchedulerState:
         if w.state is _STARTING:
             # The scheduler is failing, or the slot has no process to wait for (no start-up deadline: a Dask
             # slot waiting for a free thread): retire it now.
-            if self.error is not None or self.start_timeout is None:
+            if self.stopped_on is not None or self.start_timeout is None:
                 return self._retire_unconnected(w, now)
             # Let it connect, then it gets CLOSE (and its code after start_worker runs); it is killed if it
             # has not connected by the end of the grace period. min(): called on every tick.
@@ -492,7 +496,7 @@ class SchedulerState:
 
     def _startup_failure(self, w: Worker, output: str) -> list[Command]:
         self.startup_failures += 1
-        if self.startup_failures < STARTUP_FAILURE_LIMIT or self.error is not None:
+        if self.startup_failures < STARTUP_FAILURE_LIMIT or self.stopped_on is not None:
             return []
         error = WorkerStartupError(
             f"{self.startup_failures} workers in a row exited before they were ready "
@@ -519,7 +523,7 @@ class SchedulerState:
                 pass
 
     def can_dispatch(self) -> bool:
-        return bool(self.heap and self.hungry) and not self.paused and not self.closing and self.error is None
+        return bool(self.heap and self.hungry) and not self.paused and not self.closing and self.stopped_on is None
 
     def assign(self, now: float, limit: int | None = None) -> list[SendJobs]:
         """Hand queued jobs to workers with room, lowest ``(cost, index)`` first, up to ``prefetch`` each.
@@ -530,7 +534,7 @@ class SchedulerState:
         heap, hungry, prefetch = self.heap, self.hungry, self.prefetch
         out: list[SendJobs] = []
         n = 0
-        while hungry and heap and not self.paused and not self.closing and self.error is None:
+        while hungry and heap and not self.paused and not self.closing and self.stopped_on is None:
             w = hungry[0]
             if w._retiring or (w.state is not _READY and w.state is not _RUNNING):
                 w._hungry = False

@@ -82,7 +82,8 @@ class SchedulerBrokenError(JobschedError, RuntimeError):
     """The scheduler's loop stopped on an error (its ``__cause__``): new jobs are refused until ``start()``.
 
     Raised by ``add_job`` and ``submit`` after a background loop ended on an error (workers that could not
-    start, a callback that raised), so that no future waits for a loop that no longer runs.
+    start, a callback that raised), and while any loop is stopping on one, so that no future waits for a loop
+    that no longer runs.
     """
 
 

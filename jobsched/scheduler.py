@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from . import _shm, _wire
 from ._bars import RunBar  # tqdm itself is imported only when a bar is made
 from ._checks import check_cost, check_n_workers, check_positive_int, check_prefetch, check_timeout, plural
-from ._futures import JobFuture, force_cancel
+from ._futures import JobFuture, cancel_pending, force_cancel
 from ._keys import normalize_key
 from ._local import LocalBackend, default_worker_command
 from ._loop import Engine
@@ -240,8 +240,8 @@ class Scheduler:
         with self._lock:
             if self._closed:
                 raise SchedulerClosedError("this scheduler is closed; create a new Scheduler to run more jobs")
-            if self._broken is not None:
-                error = self._broken
+            error = self._broken or self._state.stopped_on  # stopped, or stopping: no loop would run the job
+            if error is not None:
                 raise SchedulerBrokenError(f"the scheduler stopped on {type(error).__name__}: {error}; call "
                                            "start() to run it again") from error
             was_empty = self._state.add(entry)
@@ -272,8 +272,8 @@ class Scheduler:
         with self._lock:
             if self._closed:
                 raise SchedulerClosedError("this scheduler is closed; create a new Scheduler to run more jobs")
-            if self._broken is not None:
-                error = self._broken
+            error = self._broken or self._state.stopped_on  # stopped, or stopping: no loop would run the job
+            if error is not None:
                 raise SchedulerBrokenError(f"the scheduler stopped on {type(error).__name__}: {error}; call "
                                            "start() to run it again") from error
             add = self._state.add
@@ -554,7 +554,7 @@ class Scheduler:
                     self._state.cancel(entry, settle=False)
         for entry in queued:
             future = entry.future
-            if future is not None and not Future.cancel(future) and not future.done():
+            if future is not None and not cancel_pending(future) and not future.done():
                 # Its worker was terminated at the end of the grace period and the job went back to the
                 # queue: a running future cannot be cancelled, so it gets the reason instead of hanging.
                 future.set_exception(SchedulerClosedError(
