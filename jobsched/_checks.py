@@ -14,6 +14,9 @@ _short.maxother = 60
 MAX_SECONDS = 1e12
 
 
+_FLOAT_INT = 2**1023  # ints up to this are orderable as floats (beyond 1.8e308, float() overflows)
+
+
 def describe(value: object) -> str:
     """A short description of a bad value: its repr, after its type's name unless the repr shows the type."""
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -22,6 +25,9 @@ def describe(value: object) -> str:
 
 
 def check_cost(cost: object, where: str = "add_job") -> None:
+    cls = cost.__class__
+    if (cls is int and -_FLOAT_INT <= cost <= _FLOAT_INT) or (cls is float and cost == cost):  # type: ignore[operator]
+        return  # the common case, checked once per job: a plain int that a float can hold, or a float not nan
     if isinstance(cost, bool) or not isinstance(cost, (int, float)):
         raise TypeError(f"{where}: cost must be a real number (lowest runs first), got {describe(cost)}")
     try:

@@ -55,6 +55,7 @@ import pickle
 import re
 import stat
 import struct
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -149,14 +150,21 @@ def wrap(v: Any) -> Any:
     cls = v.__class__
     if cls in _BLOB_KINDS:
         return _wrap(v)
-    if (cls is tuple or cls is list) and any(x.__class__ in _BLOB_KINDS for x in v):
-        items = [_wrap(x) for x in v]
-        if any(a is not b for a, b in zip(items, v, strict=True)):
-            return cls(items)
-    elif cls is dict and any(x.__class__ in _BLOB_KINDS for x in v.values()):
-        wrapped = {k: _wrap(x) for k, x in v.items()}
-        if any(wrapped[k] is not x for k, x in v.items()):
-            return wrapped
+    kinds = _BLOB_KINDS
+    if cls is tuple or cls is list:
+        for x in v:  # a plain loop, not any(<generator>): this runs for every remote call
+            if x.__class__ in kinds:
+                items = [_wrap(x) for x in v]
+                if any(a is not b for a, b in zip(items, v, strict=True)):
+                    return cls(items)
+                break
+    elif cls is dict and v:
+        for x in v.values():
+            if x.__class__ in kinds:
+                wrapped = {k: _wrap(x) for k, x in v.items()}
+                if any(wrapped[k] is not x for k, x in v.items()):
+                    return wrapped
+                break
     return v
 
 
@@ -176,7 +184,43 @@ def dumps(obj: Any, what: str = "value") -> bytes | OutOfBand:
     return data
 
 
+# Values that never hold a buffer worth a segment: a job made only of these is pickled without a
+# buffer_callback, which would make pickle.dumps about twice as slow (measured: 7 us vs 3.5 us for a small call).
+PLAIN = frozenset({int, float, complex, bool, str, type(None), types.FunctionType, types.BuiltinFunctionType,
+                   type})
+
+
+def may_hold_buffers(v: Any, depth: int = 0) -> bool:
+    """Whether ``v`` may hold a pickle-5 buffer of ``THRESHOLD`` bytes or more (False: certainly not)."""
+    cls = v.__class__
+    if cls in PLAIN:
+        return False
+    if cls is tuple or cls is list:
+        items: Any = v
+    elif cls is dict:
+        items = v.values()
+    else:
+        kind = _BLOB_KINDS.get(cls)
+        if kind is not None:
+            return kind == 2 or len(v) >= THRESHOLD
+        parts = getattr(v, "_jobsched_call_parts", None)  # a RemoteCall: its arguments
+        if parts is None or depth:
+            return True  # anything else (a numpy array, a DataFrame, an object): look while pickling
+        items = parts()
+    if depth > 2:
+        return True
+    plain = PLAIN  # plain elements inline, no call: this runs for every job
+    return any(x.__class__ not in plain and may_hold_buffers(x, depth + 1) for x in items)
+
+
 def _dumps_or_none(obj: Any) -> bytes | OutOfBand | None:
+    if not may_hold_buffers(obj):
+        try:
+            data = pickle.dumps(obj, PROTOCOL)
+        except Exception:
+            data = b""
+        if data and b"__main__" not in data:
+            return data
     buffers: list[pickle.PickleBuffer] = []
 
     def keep(pb: pickle.PickleBuffer) -> bool:

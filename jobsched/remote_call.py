@@ -72,6 +72,10 @@ class RemoteCall:
         """Run the call here, in this process."""
         return self.function(*self.args, **self.kwargs)
 
+    def _jobsched_call_parts(self) -> tuple[Any, ...]:
+        """The values this call carries (for ``_shm``: whether any may be a large buffer)."""
+        return (self.args, self.kwargs, None if self.module is not None else self._function)
+
     def __reduce__(self) -> tuple[Any, ...]:
         shipped = self._function if self.module is None else None
         return (RemoteCall, (self.fun_name, self.args, self.kwargs, self.module, shipped))
@@ -123,6 +127,18 @@ def payload_of(rc: RemoteCall) -> bytes | OutOfBand:
 
 def _dumps_shipped(rc: RemoteCall) -> bytes | OutOfBand:
     """Pickle ``rc``, its large buffers left out of band (``_shm``: no copy until ``add_job``)."""
+    plain = _shm.PLAIN
+    for arg in rc.args:  # the common case, plain small values, pickled as before; inline loops: every job
+        if arg.__class__ not in plain:
+            break
+    else:
+        for arg in rc.kwargs.values():
+            if arg.__class__ not in plain:
+                break
+        else:
+            return dumps(rc, "remote_call")
+    if not _shm.may_hold_buffers(rc):
+        return dumps(rc, "remote_call")
     args, kwargs = _shm.wrap(rc.args), _shm.wrap(rc.kwargs)
     if args is not rc.args or kwargs is not rc.kwargs:  # a large bytes-like argument: through a stand-in
         rc = RemoteCall(rc.fun_name, args, kwargs, rc.module, rc._function)
