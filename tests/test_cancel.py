@@ -170,7 +170,7 @@ def test_cancelling_a_queued_future_leaves_the_running_job_alone(sched: Schedule
 
 def test_executor_shutdown_cancel_futures_cancels_only_queued_calls(tmp_path: Path) -> None:
     started, effect = tmp_path / "started", tmp_path / "effect"
-    ex = Executor(1)
+    ex = Executor(1, prefetch=1)  # with "auto", a call sent ahead to the worker is running, as in concurrent.futures
     try:
         running = ex.submit(cancel_jobs.sleep_then_write, str(started), str(effect), 0.5)
         pid = started_record(started)["pid"]

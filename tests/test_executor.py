@@ -110,7 +110,7 @@ def test_shutdown_wait_runs_what_was_submitted_then_closes_the_workers() -> None
 
 
 def test_shutdown_cancel_futures_cancels_queued_calls_only(tmp_path: Path) -> None:
-    ex = Executor(1)
+    ex = Executor(1, prefetch=1)  # with "auto", a call sent ahead to the worker is running, as in concurrent.futures
     gate = tmp_path / "gate"
     running = ex.submit(helpers.wait_for_file, str(gate), "ran")
     eventually(lambda: running.running(), "the first call running")
@@ -160,7 +160,7 @@ def test_as_completed_and_wait_work_on_its_futures(executor: Executor) -> None:
 
 def test_cancelling_a_queued_future_removes_its_job(tmp_path: Path) -> None:
     log = tmp_path / "ran.txt"
-    ex = Executor(1)
+    ex = Executor(1, prefetch=1)  # one job per worker: the six below stay queued while the blocker runs
     try:
         gate = tmp_path / "gate"
         blocker = ex.submit(helpers.wait_for_file, str(gate), "blocker")
