@@ -37,11 +37,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from . import _shm, _wire
+from . import _wire
 from ._bars import RunBar  # tqdm itself is imported only when a bar is made
-from ._checks import check_cost, check_n_workers, check_positive_int, check_prefetch, check_timeout, plural
+from ._checks import check_n_workers, check_positive_int, check_prefetch, check_timeout, plural
 from ._futures import JobFuture, cancel_pending, force_cancel
-from ._keys import normalize_key
+from ._intake import push, submit_many
 from ._local import LocalBackend, default_worker_command
 from ._loop import Engine
 from ._owner import LoopOwner, can_hold_sigint
@@ -50,9 +50,9 @@ from ._snapshot import Snapshot, take_snapshot
 from ._snapshot import counts as stats_of
 from ._state import CLOSE_GRACE, Entry, SchedulerState
 from ._timeline import Running, Timeline, TimelineView
-from .errors import SchedulerBrokenError, SchedulerClosedError
+from .errors import SchedulerClosedError
 from .job import Job
-from .remote_call import NOT_A_REMOTE_CALL, RemoteCall, payload_of, refuse_while_loading_script, remote_call
+from .remote_call import RemoteCall, refuse_while_loading_script, remote_call
 
 if TYPE_CHECKING:
     from ._backend import Backend
@@ -210,96 +210,10 @@ class Scheduler:
 
     def _push(self, data: Any, cost: float, future: JobFuture[Any] | None, timeout: float | None,
               max_retries: int | None, retry_on_timeout: bool | None, key: Any = None) -> Entry:
-        check_cost(cost)
-        check_timeout("add_job", timeout)
-        if max_retries is not None:
-            check_positive_int("add_job: max_retries", max_retries)
-        if not isinstance(data, RemoteCall) and self.make_worker_command is default_worker_command:
-            # It would fail in the worker: say so now.
-            raise TypeError(f"add_job: data is a {type(data).__name__}, but the default worker runs remote calls: "
-                            f"{NOT_A_REMOTE_CALL}")
-        journal = self._journal
-        if journal is not None:
-            key = journal.key_of(data, key)  # UnkeyableError here: the queue is unchanged
-            settled = journal.lookup(key)  # no scheduler lock: a hit may read the file
-            if settled is not None:
-                return self._push_settled(data, cost, future, key, *settled)
-        elif key is not None:
-            key = normalize_key(key)  # the same TypeError for a bad key, journal or not
-        payload = payload_of(data) if isinstance(data, RemoteCall) else _shm.dumps(_shm.wrap(data), "add_job: data")
-        if isinstance(payload, _shm.OutOfBand):  # large buffers: copied into shared memory now (_shm)
-            shm = getattr(self._backend, "shm", None)
-            payload = shm.store(payload) if shm is not None else payload.inline()
-        entry = Entry(cost, data, payload, future, self.timeout if timeout is None else timeout,
-                      self.max_retries if max_retries is None else max_retries,
-                      self.retry_on_timeout if retry_on_timeout is None else retry_on_timeout, key)
-        if future is not None:
-            future.entry = entry
-        # The lock is held for as few bytecodes as possible: a caller thread that loses the GIL while holding
-        # it would stall the loop until the caller gets the GIL back.
-        with self._lock:
-            if self._closed:
-                raise SchedulerClosedError("this scheduler is closed; create a new Scheduler to run more jobs")
-            error = self._broken or self._state.stopped_on  # stopped, or stopping: no loop would run the job
-            if error is not None:
-                raise SchedulerBrokenError(f"the scheduler stopped on {type(error).__name__}: {error}; call "
-                                           "start() to run it again") from error
-            was_empty = self._state.add(entry)
-        # The loop looks at a non-empty queue again whenever a worker frees up, so only the job that makes the
-        # queue non-empty needs to wake it: one syscall per burst, not per job.
-        if was_empty:
-            self._engine.wake()
-        return entry
+        return push(self, data, cost, future, timeout, max_retries, retry_on_timeout, key)
 
     def _submit_many(self, calls: list[RemoteCall]) -> list[Future[Any]]:
-        """Queue remote calls at cost 0 under one lock and with one wake-up (``Executor.map``'s batches).
-
-        Each call is pickled first, in this thread, as ``submit`` does: a call that cannot be pickled raises
-        here and none of the batch is queued. With a journal, each call goes through ``submit``'s path.
-        """
-        if self._journal is not None:
-            return [self.submit(rc) for rc in calls]
-        timeout, max_retries, retry = self.timeout, self.max_retries, self.retry_on_timeout
-        cancel = self._cancel_entry
-        futures: list[Future[Any]] = []
-        entries: list[Entry] = []
-        for rc in calls:
-            future: JobFuture[Any] = JobFuture(cancel)
-            entry = Entry(0, rc, payload_of(rc), future, timeout, max_retries, retry, None)
-            future.entry = entry
-            futures.append(future)
-            entries.append(entry)
-        with self._lock:
-            if self._closed:
-                raise SchedulerClosedError("this scheduler is closed; create a new Scheduler to run more jobs")
-            error = self._broken or self._state.stopped_on  # stopped, or stopping: no loop would run the job
-            if error is not None:
-                raise SchedulerBrokenError(f"the scheduler stopped on {type(error).__name__}: {error}; call "
-                                           "start() to run it again") from error
-            add = self._state.add
-            was_empty = False
-            for entry in entries:
-                was_empty = add(entry) or was_empty
-        if was_empty:
-            self._engine.wake()
-        return futures
-
-    def _push_settled(self, data: Any, cost: float, future: JobFuture[Any] | None, key: str, result: Any,
-                      failed: bool) -> Entry:
-        """Settle a job from the journal: numbered like any job, delivered by the loop, never run."""
-        entry = Entry(cost, data, None, future, None, 0, False, key)
-        if future is not None:
-            future.entry = entry
-        with self._lock:
-            if self._closed:
-                raise SchedulerClosedError("this scheduler is closed; create a new Scheduler to run more jobs")
-            was_empty = not self._state.ready
-            self._state.add_settled(entry, result, failed)
-            if failed:
-                result.job_index = entry.index  # the journaled JobError, now for this run's job
-        if was_empty:
-            self._engine.wake()
-        return entry
+        return submit_many(self, calls)
 
     def cancel(self, index: int) -> bool:
         """Cancel job ``index`` (as numbered by ``add_job``), queued or running; False if it already ended.
