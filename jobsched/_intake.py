@@ -53,12 +53,7 @@ def push(sched: Scheduler, data: Any, cost: float, future: JobFuture[Any] | None
     # The lock is held for as few bytecodes as possible: a caller thread that loses the GIL while holding
     # it would stall the loop until the caller gets the GIL back.
     with sched._lock:
-        if sched._closed:
-            raise SchedulerClosedError("this scheduler is closed; create a new Scheduler to run more jobs")
-        error = sched._broken or sched._state.stopped_on  # stopped, or stopping: no loop would run the job
-        if error is not None:
-            raise SchedulerBrokenError(f"the scheduler stopped on {type(error).__name__}: {error}; call "
-                                       "start() to run it again") from error
+        _refuse_if_stopped(sched)
         was_empty = sched._state.add(entry)
     # The loop looks at a non-empty queue again whenever a worker frees up, so only the job that makes the
     # queue non-empty needs to wake it: one syscall per burst, not per job.
@@ -85,12 +80,7 @@ def submit_many(sched: Scheduler, calls: list[RemoteCall]) -> list[Future[Any]]:
         futures.append(future)
         entries.append(entry)
     with sched._lock:
-        if sched._closed:
-            raise SchedulerClosedError("this scheduler is closed; create a new Scheduler to run more jobs")
-        error = sched._broken or sched._state.stopped_on  # stopped, or stopping: no loop would run the job
-        if error is not None:
-            raise SchedulerBrokenError(f"the scheduler stopped on {type(error).__name__}: {error}; call "
-                                       "start() to run it again") from error
+        _refuse_if_stopped(sched)
         add = sched._state.add
         was_empty = False
         for entry in entries:
@@ -115,3 +105,17 @@ def _push_settled(sched: Scheduler, data: Any, cost: float, future: JobFuture[An
     if was_empty:
         sched._engine.wake()
     return entry
+
+
+def _refuse_if_stopped(sched: Scheduler) -> None:
+    """Raise if no loop would run a new job: the scheduler is closed, or stopped (or stopping) on an error.
+
+    Called under the scheduler's lock, so that a job is either refused or queued before close() or the
+    failing loop settles the queue.
+    """
+    if sched._closed:
+        raise SchedulerClosedError("this scheduler is closed; create a new Scheduler to run more jobs")
+    error = sched._broken or sched._state.stopped_on
+    if error is not None:
+        raise SchedulerBrokenError(f"the scheduler stopped on {type(error).__name__}: {error}; call "
+                                   "start() to run it again") from error

@@ -217,13 +217,20 @@ class LocalBackend:
 
         return accept, False
 
-    def _on_output(self, w: Worker, p: _Process) -> None:
+    @staticmethod
+    def _read_output(p: _Process) -> bytes | None:
+        """One chunk of the worker's output; b"" at its end (or a broken pipe), None if nothing is there now."""
         try:
-            data = os.read(p.out_fd, 65536)
+            return os.read(p.out_fd, 65536)
         except BlockingIOError:
-            return
+            return None
         except OSError:
-            data = b""
+            return b""
+
+    def _on_output(self, w: Worker, p: _Process) -> None:
+        data = self._read_output(p)
+        if data is None:
+            return
         if data:
             p.lines.feed(data)
             return
@@ -252,12 +259,7 @@ class LocalBackend:
             p.conn.drain()  # a result sent just before the exit is still in the socket
             p.conn.close()
         while p.out_fd >= 0:  # all it printed, the last unfinished line included
-            try:
-                data = os.read(p.out_fd, 65536)
-            except BlockingIOError:
-                break
-            except OSError:
-                data = b""
+            data = self._read_output(p)
             if not data:
                 break
             p.lines.feed(data)

@@ -19,19 +19,12 @@ import cancel_jobs
 import helpers
 import psutil
 import pytest
-from waiting import TIMEOUT, eventually
+from waiting import TIMEOUT, eventually, gone
 
 from jobsched import Executor, JobCancelled, JobError, Scheduler, remote_call
 
 SECONDS = 3.0  # how long each doomed job would go on after its cancel point
 
-
-def gone(proc: psutil.Process) -> bool:
-    """The process has exited (a zombie has too); ``psutil.Process`` guards against a reused pid."""
-    try:
-        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def started_record(path: Path) -> dict[str, Any]:

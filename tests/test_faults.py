@@ -20,20 +20,13 @@ from typing import Any
 import helpers
 import psutil
 import pytest
-from waiting import TIMEOUT, eventually
+from waiting import TIMEOUT, eventually, gone
 
 from jobsched import JobError, JobTimeout, Scheduler, SchedulerClosedError, Worker, WorkerState, _wire, remote_call
 from jobsched._slot import OUTPUT_LINES
 
 TESTS = Path(__file__).parent
 
-
-def gone(proc: psutil.Process) -> bool:
-    """A process has exited (a zombie has exited too: only its parent's wait() is missing)."""
-    try:
-        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def running_worker(sched: Scheduler) -> Worker:

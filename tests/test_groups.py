@@ -22,20 +22,13 @@ from typing import Any
 import cancel_jobs
 import psutil
 import pytest
-from waiting import TIMEOUT, eventually
+from waiting import TIMEOUT, eventually, gone
 
 import jobsched
 from jobsched import JobTimeout, Scheduler
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-
-def gone(proc: psutil.Process) -> bool:
-    """The process has exited (a zombie has too); ``psutil.Process`` guards against a reused pid."""
-    try:
-        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def started_record(path: Path) -> dict[str, Any]:

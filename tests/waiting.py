@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import psutil
 import pytest
 
 TIMEOUT = 60.0  # generous: the machine is shared and loaded
@@ -17,3 +18,11 @@ def eventually(predicate: Callable[[], bool], what: str, timeout: float = TIMEOU
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g} s waiting for: {what}")
         time.sleep(0.02)
+
+
+def gone(proc: psutil.Process) -> bool:
+    """The process has exited (a zombie has too); ``psutil.Process`` guards against a reused pid."""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
