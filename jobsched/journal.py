@@ -13,12 +13,14 @@
     Journal(path).plot(), python -m jobsched.journal PATH --html report.html ── the run's task timeline,
         job durations and failures over time (``_report_html``: inline SVG, one self-contained file)
 
-**What is stored.** ``records`` holds one row per job key: its index, cost, status (``"done"`` or
-``"failed"``), the result exactly as the worker pickled it (never re-pickled), or the error's type,
-message and traceback, the wall-clock start and stop times in milliseconds, the worker slot, the
-number of attempts and the run that wrote it. ``runs`` has one row per writer (start, end, pid, host,
-argv); ``meta`` says who made the file and its schema version, which is also in the SQLite header
-(``application_id`` and ``user_version``), so that a file can be recognised before SQLite opens it.
+**What is stored.** ``records`` is an append-only log with a row per outcome: the job's key, index,
+cost, status (``"done"`` or ``"failed"``), the result exactly as the worker pickled it (never
+re-pickled), or the error's type, message and traceback, the wall-clock start and stop times in
+milliseconds, the worker slot, the number of attempts and the run that wrote it. A key's record is its
+latest success, else its latest failure (a failure never replaces a success); rows that a newer one
+supersedes are dropped when a writer next opens the file. ``runs`` has one row per writer (start, end,
+pid, host, argv); ``meta`` says who made the file and its schema version, which is also in the SQLite
+header (``application_id`` and ``user_version``), so that a file can be recognised before SQLite opens it.
 
 **Durability.** Results are buffered in memory and written in one transaction per batch: when
 ``flush_batch`` results are waiting or the oldest has waited ``flush_interval`` seconds, whichever
@@ -50,7 +52,9 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._journal_writer import (
+    _BY_KEY,
     _COLUMNS,
+    CURRENT,
     _check_file,
     _connect,
     _retry,
@@ -127,14 +131,14 @@ class Journal:
             conn.close()
 
     def __len__(self) -> int:
-        """The number of records (done and failed)."""
-        return int(self._query("SELECT COUNT(*) FROM records")[0][0])
+        """The number of records (done and failed): one per key."""
+        return int(self._query("SELECT COUNT(DISTINCT key) FROM records")[0][0])
 
     def __iter__(self) -> Iterator[JournalRecord]:
         """Iterate over the records in the order they were first written; results are unpickled on access."""
         conn = self._read()
         try:
-            for row in conn.execute(f"SELECT {_COLUMNS} FROM records ORDER BY rowid"):
+            for row in conn.execute(f"SELECT {_COLUMNS} FROM {CURRENT} ORDER BY seq"):
                 yield JournalRecord._from_row(row)
         finally:
             conn.close()
@@ -144,7 +148,7 @@ class Journal:
 
     def get(self, key: str) -> JournalRecord | None:
         """Return the record of ``key``, or None."""
-        rows = self._query(f"SELECT {_COLUMNS} FROM records WHERE key = ?", (key,))
+        rows = self._query(_BY_KEY, (key,))
         return JournalRecord._from_row(rows[0]) if rows else None
 
     def results(self) -> dict[str, Any]:
@@ -153,6 +157,7 @@ class Journal:
         Raises:
             JournalError: a result cannot be unpickled here (the message names its key).
         """
+        # Every success in order: a later one of the same key overwrites the earlier in the dict.
         rows = self._query("SELECT key, result FROM records WHERE status = 'done' ORDER BY rowid")
         loads = pickle.loads
         try:
@@ -164,8 +169,8 @@ class Journal:
 
     def failed(self) -> dict[str, JobError]:
         """Return ``{key: JobError}`` for every failed job."""
-        rows = self._query("SELECT key, idx, error_type, error_message, error_traceback FROM records "
-                           "WHERE status = 'failed' ORDER BY rowid")
+        rows = self._query(f"SELECT key, idx, error_type, error_message, error_traceback FROM {CURRENT} "
+                           "WHERE status = 'failed' ORDER BY seq")
         return {key: JobError(etype or "", emsg or "", etb or "", idx) for key, idx, etype, emsg, etb in rows}
 
     def runs(self) -> list[JournalRun]:
@@ -217,15 +222,29 @@ class Journal:
 
         single = isinstance(keys, (str, int, tuple))
         keyed = [normalize_key(keys)] if single else [normalize_key(k) for k in keys]  # type: ignore[union-attr]
-        return self._write(lambda conn: conn.executemany("DELETE FROM records WHERE key = ?",
-                                                         [(k,) for k in keyed]).rowcount)
+
+        def delete(conn: sqlite3.Connection) -> int:
+            # records has no index on key: one pass over it for all the keys, not one per key.
+            conn.execute("CREATE TEMP TABLE forgotten (key TEXT PRIMARY KEY)")
+            conn.executemany("INSERT OR IGNORE INTO forgotten VALUES (?)", [(k,) for k in keyed])
+            chosen = "FROM records WHERE key IN (SELECT key FROM forgotten)"
+            n = conn.execute(f"SELECT COUNT(DISTINCT key) {chosen}").fetchone()[0]
+            conn.execute(f"DELETE {chosen}")
+            return int(n)
+
+        return self._write(delete)
 
     def clear(self) -> int:
         """Delete every record, so that every job runs again; return how many were deleted.
 
         The list of runs is kept.
         """
-        return self._write(lambda conn: conn.execute("DELETE FROM records").rowcount)
+        def delete(conn: sqlite3.Connection) -> int:
+            n = conn.execute("SELECT COUNT(DISTINCT key) FROM records").fetchone()[0]
+            conn.execute("DELETE FROM records")
+            return int(n)
+
+        return self._write(delete)
 
     def _write(self, change: Any) -> int:
         _check_file(self.path, writing=True)
@@ -253,9 +272,9 @@ def summary(journal: Journal, *, failed: bool = False, n_slowest: int = 5) -> st
     import json
     from collections import Counter
 
-    by_status = dict(journal._query("SELECT status, COUNT(*) FROM records GROUP BY status"))
+    by_status = dict(journal._query(f"SELECT status, COUNT(*) FROM {CURRENT} GROUP BY status"))
     per_run: dict[int, dict[str, int]] = {}
-    for run, status, n in journal._query("SELECT run, status, COUNT(*) FROM records GROUP BY run, status"):
+    for run, status, n in journal._query(f"SELECT run, status, COUNT(*) FROM {CURRENT} GROUP BY run, status"):
         per_run.setdefault(run, {})[status] = n
     n_done, n_failed = by_status.get("done", 0), by_status.get("failed", 0)
     lines = [f"{journal.path}: {n_done + n_failed} records: {n_done} done, {n_failed} failed"]
@@ -271,15 +290,15 @@ def summary(journal: Journal, *, failed: bool = False, n_slowest: int = 5) -> st
             command = " ".join(r.argv) if isinstance(r.argv, list) else json.dumps(r.argv)
             lines.append(f"{r.run:>5}  {started:19}  {state:9}  {r.pid:>7}  {r.host[:12]:12}  "
                          f"{counts.get('done', 0):>7}  {counts.get('failed', 0):>7}  {command}")
-    slowest = journal._query("SELECT key, idx, stop_ms - start_ms AS ms, worker, status, run FROM records "
+    slowest = journal._query(f"SELECT key, idx, stop_ms - start_ms AS ms, worker, status, run FROM {CURRENT} "
                              "WHERE start_ms IS NOT NULL AND stop_ms IS NOT NULL ORDER BY ms DESC LIMIT ?",
                              (n_slowest,))
     if slowest:
         lines += ["", "slowest jobs:"]
         for key, idx, ms, worker, status, run in slowest:
             lines.append(f"  {ms:>12.1f} ms  job {idx}  worker {worker}  run {run}  {status:6}  key {key}")
-    errors = journal._query("SELECT key, idx, error_type, error_message, error_traceback, run FROM records "
-                            "WHERE status = 'failed' ORDER BY rowid")
+    errors = journal._query(f"SELECT key, idx, error_type, error_message, error_traceback, run FROM {CURRENT} "
+                            "WHERE status = 'failed' ORDER BY seq")
     if errors:
         lines += ["", "failures:"]
         if failed:

@@ -121,6 +121,87 @@ def test_a_result_recorded_in_this_run_is_found_before_it_is_flushed(path: Path)
         assert record is not None and record.result == "fresh"
 
 
+def test_a_result_flushed_in_this_run_is_found_by_its_rowid_until_forgotten(path: Path) -> None:
+    with JournalWriter.open(path) as w:
+        for i in range(3):
+            done(w, f"k{i}", i, f"value {i}")
+        w.flush()
+        record = w.lookup("k1")
+        assert record is not None and (record.result, record.index, record.run) == ("value 1", 1, 1)
+        assert Journal(path).forget("k1") == 1  # as another process would, while this run goes on
+        assert w.lookup("k1") is None and w.lookup("k2") is not None
+
+
+def test_a_key_written_several_times_has_one_record(path: Path) -> None:
+    """records is an append-only log: a key's record is its latest success, else its latest failure."""
+    with JournalWriter.open(path) as w:
+        w.record_failed("k", 0, 0.0, failure("first"), 1.0, 2.0, 0)
+        w.record_failed("f", 1, 0.0, failure("once"), 1.0, 2.0, 0)
+    with JournalWriter.open(path) as w:
+        w.record_failed("f", 1, 0.0, failure("twice"), 1.0, 2.0, 0)
+        w.flush()
+        done(w, "k", 0, "then it worked")
+        w.flush()
+        w.record_failed("k", 0, 0.0, failure("later"), 1.0, 2.0, 0)  # no record of it replaces the success
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 5  # every outcome, as written
+    finally:
+        conn.close()
+    journal = Journal(path)
+    assert len(journal) == 2 and journal.results() == {"k": "then it worked"}
+    assert {key: error.remote_message for key, error in journal.failed().items()} == {"f": "twice"}
+    assert [(r.key, r.status, r.run) for r in journal] == [("f", "failed", 2), ("k", "done", 2)]
+    record = journal.get("k")
+    assert record is not None and record.result == "then it worked"
+    assert "1 done, 1 failed" in jobsched.journal.summary(journal)
+    with JournalWriter.open(path, rerun_failed=False) as w:  # drops the rows that newer ones supersede
+        k, f = w.lookup("k"), w.lookup("f")
+        assert k is not None and k.result == "then it worked"
+        assert f is not None and f.error is not None and f.error.remote_message == "twice"
+    conn = sqlite3.connect(path)
+    try:
+        assert sorted(conn.execute("SELECT key, status FROM records")) == [("f", "failed"), ("k", "done")]
+    finally:
+        conn.close()
+    assert journal.forget(["k", "f"]) == 2 and len(journal) == 0
+
+
+SCHEMA_1 = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE runs (run INTEGER PRIMARY KEY AUTOINCREMENT, started REAL NOT NULL, finished REAL,
+                   pid INTEGER NOT NULL, host TEXT NOT NULL, argv TEXT NOT NULL);
+CREATE TABLE records (key TEXT PRIMARY KEY, idx INTEGER, cost REAL, status TEXT NOT NULL, result BLOB,
+                      error_type TEXT, error_message TEXT, error_traceback TEXT, start_ms REAL, stop_ms REAL,
+                      worker INTEGER, attempts INTEGER, run INTEGER);
+"""
+
+
+def test_a_journal_of_schema_1_is_converted_when_a_writer_opens_it(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA_1)
+    conn.execute("PRAGMA application_id = 0x4A534348")
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    conn.execute("INSERT INTO runs (started, pid, host, argv) VALUES (1.0, 1, 'h', '[]')")
+    conn.execute("INSERT INTO records (key, idx, cost, status, result, start_ms, stop_ms, worker, attempts, run) "
+                 "VALUES ('old', 3, 1.0, 'done', ?, 5.0, 6.0, 0, 1, 1)", (pickle.dumps("kept", 5),))
+    conn.commit()
+    conn.close()
+    assert Journal(path).results() == {"old": "kept"}  # read as it is
+    with JournalWriter.open(path) as w:
+        record = w.lookup("old")
+        assert record is not None and (record.result, record.index, record.run) == ("kept", 3, 1)
+        done(w, "old", 3, "again")  # no unique key any more: a second row
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("SELECT COUNT(*) FROM records WHERE key = 'old'").fetchone()[0] == 2
+    finally:
+        conn.close()
+    assert Journal(path).results() == {"old": "again"}
+
+
 def test_the_reader_sees_every_field(path: Path) -> None:
     with JournalWriter.open(path) as w:
         done(w, "a", 0, [1], worker=3)
@@ -344,7 +425,10 @@ def committed(path: Path) -> dict[str, tuple[int, bytes]]:
     conn = sqlite3.connect(path, timeout=10)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        return {key: (run, blob) for key, run, blob in conn.execute("SELECT key, run, result FROM records")}
+        rows = conn.execute("SELECT key, run, result FROM records").fetchall()
+        records = {key: (run, blob) for key, run, blob in rows}
+        assert len(records) == len(rows), "a key was written twice"
+        return records
     finally:
         conn.close()
 
