@@ -87,17 +87,18 @@ def evaluate(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
     # Issue 15: payloads through shared memory, prefetch="auto", and nothing slower than the previous version.
     issue = 15
     pl, big = "payload", size_label(sizes.payload_big)
-    ratio(f"{big} round trip: ProcessPoolExecutor fork / jobsched submit", (pl, "ppe_fork", f"rt_{big}_ms"),
+    shown = _spaced(big)
+    ratio(f"{shown} round trip: ProcessPoolExecutor fork / jobsched submit", (pl, "ppe_fork", f"rt_{big}_ms"),
           (pl, "jobsched", f"rt_{big}_ms"), ">=", 5.0)
     x = _get(results, pl, "jobsched", f"x_memcpy_{big}")
     if x is not None:
         copy = _get(results, pl, "jobsched", f"memcpy_{big}_ms") or 0.0
-        targets.append({"target": f"{big} round trip (submit) / one memcpy of it", "value": x, "bound": "<= 4",
+        targets.append({"target": f"{shown} round trip (submit) / one memcpy of it", "value": x, "bound": "<= 4",
                         "met": x <= 4.0, "issue": issue,
                         "detail": f"numpy.copyto {copy:.3g} ms in the same process"})
     peak = _get(results, pl, "jobsched", f"peak_{big}_x")
     if peak is not None:
-        targets.append({"target": f"scheduler peak RSS in the {big} round trip / payload", "value": peak,
+        targets.append({"target": f"scheduler peak RSS in the {shown} round trip / payload", "value": peak,
                         "bound": "<= 1.3", "met": peak <= 1.3, "issue": issue,
                         "detail": "peak above the RSS before; the result itself, read in full, is 1"})
     ratio('prefetch="auto" throughput (submit) / ProcessPoolExecutor fork', (tp, "jobsched_auto", "jobs_per_s"),
@@ -163,6 +164,8 @@ def table(results: dict[str, Any], sizes: Sizes, peers: Sequence[str]) -> str:
         ("many", "peak_rss_mb", "mb", "peak RSS MB"),
     ]
     columns = [c for c in columns if c[0] in results]
+    if not columns:
+        return ""
     head = "| peer | " + " | ".join(c[3] for c in columns) + " |"
     lines = [head, "|---|" + "---:|" * len(columns)]
     for peer in peers:
@@ -186,8 +189,10 @@ def payload_table(results: dict[str, Any], sizes: Sizes, peers: Sequence[str]) -
     labels = [size_label(s) for s in (1 << 10, 1 << 20, sizes.payload_big)]
     big = labels[-1]
     ppe = _get(results, "payload", "ppe_fork", f"rt_{big}_ms")
-    head = ("| float64 array, sent and returned | " + " | ".join(f"{x} ms" for x in labels)
-            + f" | {big}: × memcpy | {big}: ProcessPoolExecutor fork ÷ peer | scheduler peak RSS ÷ {big} |")
+    pretty = [_spaced(x) for x in labels]
+    head = ("| float64 array, sent and returned | " + " | ".join(f"{x} ms" for x in pretty)
+            + f" | {pretty[-1]}: × memcpy | {pretty[-1]}: ProcessPoolExecutor fork ÷ peer"
+            + f" | scheduler peak RSS ÷ {pretty[-1]} |")
     lines = [head, "|---|" + "---:|" * (len(labels) + 3)]
     copies: dict[str, list[float]] = {x: [] for x in labels}
     for peer in peers:
@@ -225,13 +230,18 @@ def shm_table(results: dict[str, Any]) -> list[str]:
     for x in labels:
         on, off = values[f"on_{x}_us"], values[f"off_{x}_us"]
         faster.append(on < off)
-        lines.append(f"| {x} | {on:,.0f} | {off:,.0f} | {on / off:.2f} |")
+        lines.append(f"| {_spaced(x)} | {on:,.0f} | {off:,.0f} | {on / off:.2f} |")
     # The crossover: the smallest size from which shared memory wins at every larger size too.
     cross = next((labels[i] for i in range(len(labels)) if all(faster[i:])), None)
     threshold = values.get("default_threshold")
-    lines += ["", f"- shared memory is faster from {cross or 'no measured size'} on"
-              + (f" (THRESHOLD in jobsched/_shm.py: {size_label(int(threshold))})" if threshold else "")]
+    lines += ["", f"- shared memory is faster from {_spaced(cross) if cross else 'no measured size'} on"
+              + (f" (THRESHOLD in jobsched/_shm.py: {_spaced(size_label(int(threshold)))})" if threshold else "")]
     return lines
+
+
+def _spaced(text: str) -> str:
+    """``"100MiB"`` -> ``"100 MiB"``."""
+    return text[:-3] + " " + text[-3:] if text.endswith("iB") else text
 
 
 def _ms(value: float | None) -> str:
@@ -270,7 +280,8 @@ def report(data: dict[str, Any]) -> str:
     """The whole report in Markdown: the tables, then each issue's targets (measured vs bound, met or not)."""
     sizes = Sizes(**data["meta"]["sizes"])
     results, peers = data["results"], data["meta"]["peers"]
-    lines = [table(results, sizes, peers), ""]
+    main = table(results, sizes, peers)
+    lines = [main, ""] if main else []
     if "payload" in results:
         lines += [payload_table(results, sizes, peers), ""]
     shm = shm_table(results)

@@ -105,8 +105,9 @@ class Sizes:
     payload_big_n: int = 7  # round trips per repeat of the largest array
     shm_budget_mb: float = 64.0  # payload per size and mode in shm_threshold (10 to 400 round trips)
     shm_blocks: int = 4  # alternating blocks of shm on / off per size
-    shm_sizes: list[int] = field(default_factory=lambda: [16 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10,
-                                                          1 << 20, 2 << 20, 4 << 20, 8 << 20])
+    shm_sizes: list[int] = field(default_factory=lambda: [16 << 10, 64 << 10, 128 << 10, 160 << 10, 192 << 10,
+                                                          256 << 10, 384 << 10, 512 << 10, 1 << 20, 2 << 20,
+                                                          4 << 20, 8 << 20])
     # Slow peers get fewer jobs where a rate or a median is measured (neither depends on N once N is large).
     slow_peer_n: dict[str, int] = field(default_factory=lambda: {"dask": 5_000})
     slow_peer_roundtrip_n: dict[str, int] = field(default_factory=lambda: {"dask": 200})

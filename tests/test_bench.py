@@ -121,8 +121,8 @@ def test_the_payload_scenarios_measure_arrays_memory_and_the_shm_threshold(tmp_p
     assert "| float64 array, sent and returned |" in done.stdout
     assert "| array (uint8), 1 worker |" in done.stdout and "shared memory is faster from" in done.stdout
     targets = {t["target"]: t for t in data["targets"]}
-    assert targets["2MiB round trip: ProcessPoolExecutor fork / jobsched submit"]["issue"] == 15
-    assert "2MiB round trip (submit) / one memcpy of it" in targets
+    assert targets["2 MiB round trip: ProcessPoolExecutor fork / jobsched submit"]["issue"] == 15
+    assert "2 MiB round trip (submit) / one memcpy of it" in targets
     assert "1 KiB payload round trip (submit) / previous version" in targets
 
 
