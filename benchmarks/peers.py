@@ -554,6 +554,21 @@ def _reset_peak() -> bool:
         return False
 
 
+def _trim_heap() -> None:
+    """Give the C heap's free memory back to the system (glibc's ``malloc_trim``; nothing elsewhere).
+
+    glibc serves a block below its mmap threshold from the heap, and that threshold rises, up to 32 MiB, to
+    the size of each mmap'ed block freed: a freed 16 MiB buffer may then stay in the process's RSS and be
+    reused by the next one, and a peak measured above that RSS would miss it.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def payload(peer: Peer, workers: int, sizes: list[int], rounds: list[int]) -> dict[str, Any]:
     """Warm pool; float64 arrays of each size sent as the argument and returned as the result, one at a time.
 
@@ -562,9 +577,14 @@ def payload(peer: Peer, workers: int, sizes: list[int], rounds: list[int]) -> di
     and ``numpy.copyto`` of the same array into a preallocated one (the physical floor: one memcpy) is the
     right yardstick. Each round trip ends once every page of the result has been read (``_touch``). Round
     trips and copies alternate, so that both see the same moments of a noisy machine; each figure is the
-    median of ``rounds``. For the largest size, one more round trip measures this process's (the
-    scheduler's) peak RSS above its RSS just before, divided by the payload: the result itself, read in full
-    to check it, is one payload; anything above 1 is a transient copy.
+    median of ``rounds``.
+
+    For the largest size, one more round trip measures this process's (the scheduler's) peak RSS (VmHWM,
+    reset just before) above what it held before the payload existed (its RSS before the argument was
+    made, plus the argument itself), divided by the payload. The result, read in full to check it, is one
+    payload; anything above 1 is a copy: a transient one, or a buffer that the pool keeps between calls
+    (``held_..._x``: the RSS above that same baseline once the result is dropped). Freed heap memory is
+    handed back first (``_trim_heap``), so that it is not mistaken for memory held.
     """
     import numpy as np
 
@@ -574,6 +594,9 @@ def payload(peer: Peer, workers: int, sizes: list[int], rounds: list[int]) -> di
         peer.warm(workers)
         for size, n in zip(sizes, rounds, strict=True):
             label = size_label(size)
+            gc.collect()
+            _trim_heap()
+            before = _status_kb("VmRSS") * 1024  # what the process holds before any payload of this size
             arr = np.arange(size // 8, dtype=np.float64)  # written: every page resident before the clock
             dst = np.zeros_like(arr)
             dst += 1.0  # every page of the copy's target resident too
@@ -597,14 +620,22 @@ def payload(peer: Peer, workers: int, sizes: list[int], rounds: list[int]) -> di
             out[f"mb_per_s_{label}"] = 2 * size / rt / 1e6  # both ways
             if size == max(sizes):
                 del dst
+                # A pool may keep its last result alive until the next one comes (ProcessPoolExecutor's manager
+                # thread holds it in a local variable): one small round trip first, or the baseline would hold
+                # a payload that the measured round trip frees.
+                _check_equal(peer.echo(arr[:128]), arr[:128])
                 gc.collect()
+                _trim_heap()
+                base = before + arr.nbytes
                 if _reset_peak():
-                    base = _status_kb("VmRSS")
                     r = peer.echo(arr)
                     _check_equal(r, arr)
-                    peak = _status_kb("VmHWM")
+                    peak = _status_kb("VmHWM") * 1024
                     del r
-                    out[f"peak_{label}_x"] = (peak - base) * 1024 / size
+                    out[f"peak_{label}_x"] = (peak - base) / size
+                gc.collect()
+                _trim_heap()
+                out[f"held_{label}_x"] = (_status_kb("VmRSS") * 1024 - base) / size
             del arr
             gc.collect()
     finally:
