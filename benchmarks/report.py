@@ -100,7 +100,8 @@ def evaluate(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
     if peak is not None:
         targets.append({"target": f"scheduler peak RSS in the {shown} round trip / payload", "value": peak,
                         "bound": "<= 1.3", "met": peak <= 1.3, "issue": issue,
-                        "detail": "peak above the RSS before; the result itself, read in full, is 1"})
+                        "detail": "VmHWM above the RSS before the payload existed, plus the argument; "
+                                  "the result itself, read in full, is 1"})
     ratio('prefetch="auto" throughput (submit) / ProcessPoolExecutor fork', (tp, "jobsched_auto", "jobs_per_s"),
           (tp, "ppe_fork", "jobs_per_s"), ">=", 2.5)
     em = results.get("executor_map", {}).get("jobsched", {}).get("median", {})

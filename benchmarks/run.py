@@ -8,7 +8,7 @@ The benchmark lives in the repository, not in the wheel, and runs from a checkou
 
     pip install -e .                                  # or any install of jobsched: that one is measured
     pip install -r benchmarks/requirements.txt        # the optional peers (loky, dask) and the plots
-    python benchmarks/run.py                          # the full run (several minutes)
+    python benchmarks/run.py                          # the full run (about 10 minutes)
     python benchmarks/run.py --quick                  # smaller sizes, one repeat (about a minute)
     python benchmarks/run.py --only throughput,roundtrip --only floor1,jobsched --json out.json
     python benchmarks/run.py --quick --set throughput_n=2000      # change one size
@@ -325,10 +325,13 @@ def help_epilog() -> str:
         "a kind of name (scenarios, peers) of which none is given runs in full.",
         "",
         "examples:",
-        "  python benchmarks/run.py                # the full run (several minutes)",
+        "  python benchmarks/run.py                # the full run (about 10 minutes)",
         "  python benchmarks/run.py --quick        # smaller sizes, one repeat (1 min)",
         "  python benchmarks/run.py --quick --only throughput,roundtrip --only jobsched",
         "  python benchmarks/run.py --quick --set throughput_n=2000 --json out.json",
+        "  python benchmarks/run.py --only payload,shm_threshold --json payload.json",
+        "  git worktree add /tmp/jobsched-base <previous release>",
+        "  python benchmarks/run.py --baseline /tmp/jobsched-base   # and that version",
     ]
     return "\n".join(lines)
 
