@@ -45,7 +45,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from floor import FloorPool  # a sibling module: benchmarks/ is on sys.path, as the folder of the script
+from floor import FloorPool  # sibling modules: benchmarks/ is on sys.path, as the folder of the script
+from scenarios import size_label
 
 TIMEOUT = 600.0  # seconds any single wait may take before the measurement is declared failed
 _inc = functools.partial(operator.add, 1)  # x -> 1 + x, for the map-style peers
@@ -79,6 +80,10 @@ class Peer:
         """Run ``n`` jobs of ``time.sleep(seconds)``; return how many results came back."""
         raise NotImplementedError
 
+    def echo(self, value: Any) -> Any:
+        """Run the payload job, ``numpy.asarray(value)`` (the identity on an array), and wait for its result."""
+        raise NotImplementedError
+
     def warm(self, workers: int) -> None:
         """Make sure every worker is up and has run a job."""
         self.run_sleep(2 * workers, 0.02)
@@ -103,6 +108,11 @@ class SubmitPeer(Peer):
     def run_sleep(self, n: int, seconds: float) -> int:
         futures = [self.submit(time.sleep, seconds) for _ in range(n)]
         return sum(1 for f in futures if f.result(TIMEOUT) is None)
+
+    def echo(self, value: Any) -> Any:
+        import numpy
+
+        return self.submit(numpy.asarray, value).result(TIMEOUT)
 
 
 class Floor(Peer):
@@ -133,10 +143,14 @@ class Floor(Peer):
         self.pool.close()
 
 
+def _prefetch_suffix(prefetch: int | str) -> str:
+    return "" if prefetch == 1 else "_auto" if prefetch == "auto" else f"_prefetch{prefetch}"
+
+
 class Jobsched(SubmitPeer):
-    def __init__(self, prefetch: int) -> None:
+    def __init__(self, prefetch: int | str) -> None:
         self.prefetch = prefetch
-        self.name = "jobsched" if prefetch == 1 else f"jobsched_prefetch{prefetch}"
+        self.name = "jobsched" + _prefetch_suffix(prefetch)
 
     def start(self, workers: int) -> None:
         from jobsched import Scheduler
@@ -166,10 +180,10 @@ class JobschedManual(Peer):
     as with ``start_simple_server`` / ``server_start``. Workers are kept between runs (``close_workers=False``).
     """
 
-    def __init__(self, prefetch: int, **options: Any) -> None:
+    def __init__(self, prefetch: int | str, **options: Any) -> None:
         self.prefetch = prefetch
         self.options = options  # more Scheduler options (journal=...)
-        self.name = "jobsched_manual" if prefetch == 1 else f"jobsched_manual_prefetch{prefetch}"
+        self.name = "jobsched_manual" + _prefetch_suffix(prefetch)
 
     def start(self, workers: int) -> None:
         from jobsched import Scheduler
@@ -185,7 +199,11 @@ class JobschedManual(Peer):
             add_job(rc)
         self.sched.start(self.workers, after_stop=lambda s, job, result: results.append(result),
                          close_workers=False)
-        return results
+        # The scheduler keeps its after_stop callback until the next start(), and with it this list: hand
+        # the results over and empty it, so that a dropped result (an array of the payload scenario) is freed.
+        out = results[:]
+        results.clear()
+        return out
 
     def call(self, x: int) -> int:
         from jobsched import remote_call
@@ -201,6 +219,13 @@ class JobschedManual(Peer):
         from jobsched import remote_call
 
         return sum(1 for r in self._run([remote_call(time.sleep, seconds) for _ in range(n)]) if r is None)
+
+    def echo(self, value: Any) -> Any:
+        import numpy
+
+        from jobsched import remote_call
+
+        return self._run([remote_call(numpy.asarray, value)])[0]
 
     def close(self) -> None:
         self.sched.close()
@@ -239,6 +264,11 @@ class MpPool(Peer):
     def run_sleep(self, n: int, seconds: float) -> int:
         it = self.pool.imap_unordered(time.sleep, [seconds] * n, chunksize=1)
         return sum(1 for _ in range(n) if it.next(TIMEOUT) is None)
+
+    def echo(self, value: Any) -> Any:
+        import numpy
+
+        return self.pool.apply_async(numpy.asarray, (value,)).get(TIMEOUT)
 
     def close(self) -> None:
         self.pool.close()
@@ -288,6 +318,10 @@ def make_peer(name: str) -> Peer:
         return Floor(int(name[-1]))
     if name == "jobsched":
         return Jobsched(1)
+    if name == "jobsched_auto":
+        return Jobsched("auto")
+    if name == "jobsched_manual_auto":
+        return JobschedManual("auto")
     if name.startswith("jobsched_prefetch"):
         return Jobsched(int(name.removeprefix("jobsched_prefetch")))
     if name == "jobsched_manual":
@@ -473,6 +507,192 @@ def executor_map(n: int, workers: int) -> dict[str, Any]:
             "ppe_growth_mb": _peak_rss_mb() - ppe_before}
 
 
+def _touch(value: Any) -> None:
+    """Read one element per 4 KiB page of a result.
+
+    A result that arrives through shared memory is a mapping whose pages are faulted in on first access;
+    one that arrives through a pipe or a socket is already in this process's memory. Touching every page
+    inside the timed part puts that cost where it belongs, so that a lazily mapped result is not counted
+    as free.
+    """
+    flat = value.reshape(-1)
+    step = max(1, 4096 // flat.itemsize)
+    float(flat[::step].sum())
+
+
+def _check_equal(got: Any, expected: Any) -> None:
+    """Compare two arrays in 1 MiB slices (a whole-array ``==`` would allocate a mask of 1/8 of the payload)."""
+    if got.shape != expected.shape or got.dtype != expected.dtype:
+        raise AssertionError(f"wrong result: {got.dtype}{got.shape}, expected {expected.dtype}{expected.shape}")
+    a, b = got.reshape(-1), expected.reshape(-1)
+    step = max(1, (1 << 20) // a.itemsize)
+    for i in range(0, a.size, step):
+        if not (a[i:i + step] == b[i:i + step]).all():
+            raise AssertionError(f"wrong result: elements {i}..{i + step} differ")
+
+
+def _status_kb(field_name: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    raise KeyError(field_name)
+
+
+def _reset_peak() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS; False where the kernel does not allow it.
+
+    Writing "5" to /proc/self/clear_refs (Linux 4.0+) does exactly that, so the peak of one round trip is
+    measured in a process that has long been running, without a fresh process per size. getrusage's
+    ru_maxrss cannot be reset, and sampling RSS from a thread would miss short peaks and take the GIL.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status_kb("VmHWM") <= _status_kb("VmRSS") + 64
+    except (OSError, KeyError):
+        return False
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free memory back to the system (glibc's ``malloc_trim``; nothing elsewhere).
+
+    glibc serves a block below its mmap threshold from the heap, and that threshold rises, up to 32 MiB, to
+    the size of each mmap'ed block freed: a freed 16 MiB buffer may then stay in the process's RSS and be
+    reused by the next one, and a peak measured above that RSS would miss it.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def payload(peer: Peer, workers: int, sizes: list[int], rounds: list[int]) -> dict[str, Any]:
+    """Warm pool; float64 arrays of each size sent as the argument and returned as the result, one at a time.
+
+    The job is ``numpy.asarray`` (importable by every peer's workers, which need numpy anyway to unpickle
+    the argument): the identity on an array, so what is timed is the transport both ways and nothing else,
+    and ``numpy.copyto`` of the same array into a preallocated one (the physical floor: one memcpy) is the
+    right yardstick. Each round trip ends once every page of the result has been read (``_touch``). Round
+    trips and copies alternate, so that both see the same moments of a noisy machine; each figure is the
+    median of ``rounds``.
+
+    For the largest size, one more round trip measures this process's (the scheduler's) peak RSS (VmHWM,
+    reset just before) above what it held before the payload existed (its RSS before the argument was
+    made, plus the argument itself), divided by the payload. The result, read in full to check it, is one
+    payload; anything above 1 is a copy: a transient one, or a buffer that the pool keeps between calls
+    (``held_..._x``: the RSS above that same baseline once the result is dropped). Freed heap memory is
+    handed back first (``_trim_heap``), so that it is not mistaken for memory held.
+    """
+    import numpy as np
+
+    out: dict[str, Any] = {"job": "numpy.asarray (identity)"}
+    peer.start(workers)
+    try:
+        peer.warm(workers)
+        for size, n in zip(sizes, rounds, strict=True):
+            label = size_label(size)
+            gc.collect()
+            _trim_heap()
+            before = _status_kb("VmRSS") * 1024  # what the process holds before any payload of this size
+            arr = np.arange(size // 8, dtype=np.float64)  # written: every page resident before the clock
+            dst = np.zeros_like(arr)
+            dst += 1.0  # every page of the copy's target resident too
+            for _ in range(2):  # this size's path warm (segments, pipe and socket buffers, allocator)
+                _check_equal(peer.echo(arr), arr)
+            trips, copies = [], []
+            clock = time.perf_counter
+            for _ in range(n):
+                t0 = clock()
+                r = peer.echo(arr)
+                _touch(r)
+                trips.append(clock() - t0)
+                del r
+                t0 = clock()
+                np.copyto(dst, arr)
+                copies.append(clock() - t0)
+            rt, copy = statistics.median(trips), statistics.median(copies)
+            out[f"rt_{label}_ms"] = rt * 1e3
+            out[f"memcpy_{label}_ms"] = copy * 1e3
+            out[f"x_memcpy_{label}"] = rt / copy
+            out[f"mb_per_s_{label}"] = 2 * size / rt / 1e6  # both ways
+            if size == max(sizes):
+                del dst
+                # A pool may keep its last result alive until the next one comes (ProcessPoolExecutor's manager
+                # thread holds it in a local variable): one small round trip first, or the baseline would hold
+                # a payload that the measured round trip frees.
+                _check_equal(peer.echo(arr[:128]), arr[:128])
+                gc.collect()
+                _trim_heap()
+                base = before + arr.nbytes
+                if _reset_peak():
+                    r = peer.echo(arr)
+                    _check_equal(r, arr)
+                    peak = _status_kb("VmHWM") * 1024
+                    del r
+                    out[f"peak_{label}_x"] = (peak - base) / size
+                gc.collect()
+                _trim_heap()
+                out[f"held_{label}_x"] = (_status_kb("VmRSS") * 1024 - base) / size
+            del arr
+            gc.collect()
+    finally:
+        peer.close()
+    return out
+
+
+def shm_threshold(sizes: list[int], budget_mb: float, blocks: int) -> dict[str, Any]:
+    """One scheduler, one worker: the round trip of a uint8 array of each size, with shared memory forced on and off.
+
+    ``jobsched._shm.THRESHOLD`` (private: the one place the benchmark reaches inside jobsched) decides which
+    buffers go through shared memory, in the scheduler's process for arguments and in the worker's for
+    results; it is set in both, here directly and in the worker by a job (``setattr`` on the module, which
+    cloudpickle sends by reference). On: 1 byte, every buffer out of band; off: never. The modes alternate
+    in ``blocks`` blocks per size; each block starts with an untimed round trip. Per size and mode:
+    ``budget_mb`` of payload in all (at least 10 and at most 400 round trips), the median reported.
+    """
+    import numpy as np
+
+    import jobsched._shm as shm
+
+    modes = {"on": 1, "off": 1 << 62}
+    peer = Jobsched(1)
+    peer.start(1)
+    out: dict[str, Any] = {"job": "numpy.asarray (identity)", "default_threshold": shm.THRESHOLD}
+
+    def set_threshold(value: int) -> None:
+        shm.THRESHOLD = value
+        peer.submit(setattr, shm, "THRESHOLD", value).result(TIMEOUT)
+
+    try:
+        peer.warm(1)
+        clock = time.perf_counter
+        for size in sizes:
+            arr = np.full(size, 7, dtype=np.uint8)
+            n = max(10, min(400, int(budget_mb * 1e6 / size)))
+            per_block = max(1, -(-n // blocks))
+            times: dict[str, list[float]] = {m: [] for m in modes}
+            for block in range(blocks):
+                for mode in (("on", "off") if block % 2 == 0 else ("off", "on")):
+                    set_threshold(modes[mode])
+                    _check_equal(peer.echo(arr), arr)
+                    for _ in range(per_block):
+                        t0 = clock()
+                        r = peer.echo(arr)
+                        _touch(r)
+                        times[mode].append(clock() - t0)
+                        del r
+            label = size_label(size)
+            for mode in modes:
+                out[f"{mode}_{label}_us"] = statistics.median(times[mode]) * 1e6
+            out[f"on_over_off_{label}"] = out[f"on_{label}_us"] / out[f"off_{label}_us"]
+    finally:
+        peer.close()
+    return out
+
+
 def dashboard(workers: int, n: int, reps: int) -> dict[str, Any]:
     """The cost of a live dashboard: its poller thread's CPU, and throughput with vs without it.
 
@@ -577,10 +797,12 @@ def run_request(peer_name: str, scenario: str, params: dict[str, Any]) -> dict[s
         return dashboard(**params)
     if scenario == "journal":
         return journal(**params)
+    if scenario == "shm_threshold":
+        return shm_threshold(**params)
     peer = make_peer(peer_name)
     functions: dict[str, Callable[..., dict[str, Any]]] = {
         "throughput": throughput, "roundtrip": roundtrip, "cold_start": cold_start,
-        "efficiency": efficiency, "scale": scale, "many": many,
+        "efficiency": efficiency, "scale": scale, "many": many, "payload": payload,
     }
     function = functions[scenario]
     return function(peer, **params)

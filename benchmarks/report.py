@@ -1,15 +1,20 @@
-"""The report of ``benchmarks/run.py``: issue 5's targets, and the results as a Markdown table.
+"""The report of ``benchmarks/run.py``: the results as Markdown tables, and issues 5 and 15's targets.
 
 Pure functions of a results file (the JSON that ``run.py --json`` writes), so that
-``notebooks/benchmarks.ipynb`` shows the same report as the command line.
+``notebooks/benchmarks.ipynb`` shows the same report as the command line. Every target is a ratio of two
+figures of the same run; those that say "no slower than today" compare with ``--baseline`` (the previous
+version, measured in the same run) and are left out without one.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from scenarios import LABELS, Sizes  # a sibling module: benchmarks/ is on sys.path
+from scenarios import BASE, Sizes, label, size_label  # a sibling module: benchmarks/ is on sys.path
+
+NOISE = 0.05  # "no slower than today": within this share of the previous version, run-to-run noise
 
 
 def _get(results: dict[str, Any], scenario: str, peer: str, key: str) -> float | None:
@@ -18,8 +23,9 @@ def _get(results: dict[str, Any], scenario: str, peer: str, key: str) -> float |
 
 
 def evaluate(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
-    """Check issue 5's targets against the peers of this run."""
+    """Check issues 5 and 15's targets against the peers of this run."""
     targets: list[dict[str, Any]] = []
+    issue = 5
 
     def ratio(name: str, num: tuple[str, str, str], den: tuple[str, str, str], op: str, bound: float,
               factor: float = 1.0) -> None:
@@ -27,9 +33,14 @@ def evaluate(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
         if a is None or b is None or b == 0:
             return
         r = a / (b * factor)
-        met = r >= bound if op == ">=" else r <= bound
-        targets.append({"target": name, "value": r, "bound": f"{op} {bound:g}", "met": met,
+        met = r >= bound if op == ">=" else r < bound if op == "<" else r <= bound
+        targets.append({"target": name, "value": r, "bound": f"{op} {bound:g}", "met": met, "issue": issue,
                         "detail": f"{num[1]} {a:.4g} / {den[1]} {b:.4g}"})
+
+    def at_least(name: str, value: float | None, bound: float, detail: str) -> None:
+        if value is not None:
+            targets.append({"target": name, "value": value, "bound": f">= {bound:g}", "met": value >= bound,
+                            "issue": issue, "detail": detail})
 
     tp, rt, cs, sc = "throughput", "roundtrip", "cold_start", "scale"
     # Default mode, through each API: submit() futures, and the manual's add_job + after_stop loop.
@@ -57,19 +68,66 @@ def evaluate(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
         floor_eff = _get(results, "efficiency", "floor1", "efficiency")
         if eff is not None:
             targets.append({"target": f"efficiency ({api})", "value": eff, "bound": ">= 0.97", "met": eff >= 0.97,
+                            "issue": issue,
                             "detail": f"{sizes.efficiency_n} x {sizes.efficiency_sleep * 1e3:g} ms on {sizes.workers}"
                                       + (f"; floor1 {floor_eff:.3f}" if floor_eff is not None else "")})
     delivered = _get(results, "many", "jobsched", "delivered")
     if "many" in results and "jobsched" in results["many"]:
         ok = delivered == sizes.many_n and not results["many"]["jobsched"].get("errors")
         targets.append({"target": f"{sizes.many_n} jobs on {sizes.many_workers} workers all delivered",
-                        "value": delivered or 0, "bound": f"== {sizes.many_n}", "met": ok,
+                        "value": delivered or 0, "bound": f"== {sizes.many_n}", "met": ok, "issue": issue,
                         "detail": f"peak RSS {_get(results, 'many', 'jobsched', 'peak_rss_mb') or 0:.0f} MB"})
     cost = _get(results, "dashboard", "jobsched", "cost")
     if cost is not None:
         change = _get(results, "dashboard", "jobsched", "rate_change") or 0.0
         targets.append({"target": "dashboard attached: share of scheduler CPU", "value": cost, "bound": "< 0.05",
-                        "met": cost < 0.05, "detail": f"throughput change {change * 100:+.1f} % (noisy)"})
+                        "met": cost < 0.05, "issue": issue,
+                        "detail": f"throughput change {change * 100:+.1f} % (noisy)"})
+
+    # Issue 15: payloads through shared memory, prefetch="auto", and nothing slower than the previous version.
+    issue = 15
+    pl, big = "payload", size_label(sizes.payload_big)
+    shown = _spaced(big)
+    ratio(f"{shown} round trip: ProcessPoolExecutor fork / jobsched submit", (pl, "ppe_fork", f"rt_{big}_ms"),
+          (pl, "jobsched", f"rt_{big}_ms"), ">=", 5.0)
+    x = _get(results, pl, "jobsched", f"x_memcpy_{big}")
+    if x is not None:
+        copy = _get(results, pl, "jobsched", f"memcpy_{big}_ms") or 0.0
+        targets.append({"target": f"{shown} round trip (submit) / one memcpy of it", "value": x, "bound": "<= 4",
+                        "met": x <= 4.0, "issue": issue,
+                        "detail": f"numpy.copyto {copy:.3g} ms in the same process"})
+    peak = _get(results, pl, "jobsched", f"peak_{big}_x")
+    if peak is not None:
+        targets.append({"target": f"scheduler peak RSS in the {shown} round trip / payload", "value": peak,
+                        "bound": "<= 1.3", "met": peak <= 1.3, "issue": issue,
+                        "detail": "VmHWM above the RSS before the payload existed, plus the argument; "
+                                  "the result itself, read in full, is 1"})
+    ratio('prefetch="auto" throughput (submit) / ProcessPoolExecutor fork', (tp, "jobsched_auto", "jobs_per_s"),
+          (tp, "ppe_fork", "jobs_per_s"), ">=", 2.5)
+    em = results.get("executor_map", {}).get("jobsched", {}).get("median", {})
+    if em.get("items_per_s") and em.get("ppe_items_per_s"):
+        r = em["items_per_s"] / em["ppe_items_per_s"]
+        targets.append({"target": f"Executor.map / ProcessPoolExecutor.map ({int(em['n']):,} items)", "value": r,
+                        "bound": ">= 2.5", "met": r >= 2.5, "issue": issue,
+                        "detail": f"{em['items_per_s']:,.0f} / {em['ppe_items_per_s']:,.0f} items/s"})
+    ratio('prefetch="auto" throughput (add_job) / Pool.imap_unordered', (tp, "jobsched_manual_auto", "jobs_per_s"),
+          (tp, "mp_pool", "jobs_per_s"), ">=", 1.0)
+    for peer, api in (("jobsched_auto", "submit"), ("jobsched_manual_auto", "add_job")):
+        at_least(f'efficiency, prefetch="auto" ({api})', _get(results, "efficiency", peer, "efficiency"), 0.97,
+                 f"{sizes.efficiency_n} x {sizes.efficiency_sleep * 1e3:g} ms on {sizes.workers}")
+    ratio(f"{sizes.scale_workers} workers x {sizes.scale_n} jobs / ProcessPoolExecutor fork",
+          (sc, "jobsched", "seconds"), (sc, "ppe_fork", "seconds"), "<=", 2.0)
+    # "No slower than today": against the previous version (--baseline), within NOISE.
+    for peer, api in (("jobsched", "submit"), ("jobsched_manual", "add_job")):
+        base = BASE + peer
+        ratio(f"default throughput ({api}) / previous version", (tp, peer, "jobs_per_s"), (tp, base, "jobs_per_s"),
+              ">=", 1.0 - NOISE)
+        ratio(f"median round trip ({api}) / previous version", (rt, peer, "median_us"), (rt, base, "median_us"),
+              "<=", 1.0 + NOISE)
+        ratio(f"1 KiB payload round trip ({api}) / previous version", (pl, peer, "rt_1KiB_ms"),
+              (pl, base, "rt_1KiB_ms"), "<=", 1.0 + NOISE)
+    ratio("cold start / previous version", (cs, "jobsched", "seconds"), (cs, BASE + "jobsched", "seconds"),
+          "<=", 1.0 + NOISE)
     return targets
 
 
@@ -89,6 +147,8 @@ def _fmt(value: float | None, unit: str) -> str:
         return f"{value:.3f}"
     if unit == "mb":
         return f"{value:,.0f}"
+    if unit == "x":
+        return f"{value:.2f}"
     return f"{value:g}"
 
 
@@ -105,6 +165,8 @@ def table(results: dict[str, Any], sizes: Sizes, peers: Sequence[str]) -> str:
         ("many", "peak_rss_mb", "mb", "peak RSS MB"),
     ]
     columns = [c for c in columns if c[0] in results]
+    if not columns:
+        return ""
     head = "| peer | " + " | ".join(c[3] for c in columns) + " |"
     lines = [head, "|---|" + "---:|" * len(columns)]
     for peer in peers:
@@ -118,8 +180,75 @@ def table(results: dict[str, Any], sizes: Sizes, peers: Sequence[str]) -> str:
             else:
                 cells.append(_fmt(entry.get("median", {}).get(key), unit))
         if any(cells):
-            lines.append(f"| {LABELS.get(peer, peer)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label(peer)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def payload_table(results: dict[str, Any], sizes: Sizes, peers: Sequence[str]) -> str:
+    """The payload scenario in Markdown: round trips per array size, the largest against memcpy and PPE, memory."""
+    entries = results.get("payload", {})
+    labels = [size_label(s) for s in (1 << 10, 1 << 20, sizes.payload_big)]
+    big = labels[-1]
+    ppe = _get(results, "payload", "ppe_fork", f"rt_{big}_ms")
+    pretty = [_spaced(x) for x in labels]
+    head = ("| float64 array, sent and returned | " + " | ".join(f"{x} ms" for x in pretty)
+            + f" | {pretty[-1]}: × memcpy | {pretty[-1]}: ProcessPoolExecutor fork ÷ peer"
+            + f" | scheduler peak RSS ÷ {pretty[-1]} |")
+    lines = [head, "|---|" + "---:|" * (len(labels) + 3)]
+    copies: dict[str, list[float]] = {x: [] for x in labels}
+    for peer in peers:
+        entry = entries.get(peer, {})
+        values = entry.get("median", {})
+        if not values:
+            if entry.get("errors"):
+                lines.append(f"| {label(peer)} | error |" + " |" * (len(labels) + 2))
+            continue
+        for x in labels:
+            if f"memcpy_{x}_ms" in values:
+                copies[x].append(values[f"memcpy_{x}_ms"])
+        rt = values.get(f"rt_{big}_ms")
+        cells = [_ms(values.get(f"rt_{x}_ms")) for x in labels]
+        cells.append(_fmt(values.get(f"x_memcpy_{big}"), "x"))
+        cells.append(_fmt(ppe / rt if ppe and rt else None, "x"))
+        cells.append(_fmt(values.get(f"peak_{big}_x"), "x"))
+        lines.append(f"| {label(peer)} | " + " | ".join(cells) + " |")
+    if any(copies.values()):
+        cells = [_ms(statistics.median(copies[x]) if copies[x] else None) for x in labels]
+        lines.append("| one memcpy (`numpy.copyto`), median over the peers' processes | " + " | ".join(cells)
+                     + " | 1 | | |")
+    return "\n".join(lines)
+
+
+def shm_table(results: dict[str, Any]) -> list[str]:
+    """The shm_threshold scenario in Markdown, and the smallest size from which shared memory is faster."""
+    values = results.get("shm_threshold", {}).get("jobsched", {}).get("median", {})
+    labels = [k.removeprefix("on_").removesuffix("_us") for k in values if k.startswith("on_") and k.endswith("_us")]
+    if not labels:
+        return []
+    lines = ["| array (uint8), 1 worker | round trip, shared memory µs | through the socket µs | shm ÷ socket |",
+             "|---|---:|---:|---:|"]
+    faster = []
+    for x in labels:
+        on, off = values[f"on_{x}_us"], values[f"off_{x}_us"]
+        faster.append(on < off)
+        lines.append(f"| {_spaced(x)} | {on:,.0f} | {off:,.0f} | {on / off:.2f} |")
+    # The crossover: the smallest size from which shared memory wins at every larger size too.
+    cross = next((labels[i] for i in range(len(labels)) if all(faster[i:])), None)
+    threshold = values.get("default_threshold")
+    lines += ["", f"- shared memory is faster from {_spaced(cross) if cross else 'no measured size'} on"
+              + (f" (THRESHOLD in jobsched/_shm.py: {_spaced(size_label(int(threshold)))})" if threshold else "")]
+    return lines
+
+
+def _spaced(text: str) -> str:
+    """``"100MiB"`` -> ``"100 MiB"``."""
+    return text[:-3] + " " + text[-3:] if text.endswith("iB") else text
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:,.0f}"
 
 
 def extras(results: dict[str, Any]) -> list[str]:
@@ -131,7 +260,8 @@ def extras(results: dict[str, Any]) -> list[str]:
             out.append(f"queued jobs ({kind}, {int(v['n']):,}, not run): {v['bytes_per_job']:.0f} bytes of RSS per job")
     em = results.get("executor_map", {}).get("jobsched", {}).get("median", {})
     if em:
-        out.append(f"Executor.map over {int(em['n']):,} items: {em['items_per_s']:,.0f} items/s, peak RSS "
+        out.append(f"Executor.map (prefetch=\"auto\") over {int(em['n']):,} items: {em['items_per_s']:,.0f} items/s, "
+                   "peak RSS "
                    f"{em['peak_rss_mb']:.0f} MB, +{em['growth_mb']:.1f} MB while mapping (streams); "
                    f"ProcessPoolExecutor.map: {em['ppe_items_per_s']:,.0f} items/s, +{em['ppe_growth_mb']:.1f} MB "
                    "(submits every item first)")
@@ -148,12 +278,26 @@ def extras(results: dict[str, Any]) -> list[str]:
 
 
 def report(data: dict[str, Any]) -> str:
+    """The whole report in Markdown: the tables, then each issue's targets (measured vs bound, met or not)."""
     sizes = Sizes(**data["meta"]["sizes"])
-    lines = [table(data["results"], sizes, data["meta"]["peers"]), ""]
-    lines += [f"- {x}" for x in extras(data["results"])]
-    if data["targets"]:
-        lines += ["", "| target | value | bound | met | detail |", "|---|---:|---|---|---|"]
+    results, peers = data["results"], data["meta"]["peers"]
+    main = table(results, sizes, peers)
+    lines = [main, ""] if main else []
+    if "payload" in results:
+        lines += [payload_table(results, sizes, peers), ""]
+    shm = shm_table(results)
+    if shm:
+        lines += [*shm, ""]
+    lines += [f"- {x}" for x in extras(results)]
+    baseline = data["meta"].get("baseline")
+    if baseline:
+        lines.append(f"- previous version (--baseline): {baseline['path']}"
+                     + (f" at {baseline['commit']}" if baseline.get("commit") else ""))
+    for issue in sorted({t.get("issue", 5) for t in data["targets"]}, reverse=True):
+        lines += ["", f"Issue {issue}'s targets, in this run:", "",
+                  "| target | measured | bound | met | detail |", "|---|---:|---|---|---|"]
         for t in data["targets"]:
-            lines.append(f"| {t['target']} | {t['value']:.3f} | {t['bound']} | {'yes' if t['met'] else 'NO'} | "
-                         f"{t['detail']} |")
+            if t.get("issue", 5) == issue:
+                lines.append(f"| {t['target']} | {t['value']:.3f} | {t['bound']} | {'yes' if t['met'] else 'NO'} "
+                             f"| {t['detail']} |")
     return "\n".join(lines)

@@ -8,14 +8,17 @@ The benchmark lives in the repository, not in the wheel, and runs from a checkou
 
     pip install -e .                                  # or any install of jobsched: that one is measured
     pip install -r benchmarks/requirements.txt        # the optional peers (loky, dask) and the plots
-    python benchmarks/run.py                          # the full run (several minutes)
+    python benchmarks/run.py                          # the full run (about 10 minutes)
     python benchmarks/run.py --quick                  # smaller sizes, one repeat (about a minute)
     python benchmarks/run.py --only throughput,roundtrip --only floor1,jobsched --json out.json
     python benchmarks/run.py --quick --set throughput_n=2000      # change one size
+    git worktree add /tmp/jobsched-base v0.9 && python benchmarks/run.py --baseline /tmp/jobsched-base
 
 ``--only`` takes scenario and peer names (comma-separated, repeatable); a scenario or peer not named is
 left out, unless no name of that kind is given. If jobsched is not installed, the checkout this file
-belongs to is put on the path (of this process and of its children).
+belongs to is put on the path (of this process and of its children). ``--baseline PATH`` measures the
+jobsched of another checkout (the previous version) in the same run, as peers ``base_jobsched`` and
+``base_jobsched_manual``, for the targets that say "no slower than today".
 
 The files: ``run.py`` (this one: the command line, and the child processes it drives), ``scenarios.py``
 (what is measured, the sizes), ``report.py`` (targets and table), ``child.py`` + ``peers.py`` (the child
@@ -44,7 +47,18 @@ from typing import Any
 
 # Sibling modules: benchmarks/ is on sys.path, as the folder of this script.
 from report import evaluate, report
-from scenarios import FRESH_PROCESS, JOBSCHED_ONLY, PEER_HELP, PEERS, SCENARIO_HELP, SCENARIOS, Sizes, params_for
+from scenarios import (
+    BASE,
+    BASELINE_PEERS,
+    FRESH_PROCESS,
+    JOBSCHED_ONLY,
+    PEER_HELP,
+    PEERS,
+    SCENARIO_HELP,
+    SCENARIOS,
+    Sizes,
+    params_for,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent  # the checkout: benchmarks/ next to jobsched/
@@ -178,16 +192,24 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: median(r[k] for r in good if k in r) for k in keys}
 
 
+def baseline_env(path: Path) -> dict[str, str]:
+    """The environment of a child that measures the jobsched of the checkout at ``path`` (--baseline)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(path), os.environ.get("PYTHONPATH")]))}
+
+
 def run_all(scenarios: Sequence[str], peers: Sequence[str], sizes: Sizes, repeat: int,
-            env: Mapping[str, str] | None = None, log: Any = sys.stderr) -> dict[str, dict[str, dict[str, Any]]]:
+            env: Mapping[str, str] | None = None, log: Any = sys.stderr,
+            base_env: Mapping[str, str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """Measure each scenario with each peer, ``repeat`` times interleaved (BASE + peer: with ``base_env``)."""
     results: dict[str, dict[str, dict[str, Any]]] = {}
     children: dict[str, Child] = {}
 
     def child_for(peer: str, scenario: str) -> tuple[Child, bool]:
+        peer_env = base_env if peer.startswith(BASE) else env
         if scenario in FRESH_PROCESS:
-            return Child(env), True
+            return Child(peer_env), True
         if peer not in children:
-            children[peer] = Child(env)
+            children[peer] = Child(peer_env)
         return children[peer], False
 
     try:
@@ -196,7 +218,7 @@ def run_all(scenarios: Sequence[str], peers: Sequence[str], sizes: Sizes, repeat
                 kinds = ["add_job", "submit"] if scenario == "queue_memory" else ["jobsched"]
                 todo = [(k, params_for(scenario, k, sizes)) for k in kinds]
             else:
-                todo = [(p, params_for(scenario, p, sizes)) for p in peers]
+                todo = [(p, params_for(scenario, p.removeprefix(BASE), sizes)) for p in peers]
             entries = results.setdefault(scenario, {})
             for name, params in todo:
                 if params is None:
@@ -213,7 +235,7 @@ def run_all(scenarios: Sequence[str], peers: Sequence[str], sizes: Sizes, repeat
                         continue
                     child, fresh = child_for(name, scenario)
                     t0 = time.monotonic()
-                    peer = "jobsched" if scenario in JOBSCHED_ONLY else name
+                    peer = "jobsched" if scenario in JOBSCHED_ONLY else name.removeprefix(BASE)
                     answer = child.request(peer, scenario, params, REQUEST_TIMEOUT)
                     if fresh:
                         child.close()
@@ -249,7 +271,20 @@ def _brief(run: dict[str, Any]) -> str:
               "items_per_s", "growth_mb", "cost", "ratio", "results_s"):
         if k in run:
             shown.append(f"{k}={run[k]:.4g}")
+    for k, v in run.items():  # the payload scenarios' keys carry their array sizes
+        if k.startswith(("rt_", "peak_", "on_over_off_")) and isinstance(v, float):
+            shown.append(f"{k}={v:.3g}")
     return " ".join(shown)
+
+
+def _commit(path: Path) -> str | None:
+    """The git commit of a checkout, if it is one."""
+    try:
+        done = subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -290,10 +325,13 @@ def help_epilog() -> str:
         "a kind of name (scenarios, peers) of which none is given runs in full.",
         "",
         "examples:",
-        "  python benchmarks/run.py                # the full run (several minutes)",
+        "  python benchmarks/run.py                # the full run (about 10 minutes)",
         "  python benchmarks/run.py --quick        # smaller sizes, one repeat (1 min)",
         "  python benchmarks/run.py --quick --only throughput,roundtrip --only jobsched",
         "  python benchmarks/run.py --quick --set throughput_n=2000 --json out.json",
+        "  python benchmarks/run.py --only payload,shm_threshold --json payload.json",
+        "  git worktree add /tmp/jobsched-base <previous release>",
+        "  python benchmarks/run.py --baseline /tmp/jobsched-base   # and that version",
     ]
     return "\n".join(lines)
 
@@ -309,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs per measurement (default 3; 1 with --quick)")
     parser.add_argument("--set", action="append", default=[], metavar="SIZE=N",
                         help="change one size of the run, e.g. --set throughput_n=1000 (sizes listed below)")
+    parser.add_argument("--baseline", metavar="PATH", type=Path,
+                        help="also measure the jobsched of this checkout (the previous version) in the same run")
     parser.add_argument("--no-compile", action="store_true",
                         help="do not precompile jobsched's bytecode first (worker start-up is measured)")
     ns = parser.parse_args(argv)
@@ -318,6 +358,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only: unknown names {unknown}; scenarios: {SCENARIOS}; peers: {PEERS}")
     scenarios = [s for s in SCENARIOS if s in names] or list(SCENARIOS)
     peers = [p for p in PEERS if p in names] or list(PEERS)
+    base_env = None
+    if ns.baseline is not None:
+        ns.baseline = ns.baseline.resolve()
+        if not (ns.baseline / "jobsched" / "__init__.py").is_file():
+            parser.error(f"--baseline {ns.baseline}: no jobsched/ there; give a checkout of jobsched "
+                         "(e.g. git worktree add /tmp/jobsched-base <commit>)")
+        base_env = baseline_env(ns.baseline)
+        peers = [q for p in peers for q in ((p, BASE + p) if p in BASELINE_PEERS else (p,))]
     repeat = ns.repeat or (1 if ns.quick else 3)
     if repeat < 1:
         parser.error("--repeat must be >= 1")
@@ -333,10 +381,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--set {item!r}: {value!r} is not a {type(current).__name__}")
     env = jobsched_env()
     compiled = False if ns.no_compile else ensure_bytecode()
+    if ns.baseline is not None and not ns.no_compile:
+        compileall.compile_dir(ns.baseline / "jobsched", quiet=2, workers=1)
 
     started = time.time()
     print(f"benchmarks/run.py: {', '.join(scenarios)} | peers: {', '.join(peers)} | repeat {repeat}", file=sys.stderr)
-    results = run_all(scenarios, peers, sizes, repeat, env)
+    results = run_all(scenarios, peers, sizes, repeat, env, base_env=base_env)
     import jobsched
 
     data: dict[str, Any] = {
@@ -353,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": ns.quick,
             "repeat": repeat,
             "bytecode_precompiled": compiled,
+            "baseline": None if ns.baseline is None else {"path": str(ns.baseline), "commit": _commit(ns.baseline)},
             "peers": peers,
             "scenarios": scenarios,
             "sizes": sizes.__dict__,

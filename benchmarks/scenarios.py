@@ -19,17 +19,21 @@ SCENARIO_HELP = {
     "scale": "120 workers x 2,000 jobs: pool creation to last result",
     "many": "100,000 jobs on 8 workers, all counted; peak RSS",
     "queue_memory": "scheduler RSS per queued job, 1,000,000 jobs (not run)",
-    "executor_map": "Executor.map over 100,000 items: rate, RSS growth",
+    "executor_map": "Executor.map vs ProcessPoolExecutor.map, 100,000 items",
     "dashboard": "throughput with sched.dashboard() attached vs without",
     "journal": "jobs/s with a journal vs without, bytes per job",
+    "payload": "arrays of 1 KiB, 1 MiB, 100 MiB there and back vs one memcpy",
+    "shm_threshold": "16 KiB to 8 MiB arrays, shared memory forced on vs off",
 }
 PEER_HELP = {
     "floor1": "raw TCP ping-pong, 1 job in flight per worker",
     "floor2": "raw TCP ping-pong, 2 jobs in flight per worker",
     "jobsched": "Scheduler.submit futures (default, prefetch=1)",
     "jobsched_prefetch2": "Scheduler.submit futures, prefetch=2",
+    "jobsched_auto": "Scheduler.submit futures, prefetch=\"auto\"",
     "jobsched_manual": "add_job, then start(after_stop=...)",
     "jobsched_manual_prefetch2": "add_job, then start(after_stop=...), prefetch=2",
+    "jobsched_manual_auto": "add_job + start(after_stop=...), prefetch=\"auto\"",
     "ppe_fork": "concurrent.futures.ProcessPoolExecutor, fork",
     "ppe_spawn": "concurrent.futures.ProcessPoolExecutor, spawn",
     "mp_pool": "multiprocessing.Pool.imap_unordered, fork",
@@ -39,9 +43,13 @@ PEER_HELP = {
 SCENARIOS = list(SCENARIO_HELP)
 PEERS = list(PEER_HELP)
 # Where the manual's add_job + start loop is measured too.
-MANUAL_SCENARIOS = {"throughput", "roundtrip", "efficiency", "many"}
-JOBSCHED_ONLY = {"queue_memory", "executor_map", "dashboard", "journal"}  # run once each, not per peer
-FRESH_PROCESS = {"many", "queue_memory", "executor_map"}  # they report this process's peak memory
+MANUAL_SCENARIOS = {"throughput", "roundtrip", "efficiency", "many", "payload"}
+JOBSCHED_ONLY = {"queue_memory", "executor_map", "dashboard", "journal", "shm_threshold"}  # once, not per peer
+# A fresh child per run: they report this process's peak memory, or import numpy (a child that goes on to
+# fork pools for other scenarios must not carry numpy into every forked worker).
+FRESH_PROCESS = {"many", "queue_memory", "executor_map", "payload", "shm_threshold"}
+# Who sends arrays in the payload scenario: the issue's peers (the raw floors' workers do x + 1 only).
+PAYLOAD_PEERS = {"jobsched", "jobsched_manual", "ppe_fork", "loky", "mp_pool"}
 
 LABELS = {
     "floor1": "raw TCP floor, 1 in flight/worker",
@@ -50,12 +58,26 @@ LABELS = {
     "jobsched_prefetch2": "jobsched submit, prefetch=2",
     "jobsched_manual": "jobsched add_job + after_stop (default)",
     "jobsched_manual_prefetch2": "jobsched add_job + after_stop, prefetch=2",
+    "jobsched_auto": "jobsched submit, prefetch=\"auto\"",
+    "jobsched_manual_auto": "jobsched add_job + after_stop, prefetch=\"auto\"",
     "ppe_fork": "ProcessPoolExecutor fork",
     "ppe_spawn": "ProcessPoolExecutor spawn",
     "mp_pool": "multiprocessing.Pool.imap_unordered",
     "loky": "loky",
     "dask": "dask.distributed LocalCluster",
 }
+
+# --baseline PATH: the previous version (a checkout at PATH) measured in the same run, as these peers under
+# the name BASE + peer, for the targets that say "no slower than today".
+BASE = "base_"
+BASELINE_PEERS = ("jobsched", "jobsched_manual")
+
+
+def label(peer: str) -> str:
+    """The table's name for a peer."""
+    if peer.startswith(BASE):
+        return "previous version: " + LABELS.get(peer.removeprefix(BASE), peer)
+    return LABELS.get(peer, peer)
 
 
 @dataclass
@@ -78,6 +100,14 @@ class Sizes:
     journal_n: int = 20_000
     journal_pairs: int = 4  # alternating runs without / with a journal, in one child process
     journal_records: int = 100_000  # records read back by Journal.results()
+    payload_big: int = 100 << 20  # bytes: the largest array of the payload scenario (besides 1 KiB and 1 MiB)
+    payload_n: int = 200  # round trips per repeat of the 1 KiB and 1 MiB arrays
+    payload_big_n: int = 7  # round trips per repeat of the largest array
+    shm_budget_mb: float = 64.0  # payload per size and mode in shm_threshold (10 to 400 round trips)
+    shm_blocks: int = 4  # alternating blocks of shm on / off per size
+    shm_sizes: list[int] = field(default_factory=lambda: [16 << 10, 64 << 10, 128 << 10, 160 << 10, 192 << 10,
+                                                          256 << 10, 384 << 10, 512 << 10, 1 << 20, 2 << 20,
+                                                          4 << 20, 8 << 20])
     # Slow peers get fewer jobs where a rate or a median is measured (neither depends on N once N is large).
     slow_peer_n: dict[str, int] = field(default_factory=lambda: {"dask": 5_000})
     slow_peer_roundtrip_n: dict[str, int] = field(default_factory=lambda: {"dask": 200})
@@ -87,7 +117,16 @@ class Sizes:
         return cls(throughput_n=5_000, roundtrip_n=300, efficiency_n=60, scale_workers=16, scale_n=1_000,
                    many_n=20_000, queue_n=100_000, map_n=10_000, dashboard_n=5_000,
                    dashboard_pairs=2, journal_n=5_000, journal_pairs=1, journal_records=10_000,
+                   payload_big=16 << 20, payload_n=40, payload_big_n=3, shm_budget_mb=16.0, shm_blocks=2,
                    slow_peer_n={"dask": 500}, slow_peer_roundtrip_n={"dask": 50})
+
+
+def size_label(size: int) -> str:
+    """``1024`` -> ``"1KiB"``, ``100 << 20`` -> ``"100MiB"``: the keys of the payload scenarios' results."""
+    for shift, unit in ((30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift}{unit}"
+    return f"{size}B"
 
 
 def params_for(scenario: str, peer: str, sizes: Sizes) -> dict[str, Any] | None:
@@ -105,7 +144,7 @@ def params_for(scenario: str, peer: str, sizes: Sizes) -> dict[str, Any] | None:
     if scenario == "efficiency":
         return {"workers": w, "n": sizes.efficiency_n, "sleep_s": sizes.efficiency_sleep}
     if scenario == "scale":
-        if peer in ("dask", "floor2", "jobsched_prefetch2"):
+        if peer in ("dask", "floor2", "jobsched_prefetch2", "jobsched_auto"):
             return None  # dask: 120 nannies + workers do not fit a small machine; the others add nothing
         return {"workers": sizes.scale_workers, "n": sizes.scale_n}
     if scenario == "many":
@@ -122,4 +161,11 @@ def params_for(scenario: str, peer: str, sizes: Sizes) -> dict[str, Any] | None:
         return {"workers": w, "n": sizes.dashboard_n, "reps": sizes.dashboard_pairs}
     if scenario == "journal":
         return {"workers": w, "n": sizes.journal_n, "reps": sizes.journal_pairs, "records": sizes.journal_records}
+    if scenario == "payload":
+        if peer not in PAYLOAD_PEERS:
+            return None
+        sizes_b = [1 << 10, 1 << 20, sizes.payload_big]
+        return {"workers": w, "sizes": sizes_b, "rounds": [sizes.payload_n, sizes.payload_n, sizes.payload_big_n]}
+    if scenario == "shm_threshold":
+        return {"sizes": list(sizes.shm_sizes), "budget_mb": sizes.shm_budget_mb, "blocks": sizes.shm_blocks}
     raise ValueError(scenario)

@@ -61,12 +61,14 @@ from typing import Any
 
 from ._pickling import PROTOCOL
 
-# Below this, a buffer stays in the pickle and travels on the socket. Measured in one process (write, map,
-# read, unlink vs pickle + unpickle in band, without the socket's two copies): 64 KiB 88 vs 9 µs, 256 KiB
-# 395 vs 382 µs, 1 MiB 1.4 vs 1.0 ms. The socket path adds its send and receive copies on top, so the
-# two cross between 256 KiB and 1 MiB; 1 MiB (the figure) until the payload benchmark measures
-# the full round trip.
-THRESHOLD = 1 << 20
+# Below this, a buffer stays in the pickle and travels on the socket. Measured over a real scheduler and
+# worker (`python benchmarks/run.py --only shm_threshold`: one uint8 array there and back, shared memory
+# forced on vs off, medians of 3 runs of interleaved blocks; 2-core VM, busy): on / off = 1.2-1.35 at
+# 128 KiB, 0.8 at 160-256 KiB, 0.6-0.7 at 512 KiB, 0.5 from 1 MiB. The socket path steps up between 128 and
+# 160 KiB. With 2 workers and 300 jobs of an argument each, shared memory gave 1.0-1.05x the jobs/s at
+# 160 KiB, 1.35-2.1x at 256 KiB. So 256 KiB: past the crossover with a margin for a machine whose tmpfs
+# pages cost more.
+THRESHOLD = 256 << 10
 SHM_DIR = "/dev/shm"
 ENV_PREFIX = "JOBSCHED_SHM_PREFIX"
 

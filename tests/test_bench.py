@@ -23,7 +23,7 @@ TIMEOUT = 240.0  # the run below takes some 10-20 s on an idle 2-core machine
 RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"  # in the checkout, not in the wheel
 
 SCENARIOS = ["throughput", "roundtrip", "cold_start", "queue_memory"]
-PEERS = ["floor1", "jobsched", "jobsched_manual"]
+PEERS = ["floor1", "jobsched", "jobsched_auto", "jobsched_manual"]
 
 
 def run_bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -76,7 +76,7 @@ def test_a_tiny_quick_run_writes_the_expected_json(tmp_path: Path) -> None:
     for peer in ("floor1", "jobsched", "jobsched_manual"):
         rt = median(data, "roundtrip", peer)
         assert 0 < rt["median_us"] <= rt["p99_us"] < 10e6
-    for peer in ("floor1", "jobsched"):
+    for peer in ("floor1", "jobsched", "jobsched_auto"):
         cold = median(data, "cold_start", peer)
         assert 0 < cold["seconds"] < 60
     # The manual's loop starts its workers as submit does: no cold start of its own.
@@ -92,8 +92,38 @@ def test_a_tiny_quick_run_writes_the_expected_json(tmp_path: Path) -> None:
     assert "median round trip (submit) / floor1" in names
     assert "median round trip (add_job + start) / floor1" in names
     for target in data["targets"]:
-        assert set(target) == {"target", "value", "bound", "met", "detail"}
+        assert set(target) == {"target", "value", "bound", "met", "detail", "issue"}
         assert isinstance(target["met"], bool) and target["value"] >= 0
+
+
+def test_the_payload_scenarios_measure_arrays_memory_and_the_shm_threshold(tmp_path: Path) -> None:
+    """Arrays there and back (a 2 MiB one standing for 100 MiB), shm on vs off, and --baseline (this checkout)."""
+    path = tmp_path / "bench.json"
+    done = run_bench("--quick", "--only", "payload,shm_threshold", "--only", "jobsched,ppe_fork",
+                     "--set", f"payload_big={2 << 20}", "--set", "payload_n=5", "--set", "payload_big_n=2",
+                     "--set", "shm_budget_mb=0.1", "--set", "shm_blocks=2",
+                     "--baseline", str(RUN.parent.parent), "--json", str(path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(path.read_text())
+    assert data["meta"]["peers"] == ["jobsched", "base_jobsched", "ppe_fork"]
+    assert data["meta"]["baseline"]["path"] == str(RUN.parent.parent)
+    for peer in ("jobsched", "base_jobsched", "ppe_fork"):
+        got = median(data, "payload", peer)
+        for size in ("1KiB", "1MiB", "2MiB"):
+            assert 0 < got[f"memcpy_{size}_ms"] < got[f"rt_{size}_ms"] < 10_000
+            assert got[f"x_memcpy_{size}"] > 1
+        # The scheduler's process holds the result, read in full: at least about one payload at its peak.
+        if "peak_2MiB_x" in got:  # absent where /proc/self/clear_refs cannot reset the peak
+            assert 0.5 < got["peak_2MiB_x"] < 10
+    shm = median(data, "shm_threshold", "jobsched")
+    for size in ("16KiB", "256KiB", "1MiB", "8MiB"):
+        assert shm[f"on_{size}_us"] > 0 and shm[f"off_{size}_us"] > 0
+    assert "| float64 array, sent and returned |" in done.stdout
+    assert "| array (uint8), 1 worker |" in done.stdout and "shared memory is faster from" in done.stdout
+    targets = {t["target"]: t for t in data["targets"]}
+    assert targets["2 MiB round trip: ProcessPoolExecutor fork / jobsched submit"]["issue"] == 15
+    assert "2 MiB round trip (submit) / one memcpy of it" in targets
+    assert "1 KiB payload round trip (submit) / previous version" in targets
 
 
 def test_unknown_names_are_refused_with_the_list_of_valid_ones() -> None:
