@@ -70,7 +70,7 @@ def submit_many(sched: Scheduler, calls: list[RemoteCall]) -> list[Future[Any]]:
     if sched._journal is not None:
         return [sched.submit(rc) for rc in calls]
     timeout, max_retries, retry = sched.timeout, sched.max_retries, sched.retry_on_timeout
-    cancel = sched._cancel_entry
+    cancel = sched._cancel_future
     futures: list[Future[Any]] = []
     entries: list[Entry] = []
     for rc in calls:

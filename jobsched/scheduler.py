@@ -146,6 +146,7 @@ class Scheduler:
                 self._journal.close()
             raise
         self._lock = threading.Lock()  # every change of the state happens under it
+        self._cancel_future = self._cancel_entry  # one bound method for every future, not one object per job
         self._state = SchedulerState(prefetch=self.prefetch, max_jobs_per_worker=max_jobs_per_worker,
                                      max_worker_memory=max_worker_memory,
                                      start_timeout=self._backend.start_timeout)
@@ -204,7 +205,7 @@ class Scheduler:
         journal key, as for ``add_job`` (default: derived from ``fn``'s code and the arguments).
         """
         rc = fn if isinstance(fn, RemoteCall) and not args and not kwargs else remote_call(fn, *args, **kwargs)
-        future: JobFuture[T] = JobFuture(self._cancel_entry)
+        future: JobFuture[T] = JobFuture(self._cancel_future)
         self._push(rc, cost, future, timeout, max_retries, retry_on_timeout, key)
         return future
 

@@ -235,3 +235,15 @@ def test_map_progress_shows_a_text_bar_outside_a_notebook(executor: Executor,
     assert list(executor.map(helpers.add, range(12), progress=True, timeout=TIMEOUT)) == list(range(1, 13))
     err = capsys.readouterr().err
     assert "map" in err and "12/12" in err
+
+
+def test_a_job_future_sets_what_a_future_sets() -> None:
+    """JobFuture does Future.__init__'s work itself (with a lighter lock): the same attributes, on every Python."""
+    from concurrent.futures import Future
+
+    from jobsched._futures import JobFuture, _Condition
+
+    ours = JobFuture(lambda entry, **kw: False)
+    assert set(vars(Future())) == set(vars(ours)) - {"_cancel_entry", "entry"}
+    assert vars(threading.Condition(threading.Lock())).keys() == vars(_Condition()).keys()
+    assert not ours.done() and ours.cancel() and ours.cancelled()  # not yet queued: the plain cancel
