@@ -48,7 +48,6 @@ class Executor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._started = False
         self._shutdown = False
-        self._futures: set[Future[Any]] = set()
 
     @property
     def scheduler(self) -> Scheduler:
@@ -63,10 +62,7 @@ class Executor(concurrent.futures.Executor):
         """
         call = remote_call(fn, *args, **kwargs)
         self._ensure_started()
-        future = self._scheduler.submit(call)
-        self._futures.add(future)
-        future.add_done_callback(self._futures.discard)
-        return future
+        return self._scheduler.submit(call)
 
     def _ensure_started(self) -> None:
         with self._lock:
@@ -85,10 +81,6 @@ class Executor(concurrent.futures.Executor):
         calls = [remote_call(fn, *args) for args in batch]
         self._ensure_started()
         futures: list[Future[T]] = self._scheduler._submit_many(calls)
-        track, discard = self._futures.add, self._futures.discard
-        for future in futures:
-            track(future)
-            future.add_done_callback(discard)
         return futures
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
@@ -146,7 +138,7 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             self._shutdown = True
         if cancel_futures:  # the concurrent.futures meaning: only calls that have not started
-            for future in list(self._futures):
+            for future in self._scheduler._queued_futures():  # the scheduler's queue: no set of futures here
                 _cancel_queued(future)
         if wait:
             self._finish()

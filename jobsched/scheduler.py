@@ -209,6 +209,11 @@ class Scheduler:
         self._push(rc, cost, future, timeout, max_retries, retry_on_timeout, key)
         return future
 
+    def _queued_futures(self) -> list[JobFuture[Any]]:
+        """The futures of the jobs still queued, not yet sent to a worker (``Executor.shutdown``)."""
+        with self._lock:
+            return [entry.future for entry in self._state.queued_entries() if entry.future is not None]
+
     def _push(self, data: Any, cost: float, future: JobFuture[Any] | None, timeout: float | None,
               max_retries: int | None, retry_on_timeout: bool | None, key: Any = None) -> Entry:
         return push(self, data, cost, future, timeout, max_retries, retry_on_timeout, key)
