@@ -33,7 +33,7 @@ def spans_of(journal: Journal) -> list[Span]:
     spans = []
     for worker, idx, cost, status, etype, start, stop in rows:
         outcome = DONE if status == "done" else _ERROR_OUTCOMES.get(etype or "", FAILED)
-        if stop < start:  # a failure the scheduler decided (a timeout, a dead worker) may have no stop time
+        if stop < start:  # a failure the scheduler decided, in a journal of an older jobsched: no stop time
             stop = start
         spans.append(Span(NOT_RUN if worker is None else int(worker), int(idx if idx is not None else -1),
                           float(cost or 0), float(start), float(stop), outcome))

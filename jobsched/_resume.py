@@ -75,10 +75,11 @@ class Resume:
         """Record a job's outcome (the loop's thread): the worker's bytes for a result, or the ``JobError``.
 
         Args:
-            w: the worker that ran it (None if it is not known, e.g. a job that killed its workers).
-            entry: the job.
-            kind: ``_wire.RESULT`` (``body`` is the pickled result), ``_wire.ERROR``, or None for a failure
-                that the scheduler decided (``result`` is its ``JobError``).
+            w: the worker that ran it last (None if it is not known).
+            entry: the job; its ``job.stop_ms`` is when the result came, or when the scheduler decided.
+            kind: ``_wire.RESULT`` (``body`` is the pickled result), ``_wire.ERROR`` (the job raised, or its
+                result cannot be unpickled here: ``result`` is the ``JobError``), or None for a failure that
+                the scheduler decided (it timed out, its worker died too often: ``result`` is its ``JobError``).
             body: the frame's body.
             result: the decoded result or ``JobError``.
         """
@@ -87,7 +88,10 @@ class Resume:
             return
         job = entry.job
         worker = w.index if w is not None else None
-        attempts = 1 + len(entry.deaths or ())
+        deaths = len(entry.deaths or ())
+        # Every death was a start; a result (or an error the job raised) came from one more start, while a
+        # failure the scheduler decided ended with the last death (a timeout's kill is a death too).
+        attempts = 1 + deaths if kind is not None else max(1, deaths)
         if kind == _RESULT:
             if isinstance(body, (bytes, bytearray, memoryview)) and not _shm.is_oob(body):
                 self.writer.record_done(key, entry.index, entry.cost, body, job.start_ms, job.stop_ms, worker,

@@ -215,6 +215,43 @@ def test_a_result_that_cannot_be_pickled_is_delivered_but_not_journaled_with_a_w
     assert len(Journal(tmp_path / "runs.sqlite")) == 0
 
 
+def test_failures_the_scheduler_decides_are_journaled_with_their_times_worker_and_attempts(tmp_path: Path) -> None:
+    import helpers
+
+    path, marker = tmp_path / "runs.sqlite", str(tmp_path / "died")
+    jobs: dict[str, Job] = {}
+    with Scheduler(journal=path, max_retries=2) as s:
+        before = time.time() * 1000.0
+        s.start(1, wait=False, after_stop=lambda _s, job, _r: jobs.__setitem__(job.data.fun_name, job))
+        futures = {
+            "died": s.submit(helpers.kill_self, key="died"),  # its worker dies twice: WorkerDied
+            "late": s.submit(helpers.sleep_then, 30.0, key="late", timeout=0.5),  # killed: JobTimeout
+            "once": s.submit(helpers.die_once, marker, 5, key="once"),  # dies, then succeeds
+            "poison": s.submit(helpers.result_that_fails_to_unpickle, key="poison"),  # fails here, not there
+            "raised": s.submit(helpers.raise_value_error, "boom", key="raised"),
+        }
+        for f in futures.values():
+            f.exception(timeout=TIMEOUT)
+        assert s.wait(TIMEOUT)
+        after = time.time() * 1000.0
+    journal = Journal(path)
+    records = {r.key: r for r in journal}
+    assert {k: r.status for k, r in records.items()} == {"died": "failed", "late": "failed", "once": "done",
+                                                         "poison": "failed", "raised": "failed"}
+    assert {k: r.error.remote_type for k, r in records.items() if r.error} == {
+        "died": "WorkerDied", "late": "JobTimeout", "poison": "RuntimeError", "raised": "ValueError"}
+    assert {k: r.attempts for k, r in records.items()} == {"died": 2, "late": 1, "once": 2, "poison": 1, "raised": 1}
+    assert {k: r.worker for k, r in records.items()} == dict.fromkeys(records, 0)
+    for r in records.values():
+        assert r.start_ms is not None and r.stop_ms is not None
+        assert before <= r.start_ms <= r.stop_ms <= after, r
+    assert records["late"].elapsed_ms >= 450.0, "stop is when the scheduler decided: after the timeout"
+    # The Job that after_stop receives carries the same stop time as the journal.
+    assert jobs["sleep_then"].stop_ms == records["late"].stop_ms
+    assert jobs["kill_self"].stop_ms == records["died"].stop_ms > 0
+    assert journal.get("poison").result is None  # type: ignore[union-attr]  # the error, not undecodable bytes
+
+
 # ---- durability: SIGKILL of the scheduler's process at random moments
 
 CHILD = """
