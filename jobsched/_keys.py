@@ -29,6 +29,12 @@ not pickle or cloudpickle output (neither promises a stable byte stream).
   list, a dict, a class, an imported module: pass them as arguments, or pass ``key=``), methods it
   calls through an object, and the code of other modules (a new version of a library does not change
   the key). Bytecode changes between Python versions (3.11 to 3.12), and so do these keys.
+* The function a remote call runs is keyed by what it runs, not by its ``repr()`` (which may hold an
+  address): a ``functools.partial`` by its function (keyed by these rules, recursively) and its
+  arguments and keywords (as values); a bound method by its function and the object it is bound to (its
+  class and state, as a value); a callable object by itself (as a value) and the code of its class's
+  ``__call__``; a wrapper object with ``__wrapped__`` (``functools.lru_cache``) by itself and what it
+  wraps. A class called as a function, and a builtin, by module and qualified name only.
 * Dataclass instances: class and fields. NumPy arrays and scalars: dtype, shape and the bytes in C
   order; pandas ``DataFrame``/``Series``/``Index``: type, index, columns, dtypes and values (only if
   the program has imported numpy or pandas: this module never imports them).
@@ -46,6 +52,7 @@ refuse to pickle, reductions that carry the object's own ``id()``, and cyclic st
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import io
 import math
@@ -342,6 +349,40 @@ class _Encoder:
             return _frame(b"P", b"".join(parts))
         finally:
             self._functions.discard(id(f))
+
+    def called(self, f: Any) -> bytes:
+        """Encode the function a remote call runs: what it runs, not only what it is named.
+
+        A ``functools.partial``: its function (encoded this way too), arguments and keywords. A bound method:
+        its function and the object it is bound to. A callable object: the object and the code of its class's
+        ``__call__``. A wrapper object with ``__wrapped__`` (``functools.lru_cache``): itself and what it wraps.
+        Anything else (functions, builtins, classes): as a value.
+        """
+        if isinstance(f, types.FunctionType):
+            return self.function(f)
+        if isinstance(f, functools.partial):
+            return _frame(b"Q", self._class(type(f)) + self._called_attr(f.func, "the partial's function")
+                          + self._attr(f.args, "the partial's arguments")
+                          + self._attr(f.keywords, "the partial's keywords")
+                          + self._attr(getattr(f, "__dict__", None) or {}, "the partial's attributes"))
+        if isinstance(f, types.MethodType):  # as a value, byte for byte, when __func__ is a function
+            return _frame(b"M", self._called_attr(f.__func__, "__func__") + self._attr(f.__self__, "__self__"))
+        encoded = self.encode(f)
+        if isinstance(f, type):
+            return encoded
+        wrapped = getattr(f, "__wrapped__", None)
+        if wrapped is not None and not isinstance(f, types.BuiltinFunctionType):
+            return _frame(b"W", encoded + self._called_attr(wrapped, "__wrapped__"))
+        call = type(f).__call__ if callable(f) else None
+        if isinstance(call, types.FunctionType):
+            return _frame(b"c", encoded + self._called_attr(call, f"{type(f).__qualname__}.__call__"))
+        return encoded
+
+    def _called_attr(self, f: Any, step: str) -> bytes:
+        try:
+            return self.called(f)
+        except UnkeyableError as exc:
+            raise _within(exc, step) from exc.__cause__
 
     # ---- the rest
 
@@ -732,9 +773,9 @@ def _derive_key(data: Any) -> str:
                 function = data.function
             except Exception as exc:  # the function cannot even be found (a call unpickled elsewhere)
                 raise UnkeyableError(f"its function cannot be loaded here: {exc}") from exc
-            fun = enc._attr(function, "the function")
+            fun = enc._called_attr(function, "the function")
             parts = [_str("call"), _str(data.module if data.module is not None else "<by value>"),
-                     _str(data.fun_name), fun]
+                     _str(_call_name(data, function)), fun]
             for i, arg in enumerate(data.args):
                 parts.append(enc._attr(arg, f"argument {i}"))
             kw = []
@@ -754,6 +795,13 @@ def _derive_key(data: Any) -> str:
         exc.args = (str(exc),)
         raise
     return hashlib.sha256(encoded).hexdigest()
+
+
+def _call_name(data: RemoteCall, function: Any) -> str:
+    """The name a call's key holds: ``fun_name`` (the qualified name), or, for a callable that has none (a
+    partial, a callable object), its type's name: ``fun_name`` is then its ``repr()``, which may hold an
+    address."""
+    return data.fun_name if isinstance(getattr(function, "__qualname__", None), str) else _typename(function)
 
 
 def normalize_key(key: object) -> str:

@@ -6,6 +6,7 @@ journaled job did not run again by counting lines, not by trusting the scheduler
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -250,6 +251,34 @@ def test_failures_the_scheduler_decides_are_journaled_with_their_times_worker_an
     assert jobs["sleep_then"].stop_ms == records["late"].stop_ms
     assert jobs["kill_self"].stop_ms == records["died"].stop_ms > 0
     assert journal.get("poison").result is None  # type: ignore[union-attr]  # the error, not undecodable bytes
+
+
+PARTIALS = """
+import functools, json, sys
+
+import resume_jobs
+from jobsched import Scheduler
+
+journal, log = sys.argv[1], sys.argv[2]
+with Scheduler(journal=journal) as s:
+    s.start(2, wait=False)
+    futures = [s.submit(functools.partial(resume_jobs.logged, log), i) for i in range(3)]
+    futures += [s.submit(functools.partial(resume_jobs.logged, log, seconds=0.0), i) for i in range(3, 5)]
+    futures += [s.submit(resume_jobs.Logger(log).run, i) for i in range(10, 13)]
+    print(json.dumps([[f.result(timeout=60) for f in futures], s.stats()["from_journal"]]))
+"""
+
+
+def test_partials_and_bound_methods_resume_in_a_fresh_process(tmp_path: Path) -> None:
+    script, journal, log = tmp_path / "partials.py", tmp_path / "runs.sqlite", tmp_path / "log"
+    script.write_text(PARTIALS)
+    expected = [i * i for i in (0, 1, 2, 3, 4, 10, 11, 12)]
+    for seed, from_journal in (("1", 0), ("2", 8)):  # another hash seed, other addresses: the same keys
+        out = subprocess.run([sys.executable, str(script), str(journal), str(log)], capture_output=True, text=True,
+                             timeout=120, env={**ENV, "PYTHONHASHSEED": seed})
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == [expected, from_journal]
+    assert sorted(resume_jobs.runs(str(log))) == [0, 1, 2, 3, 4, 10, 11, 12], "each job ran once"
 
 
 # ---- durability: SIGKILL of the scheduler's process at random moments
