@@ -90,3 +90,4 @@ Command = StartWorker | SendJobs | CloseWorker | KillWorker | Deliver | Fail
 class CancelOutcome(NamedTuple):
     cancelled: bool  # the job will not deliver a result
     was_running: bool  # its worker is being killed
+    worker: int | None = None  # the slot of the worker that held it (was_running)

@@ -189,10 +189,15 @@ class Engine:
             kind = type(cmd)
             if kind is SendJobs:
                 self._send(cmd.worker, cmd.entries)  # type: ignore[union-attr]
-            elif kind is Deliver:
-                if self.on_result is not None:  # a failure the state decided: died too often, timed out
-                    self.on_result(None, cmd.entry, None, None, cmd.result)  # type: ignore[union-attr]
-                self.deliver(cmd.entry, cmd.result, cmd.failed, worker)  # type: ignore[union-attr]
+            elif kind is Deliver:  # a job the state settled: died too often, timed out, cancelled while running
+                entry = cmd.entry  # type: ignore[union-attr]
+                job = entry._job
+                if job is not None and job.start_ms and not job.stop_ms:  # it ran: it stops now, no result came
+                    job.stop_ms = time.time() * 1000.0
+                if self.on_result is not None:
+                    self.on_result(self.state.workers[worker] if worker >= 0 else None, entry, None, None,
+                                   cmd.result)  # type: ignore[union-attr]
+                self.deliver(entry, cmd.result, cmd.failed, worker)  # type: ignore[union-attr]
             elif kind is StartWorker:
                 backend.start_worker(cmd.worker)  # type: ignore[union-attr]
             elif kind is CloseWorker:
@@ -372,8 +377,8 @@ class Engine:
                 _shm.discard(body)  # its segments, unread
             return self.state._cancelled_error(entry), True
         result, failed = decode(entry, kind, body)
-        if self.on_result is not None:
-            self.on_result(w, entry, kind, body, result)
+        if self.on_result is not None:  # a result that cannot be unpickled here is journaled as the failure it is
+            self.on_result(w, entry, _ERROR if failed else kind, body, result)
         return result, failed
 
     def connection_lost(self, w: Worker, protocol_error: str | None) -> None:

@@ -3,9 +3,10 @@
 
 ::
 
-    journal file ── records (worker, index, cost, status, error type, start_ms, stop_ms) ──> Timeline (same fold
-    as the live one) ──> render_timeline  +  render_histogram (durations)  +  render_failures (over time)
-                     ──> RunReport: _repr_html_ in a notebook, .html() a single self-contained page
+    journal file ── records (worker, index, cost, status, error type, start_ms, stop_ms), cancellations
+        ──> Timeline (same fold as the live one)
+        ──> render_timeline  +  render_histogram (durations)  +  render_failures (over time)
+        ──> RunReport: _repr_html_ in a notebook, .html() a single self-contained page
 
 The page holds inline SVG and CSS only: no script, no external URL, so it can be mailed or archived as is.
 No IPython import: a notebook finds ``_repr_html_`` by itself.
@@ -27,16 +28,22 @@ _ERROR_OUTCOMES = {"JobTimeout": TIMEOUT, "JobCancelled": CANCELLED}
 
 
 def spans_of(journal: Journal) -> list[Span]:
-    """Read the journal's records as spans, in order of their start (records without times are left out)."""
+    """Read the journal's records and cancels as spans, in order of their start (records without times are left
+    out)."""
     rows = journal._query("SELECT worker, idx, cost, status, error_type, start_ms, stop_ms FROM records "
                           "WHERE start_ms IS NOT NULL AND stop_ms IS NOT NULL ORDER BY start_ms")
     spans = []
     for worker, idx, cost, status, etype, start, stop in rows:
         outcome = DONE if status == "done" else _ERROR_OUTCOMES.get(etype or "", FAILED)
-        if stop < start:  # a failure the scheduler decided (a timeout, a dead worker) may have no stop time
+        if stop < start:  # a failure the scheduler decided, in a journal of an older jobsched: no stop time
             stop = start
         spans.append(Span(NOT_RUN if worker is None else int(worker), int(idx if idx is not None else -1),
                           float(cost or 0), float(start), float(stop), outcome))
+    for c in journal.cancelled():  # not records (a cancel is not a result): a table of their own
+        start = c.stop_ms if c.start_ms is None else min(c.start_ms, c.stop_ms)  # queued: a mark at the cancel
+        spans.append(Span(NOT_RUN if c.worker is None else int(c.worker), int(c.index if c.index is not None else -1),
+                          float(c.cost or 0), float(start), float(c.stop_ms), CANCELLED))
+    spans.sort(key=lambda s: s.start_ms)
     return spans
 
 

@@ -8,19 +8,26 @@
         (the job is not queued; the loop delivers it)          flush_due(now)? flush()   and at the loop's end
                                                                 close(): flush, mark the run finished
 
+    any thread (Scheduler.cancel, future.cancel) ── on_cancel(entry, worker) ──> a list, written on the loop's
+        next turn (flush_due says so) and at close(), in the journal's cancellations table (_journal_cancels)
+
 Keys are computed only when a journal is on: a scheduler without one pays nothing. A job cancelled by the
-user is not journaled (that is not its result); a job whose worker died too often, or that timed out, is
-journaled as failed like any other ``JobError``, so ``rerun_failed=False`` keeps it.
+user is not journaled as a result (that is not its result: it runs again next time), but its cancel is kept
+for the report; a job whose worker died too often, or that timed out, is journaled as failed like any other
+``JobError``, so ``rerun_failed=False`` keeps it.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
+import threading
+import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from . import _shm, _wire
-from ._journal_writer import JournalWarning, JournalWriter
+from . import _journal_cancels, _shm, _wire
+from ._journal_writer import BUSY_TIMEOUT, JournalWarning, JournalWriter, _connect, _retry
 from ._keys import derive_key, normalize_key
 from .errors import JobCancelled, JobError
 
@@ -41,6 +48,9 @@ class Resume:
     def __init__(self, writer: JournalWriter) -> None:
         self.writer = writer
         self.path = writer.path
+        self._cancels: list[tuple[Any, ...]] = []  # JournalCancellation rows not written yet
+        self._cancels_lock = threading.Lock()  # on_cancel runs in callers' threads, the writing in the loop's
+        self._cancels_conn: sqlite3.Connection | None = None  # opened by the first cancel written
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, rerun_failed: bool) -> Resume:
@@ -75,10 +85,11 @@ class Resume:
         """Record a job's outcome (the loop's thread): the worker's bytes for a result, or the ``JobError``.
 
         Args:
-            w: the worker that ran it (None if it is not known, e.g. a job that killed its workers).
-            entry: the job.
-            kind: ``_wire.RESULT`` (``body`` is the pickled result), ``_wire.ERROR``, or None for a failure
-                that the scheduler decided (``result`` is its ``JobError``).
+            w: the worker that ran it last (None if it is not known).
+            entry: the job; its ``job.stop_ms`` is when the result came, or when the scheduler decided.
+            kind: ``_wire.RESULT`` (``body`` is the pickled result), ``_wire.ERROR`` (the job raised, or its
+                result cannot be unpickled here: ``result`` is the ``JobError``), or None for a failure that
+                the scheduler decided (it timed out, its worker died too often: ``result`` is its ``JobError``).
             body: the frame's body.
             result: the decoded result or ``JobError``.
         """
@@ -87,7 +98,10 @@ class Resume:
             return
         job = entry.job
         worker = w.index if w is not None else None
-        attempts = 1 + len(entry.deaths or ())
+        deaths = len(entry.deaths or ())
+        # Every death was a start; a result (or an error the job raised) came from one more start, while a
+        # failure the scheduler decided ended with the last death (a timeout's kill is a death too).
+        attempts = 1 + deaths if kind is not None else max(1, deaths)
         if kind == _RESULT:
             if isinstance(body, (bytes, bytearray, memoryview)) and not _shm.is_oob(body):
                 self.writer.record_done(key, entry.index, entry.cost, body, job.start_ms, job.stop_ms, worker,
@@ -99,24 +113,62 @@ class Resume:
             self.writer.record_failed(key, entry.index, entry.cost, result, job.start_ms, job.stop_ms, worker,
                                       attempts)
 
+    def on_cancel(self, entry: Entry, worker: int | None) -> None:
+        """Note a job that the user cancelled (any thread): not a result, an event for the report.
+
+        Args:
+            entry: the job.
+            worker: the slot of the worker that held it, or None if it was cancelled while queued.
+        """
+        key = entry.key
+        if key is None or entry.from_journal:
+            return
+        job = entry._job
+        start = job.start_ms if worker is not None and job is not None and job.start_ms else None
+        row = (key, entry.index, entry.cost, start, time.time() * 1000.0, worker, self.writer.run)
+        with self._cancels_lock:
+            self._cancels.append(row)
+
     def next_flush_in(self, now: float) -> float | None:
         """Seconds until a flush is due (None: nothing waits)."""
-        return self.writer.next_flush_in(now)
+        return 0.0 if self._cancels else self.writer.next_flush_in(now)
 
     def flush_due(self, now: float) -> bool:
-        return self.writer.flush_due(now)
+        return bool(self._cancels) or self.writer.flush_due(now)
 
     def flush(self) -> None:
-        """Write the buffered results now (one transaction)."""
+        """Write the buffered results now (one transaction), then the cancels noted since the last flush."""
         self.writer.flush()
+        if self._cancels:
+            self._write_cancels()
+
+    def _write_cancels(self) -> None:
+        """Write the noted cancels; a failure is a warning: they only feed the report, never what runs."""
+        with self._cancels_lock:
+            rows, self._cancels = self._cancels, []
+        if not rows:
+            return
+        try:
+            conn = self._cancels_conn
+            if conn is None:
+                conn = self._cancels_conn = _connect(self.path)
+            _retry(self.path, conn, lambda: _journal_cancels.write(conn, rows), BUSY_TIMEOUT)
+        except Exception as exc:
+            warnings.warn(f"{len(rows)} cancelled job(s) could not be noted in the journal {self.path} (its report "
+                          f"will not show them): {exc}", JournalWarning, stacklevel=2)
 
     def close(self) -> None:
         """Flush and close the file. Idempotent; a failure is a warning (``close()`` must not raise)."""
         try:
+            self._write_cancels()
             self.writer.close()
         except Exception as exc:
             warnings.warn(f"the journal {self.path} could not be closed cleanly: {exc}", JournalWarning,
                           stacklevel=2)
+        finally:
+            conn, self._cancels_conn = self._cancels_conn, None
+            if conn is not None:
+                conn.close()
 
 
 __all__ = ["Resume"]

@@ -158,7 +158,7 @@ class SchedulerState:
                     w._kill_reason = KillReason.CANCELLED
                 w._deadline = 0.0  # tick() sends the signals
                 self.maintain_at = 0.0
-                return CancelOutcome(True, True)
+                return CancelOutcome(True, True, w.index)
         return CancelOutcome(False, False)
 
     def find(self, index: int) -> Entry | None:

@@ -14,7 +14,9 @@ class Job:
             the cost that was given: an ``int`` stays an ``int`` (one beyond 64 bits arrives as a ``float``).
         data: what the worker receives (any picklable value; a ``RemoteCall`` for remote calls).
         start_ms: wall-clock time in milliseconds (``time.time() * 1000``) when the job was sent to a worker.
-        stop_ms: wall-clock time in milliseconds when its result was received.
+        stop_ms: wall-clock time in milliseconds when its result was received, or when the scheduler settled
+            it without one (it timed out, its worker died too often, it was cancelled while it ran); 0 if it
+            never ran.
         from_journal: True when the result was taken from the scheduler's journal instead of running the job.
     """
 

@@ -22,6 +22,13 @@ supersedes are dropped when a writer next opens the file. ``runs`` has one row p
 pid, host, argv); ``meta`` says who made the file and its schema version, which is also in the SQLite
 header (``application_id`` and ``user_version``), so that a file can be recognised before SQLite opens it.
 
+**Cancelled jobs** are not records: a cancel is not the job's result, and the job runs again next time. Each
+cancel is kept in a table of its own, ``cancellations`` (key, index, cost, start and stop times, worker, run),
+that ``Journal.cancelled()``, the report and the summary read. The table is additive (``CREATE TABLE IF NOT
+EXISTS`` on the first cancel), so the schema version stays 1: an older jobsched reads and writes such a file
+as before, ignoring the table, and this one reads a file without it as one with no cancel
+(``_journal_cancels`` says more).
+
 **Durability.** Results are buffered in memory and written in one transaction per batch: when
 ``flush_batch`` results are waiting or the oldest has waited ``flush_interval`` seconds, whichever
 comes first, and at ``close()``. A transaction is all or nothing, so after a SIGKILL at any moment a
@@ -48,9 +55,12 @@ import pickle
 import sqlite3
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from . import _journal_cancels
+from ._journal_cancels import JournalCancellation as JournalCancellation
 from ._journal_writer import (
     _BY_KEY,
     _COLUMNS,
@@ -173,6 +183,20 @@ class Journal:
                            "WHERE status = 'failed' ORDER BY seq")
         return {key: JobError(etype or "", emsg or "", etb or "", idx) for key, idx, etype, emsg, etb in rows}
 
+    def cancelled(self) -> list[JournalCancellation]:
+        """Return the jobs cancelled in the runs of this journal, in the order they were cancelled.
+
+        A cancelled job has no record (a cancel is not its result: it runs again next time); this is the
+        list of cancels, for the report. ``start_ms`` and ``worker`` are None for a job cancelled while queued.
+        """
+        conn = self._read()
+        try:
+            return _journal_cancels.read(conn)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read the journal {self.path}: {exc}") from exc
+        finally:
+            conn.close()
+
     def runs(self) -> list[JournalRun]:
         """Return the runs that wrote to this journal, oldest first."""
         import json
@@ -204,6 +228,8 @@ class Journal:
     def plot(self) -> RunReport:
         """Return the report of the run(s) in this journal: the task timeline (a lane per worker, a bar per job
         coloured by outcome, as on the dashboard), a histogram of job durations and the failures over time.
+        Cancelled jobs are drawn too (from ``cancelled()``): a job cancelled while it ran on its worker's lane,
+        one cancelled while queued as a mark at the time of the cancel on the ``w?`` lane.
 
         A notebook shows it (``_repr_html_``); ``.html()`` is a self-contained page, ``.save(path)`` writes it.
         """
@@ -227,21 +253,26 @@ class Journal:
             # records has no index on key: one pass over it for all the keys, not one per key.
             conn.execute("CREATE TEMP TABLE forgotten (key TEXT PRIMARY KEY)")
             conn.executemany("INSERT OR IGNORE INTO forgotten VALUES (?)", [(k,) for k in keyed])
-            chosen = "FROM records WHERE key IN (SELECT key FROM forgotten)"
-            n = conn.execute(f"SELECT COUNT(DISTINCT key) {chosen}").fetchone()[0]
-            conn.execute(f"DELETE {chosen}")
+            chosen = "WHERE key IN (SELECT key FROM forgotten)"
+            n = conn.execute(f"SELECT COUNT(DISTINCT key) FROM records {chosen}").fetchone()[0]
+            conn.execute(f"DELETE FROM records {chosen}")
+            if _journal_cancels.exists(conn):
+                conn.execute(f"DELETE FROM cancellations {chosen}")
             return int(n)
 
         return self._write(delete)
 
     def clear(self) -> int:
-        """Delete every record, so that every job runs again; return how many were deleted.
+        """Delete every record (and every cancel), so that every job runs again; return how many records were
+        deleted.
 
         The list of runs is kept.
         """
         def delete(conn: sqlite3.Connection) -> int:
             n = conn.execute("SELECT COUNT(DISTINCT key) FROM records").fetchone()[0]
             conn.execute("DELETE FROM records")
+            if _journal_cancels.exists(conn):
+                conn.execute("DELETE FROM cancellations")
             return int(n)
 
         return self._write(delete)
@@ -270,7 +301,6 @@ class Journal:
 def summary(journal: Journal, *, failed: bool = False, n_slowest: int = 5) -> str:
     """Return the text that ``python -m jobsched.journal`` prints."""
     import json
-    from collections import Counter
 
     by_status = dict(journal._query(f"SELECT status, COUNT(*) FROM {CURRENT} GROUP BY status"))
     per_run: dict[int, dict[str, int]] = {}
@@ -278,18 +308,23 @@ def summary(journal: Journal, *, failed: bool = False, n_slowest: int = 5) -> st
         per_run.setdefault(run, {})[status] = n
     n_done, n_failed = by_status.get("done", 0), by_status.get("failed", 0)
     lines = [f"{journal.path}: {n_done + n_failed} records: {n_done} done, {n_failed} failed"]
+    cancelled = journal.cancelled()
+    if cancelled:
+        lines.append(f"and {len(cancelled)} job(s) cancelled (not results: they run again next time)")
+    cancels_per_run = Counter(c.run for c in cancelled)
     runs = journal.runs()
     if runs:
         lines.append("")
         lines.append(f"{'run':>5}  {'started':19}  {'state':9}  {'pid':>7}  {'host':12}  {'done':>7}  "
-                     f"{'failed':>7}  command")
+                     f"{'failed':>7}  {'cancelled':>9}  command")
         for r in runs:
             counts = per_run.get(r.run, {})
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started))
             state = "finished" if r.finished is not None else "running?"  # or killed: no end was written
             command = " ".join(r.argv) if isinstance(r.argv, list) else json.dumps(r.argv)
             lines.append(f"{r.run:>5}  {started:19}  {state:9}  {r.pid:>7}  {r.host[:12]:12}  "
-                         f"{counts.get('done', 0):>7}  {counts.get('failed', 0):>7}  {command}")
+                         f"{counts.get('done', 0):>7}  {counts.get('failed', 0):>7}  {cancels_per_run[r.run]:>9}  "
+                         f"{command}")
     slowest = journal._query(f"SELECT key, idx, stop_ms - start_ms AS ms, worker, status, run FROM {CURRENT} "
                              "WHERE start_ms IS NOT NULL AND stop_ms IS NOT NULL ORDER BY ms DESC LIMIT ?",
                              (n_slowest,))

@@ -238,6 +238,8 @@ class Scheduler:
             outcome = self._state.cancel(entry, settle=settle or entry.future is None)
         if not outcome.cancelled:
             return False
+        if self._journal is not None:  # not a result, but the journal's report shows it
+            self._journal.on_cancel(entry, outcome.worker)
         if entry.future is not None:
             force_cancel(entry.future)
         self._engine.request_tick()

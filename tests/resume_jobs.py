@@ -33,3 +33,13 @@ def runs(log: str) -> list[int]:
             return [int(line) for line in f if line.strip()]
     except FileNotFoundError:
         return []
+
+
+class Logger:
+    """Jobs as bound methods: ``Logger(log).run`` logs like ``logged``."""
+
+    def __init__(self, log: str) -> None:
+        self.log = log
+
+    def run(self, i: int) -> int:
+        return logged(self.log, i)

@@ -195,7 +195,7 @@ def work(x, y=1):
 '''
 
 SCRIPT_PRINT_KEYS = '''
-import dataclasses, json, sys
+import dataclasses, functools, json, sys
 sys.path[:0] = {paths!r}
 import helpers
 from jobsched import remote_call
@@ -210,6 +210,21 @@ class Cfg:
 def local(x):
     return helpers.add(x)
 
+class Model:
+    def __init__(self, k):
+        self.k = k
+    def predict(self, x):
+        return x * self.k
+    @classmethod
+    def make(cls, k):
+        return cls(k)
+    def __call__(self, x):
+        return x + self.k
+
+@functools.lru_cache
+def memo(x):
+    return x
+
 keys = {{
     "set": derive_key({{"alpha", "beta", "gamma", "delta", "epsilon"}}),
     "dict": derive_key({{"b": {{"x", "y"}}, "a": [1, 2.5, None]}}),
@@ -218,6 +233,15 @@ keys = {{
     "script function": derive_key(remote_call(local, 1)),
     "lambda": derive_key(remote_call(lambda v: v + 1, 1)),
     "work": derive_key(remote_call(work, 2, y=3)) if "work" in globals() else None,
+    "partial": derive_key(remote_call(functools.partial(helpers.add, 1), y=2)),
+    "partial, keywords": derive_key(remote_call(functools.partial(helpers.add, y={{"u", "v"}}), 1)),
+    "partial of a script function": derive_key(remote_call(functools.partial(local), 1)),
+    "partial of a lambda": derive_key(remote_call(functools.partial(lambda a, b: a + b, 1), 2)),
+    "partial of a partial's method": derive_key(remote_call(functools.partial(Model(2).predict), 1)),
+    "bound method": derive_key(remote_call(Model(3).predict, 1)),
+    "classmethod": derive_key(remote_call(Model.make, 1)),
+    "callable object": derive_key(remote_call(Model(3), 1)),
+    "lru_cache": derive_key(remote_call(memo, 1)),
 }}
 print(json.dumps(keys))
 '''
@@ -270,6 +294,59 @@ def test_a_module_edit_changes_the_key_of_an_imported_function(tmp_path: Path) -
         assert out.returncode == 0, out.stderr
         keys.append(out.stdout.strip())
     assert keys[0] == keys[1] != keys[2]
+
+
+def test_a_partial_is_keyed_by_its_function_and_arguments(tmp_path: Path) -> None:
+    base = key(remote_call(functools.partial(helpers.add, 1), y=2))
+    assert base == key(remote_call(functools.partial(helpers.add, 1), y=2))
+    assert base != key(remote_call(functools.partial(helpers.add, 2), y=2)), "another bound argument"
+    assert base != key(remote_call(functools.partial(helpers.add, 1, y=2))), "the same call, another split"
+    assert base != key(remote_call(functools.partial(helpers.identity, 1), y=2)), "another function"
+    assert key(remote_call(functools.partial(helpers.add, y=[1]), 1)) != \
+        key(remote_call(functools.partial(helpers.add, y=[2]), 1))
+    # its function's code counts, recursively, through a partial of a partial
+    f1, f2 = define("def f(a, b):\n    return a + b\n"), define("def f(a, b):\n    return a - b\n")
+    assert key(remote_call(functools.partial(functools.partial(f1, 1)), 2)) != \
+        key(remote_call(functools.partial(functools.partial(f2, 1)), 2))
+    # what cannot be keyed inside it is named, with the hint to pass key=
+    with pytest.raises(UnkeyableError, match=r"the function -> the partial's arguments -> \[0\]: .*id\(\).*key="):
+        derive_key(remote_call(functools.partial(helpers.add, ById()), 1))
+
+
+class Scaler:
+    def __init__(self, k: Any) -> None:
+        self.k = k
+
+    def apply(self, x: int) -> int:
+        return x * self.k
+
+    def __call__(self, x: int) -> int:
+        return x + self.k
+
+
+def test_bound_methods_and_callable_objects_are_keyed_by_code_and_state() -> None:
+    assert key(remote_call(Scaler(3).apply, 1)) == key(remote_call(Scaler(3).apply, 1))
+    assert key(remote_call(Scaler(3).apply, 1)) != key(remote_call(Scaler(4).apply, 1)), "the object's state"
+    assert key(remote_call(Scaler(3), 1)) == key(remote_call(Scaler(3), 1))
+    assert key(remote_call(Scaler(3), 1)) != key(remote_call(Scaler(4), 1))
+    assert key(remote_call(Scaler(3), 1)) != key(remote_call(Scaler(3).apply, 1))
+    # the method's code, and the code of a callable object's __call__, count
+    source = "class C:\n    k = 1\n    def m(self, x):\n        return x {op} 1\n    __call__ = m\n"
+    c1, c2 = define(source.format(op="+"), "C"), define(source.format(op="-"), "C")
+    assert key(remote_call(c1().m, 1)) != key(remote_call(c2().m, 1))
+    assert key(remote_call(c1(), 1)) != key(remote_call(c2(), 1))
+    # an object that cannot be keyed is refused, never keyed by its address
+    with pytest.raises(UnkeyableError, match=r"the function -> __self__ -> state -> \['k'\]: .*id\(\).*key="):
+        derive_key(remote_call(Scaler(ById()).apply, 1))
+
+
+def test_a_wrapper_object_is_keyed_by_the_code_it_wraps() -> None:
+    f1, f2 = define("def f(x):\n    return x + 1\n"), define("def f(x):\n    return x + 2\n")
+    def call(f: Any) -> RemoteCall:  # not remote_call(): a cell's lru_cache cannot be pickled by reference
+        return RemoteCall(f.__qualname__, (1,), {}, None, f)
+
+    assert key(call(functools.lru_cache(f1))) == key(call(functools.lru_cache(f1)))
+    assert key(call(functools.lru_cache(f1))) != key(call(functools.lru_cache(f2)))
 
 
 def test_a_by_value_function_is_keyed_by_its_code() -> None:

@@ -6,6 +6,7 @@ journaled job did not run again by counting lines, not by trusting the scheduler
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -213,6 +214,71 @@ def test_a_result_that_cannot_be_pickled_is_delivered_but_not_journaled_with_a_w
     finally:
         resume.close()
     assert len(Journal(tmp_path / "runs.sqlite")) == 0
+
+
+def test_failures_the_scheduler_decides_are_journaled_with_their_times_worker_and_attempts(tmp_path: Path) -> None:
+    import helpers
+
+    path, marker = tmp_path / "runs.sqlite", str(tmp_path / "died")
+    jobs: dict[str, Job] = {}
+    with Scheduler(journal=path, max_retries=2) as s:
+        before = time.time() * 1000.0
+        s.start(1, wait=False, after_stop=lambda _s, job, _r: jobs.__setitem__(job.data.fun_name, job))
+        futures = {
+            "died": s.submit(helpers.kill_self, key="died"),  # its worker dies twice: WorkerDied
+            "late": s.submit(helpers.sleep_then, 30.0, key="late", timeout=0.5),  # killed: JobTimeout
+            "once": s.submit(helpers.die_once, marker, 5, key="once"),  # dies, then succeeds
+            "poison": s.submit(helpers.result_that_fails_to_unpickle, key="poison"),  # fails here, not there
+            "raised": s.submit(helpers.raise_value_error, "boom", key="raised"),
+        }
+        for f in futures.values():
+            f.exception(timeout=TIMEOUT)
+        assert s.wait(TIMEOUT)
+        after = time.time() * 1000.0
+    journal = Journal(path)
+    records = {r.key: r for r in journal}
+    assert {k: r.status for k, r in records.items()} == {"died": "failed", "late": "failed", "once": "done",
+                                                         "poison": "failed", "raised": "failed"}
+    assert {k: r.error.remote_type for k, r in records.items() if r.error} == {
+        "died": "WorkerDied", "late": "JobTimeout", "poison": "RuntimeError", "raised": "ValueError"}
+    assert {k: r.attempts for k, r in records.items()} == {"died": 2, "late": 1, "once": 2, "poison": 1, "raised": 1}
+    assert {k: r.worker for k, r in records.items()} == dict.fromkeys(records, 0)
+    for r in records.values():
+        assert r.start_ms is not None and r.stop_ms is not None
+        assert before <= r.start_ms <= r.stop_ms <= after, r
+    assert records["late"].elapsed_ms >= 450.0, "stop is when the scheduler decided: after the timeout"
+    # The Job that after_stop receives carries the same stop time as the journal.
+    assert jobs["sleep_then"].stop_ms == records["late"].stop_ms
+    assert jobs["kill_self"].stop_ms == records["died"].stop_ms > 0
+    assert journal.get("poison").result is None  # type: ignore[union-attr]  # the error, not undecodable bytes
+
+
+PARTIALS = """
+import functools, json, sys
+
+import resume_jobs
+from jobsched import Scheduler
+
+journal, log = sys.argv[1], sys.argv[2]
+with Scheduler(journal=journal) as s:
+    s.start(2, wait=False)
+    futures = [s.submit(functools.partial(resume_jobs.logged, log), i) for i in range(3)]
+    futures += [s.submit(functools.partial(resume_jobs.logged, log, seconds=0.0), i) for i in range(3, 5)]
+    futures += [s.submit(resume_jobs.Logger(log).run, i) for i in range(10, 13)]
+    print(json.dumps([[f.result(timeout=60) for f in futures], s.stats()["from_journal"]]))
+"""
+
+
+def test_partials_and_bound_methods_resume_in_a_fresh_process(tmp_path: Path) -> None:
+    script, journal, log = tmp_path / "partials.py", tmp_path / "runs.sqlite", tmp_path / "log"
+    script.write_text(PARTIALS)
+    expected = [i * i for i in (0, 1, 2, 3, 4, 10, 11, 12)]
+    for seed, from_journal in (("1", 0), ("2", 8)):  # another hash seed, other addresses: the same keys
+        out = subprocess.run([sys.executable, str(script), str(journal), str(log)], capture_output=True, text=True,
+                             timeout=120, env={**ENV, "PYTHONHASHSEED": seed})
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == [expected, from_journal]
+    assert sorted(resume_jobs.runs(str(log))) == [0, 1, 2, 3, 4, 10, 11, 12], "each job ran once"
 
 
 # ---- durability: SIGKILL of the scheduler's process at random moments

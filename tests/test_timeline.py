@@ -226,3 +226,50 @@ def test_the_journal_report_of_a_real_run(tmp_path: Path, capsys: pytest.Capture
     # self-contained: no script, no link, nothing fetched (the SVG namespace is a name, not a fetch)
     assert not re.search(r"<script|<link|src=|href=|url\(|https://", page)
     assert set(re.findall(r"http://[^\"']+", page)) == {"http://www.w3.org/2000/svg"}
+
+
+def test_the_journal_report_shows_cancelled_jobs_which_are_not_results(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    from jobsched.journal import SCHEMA_VERSION
+
+    path = tmp_path / "runs.sqlite"
+    with Scheduler(journal=path) as sched:
+        sched.start(1, wait=False)
+        before = time.time() * 1000.0
+        running = sched.submit(helpers.sleep_then, 30.0, key="running")
+        queued = sched.submit(helpers.sleep_then, 0.01, key="queued")
+        index = running.entry.index  # type: ignore[attr-defined]
+        eventually(lambda: any(job == index for _, job, *_ in sched.running_jobs()), "the job to cancel runs",
+                   TIMEOUT_S)
+        assert queued.cancel(), "a queued job's future.cancel()"
+        assert sched.cancel(index), "a running job"
+        assert sched.submit(helpers.sleep_then, 0.01, 7, key="ok").result(timeout=TIMEOUT_S) == 7
+        assert sched.wait(timeout=TIMEOUT_S)
+        after = time.time() * 1000.0
+    journal = Journal(path)
+    assert [r.key for r in journal] == ["ok"], "a cancel is not a result"
+    cancels = {c.key: c for c in journal.cancelled()}
+    assert set(cancels) == {"running", "queued"}
+    ran, waited = cancels["running"], cancels["queued"]
+    assert (ran.index, ran.worker, waited.index, waited.worker, waited.start_ms) == (0, 0, 1, None, None)
+    assert ran.start_ms is not None and before <= ran.start_ms <= ran.stop_ms <= after
+    assert before <= waited.stop_ms <= after and ran.run == waited.run == journal.runs()[0].run
+    with sqlite3.connect(path) as conn:  # an additive table: the schema version (and older readers) unchanged
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    report = journal.plot()
+    assert (report.counts["done"], report.counts["cancelled"]) == (1, 2)
+    bars = {(outcome, int(job), int(worker)) for outcome, job, worker in BAR.findall(report.html())}
+    assert ("cancelled", 0, 0) in bars and ("done", 2, 0) in bars
+    assert main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 records: 1 done, 0 failed" in out and "and 2 job(s) cancelled" in out
+    # The next run runs the cancelled jobs: the journal had no result for them.
+    with Scheduler(journal=path) as sched:
+        sched.start(1, wait=False)
+        futures = [sched.submit(helpers.sleep_then, 0.01, k, key=k) for k in ("running", "queued", "ok")]
+        assert [f.result(timeout=TIMEOUT_S) for f in futures] == ["running", "queued", 7]
+        assert sched.stats()["from_journal"] == 1
+    assert journal.forget("queued") == 1 and [c.key for c in journal.cancelled()] == ["running"]
+    assert journal.clear() == 2 and journal.cancelled() == [] and journal.plot().counts["cancelled"] == 0
