@@ -123,9 +123,12 @@ def test_a_result_recorded_in_this_run_is_found_before_it_is_flushed(path: Path)
 
 def test_a_result_flushed_in_this_run_is_found_by_its_rowid_until_forgotten(path: Path) -> None:
     with JournalWriter.open(path) as w:
-        for i in range(3):
+        for i in range(250):  # 100 rows per INSERT statement, then 50 one by one: each found by its own rowid
             done(w, f"k{i}", i, f"value {i}")
         w.flush()
+        for i in (0, 99, 100, 199, 200, 249):
+            record = w.lookup(f"k{i}")
+            assert record is not None and (record.result, record.index, record.run) == (f"value {i}", i, 1)
         record = w.lookup("k1")
         assert record is not None and (record.result, record.index, record.run) == ("value 1", 1, 1)
         assert Journal(path).forget("k1") == 1  # as another process would, while this run goes on
