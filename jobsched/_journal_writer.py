@@ -303,7 +303,7 @@ class JournalWriter:
     Made by ``JournalWriter.open(path)``. Meant to be driven by one thread (the scheduler's loop);
     every method takes an internal lock, so ``close()`` or ``flush()`` from another thread is safe too.
     ``record_*`` only appends to a buffer: the only I/O is in ``flush()``, which the loop calls when
-    ``flush_due(now)`` says so, and ``lookup()``, which reads one row for a job that is skipped.
+    ``flush_when_due(now)`` finds it due, and ``lookup()``, which reads one row for a job that is skipped.
     """
 
     def __init__(self, path: str, conn: sqlite3.Connection, run: int, done: dict[str, bool], rowids: dict[str, int],
@@ -500,6 +500,16 @@ class JournalWriter:
         if len(self._pending) >= self.flush_batch:
             return 0.0
         return max(0.0, oldest + self.flush_interval - now)
+
+    def flush_when_due(self, now: float) -> float | None:
+        """``flush()`` if ``flush_due(now)``; return ``next_flush_in(now)`` otherwise (None: nothing waits)."""
+        oldest = self._oldest
+        if oldest is None:
+            return None
+        if len(self._pending) >= self.flush_batch or now - oldest >= self.flush_interval:
+            self.flush()
+            return None
+        return oldest + self.flush_interval - now
 
     def flush_due(self, now: float) -> bool:
         """Whether results have waited long enough, or are many enough, to be written now."""

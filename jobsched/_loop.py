@@ -152,9 +152,7 @@ class Engine:
                             break
                 timeout = min(state.maintain_at, self._poll_at) - monotonic()
                 if journal is not None:  # results wait at most the journal's flush interval
-                    if journal.flush_due(now):
-                        journal.flush()
-                    flush_in = journal.next_flush_in(monotonic())
+                    flush_in = journal.flush_when_due(now)
                     if flush_in is not None:
                         timeout = min(timeout, flush_in)
                 for key, mask in selector.select(max(0.0, min(timeout, 0.5))):

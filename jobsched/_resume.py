@@ -5,11 +5,11 @@
     caller's thread (add_job / submit)                 the loop's thread (Engine)
     key_of(data, key=) ── derive_key / normalize_key   on_result(w, entry, kind, body, result)
     lookup(key) ── a journaled outcome? ──> state.add_settled   └─> record_done / record_failed (a buffer)
-        (the job is not queued; the loop delivers it)          flush_due(now)? flush()   and at the loop's end
+        (the job is not queued; the loop delivers it)          flush_when_due(now)       and at the loop's end
                                                                 close(): flush, mark the run finished
 
     any thread (Scheduler.cancel, future.cancel) ── on_cancel(entry, worker) ──> a list, written on the loop's
-        next turn (flush_due says so) and at close(), in the journal's cancellations table (_journal_cancels)
+        next turn (flush_when_due) and at close(), in the journal's cancellations table (_journal_cancels)
 
 Keys are computed only when a journal is on: a scheduler without one pays nothing. A job cancelled by the
 user is not journaled as a result (that is not its result: it runs again next time), but its cancel is kept
@@ -129,12 +129,15 @@ class Resume:
         with self._cancels_lock:
             self._cancels.append(row)
 
-    def next_flush_in(self, now: float) -> float | None:
-        """Seconds until a flush is due (None: nothing waits)."""
-        return 0.0 if self._cancels else self.writer.next_flush_in(now)
+    def flush_when_due(self, now: float) -> float | None:
+        """Flush if it is due; return the seconds until the next flush is due (None: nothing waits).
 
-    def flush_due(self, now: float) -> bool:
-        return bool(self._cancels) or self.writer.flush_due(now)
+        Called on every turn of the loop: two calls and two attribute reads while nothing waits.
+        """
+        if self._cancels:
+            self.flush()
+            return None
+        return self.writer.flush_when_due(now)
 
     def flush(self) -> None:
         """Write the buffered results now (one transaction), then the cancels noted since the last flush."""

@@ -5,7 +5,7 @@
     scheduler loop thread                         JournalWriter                        runs.sqlite (WAL)
     job added ── key ──> lookup(key) ──> done (or failed, with rerun_failed=False)? ──> deliver it, skip the job
     result bytes from a worker ──> record_done / record_failed ──> buffer (a dict, no I/O)
-    every loop turn: flush_due(now)? ──> flush(): one transaction for the whole batch ──────> records
+    every loop turn: flush_when_due(now) ──> flush(): one transaction for the whole batch ──────> records
     close() ──> flush(), mark the run finished
 
     Journal(path)  (any process, any time) ── reads records, results(), failed(); forget(keys), clear()
