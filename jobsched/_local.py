@@ -3,7 +3,7 @@
 Per slot, on the loop's selector: the process's pidfd (readable when it exits, so a death is noticed at
 once, never by polling), its output pipe (``_output``) and, once it has authenticated, its ``Connection``
 (``_transport``). The listener and the handshake live in ``_transport.Listener``; spawning, signals and
-process groups in ``_pool``.
+process groups in ``_pool``; forking workers from a zygote in ``_zygote``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import selectors
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -21,9 +20,10 @@ from typing import TYPE_CHECKING
 
 from . import _shm, _wire
 from ._output import OutputLines, write_stderr
-from ._pool import Reaper, describe_exit, pidfd_open, resident_memory, signal_group, spawn
+from ._pool import Reaper, WorkerProcess, describe_exit, pidfd_open, resident_memory, signal_group
 from ._slot import Worker
 from ._transport import Connection, Listener
+from ._zygote import DIED_WITH_ZYGOTE, ForkedProcess, Starter
 from .states import WorkerState
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class _Process:
 
     __slots__ = ("proc", "pidfd", "out_fd", "lines", "conn", "exited")
 
-    def __init__(self, proc: subprocess.Popen[bytes], lines: OutputLines) -> None:
+    def __init__(self, proc: WorkerProcess, lines: OutputLines) -> None:
         self.proc = proc
         self.pidfd = -1
         self.out_fd = -1
@@ -67,6 +67,7 @@ class LocalBackend:
         self._selector: selectors.BaseSelector | None = None
         self._listener: Listener | None = None
         self._reaper: Reaper | None = None
+        self._starter = Starter()  # forks workers from a zygote, or spawns them
         self._workers: dict[int, Worker] = {}  # slot index -> slot, for the handshake
         self.shm = _shm.Area()  # the segments of large job data and results
 
@@ -113,7 +114,7 @@ class LocalBackend:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         try:
             argv = [os.fspath(a) for a in self._command(w.index)]
-            proc = spawn(argv, env, self._secret)
+            proc = self._starter.start(argv, env, self._secret, self._reaper, events.log)
         except Exception as exc:
             w._io = None
             events.worker_spawn_failed(w, f"{type(exc).__name__}: {exc} (worker command: "
@@ -188,6 +189,7 @@ class LocalBackend:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        self._starter.close(self._reaper)
         if self._reaper is not None:
             self._reaper.close()
             self._reaper = None
@@ -286,7 +288,11 @@ class LocalBackend:
         if self._workers.get(w.index) is w and w._io is p:
             w._io = None
         assert self._events is not None
-        self._events.worker_exited(w, describe_exit(returncode), returncode == 0)
+        if isinstance(p.proc, ForkedProcess) and p.proc.died_with_zygote:
+            # Not its job's doing: the scheduler replaces it and runs its jobs again, with no retry counted.
+            self._events.worker_exited(w, DIED_WITH_ZYGOTE, False, crashed=False)
+        else:
+            self._events.worker_exited(w, describe_exit(returncode), returncode == 0)
 
 
 __all__ = ["PACKAGE_ROOT", "LocalBackend", "default_worker_command", "write_stderr"]

@@ -1,0 +1,314 @@
+"""Starting workers from a zygote: a clean, pre-imported interpreter that forks each new worker.
+
+Starting a worker by ``subprocess`` costs a whole interpreter start-up (about 30 ms of CPU here): 120 workers
+on 2 cores take seconds. Forking a process that has already imported ``jobsched.worker`` costs about a
+millisecond. The process forked from must not be the scheduler's own (a notebook kernel, with its threads,
+its sockets and the user's state), so each backend starts a zygote, as ``multiprocessing``'s forkserver does::
+
+    LocalBackend ── Starter.start(argv, env) ──> Zygote (this module) ══ socketpair ══> zygote process
+         │   creates the worker's stdin and output pipes,                    (_zygote_process)
+         │   passes their child ends over the pair (SCM_RIGHTS),                    │ fork
+         │   writes the secret into stdin itself                                    ▼
+         └──────── pidfd, output pipe, TCP connection + HMAC handshake ───────> worker (setsid)
+
+* When: a backend starts its zygote with its first worker, and stops it in ``shutdown()``, once every worker
+  has exited (``close()``, or a run that ends). One zygote per scheduler, not per process: its life is the
+  scheduler's, and so is its environment.
+* Which workers: only the default command's form, ``[sys.executable, "-m", "jobsched.worker", ...]`` (remote
+  calls, and worker files through ``make_server``: the file is loaded by the forked child, fresh in each
+  worker). Any other command - interpreter flags (``debug=True``), another program - is spawned as before.
+  So is a worker whose environment differs from the zygote's (``os.environ`` changed since the zygote
+  started) in anything but jobsched's own per-worker variables: what the interpreter read at start-up
+  (``PYTHON*``, locale, ``LD_*``) would otherwise differ from a spawned worker's.
+* What a forked worker shares with its siblings: the hash seed (``PYTHONHASHSEED``), as ``multiprocessing``'s
+  fork and forkserver workers do. ``random`` re-seeds in each child (``os.register_at_fork``); numpy and the
+  like are not imported by the zygote, so each worker seeds its own.
+* Deaths: see ``_zygote_process``. A dead zygote takes its workers along (they must die with their scheduler
+  even when a job holds the GIL, and the zygote is the parent their kernel-side signal is tied to): they
+  end as ``crashed=False`` exits, so the scheduler replaces them and runs their jobs again without counting
+  it against ``max_retries``. From then on this backend spawns its workers, until its next ``shutdown()``.
+* Exit codes: only a parent can reap a process, so the zygote reaps its workers on request and reports the
+  status (``ForkedProcess.wait``): ``WorkerDied`` still says "exit code 3" or "killed by signal SIGKILL".
+* ``JOBSCHED_ZYGOTE=0`` in the environment turns it off: every worker is spawned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import IO, Any
+
+from . import _shm, _wire
+from ._pool import Reaper, WorkerProcess, on_spawner_thread, spawn
+
+ENV_SWITCH = "JOBSCHED_ZYGOTE"
+START_TIMEOUT = 30.0  # seconds for the zygote to import what a worker needs; a loaded machine is slow
+REPLY_TIMEOUT = 30.0  # a fork, or the status of a worker already dead (or SIGKILLed just before)
+# Read (and removed) by each worker when it starts: they differ from one worker to the next, and a forked
+# worker gets its own. Any other difference from the zygote's environment means "spawn this one".
+PER_WORKER = frozenset({_wire.ENV_ADDRESS, _wire.ENV_WORKER, _wire.ENV_SYS_PATH, _shm.ENV_PREFIX})
+DIED_WITH_ZYGOTE = "killed with the zygote that forked it (exit status unknown)"
+
+
+class ZygoteGone(Exception):
+    """The zygote died, hung up, or broke the protocol: start workers by spawning."""
+
+
+def enabled() -> bool:
+    """Whether workers may be forked from a zygote here: Linux with pidfds, and not turned off."""
+    if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "no", "false", "off"):
+        return False
+    if not sys.platform.startswith("linux") or not hasattr(socket, "send_fds"):
+        return False
+    try:  # the scheduler sees a forked worker exit through its pidfd: it cannot wait for a grandchild
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
+def forkable(argv: list[str]) -> bool:
+    """Whether ``argv`` starts the worker a zygote forks: ``python -m jobsched.worker ...``, no flags."""
+    return argv[:3] == [sys.executable, "-m", "jobsched.worker"]
+
+
+def _startup_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in PER_WORKER}
+
+
+class ForkedProcess:
+    """A worker forked by a zygote: the part of ``subprocess.Popen`` that ``_local`` uses."""
+
+    def __init__(self, zygote: Zygote, pid: int, stdin: IO[bytes], stdout: IO[bytes]) -> None:
+        self.pid = pid
+        self.stdin: IO[bytes] | None = stdin
+        self.stdout: IO[bytes] | None = stdout
+        self.returncode: int | None = None
+        # The zygote died before it could report this worker's exit: PR_SET_PDEATHSIG killed the worker.
+        self.died_with_zygote = False
+        self._zygote = zygote
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self._ask(block=False)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Return the exit status (the zygote reaps the worker); ``timeout`` is ignored: ask only for the
+        status of a worker that has exited or was just SIGKILLed."""
+        while self.returncode is None:
+            self._ask(block=True)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:  # not reaped yet, so the pid is still this worker's
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def _ask(self, block: bool) -> None:
+        try:
+            self.returncode = self._zygote.status(self.pid, block)
+        except ZygoteGone:
+            self.returncode, self.died_with_zygote = -signal.SIGKILL, True
+
+
+class Zygote:
+    """The scheduler's end of one zygote process: fork workers, ask for their exit status, stop it."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        """Start a zygote with ``env`` (a worker's, the per-worker variables left out); wait until it is ready.
+
+        Raises:
+            ZygoteGone: it could not start, or was not ready within ``START_TIMEOUT``.
+        """
+        self.env = _startup_env(env)
+        self.alive = 0  # forked workers not reaped yet
+        self._owner = os.getpid()
+        self._buffer = b""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._control = ours
+        argv = [sys.executable, "-m", "jobsched._zygote_process", str(theirs.fileno()), str(os.getpid())]
+        try:
+            # From the spawner thread: the zygote's PR_SET_PDEATHSIG is tied to the thread that started it.
+            self._proc: subprocess.Popen[bytes] | None = on_spawner_thread(lambda: subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=self.env, close_fds=True,
+                pass_fds=(theirs.fileno(),),
+                # Its own session: a terminal's Ctrl-C (sent to our process group) must not kill it.
+                start_new_session=True))
+        except OSError as exc:
+            ours.close()
+            raise ZygoteGone(f"the zygote could not start: {exc}") from exc
+        finally:
+            theirs.close()
+        try:
+            self.pid = int(self._reply(START_TIMEOUT)["ready"])
+        except (ZygoteGone, KeyError, TypeError, ValueError) as exc:
+            self.close()
+            raise ZygoteGone(f"the zygote did not start: {exc}") from exc
+
+    def fork(self, argv: list[str], env: dict[str, str], secret: bytes) -> ForkedProcess:
+        """Fork a worker running ``argv`` (see ``forkable``) with ``env`` in our working directory.
+
+        Raises:
+            ZygoteGone: the zygote is dead or broke the protocol (it is closed).
+            OSError: the pipes could not be made, or the fork failed (the zygote goes on).
+        """
+        stdin_r, stdin_w = os.pipe()
+        out_r, out_w = os.pipe()
+        try:
+            request = {"fork": argv[3:], "env": env, "cwd": os.getcwd()}
+            reply = self._request(request, [stdin_r, out_w])
+        except BaseException:
+            os.close(stdin_w)
+            os.close(out_r)
+            raise
+        finally:
+            os.close(stdin_r)  # the worker's ends: the zygote passed them on, or it never will
+            os.close(out_w)
+        if "pid" not in reply:
+            os.close(stdin_w)
+            os.close(out_r)
+            raise OSError(f"the zygote could not fork a worker: {reply.get('error', reply)}")
+        self.alive += 1
+        stdin = os.fdopen(stdin_w, "wb")
+        stdin.write(secret.hex().encode() + b"\n")  # as _pool.spawn: the secret never leaves this process otherwise
+        stdin.flush()
+        os.set_blocking(out_r, False)
+        return ForkedProcess(self, int(reply["pid"]), stdin, os.fdopen(out_r, "rb", buffering=0))
+
+    def status(self, pid: int, block: bool) -> int | None:
+        """Return the exit status of worker ``pid`` (it is reaped then), or None if it still runs (``block`` False).
+
+        Raises:
+            ZygoteGone: the zygote died first (it is closed).
+        """
+        reply = self._request({"wait": pid, "block": block}, [])
+        if "status" in reply:
+            self.alive -= 1
+            return int(reply["status"])
+        if reply.get("running"):
+            return None
+        self.close()
+        raise ZygoteGone(f"the zygote cannot tell how worker {pid} ended: {reply.get('error', reply)}")
+
+    def close(self) -> None:
+        """Stop the zygote: it exits when its end of the pair closes (a worker still alive dies with it)."""
+        proc, self._proc = getattr(self, "_proc", None), None
+        self._control.close()
+        if proc is None:
+            return
+        try:
+            proc.wait(5.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    @property
+    def closed(self) -> bool:
+        return self._proc is None
+
+    def _request(self, request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+        if self._proc is None or os.getpid() != self._owner:  # closed, or we are a fork of the scheduler
+            raise ZygoteGone("the zygote is closed")
+        try:
+            data = json.dumps(request).encode() + b"\n"
+            sent = socket.send_fds(self._control, [data], fds) if fds else 0
+            self._control.sendall(data[sent:])
+        except OSError as exc:
+            self.close()
+            raise ZygoteGone(f"the zygote is gone: {exc}") from exc
+        return self._reply(REPLY_TIMEOUT)
+
+    def _reply(self, timeout: float) -> dict[str, Any]:
+        control = self._control
+        try:
+            control.settimeout(timeout)
+            while b"\n" not in self._buffer:
+                chunk = control.recv(65536)
+                if not chunk:
+                    raise ZygoteGone("the zygote exited")
+                self._buffer += chunk
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            reply = json.loads(line)
+        except (OSError, ValueError) as exc:  # a timeout too: a zygote that does not answer is as good as dead
+            self.close()
+            raise ZygoteGone(f"the zygote is gone: {exc}") from exc
+        except ZygoteGone:
+            self.close()
+            raise
+        if not isinstance(reply, dict):
+            self.close()
+            raise ZygoteGone(f"the zygote said {reply!r}")
+        return reply
+
+
+class Starter:
+    """How a backend starts its workers: forked by its zygote when it can, else spawned (``_pool.spawn``)."""
+
+    def __init__(self) -> None:
+        self._zygote: Zygote | None = None
+        self._spawn_only = False  # the zygote failed this run: spawn until shutdown
+
+    @property
+    def zygote_pid(self) -> int | None:
+        z = self._zygote
+        return z.pid if z is not None and not z.closed else None
+
+    def start(self, argv: list[str], env: dict[str, str], secret: bytes, reaper: Reaper,
+              log: Callable[[str], None]) -> WorkerProcess:
+        """Start one worker: fork it if ``argv`` and ``env`` allow, else spawn it."""
+        zygote = self._zygote_for(argv, env, reaper, log)
+        if zygote is not None:
+            try:
+                return zygote.fork(argv, env, secret)
+            except ZygoteGone as exc:
+                self._give_up(reaper, log, exc)
+            except OSError as exc:  # this fork failed; the next may not
+                log(f"jobsched: {exc}; spawning this worker instead")
+        return spawn(argv, env, secret)
+
+    def close(self, reaper: Reaper | None) -> None:
+        """Every worker has exited: stop the zygote; the next run starts a fresh one."""
+        zygote, self._zygote = self._zygote, None
+        self._spawn_only = False
+        if zygote is not None:
+            if reaper is not None:  # dead or alive: its group id must not stay listed, it may be reused
+                reaper.forget(zygote.pid)
+            zygote.close()
+
+    def _zygote_for(self, argv: list[str], env: dict[str, str], reaper: Reaper,
+                    log: Callable[[str], None]) -> Zygote | None:
+        if self._spawn_only or not forkable(argv):
+            return None
+        zygote = self._zygote
+        if zygote is not None and zygote.closed:  # it died; a worker's exit status told us
+            self._give_up(reaper, log, ZygoteGone("the zygote died"))
+            return None
+        if zygote is not None and zygote.env != _startup_env(env):
+            if zygote.alive:
+                return None  # os.environ changed while its workers run: spawn this one
+            self.close(reaper)  # changed between runs of workers: a zygote for the new environment
+            zygote = None
+        if zygote is None:
+            if not enabled():
+                self._spawn_only = True
+                return None
+            try:
+                zygote = self._zygote = Zygote(env)
+            except ZygoteGone as exc:
+                self._give_up(reaper, log, exc)
+                return None
+            reaper.watch(zygote.pid)  # its own group: killed with the workers' if we die (it also has PDEATHSIG)
+        return zygote
+
+    def _give_up(self, reaper: Reaper, log: Callable[[str], None], exc: ZygoteGone) -> None:
+        log(f"jobsched: {exc}; starting workers by spawning them from now on")
+        self.close(reaper)
+        self._spawn_only = True

@@ -1,0 +1,241 @@
+"""The zygote process: a small interpreter that forks jobsched workers (``_zygote`` is the scheduler's side).
+
+A scheduler starts one as ``python -m jobsched._zygote_process FD PARENT`` the first time it needs a worker.
+FD is the zygote's end of a socketpair the scheduler created and handed over at start: the zygote listens
+nowhere, and only its scheduler can talk to it. PARENT is the scheduler's pid. It imports what every default
+worker imports (``jobsched.worker``, and what a worker loads when it starts serving), nothing of the user's and
+never the notebook stack, then answers its scheduler's requests one at a time, each a line of JSON::
+
+    1. {"fork": ARGS, "env": {...}, "cwd": PATH} with two descriptors attached (SCM_RIGHTS): the read end
+       of the worker's stdin pipe and the write end of its output pipe (both created by the scheduler)
+       -> {"pid": PID} or {"error": TEXT}
+    2. {"wait": PID, "block": BOOL}
+       -> {"status": RETURNCODE} (``subprocess``'s convention: -N for signal N), {"running": true},
+          or {"error": TEXT}
+    3. end of file: the scheduler closed the pair, or died. The zygote exits.
+
+The secret never comes here: the scheduler writes it into the worker's stdin pipe itself, and the worker
+does the normal handshake on its own connection. JSON, not pickle: nothing here is ever unpickled.
+
+The zygote reaps a worker only when asked (``wait``), as ``Popen.wait`` does: until then the dead worker is
+a zombie, so its pid - which is also its process group's id - cannot be reused while the scheduler may still
+signal that group.
+
+Deaths. The kernel SIGKILLs the zygote when its scheduler's process dies (``PR_SET_PDEATHSIG``, armed for
+the scheduler's spawner thread, which lives as long as that process), and each forked worker when the zygote
+dies (the same, armed for the zygote). So a dead scheduler still takes every worker along, even one whose
+job holds the GIL; a dead zygote takes its workers along too, and the scheduler replaces them.
+
+A forked child leaves the request loop and becomes ``python -m jobsched.worker ARGS`` run by this same
+interpreter (``runpy``, as ``-m`` does): its exit - an exception, ``SystemExit``, ``atexit`` handlers, threads
+still running - is an interpreter's ordinary exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from typing import Any
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+ORPHAN_EXIT = 70  # as jobsched.worker.ORPHAN_EXIT: the process it belongs to is gone
+MAX_REQUEST = 1 << 24  # an environment of 16 MB is not an environment
+
+
+class _Request:
+    """What a forked child is to become: a worker with these arguments, environment and directory."""
+
+    __slots__ = ("args", "env", "cwd")
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: str) -> None:
+        self.args = args
+        self.env = env
+        self.cwd = cwd
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel SIGKILL this process when ``parent`` (the thread that started it) dies."""
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0 and os.getppid() != parent:
+        os._exit(ORPHAN_EXIT)  # it died before the signal was armed
+
+
+def _preload() -> None:
+    """Import what every worker imports, so that a forked worker finds it loaded."""
+    import argparse  # noqa: F401  # a worker file's arguments
+    import ctypes  # noqa: F401  # the worker arms PR_SET_PDEATHSIG with it
+    import faulthandler  # noqa: F401
+    import runpy  # noqa: F401  # how a child becomes the worker
+
+    import jobsched.worker  # noqa: F401
+
+
+def _send(control: socket.socket, reply: dict[str, Any]) -> None:
+    control.sendall(json.dumps(reply).encode() + b"\n")
+
+
+def _receive(control: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
+    """The next request and the descriptors that came with it; None at the end of the pair."""
+    data, fds, _flags, _address = socket.recv_fds(control, 65536, 2)
+    chunks, size = [data], len(data)
+    # The scheduler sends one request and waits for its reply: a request never shares a read with the next.
+    while data and not data.endswith(b"\n") and size <= MAX_REQUEST:
+        data = control.recv(65536)
+        chunks.append(data)
+        size += len(data)
+    if not data or size > MAX_REQUEST:  # the pair closed (mid-request too), or a request out of bounds
+        _close(fds)
+        return None
+    return json.loads(b"".join(chunks)), fds
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _serve(control: socket.socket) -> _Request | None:
+    """Answer requests until the scheduler hangs up (None); in a forked child, return what it is to become."""
+    while True:
+        received = _receive(control)
+        if received is None:
+            return None
+        request, fds = received
+        if "fork" in request and len(fds) == 2:
+            child = _fork(control, _Request([str(a) for a in request["fork"]],
+                                            {str(k): str(v) for k, v in request["env"].items()},
+                                            str(request["cwd"])), fds)
+            if child is not None:
+                return child
+            continue
+        _close(fds)
+        if "wait" in request:
+            _send(control, _wait(int(request["wait"]), bool(request.get("block"))))
+        else:
+            _send(control, {"error": f"not a request: {sorted(request)} with {len(fds)} descriptors"})
+
+
+def _fork(control: socket.socket, child: _Request, fds: list[int]) -> _Request | None:
+    """Fork a worker (in the child, return what it is to become); tell the scheduler its pid."""
+    stdin_fd, out_fd = fds
+    zygote = os.getpid()
+    try:
+        pid = os.fork()  # runs the os.register_at_fork handlers: random, for one, re-seeds in the child
+    except OSError as exc:
+        _close(fds)
+        _send(control, {"error": f"fork failed: {exc}"})
+        return None
+    if pid == 0:
+        try:
+            control.close()
+            _become_child(zygote, stdin_fd, out_fd)
+        except BaseException:
+            os._exit(1)  # nowhere to report it: the output pipe may not be stderr yet
+        return child
+    _close(fds)  # the child holds them now; kept here, the output pipe would never reach its end
+    _send(control, {"pid": pid})
+    return None
+
+
+def _become_child(zygote: int, stdin_fd: int, out_fd: int) -> None:
+    """In the forked child: its own session, death with the zygote, the scheduler's pipes as stdio, no other fd."""
+    # Its own session and process group, as a spawned worker's (start_new_session): a terminal's Ctrl-C
+    # never reaches it, and one signal to the group stops it and every process its job started.
+    os.setsid()
+    _die_with(zygote)
+    os.dup2(stdin_fd, 0)
+    os.dup2(out_fd, 1)
+    os.dup2(out_fd, 2)
+    # Nothing else of the zygote's: not its control socket (closed above), not another worker's pipes.
+    # The zygote holds no fd that a Python object still owns past this point (see _check_fds in the tests).
+    os.closerange(3, _max_fd())
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 65536
+
+
+def _wait(pid: int, block: bool) -> dict[str, Any]:
+    try:
+        got, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+    except ChildProcessError as exc:
+        return {"error": f"pid {pid} is not a child of the zygote: {exc}"}
+    if got == 0:
+        return {"running": True}
+    return {"status": os.waitstatus_to_exitcode(status)}
+
+
+def _become_worker(request: _Request) -> None:
+    """Turn this forked child into ``python -m jobsched.worker ARGS`` started in the scheduler's cwd and environment."""
+    import runpy
+
+    start_dir = os.getcwd()
+    os.chdir(request.cwd)
+    # ``-m`` put the zygote's start directory first on sys.path; a spawned worker would have the scheduler's
+    # directory of now there.
+    if sys.path and sys.path[0] == start_dir:
+        sys.path[0] = request.cwd
+    os.environ.clear()  # putenv/unsetenv too: the processes a job starts see the scheduler's environment
+    os.environ.update(request.env)
+    _set_title([sys.executable, "-m", "jobsched.worker", *request.args])
+    sys.orig_argv = [sys.executable, "-m", "jobsched.worker", *request.args]
+    sys.argv = [sys.argv[0], *request.args]  # runpy sets argv[0], as -m does
+    runpy.run_module("jobsched.worker", run_name="__main__", alter_sys=True)
+
+
+def _set_title(argv: list[str]) -> None:
+    """Show ``argv`` as this process's command line (``ps``, ``/proc/PID/cmdline``), as far as it fits.
+
+    A forked child keeps the zygote's command line; without this, ``ps`` would list every worker as a zygote.
+    The kernel reads the command line from the memory that held the original argv, so the new one is written
+    there (as PostgreSQL and setproctitle do): whole arguments that fit, the rest of the area zeroed.
+    CPython copied its argv at start-up and never reads that memory again.
+    """
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: fields 48 and 49 of proc(5)
+    except (OSError, IndexError, ValueError):
+        return
+    size = end - start
+    title = b""
+    for arg in argv:
+        piece = arg.encode(errors="surrogateescape") + b"\0"
+        if len(title) + len(piece) > size:
+            break
+        title += piece
+    if not title or size <= 0:
+        return
+    import ctypes
+
+    ctypes.memmove(start, title.ljust(size, b"\0"), size)
+
+
+def main() -> None:
+    fd, parent = int(sys.argv[1]), int(sys.argv[2])
+    control = socket.socket(fileno=fd)
+    _die_with(parent)
+    _preload()
+    _send(control, {"ready": os.getpid()})
+    child = _serve(control)
+    if child is None:
+        control.close()
+        return
+    _become_worker(child)
+
+
+if __name__ == "__main__":
+    main()
