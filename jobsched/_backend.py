@@ -56,8 +56,9 @@ class BackendEvents(Protocol):
         """``w``'s process is gone (``clean``: exit status 0); every frame it sent was reported before.
 
         ``crashed=False``: nothing failed, the backend let the slot go (a Dask worker its cluster retired, a
-        closed client, a seat given up after a timeout): no restart is counted and its jobs are not blamed,
-        unless the state's own kill reason (a timeout) blames them.
+        closed client, a seat given up after a timeout), or the process died of something else than its job
+        (a local worker whose zygote died): no restart is counted and its jobs are not blamed, unless the
+        state's own kill reason (a timeout) blames them.
         """
 
     def request_tick(self) -> None:

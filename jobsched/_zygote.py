@@ -134,7 +134,8 @@ class Zygote:
         self._buffer = b""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._control = ours
-        argv = [sys.executable, "-m", "jobsched._zygote_process", str(theirs.fileno()), str(os.getpid())]
+        argv = [sys.executable, "-c", "from jobsched._zygote_process import main; main()", str(theirs.fileno()),
+                str(os.getpid())]
         try:
             # From the spawner thread: the zygote's PR_SET_PDEATHSIG is tied to the thread that started it.
             self._proc: subprocess.Popen[bytes] | None = on_spawner_thread(lambda: subprocess.Popen(

@@ -1,6 +1,7 @@
 """The zygote process: a small interpreter that forks jobsched workers (``_zygote`` is the scheduler's side).
 
-A scheduler starts one as ``python -m jobsched._zygote_process FD PARENT`` the first time it needs a worker.
+A scheduler starts one as ``python -c "from jobsched._zygote_process import main; main()" FD PARENT`` the first
+time it needs a worker (``-c``, not ``-m``: the interpreter's ``__main__`` module stays empty, for the worker).
 FD is the zygote's end of a socketpair the scheduler created and handed over at start: the zygote listens
 nowhere, and only its scheduler can talk to it. PARENT is the scheduler's pid. It imports what every default
 worker imports (``jobsched.worker``, and what a worker loads when it starts serving), nothing of the user's and
@@ -27,8 +28,9 @@ dies (the same, armed for the zygote). So a dead scheduler still takes every wor
 job holds the GIL; a dead zygote takes its workers along too, and the scheduler replaces them.
 
 A forked child leaves the request loop and becomes ``python -m jobsched.worker ARGS`` run by this same
-interpreter (``runpy``, as ``-m`` does): its exit - an exception, ``SystemExit``, ``atexit`` handlers, threads
-still running - is an interpreter's ordinary exit.
+interpreter, as ``-m`` runs it (in the ``__main__`` module, which ``_pickling`` aliases as ``__mp_main__``, so
+that a worker file's classes pickle as in a spawned worker): its exit - an exception, ``SystemExit``,
+``atexit`` handlers, threads still running - is an interpreter's ordinary exit.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from typing import Any
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 ORPHAN_EXIT = 70  # as jobsched.worker.ORPHAN_EXIT: the process it belongs to is gone
 MAX_REQUEST = 1 << 24  # an environment of 16 MB is not an environment
+IDLE = 0.05  # seconds without a request before the zygote loads what only some workers need
 
 
 class _Request:
@@ -80,6 +83,18 @@ def _preload() -> None:
     import jobsched.worker  # noqa: F401
 
 
+def _preload_when_idle() -> None:
+    """Import what a worker needs for some jobs only: functions that travel by value (notebooks, lambdas).
+
+    Not before the first forks: the first workers would wait for it (a cold start). A worker that needs it
+    before the zygote loaded it imports it itself.
+    """
+    try:
+        import cloudpickle  # type: ignore[import-untyped]  # noqa: F401
+    except ImportError:
+        pass
+
+
 def _send(control: socket.socket, reply: dict[str, Any]) -> None:
     control.sendall(json.dumps(reply).encode() + b"\n")
 
@@ -106,7 +121,12 @@ def _close(fds: list[int]) -> None:
 
 def _serve(control: socket.socket) -> _Request | None:
     """Answer requests until the scheduler hangs up (None); in a forked child, return what it is to become."""
+    import select
+
+    idle_work = [_preload_when_idle]
     while True:
+        if idle_work and not select.select([control], [], [], IDLE)[0]:
+            idle_work.pop()()
         received = _receive(control)
         if received is None:
             return None
@@ -182,18 +202,23 @@ def _become_worker(request: _Request) -> None:
     """Turn this forked child into ``python -m jobsched.worker ARGS`` started in the scheduler's cwd and environment."""
     import runpy
 
-    start_dir = os.getcwd()
     os.chdir(request.cwd)
-    # ``-m`` put the zygote's start directory first on sys.path; a spawned worker would have the scheduler's
-    # directory of now there.
-    if sys.path and sys.path[0] == start_dir:
+    # ``-c`` put "" (the current directory) first on sys.path; ``-m`` puts the directory it started in.
+    if sys.path and sys.path[0] == "":
         sys.path[0] = request.cwd
     os.environ.clear()  # putenv/unsetenv too: the processes a job starts see the scheduler's environment
     os.environ.update(request.env)
-    _set_title([sys.executable, "-m", "jobsched.worker", *request.args])
-    sys.orig_argv = [sys.executable, "-m", "jobsched.worker", *request.args]
-    sys.argv = [sys.argv[0], *request.args]  # runpy sets argv[0], as -m does
-    runpy.run_module("jobsched.worker", run_name="__main__", alter_sys=True)
+    argv = [sys.executable, "-m", "jobsched.worker", *request.args]
+    _set_title(argv)
+    sys.orig_argv = argv
+    sys.argv = ["-m", *request.args]  # argv[0] becomes the file of jobsched/worker/__main__.py, as with -m
+    # What the interpreter itself calls for -m: runs the module's code in the existing __main__ module
+    # (run_module would make a new one, and __mp_main__ would no longer be __main__).
+    run_as_main = getattr(runpy, "_run_module_as_main", None)
+    if run_as_main is not None:
+        run_as_main("jobsched.worker", True)
+    else:  # pragma: no cover - every CPython from 3.4 to 3.14 has it
+        runpy.run_module("jobsched.worker", run_name="__main__", alter_sys=True)
 
 
 def _set_title(argv: list[str]) -> None:
@@ -225,6 +250,7 @@ def _set_title(argv: list[str]) -> None:
 
 
 def main() -> None:
+    """The zygote: ``python -c "from jobsched._zygote_process import main; main()" FD PARENT``."""
     fd, parent = int(sys.argv[1]), int(sys.argv[2])
     control = socket.socket(fileno=fd)
     _die_with(parent)
@@ -236,6 +262,3 @@ def main() -> None:
         return
     _become_worker(child)
 
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,58 @@
+"""Jobs for tests/test_zygote.py: what a worker process looks like from inside (importable by workers)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import time
+from typing import Any
+
+
+def describe_process() -> dict[str, Any]:
+    """What a spawned and a forked worker must agree on (pids aside)."""
+    main = sys.modules["__main__"]
+    streams = {name: (s.line_buffering, s.write_through, s.encoding, s.errors)
+               for name, s in (("stdout", sys.stdout), ("stderr", sys.stderr))}
+    return {
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "session_leader": os.getsid(0) == os.getpid(),
+        "group_leader": os.getpgid(0) == os.getpid(),
+        # The fds a job finds: 0-2 and the worker's own (its connection, the watchdog's copy of stdin).
+        "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
+        "fd_kinds": sorted(_kind(int(fd)) for fd in os.listdir("/proc/self/fd")),
+        "sys_path": list(sys.path),
+        "argv": list(sys.argv),
+        "orig_argv": list(sys.orig_argv),
+        "main": (main.__name__, getattr(main, "__file__", None), getattr(main.__spec__, "name", None)),
+        "mp_main_is_main": sys.modules.get("__mp_main__") is main,
+        "cwd": os.getcwd(),
+        "environ": dict(os.environ),
+        "streams": streams,
+        "signals": [str(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGPIPE, signal.SIGTERM,
+                                                         signal.SIGCHLD)],
+        "cmdline": [a for a in open("/proc/self/cmdline", "rb").read().decode().split("\0") if a],
+        "notebook_stack": sorted({"IPython", "ipywidgets", "ipykernel"} & sys.modules.keys()),
+    }
+
+
+def _kind(fd: int) -> str:
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "gone"  # the fd of listdir itself
+    return target.split(":")[0] if ":" in target else "file"
+
+
+def draw(seconds: float = 0.0) -> tuple[int, float, int]:
+    """This worker's pid and its next random numbers: forked workers must not share a random state."""
+    x, bits = random.random(), random.getrandbits(64)
+    time.sleep(seconds)  # the next job goes to another worker
+    return os.getpid(), x, bits
+
+
+def pid_after(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
