@@ -4,7 +4,8 @@ Each worker runs in a session and process group of its own, so that Ctrl-C in a 
 interrupt (sent to our process group) does not reach it, and so that one signal to the group stops the
 worker *and the processes its job started*. A ``Reaper`` (a tiny ``sh`` process per scheduler) kills those
 groups if this process dies without closing them, even by SIGKILL: the workers themselves die with their
-scheduler through ``PR_SET_PDEATHSIG``, but a job's own children would not.
+scheduler through ``PR_SET_PDEATHSIG`` (a forked worker with its zygote, which dies with the scheduler:
+``_zygote``), but a job's own children would not.
 """
 
 from __future__ import annotations
