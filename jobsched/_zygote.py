@@ -13,7 +13,9 @@ its sockets and the user's state), so each backend starts a zygote, as ``multipr
 
 * When: a backend starts its zygote with its first worker, and stops it in ``shutdown()``, once every worker
   has exited (``close()``, or a run that ends). One zygote per scheduler, not per process: its life is the
-  scheduler's, and so is its environment.
+  scheduler's, and so is its environment. That first worker is spawned, while the zygote boots: booting
+  the zygote costs as much as a worker's interpreter, and done side by side a cold start of two workers
+  costs what it did without a zygote (the second waits for the zygote, then forks in a millisecond).
 * Which workers: only the default command's form, ``[sys.executable, "-m", "jobsched.worker", ...]`` (remote
   calls, and worker files through ``make_server``: the file is loaded by the forked child, fresh in each
   worker). Any other command - interpreter flags (``debug=True``), another program - is spawned as before.
@@ -123,15 +125,16 @@ class Zygote:
     """The scheduler's end of one zygote process: fork workers, ask for their exit status, stop it."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        """Start a zygote with ``env`` (a worker's, the per-worker variables left out); wait until it is ready.
+        """Start a zygote with ``env`` (a worker's, the per-worker variables left out); do not wait for it.
 
         Raises:
-            ZygoteGone: it could not start, or was not ready within ``START_TIMEOUT``.
+            ZygoteGone: it could not start.
         """
         self.env = _startup_env(env)
         self.alive = 0  # forked workers not reaped yet
         self._owner = os.getpid()
         self._buffer = b""
+        self._ready = False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._control = ours
         argv = [sys.executable, "-c", "from jobsched._zygote_process import main; main()", str(theirs.fileno()),
@@ -148,19 +151,21 @@ class Zygote:
             raise ZygoteGone(f"the zygote could not start: {exc}") from exc
         finally:
             theirs.close()
-        try:
-            self.pid = int(self._reply(START_TIMEOUT)["ready"])
-        except (ZygoteGone, KeyError, TypeError, ValueError) as exc:
-            self.close()
-            raise ZygoteGone(f"the zygote did not start: {exc}") from exc
+        self.pid = self._proc.pid
 
     def fork(self, argv: list[str], env: dict[str, str], secret: bytes) -> ForkedProcess:
         """Fork a worker running ``argv`` (see ``forkable``) with ``env`` in our working directory.
 
         Raises:
-            ZygoteGone: the zygote is dead or broke the protocol (it is closed).
+            ZygoteGone: the zygote is dead, was not ready within ``START_TIMEOUT``, or broke the protocol (it
+                is closed).
             OSError: the pipes could not be made, or the fork failed (the zygote goes on).
         """
+        if not self._ready:
+            try:
+                self._ready = "ready" in self._reply(START_TIMEOUT)
+            except ZygoteGone as exc:
+                raise ZygoteGone(f"the zygote did not start: {exc}") from exc
         stdin_r, stdin_w = os.pipe()
         out_r, out_w = os.pipe()
         try:
@@ -264,7 +269,7 @@ class Starter:
 
     def start(self, argv: list[str], env: dict[str, str], secret: bytes, reaper: Reaper,
               log: Callable[[str], None]) -> WorkerProcess:
-        """Start one worker: fork it if ``argv`` and ``env`` allow, else spawn it."""
+        """Start one worker: fork it if ``argv`` and ``env`` allow, else (and while the zygote boots) spawn it."""
         zygote = self._zygote_for(argv, env, reaper, log)
         if zygote is not None:
             try:
@@ -302,11 +307,12 @@ class Starter:
                 self._spawn_only = True
                 return None
             try:
-                zygote = self._zygote = Zygote(env)
+                self._zygote = Zygote(env)
             except ZygoteGone as exc:
                 self._give_up(reaper, log, exc)
                 return None
-            reaper.watch(zygote.pid)  # its own group: killed with the workers' if we die (it also has PDEATHSIG)
+            reaper.watch(self._zygote.pid)  # its own group, killed with the workers' if we die (and PDEATHSIG)
+            return None  # this worker is spawned while the zygote boots: see the module's docstring
         return zygote
 
     def _give_up(self, reaper: Reaper, log: Callable[[str], None], exc: ZygoteGone) -> None:

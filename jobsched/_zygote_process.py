@@ -74,8 +74,11 @@ def _die_with(parent: int) -> None:
 
 
 def _preload() -> None:
-    """Import what every worker imports, so that a forked worker finds it loaded."""
-    import argparse  # noqa: F401  # a worker file's arguments
+    """Import what every worker imports, so that a forked worker finds it loaded.
+
+    No more: the scheduler's first worker is spawned while the zygote boots (``_zygote``), and the zygote
+    must be ready by the time that worker is, or the second worker of a cold start would wait.
+    """
     import ctypes  # noqa: F401  # the worker arms PR_SET_PDEATHSIG with it
     import faulthandler  # noqa: F401
     import runpy  # noqa: F401  # how a child becomes the worker
@@ -84,11 +87,14 @@ def _preload() -> None:
 
 
 def _preload_when_idle() -> None:
-    """Import what a worker needs for some jobs only: functions that travel by value (notebooks, lambdas).
+    """Import what some workers need: argparse (a worker file's arguments), cloudpickle (functions that travel
+    by value: notebooks, lambdas).
 
-    Not before the first forks: the first workers would wait for it (a cold start). A worker that needs it
-    before the zygote loaded it imports it itself.
+    Not before the first forks: the first workers would wait for it (a cold start). A worker that needs them
+    before the zygote loaded them imports them itself.
     """
+    import argparse  # noqa: F401
+
     try:
         import cloudpickle  # type: ignore[import-untyped]  # noqa: F401
     except ImportError:

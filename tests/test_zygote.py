@@ -45,24 +45,42 @@ def is_zygote(pid: int) -> bool:
         return False
 
 
-def describe(spawn: bool, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    monkeypatch.setenv(_zygote.ENV_SWITCH, "0" if spawn else "1")
-    with Scheduler(echo_output=False) as sched:
-        sched.start(1, wait=False)
-        seen: dict[str, Any] = sched.submit(zygote_jobs.describe_process).result(timeout=TIMEOUT)
-        assert (zygote_pid(sched) is None) == spawn
-        if not spawn:
-            assert seen["ppid"] == zygote_pid(sched) and is_zygote(seen["ppid"])
-    return seen
+def ready(sched: Scheduler, n: int) -> None:
+    eventually(lambda: sum(w.state is jobsched.WorkerState.READY for w in sched.workers) == n, f"{n} ready workers")
+
+
+def parents(sched: Scheduler) -> list[int]:
+    """The parent of each slot's process: us for a spawned worker, the zygote for a forked one."""
+    return [psutil.Process(w.pid).ppid() for w in sched.workers if w.pid is not None]
+
+
+def test_the_first_worker_is_spawned_while_the_zygote_boots_and_the_others_are_forked(sched: Scheduler) -> None:
+    sched.start(3, wait=False)
+    ready(sched, 3)
+    zygote = zygote_pid(sched)
+    assert zygote is not None and is_zygote(zygote) and psutil.Process(zygote).ppid() == os.getpid()
+    assert parents(sched) == [os.getpid(), zygote, zygote]
+    pid = sched.workers[0].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # a replacement is forked: the zygote is up now
+    eventually(lambda: sched.workers[0].pid not in (None, pid) and sched.workers[0].state is
+               jobsched.WorkerState.READY, "slot 0 to be replaced")
+    assert parents(sched) == [zygote, zygote, zygote]
 
 
 def test_a_forked_worker_is_the_process_a_spawned_worker_is(monkeypatch: pytest.MonkeyPatch,
                                                             tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ZYGOTE_TEST_VARIABLE", "from the scheduler")
-    spawned = describe(True, monkeypatch)
-    forked = describe(False, monkeypatch)
-    assert spawned["ppid"] == os.getpid() and forked["ppid"] != os.getpid()
+    with Scheduler(echo_output=False) as sched:
+        sched.start(2, wait=False)
+        ready(sched, 2)
+        futures = [sched.submit(zygote_jobs.describe_process, 0.2) for _ in range(2)]
+        seen = [f.result(timeout=TIMEOUT) for f in futures]
+        zygote = zygote_pid(sched)
+    by_parent = {p["ppid"]: p for p in seen}
+    assert set(by_parent) == {os.getpid(), zygote}, "one job on each worker"
+    spawned, forked = by_parent[os.getpid()], by_parent[zygote]
     for p in (spawned, forked):
         assert p["session_leader"] and p["group_leader"], "its own session: group kills and the reaper work"
         assert p["fds"][:3] == [0, 1, 2]
@@ -70,42 +88,42 @@ def test_a_forked_worker_is_the_process_a_spawned_worker_is(monkeypatch: pytest.
         assert p["environ"]["ZYGOTE_TEST_VARIABLE"] == "from the scheduler"
         assert p["cmdline"][:3] == [sys.executable, "-m", "jobsched.worker"]
         assert p["notebook_stack"] == []
-    for key in ("fds", "fd_kinds", "sys_path", "argv", "orig_argv", "main", "mp_main_is_main", "cwd", "streams",
-                "signals"):
+    for key in ("fds", "fd_kinds", "sys_path", "argv", "orig_argv", "main", "mp_main_is_main", "cwd", "environ",
+                "streams", "signals"):
         assert forked[key] == spawned[key], key
-    del spawned["environ"][_zygote.ENV_SWITCH], forked["environ"][_zygote.ENV_SWITCH]
-    assert forked["environ"] == spawned["environ"]
     assert forked["mp_main_is_main"], "a worker file's classes pickle as __mp_main__ in both"
 
 
 def test_forked_workers_do_not_share_their_random_state(sched: Scheduler) -> None:
-    sched.start(3, wait=False)
-    eventually(lambda: sum(w.state is jobsched.WorkerState.READY for w in sched.workers) == 3, "3 ready workers")
-    draws = [f.result(timeout=TIMEOUT) for f in [sched.submit(zygote_jobs.draw, 0.05) for _ in range(9)]]
+    sched.start(4, wait=False)
+    ready(sched, 4)
+    draws = [f.result(timeout=TIMEOUT) for f in [sched.submit(zygote_jobs.draw, 0.05) for _ in range(12)]]
     first_by_pid: dict[int, tuple[float, int]] = {}
     for pid, x, bits in draws:
         first_by_pid.setdefault(pid, (x, bits))
-    assert len(first_by_pid) == 3, f"the jobs ran on {len(first_by_pid)} worker(s)"
-    assert len(set(first_by_pid.values())) == len(first_by_pid), first_by_pid
-    assert all(psutil.Process(pid).ppid() == zygote_pid(sched) for pid in first_by_pid)
+    assert len(first_by_pid) == 4, f"the jobs ran on {len(first_by_pid)} worker(s)"
+    assert len(set(first_by_pid.values())) == 4, first_by_pid
+    assert parents(sched).count(zygote_pid(sched)) == 3
 
 
-@pytest.mark.parametrize(("fn", "args", "how"), [
-    (helpers.exit_process, (3,), "exit code 3"),
-    (helpers.kill_self, (signal.SIGKILL,), "killed by signal SIGKILL"),
-    (helpers.segfault, (), "killed by signal SIGSEGV"),
+@pytest.mark.parametrize(("how", "said"), [
+    ("exit_process", "exit code 3"),
+    ("kill_self", "killed by signal SIGKILL"),
+    ("segfault", "killed by signal SIGSEGV"),
 ])
-def test_a_forked_worker_that_dies_is_reported_with_its_exit_status(fn: Any, args: tuple[Any, ...], how: str) -> None:
+def test_a_forked_worker_that_dies_is_reported_with_its_exit_status(how: str, said: str) -> None:
     with Scheduler(max_retries=1, echo_output=False) as sched:
-        sched.start(1, wait=False)
-        pid = sched.submit(helpers.getpid).result(timeout=TIMEOUT)
-        assert psutil.Process(pid).ppid() == zygote_pid(sched)
+        sched.start(2, wait=False)
+        ready(sched, 2)
+        forked = [w.pid for w in sched.workers if w.pid and psutil.Process(w.pid).ppid() == zygote_pid(sched)]
+        assert len(forked) == 1
         with pytest.raises(JobError) as info:
-            sched.submit(fn, *args).result(timeout=TIMEOUT)
+            for _ in range(50):  # until one lands on the forked worker
+                assert sched.submit(zygote_jobs.die_if_forked, os.getpid(), how).result(timeout=TIMEOUT) == "spawned"
         assert info.value.remote_type == "WorkerDied"
-        assert f"(pid {pid}) {how}" in str(info.value)
-        assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2, "replaced, by a fork again"
-        assert psutil.Process(sched.workers[0].pid).ppid() == zygote_pid(sched)
+        assert info.value.remote_message == f"its worker died once: worker 1 (pid {forked[0]}) {said}"
+        ready(sched, 2)
+        assert parents(sched) == [os.getpid(), zygote_pid(sched)], "replaced, by a fork again"
 
 
 WORKER_FILE = textwrap.dedent("""
@@ -134,6 +152,7 @@ def test_a_worker_file_is_loaded_fresh_in_each_forked_worker_and_never_in_the_zy
         sched.start(3, after_stop=lambda s, job, result: results.append(result), close_workers=False)
         zygote = zygote_pid(sched)
         workers = {w.pid for w in sched.workers}
+        assert parents(sched) == [os.getpid(), zygote, zygote]
     finally:
         sched.close()
     assert zygote is not None and len(workers) == 3
@@ -146,15 +165,15 @@ def test_a_worker_file_is_loaded_fresh_in_each_forked_worker_and_never_in_the_zy
 def test_the_zygote_is_started_once_per_scheduler_and_stopped_by_close(sched: Scheduler) -> None:
     sched.start(2, wait=False)
     assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
+    ready(sched, 2)
     zygote = zygote_pid(sched)
     assert zygote is not None
     process = psutil.Process(zygote)
     assert process.ppid() == os.getpid()
-    assert {psutil.Process(w.pid).ppid() for w in sched.workers if w.pid} == {zygote}
     sched.scale(4)
-    assert sched.wait(timeout=TIMEOUT)
-    eventually(lambda: sum(w.state is jobsched.WorkerState.READY for w in sched.workers) == 4, "4 ready workers")
+    ready(sched, 4)
     assert zygote_pid(sched) == zygote
+    assert parents(sched) == [os.getpid(), zygote, zygote, zygote]
     zygotes = [p for p in psutil.Process().children() if is_zygote(p.pid)]
     assert [p.pid for p in zygotes] == [zygote], "one zygote for the scheduler, not one per worker"
     workers = [psutil.Process(w.pid) for w in sched.workers if w.pid]
@@ -180,7 +199,8 @@ def test_a_dead_zygote_loses_no_job_and_new_workers_are_spawned(monkeypatch: pyt
         if sum(delivered.values()) == 20:  # mid-run: every worker holds a job
             zygote = zygote_pid(s)
             assert zygote is not None
-            forked = [w.pid for w in s.workers if w.pid is not None]
+            forked = [w.pid for w in s.workers if w.pid is not None and psutil.Process(w.pid).ppid() == zygote]
+            assert len(forked) == 2, "the first worker was spawned, the others forked"
             os.kill(zygote, signal.SIGKILL)
             killed.append((zygote, forked))
 
@@ -230,17 +250,17 @@ def test_jobsched_zygote_0_spawns_every_worker(monkeypatch: pytest.MonkeyPatch) 
 
 def test_a_worker_started_after_os_environ_changed_gets_the_new_environment(sched: Scheduler,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    sched.start(1, wait=False)
-    first = sched.submit(zygote_jobs.describe_process).result(timeout=TIMEOUT)
-    assert "ZYGOTE_LATE_VARIABLE" not in first["environ"]
+    sched.start(2, wait=False)
+    ready(sched, 2)
     zygote = zygote_pid(sched)
-    assert first["ppid"] == zygote
+    assert parents(sched) == [os.getpid(), zygote]
     monkeypatch.setenv("ZYGOTE_LATE_VARIABLE", "late")  # what a worker's interpreter read at start-up may differ
-    sched.scale(2)
-    eventually(lambda: sum(w.state is jobsched.WorkerState.READY for w in sched.workers) == 2, "2 ready workers")
-    second = next(w.pid for w in sched.workers if w.pid != first["pid"])
-    assert psutil.Process(second).ppid() == os.getpid(), "spawned: the zygote has the old environment"
-    assert psutil.Process(first["pid"]).ppid() == zygote
+    sched.scale(3)
+    ready(sched, 3)
+    assert parents(sched) == [os.getpid(), zygote, os.getpid()], "spawned: the zygote has the old environment"
+    seen = [f.result(timeout=TIMEOUT) for f in [sched.submit(zygote_jobs.describe_process, 0.2) for _ in range(3)]]
+    late = {p["pid"]: p["environ"].get("ZYGOTE_LATE_VARIABLE") for p in seen}
+    assert late == {w.pid: ("late" if w.index == 2 else None) for w in sched.workers}
 
 
 DOOMED = textwrap.dedent("""
@@ -276,7 +296,7 @@ def test_a_sigkilled_scheduler_leaves_neither_its_zygote_nor_a_worker_behind(tmp
         zygote = psutil.Process(reported["zygote"])
         workers = [psutil.Process(pid) for pid in reported["workers"]]
         assert is_zygote(zygote.pid) and zygote.ppid() == proc.pid
-        assert all(w.ppid() == zygote.pid for w in workers) and len(workers) == 3
+        assert [w.ppid() for w in workers] == [proc.pid, zygote.pid, zygote.pid]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=TIMEOUT)
         t0 = time.monotonic()

@@ -10,12 +10,12 @@ import time
 from typing import Any
 
 
-def describe_process() -> dict[str, Any]:
-    """What a spawned and a forked worker must agree on (pids aside)."""
+def describe_process(seconds: float = 0.0) -> dict[str, Any]:
+    """What a spawned and a forked worker must agree on (pids aside); busy ``seconds`` after looking."""
     main = sys.modules["__main__"]
     streams = {name: (s.line_buffering, s.write_through, s.encoding, s.errors)
                for name, s in (("stdout", sys.stdout), ("stderr", sys.stderr))}
-    return {
+    seen = {
         "pid": os.getpid(),
         "ppid": os.getppid(),
         "session_leader": os.getsid(0) == os.getpid(),
@@ -33,9 +33,16 @@ def describe_process() -> dict[str, Any]:
         "streams": streams,
         "signals": [str(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGPIPE, signal.SIGTERM,
                                                          signal.SIGCHLD)],
-        "cmdline": [a for a in open("/proc/self/cmdline", "rb").read().decode().split("\0") if a],
+        "cmdline": [a for a in _read("/proc/self/cmdline").split("\0") if a],
         "notebook_stack": sorted({"IPython", "ipywidgets", "ipykernel"} & sys.modules.keys()),
     }
+    time.sleep(seconds)  # the next job goes to another worker
+    return seen
+
+
+def _read(path: str) -> str:
+    with open(path, "rb") as f:
+        return f.read().decode()
 
 
 def _kind(fd: int) -> str:
@@ -56,3 +63,14 @@ def draw(seconds: float = 0.0) -> tuple[int, float, int]:
 def pid_after(seconds: float) -> int:
     time.sleep(seconds)
     return os.getpid()
+
+
+def die_if_forked(scheduler_pid: int, how: str) -> str:
+    """Kill this worker (``how``: a function of helpers) if a zygote forked it; a spawned one answers."""
+    if os.getppid() == scheduler_pid:
+        time.sleep(0.1)  # busy: the next job goes to the other worker
+        return "spawned"
+    import helpers
+
+    getattr(helpers, how)(*{"exit_process": (3,), "kill_self": (signal.SIGKILL,)}.get(how, ()))
+    return "survived"
