@@ -36,14 +36,13 @@ its sockets and the user's state), so each backend starts a zygote, as ``multipr
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO
 
 from . import _shm, _wire
 from ._pool import Reaper, WorkerProcess, on_spawner_thread, spawn
@@ -163,14 +162,17 @@ class Zygote:
         """
         if not self._ready:
             try:
-                self._ready = "ready" in self._reply(START_TIMEOUT)
+                self._ready = self._reply(START_TIMEOUT)[0] == "ready"
             except ZygoteGone as exc:
                 raise ZygoteGone(f"the zygote did not start: {exc}") from exc
+        args = argv[3:]
+        fields = ["fork", os.getcwd(), str(len(args)), *args, *(f"{k}={v}" for k, v in env.items())]
+        if any("\0" in field for field in fields):
+            raise OSError("a worker's argument or environment holds a NUL byte")  # spawning says the same
         stdin_r, stdin_w = os.pipe()
         out_r, out_w = os.pipe()
         try:
-            request = {"fork": argv[3:], "env": env, "cwd": os.getcwd()}
-            reply = self._request(request, [stdin_r, out_w])
+            answer, detail = self._request(fields, [stdin_r, out_w])
         except BaseException:
             os.close(stdin_w)
             os.close(out_r)
@@ -178,16 +180,16 @@ class Zygote:
         finally:
             os.close(stdin_r)  # the worker's ends: the zygote passed them on, or it never will
             os.close(out_w)
-        if "pid" not in reply:
+        if answer != "pid":
             os.close(stdin_w)
             os.close(out_r)
-            raise OSError(f"the zygote could not fork a worker: {reply.get('error', reply)}")
+            raise OSError(f"the zygote could not fork a worker: {detail}")
         self.alive += 1
         stdin = os.fdopen(stdin_w, "wb")
         stdin.write(secret.hex().encode() + b"\n")  # as _pool.spawn: the secret never leaves this process otherwise
         stdin.flush()
         os.set_blocking(out_r, False)
-        return ForkedProcess(self, int(reply["pid"]), stdin, os.fdopen(out_r, "rb", buffering=0))
+        return ForkedProcess(self, int(detail), stdin, os.fdopen(out_r, "rb", buffering=0))
 
     def status(self, pid: int, block: bool) -> int | None:
         """Return the exit status of worker ``pid`` (it is reaped then), or None if it still runs (``block`` False).
@@ -195,14 +197,14 @@ class Zygote:
         Raises:
             ZygoteGone: the zygote died first (it is closed).
         """
-        reply = self._request({"wait": pid, "block": block}, [])
-        if "status" in reply:
+        answer, detail = self._request(["wait", str(pid), "1" if block else "0"], [])
+        if answer == "status":
             self.alive -= 1
-            return int(reply["status"])
-        if reply.get("running"):
+            return int(detail)
+        if answer == "running":
             return None
         self.close()
-        raise ZygoteGone(f"the zygote cannot tell how worker {pid} ended: {reply.get('error', reply)}")
+        raise ZygoteGone(f"the zygote cannot tell how worker {pid} ended: {detail}")
 
     def close(self) -> None:
         """Stop the zygote: it exits when its end of the pair closes (a worker still alive dies with it)."""
@@ -220,11 +222,13 @@ class Zygote:
     def closed(self) -> bool:
         return self._proc is None
 
-    def _request(self, request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+    def _request(self, fields: list[str], fds: list[int]) -> tuple[str, str]:
+        """Send one request (see ``_zygote_process``) and return its reply: ``(word, rest of the line)``."""
         if self._proc is None or os.getpid() != self._owner:  # closed, or we are a fork of the scheduler
             raise ZygoteGone("the zygote is closed")
+        payload = b"\0".join(os.fsencode(field) for field in fields)
+        data = len(payload).to_bytes(4, "big") + payload
         try:
-            data = json.dumps(request).encode() + b"\n"
             sent = socket.send_fds(self._control, [data], fds) if fds else 0
             self._control.sendall(data[sent:])
         except OSError as exc:
@@ -232,7 +236,7 @@ class Zygote:
             raise ZygoteGone(f"the zygote is gone: {exc}") from exc
         return self._reply(REPLY_TIMEOUT)
 
-    def _reply(self, timeout: float) -> dict[str, Any]:
+    def _reply(self, timeout: float) -> tuple[str, str]:
         control = self._control
         try:
             control.settimeout(timeout)
@@ -241,18 +245,15 @@ class Zygote:
                 if not chunk:
                     raise ZygoteGone("the zygote exited")
                 self._buffer += chunk
-            line, self._buffer = self._buffer.split(b"\n", 1)
-            reply = json.loads(line)
-        except (OSError, ValueError) as exc:  # a timeout too: a zygote that does not answer is as good as dead
+        except OSError as exc:  # a timeout too: a zygote that does not answer is as good as dead
             self.close()
             raise ZygoteGone(f"the zygote is gone: {exc}") from exc
         except ZygoteGone:
             self.close()
             raise
-        if not isinstance(reply, dict):
-            self.close()
-            raise ZygoteGone(f"the zygote said {reply!r}")
-        return reply
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        word, _, rest = line.decode(errors="replace").partition(" ")
+        return word, rest
 
 
 class Starter:

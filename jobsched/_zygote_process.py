@@ -5,18 +5,20 @@ time it needs a worker (``-c``, not ``-m``: the interpreter's ``__main__`` modul
 FD is the zygote's end of a socketpair the scheduler created and handed over at start: the zygote listens
 nowhere, and only its scheduler can talk to it. PARENT is the scheduler's pid. It imports what every default
 worker imports (``jobsched.worker``, and what a worker loads when it starts serving), nothing of the user's and
-never the notebook stack, then answers its scheduler's requests one at a time, each a line of JSON::
+never the notebook stack, says ``ready PID``, then answers its scheduler's requests one at a time. A request
+is a 4-byte big-endian length, then fields separated by NUL bytes, as ``execve`` takes its argv and envp (none
+can hold a NUL); a reply is one line of text::
 
-    1. {"fork": ARGS, "env": {...}, "cwd": PATH} with two descriptors attached (SCM_RIGHTS): the read end
-       of the worker's stdin pipe and the write end of its output pipe (both created by the scheduler)
-       -> {"pid": PID} or {"error": TEXT}
-    2. {"wait": PID, "block": BOOL}
-       -> {"status": RETURNCODE} (``subprocess``'s convention: -N for signal N), {"running": true},
-          or {"error": TEXT}
+    1. fork CWD N ARG1 .. ARGn NAME=VALUE ..   with two descriptors attached (SCM_RIGHTS): the read end of
+       the worker's stdin pipe and the write end of its output pipe (both created by the scheduler)
+       -> "pid PID" | "error TEXT"
+    2. wait PID BLOCK (1 or 0)
+       -> "status RETURNCODE" (``subprocess``'s convention: -N for signal N) | "running" | "error TEXT"
     3. end of file: the scheduler closed the pair, or died. The zygote exits.
 
 The secret never comes here: the scheduler writes it into the worker's stdin pipe itself, and the worker
-does the normal handshake on its own connection. JSON, not pickle: nothing here is ever unpickled.
+does the normal handshake on its own connection. Nothing here is decoded beyond splitting bytes: no pickle,
+and not even JSON, whose import would cost the zygote's boot a millisecond and a half (see ``_preload``).
 
 The zygote reaps a worker only when asked (``wait``), as ``Popen.wait`` does: until then the dead worker is
 a zombie, so its pid - which is also its process group's id - cannot be reused while the scheduler may still
@@ -35,11 +37,9 @@ that a worker file's classes pickle as in a spawned worker): its exit - an excep
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
-from typing import Any
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 ORPHAN_EXIT = 70  # as jobsched.worker.ORPHAN_EXIT: the process it belongs to is gone
@@ -52,9 +52,9 @@ class _Request:
 
     __slots__ = ("args", "env", "cwd")
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: str) -> None:
+    def __init__(self, args: list[str], env: list[bytes], cwd: bytes) -> None:
         self.args = args
-        self.env = env
+        self.env = env  # NAME=VALUE
         self.cwd = cwd
 
 
@@ -101,23 +101,25 @@ def _preload_when_idle() -> None:
         pass
 
 
-def _send(control: socket.socket, reply: dict[str, Any]) -> None:
-    control.sendall(json.dumps(reply).encode() + b"\n")
+def _say(control: socket.socket, *words: object) -> None:
+    control.sendall(" ".join(str(w) for w in words).replace("\n", " ").encode(errors="replace") + b"\n")
 
 
-def _receive(control: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
-    """The next request and the descriptors that came with it; None at the end of the pair."""
+def _receive(control: socket.socket) -> tuple[list[bytes], list[int]] | None:
+    """The next request's fields and the descriptors that came with it; None at the end of the pair."""
     data, fds, _flags, _address = socket.recv_fds(control, 65536, 2)
-    chunks, size = [data], len(data)
+    received = bytearray(data)
     # The scheduler sends one request and waits for its reply: a request never shares a read with the next.
-    while data and not data.endswith(b"\n") and size <= MAX_REQUEST:
+    while data and (len(received) < 4 or len(received) < 4 + int.from_bytes(received[:4], "big")):
+        if len(received) > MAX_REQUEST:
+            data = b""  # out of bounds: treated as the end
+            break
         data = control.recv(65536)
-        chunks.append(data)
-        size += len(data)
-    if not data or size > MAX_REQUEST:  # the pair closed (mid-request too), or a request out of bounds
+        received += data
+    if not data:  # the pair closed (mid-request too)
         _close(fds)
         return None
-    return json.loads(b"".join(chunks)), fds
+    return bytes(received[4:]).split(b"\0"), fds
 
 
 def _close(fds: list[int]) -> None:
@@ -136,19 +138,19 @@ def _serve(control: socket.socket) -> _Request | None:
         received = _receive(control)
         if received is None:
             return None
-        request, fds = received
-        if "fork" in request and len(fds) == 2:
-            child = _fork(control, _Request([str(a) for a in request["fork"]],
-                                            {str(k): str(v) for k, v in request["env"].items()},
-                                            str(request["cwd"])), fds)
+        fields, fds = received
+        if fields[0] == b"fork" and len(fds) == 2:
+            n_args = int(fields[2])
+            child = _fork(control, _Request([os.fsdecode(a) for a in fields[3:3 + n_args]], fields[3 + n_args:],
+                                            fields[1]), fds)
             if child is not None:
                 return child
             continue
         _close(fds)
-        if "wait" in request:
-            _send(control, _wait(int(request["wait"]), bool(request.get("block"))))
+        if fields[0] == b"wait":
+            _say(control, *_wait(int(fields[1]), fields[2] == b"1"))
         else:
-            _send(control, {"error": f"not a request: {sorted(request)} with {len(fds)} descriptors"})
+            _say(control, "error", f"not a request: {fields[0]!r} with {len(fds)} descriptors")
 
 
 def _fork(control: socket.socket, child: _Request, fds: list[int]) -> _Request | None:
@@ -159,7 +161,7 @@ def _fork(control: socket.socket, child: _Request, fds: list[int]) -> _Request |
         pid = os.fork()  # runs the os.register_at_fork handlers: random, for one, re-seeds in the child
     except OSError as exc:
         _close(fds)
-        _send(control, {"error": f"fork failed: {exc}"})
+        _say(control, "error", f"fork failed: {exc}")
         return None
     if pid == 0:
         try:
@@ -169,7 +171,7 @@ def _fork(control: socket.socket, child: _Request, fds: list[int]) -> _Request |
             os._exit(1)  # nowhere to report it: the output pipe may not be stderr yet
         return child
     _close(fds)  # the child holds them now; kept here, the output pipe would never reach its end
-    _send(control, {"pid": pid})
+    _say(control, "pid", pid)
     return None
 
 
@@ -194,14 +196,14 @@ def _max_fd() -> int:
         return 65536
 
 
-def _wait(pid: int, block: bool) -> dict[str, Any]:
+def _wait(pid: int, block: bool) -> tuple[object, ...]:
     try:
         got, status = os.waitpid(pid, 0 if block else os.WNOHANG)
     except ChildProcessError as exc:
-        return {"error": f"pid {pid} is not a child of the zygote: {exc}"}
+        return "error", f"pid {pid} is not a child of the zygote: {exc}"
     if got == 0:
-        return {"running": True}
-    return {"status": os.waitstatus_to_exitcode(status)}
+        return ("running",)
+    return "status", os.waitstatus_to_exitcode(status)
 
 
 def _become_worker(request: _Request) -> None:
@@ -211,9 +213,12 @@ def _become_worker(request: _Request) -> None:
     os.chdir(request.cwd)
     # ``-c`` put "" (the current directory) first on sys.path; ``-m`` puts the directory it started in.
     if sys.path and sys.path[0] == "":
-        sys.path[0] = request.cwd
-    os.environ.clear()  # putenv/unsetenv too: the processes a job starts see the scheduler's environment
-    os.environ.update(request.env)
+        sys.path[0] = os.fsdecode(request.cwd)
+    os.environ.clear()  # unsetenv and putenv too: the processes a job starts see the scheduler's environment
+    environ = os.environb  # the same variables as os.environ, as bytes: nothing to decode
+    for entry in request.env:
+        name, _, value = entry.partition(b"=")
+        environ[name] = value
     argv = [sys.executable, "-m", "jobsched.worker", *request.args]
     _set_title(argv)
     sys.orig_argv = argv
@@ -261,7 +266,7 @@ def main() -> None:
     control = socket.socket(fileno=fd)
     _die_with(parent)
     _preload()
-    _send(control, {"ready": os.getpid()})
+    _say(control, "ready", os.getpid())
     child = _serve(control)
     if child is None:
         control.close()
