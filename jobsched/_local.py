@@ -68,6 +68,8 @@ class LocalBackend:
         self._listener: Listener | None = None
         self._reaper: Reaper | None = None
         self._starter = Starter()  # forks workers from a zygote, or spawns them
+        self._waiting: list[Worker] = []  # to be forked once the booting zygote is ready
+        self._zygote_watch = -1  # our copy of the booting zygote's socket, on the selector while they wait
         self._workers: dict[int, Worker] = {}  # slot index -> slot, for the handshake
         self.shm = _shm.Area()  # the segments of large job data and results
 
@@ -120,6 +122,9 @@ class LocalBackend:
             events.worker_spawn_failed(w, f"{type(exc).__name__}: {exc} (worker command: "
                                           f"{self.describe_command(w.index)})")
             return
+        if proc is None:  # forked once the booting zygote is ready: never wait for it here, on the loop
+            self._wait_for_zygote(w)
+            return
         p = _Process(proc, OutputLines(w, self._echo))
         w._io = p
         self._workers[w.index] = w
@@ -155,9 +160,11 @@ class LocalBackend:
         p: _Process | None = w._io
         if p is not None and p.conn is not None:
             p.conn.send([_wire.frame(_wire.CLOSE, 0)])
+        self._forget_waiting(w)
 
     def kill_worker(self, w: Worker, force: bool) -> None:
         p: _Process | None = w._io
+        self._forget_waiting(w)
         if p is None or p.exited:
             return
         signal_group(p.proc, signal.SIGKILL if force else signal.SIGTERM)
@@ -170,6 +177,8 @@ class LocalBackend:
 
     def poll(self, now: float) -> float:
         next_at = self._listener.expire(now) if self._listener is not None else float("inf")
+        if self._waiting:
+            self._on_zygote()  # a zygote that never says it is ready is given up at its deadline
         for w in list(self._workers.values()):  # no pidfd on this system: a timer is how an exit is noticed
             p: _Process | None = w._io
             if p is not None and p.pidfd < 0 and not p.exited:
@@ -180,6 +189,8 @@ class LocalBackend:
         return next_at
 
     def shutdown(self) -> None:
+        self._waiting.clear()
+        self._end_zygote_watch()
         for w in list(self._workers.values()):
             p: _Process | None = w._io
             if p is not None and not p.exited:
@@ -197,6 +208,47 @@ class LocalBackend:
 
     def close(self) -> None:
         self.shm.close()
+
+    # ---- the zygote's boot
+
+    def _wait_for_zygote(self, w: Worker) -> None:
+        zygote = self._starter.booting
+        assert zygote is not None and self._selector is not None
+        if self._zygote_watch < 0:
+            # A copy of its socket: the zygote may close its own end (it died) while this one is registered.
+            self._zygote_watch = os.dup(zygote.fileno())
+            self._selector.register(self._zygote_watch, selectors.EVENT_READ, lambda mask: self._on_zygote())
+        self._waiting.append(w)
+
+    def _on_zygote(self) -> None:
+        """The booting zygote said something (ready, or it died), or ``poll``: start the workers that waited."""
+        assert self._events is not None
+        if not self._starter.settle(self._reaper, self._events.log):
+            return
+        self._end_zygote_watch()
+        waiting, self._waiting = self._waiting, []
+        for w in waiting:
+            self.start_worker(w)  # forked now, or spawned if the zygote failed
+
+    def _forget_waiting(self, w: Worker) -> None:
+        """A worker stopped while it waited for the zygote: it never had a process, and has none to wait for."""
+        if w in self._waiting:
+            self._waiting.remove(w)
+            if not self._waiting:
+                self._end_zygote_watch()
+            assert self._events is not None
+            self._events.worker_exited(w, "stopped before it started (it waited for the zygote)", False,
+                                       crashed=False)
+
+    def _end_zygote_watch(self) -> None:
+        if self._zygote_watch >= 0:
+            if self._selector is not None:
+                try:
+                    self._selector.unregister(self._zygote_watch)
+                except (KeyError, ValueError):
+                    pass
+            os.close(self._zygote_watch)
+            self._zygote_watch = -1
 
     # ---- events
 

@@ -15,7 +15,8 @@ its sockets and the user's state), so each backend starts a zygote, as ``multipr
   has exited (``close()``, or a run that ends). One zygote per scheduler, not per process: its life is the
   scheduler's, and so is its environment. That first worker is spawned, while the zygote boots: booting
   the zygote costs as much as a worker's interpreter, and done side by side a cold start of two workers
-  costs what it did without a zygote (the second waits for the zygote, then forks in a millisecond).
+  costs what it did without a zygote. Workers asked for while it boots wait for it without blocking the
+  loop (``Starter.start`` returns None; the backend watches ``Starter.booting``), then fork in a millisecond.
 * Which workers: only the default command's form, ``[sys.executable, "-m", "jobsched.worker", ...]`` (remote
   calls, and worker files through ``make_server``: the file is loaded by the forked child, fresh in each
   worker). Any other command - interpreter flags (``debug=True``), another program - is spawned as before.
@@ -41,6 +42,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import IO
 
@@ -48,6 +50,8 @@ from . import _shm, _wire
 from ._pool import Reaper, WorkerProcess, on_spawner_thread, spawn
 
 ENV_SWITCH = "JOBSCHED_ZYGOTE"
+# -c, not -m: the zygote's __main__ module stays empty, for the worker that a forked child becomes.
+ZYGOTE_CODE = "from jobsched._zygote_process import main; main()"
 START_TIMEOUT = 30.0  # seconds for the zygote to import what a worker needs; a loaded machine is slow
 REPLY_TIMEOUT = 30.0  # a fork, or the status of a worker already dead (or SIGKILLed just before)
 # Read (and removed) by each worker when it starts: they differ from one worker to the next, and a forked
@@ -133,11 +137,11 @@ class Zygote:
         self.alive = 0  # forked workers not reaped yet
         self._owner = os.getpid()
         self._buffer = b""
-        self._ready = False
+        self.ready = False  # it said so: it forks now
+        self._deadline = time.monotonic() + START_TIMEOUT
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._control = ours
-        argv = [sys.executable, "-c", "from jobsched._zygote_process import main; main()", str(theirs.fileno()),
-                str(os.getpid())]
+        argv = [sys.executable, "-c", ZYGOTE_CODE, str(theirs.fileno()), str(os.getpid())]
         try:
             # From the spawner thread: the zygote's PR_SET_PDEATHSIG is tied to the thread that started it.
             self._proc: subprocess.Popen[bytes] | None = on_spawner_thread(lambda: subprocess.Popen(
@@ -152,19 +156,40 @@ class Zygote:
             theirs.close()
         self.pid = self._proc.pid
 
+    def fileno(self) -> int:
+        """The scheduler's end of the pair: readable when the booting zygote says it is ready (or dies)."""
+        return self._control.fileno()
+
+    def check_ready(self) -> bool:
+        """Read the zygote's ready line if it came (never wait): whether it is ready.
+
+        Raises:
+            ZygoteGone: it died, broke the protocol, or was not ready within ``START_TIMEOUT`` (it is closed).
+        """
+        if not self.ready:
+            try:
+                reply = self._reply_if_any()
+            except ZygoteGone as exc:
+                raise ZygoteGone(f"the zygote did not start: {exc}") from exc
+            if reply is None:
+                if time.monotonic() < self._deadline:
+                    return False
+                self.close()
+                raise ZygoteGone(f"the zygote did not start within {START_TIMEOUT:g} s")
+            if reply[0] != "ready":
+                self.close()
+                raise ZygoteGone(f"the zygote did not start: it said {reply[0]!r}")
+            self.ready = True
+        return True
+
     def fork(self, argv: list[str], env: dict[str, str], secret: bytes) -> ForkedProcess:
         """Fork a worker running ``argv`` (see ``forkable``) with ``env`` in our working directory.
 
         Raises:
-            ZygoteGone: the zygote is dead, was not ready within ``START_TIMEOUT``, or broke the protocol (it
-                is closed).
+            ZygoteGone: the zygote is dead or broke the protocol (it is closed).
             OSError: the pipes could not be made, or the fork failed (the zygote goes on).
         """
-        if not self._ready:
-            try:
-                self._ready = self._reply(START_TIMEOUT)[0] == "ready"
-            except ZygoteGone as exc:
-                raise ZygoteGone(f"the zygote did not start: {exc}") from exc
+        assert self.ready, "fork only from a zygote that said it is ready (check_ready)"
         args = argv[3:]
         fields = ["fork", os.getcwd(), str(len(args)), *args, *(f"{k}={v}" for k, v in env.items())]
         if any("\0" in field for field in fields):
@@ -207,14 +232,12 @@ class Zygote:
         raise ZygoteGone(f"the zygote cannot tell how worker {pid} ended: {detail}")
 
     def close(self) -> None:
-        """Stop the zygote: it exits when its end of the pair closes (a worker still alive dies with it)."""
+        """Stop the zygote, at once: it holds nothing to save (a worker still alive dies with it)."""
         proc, self._proc = getattr(self, "_proc", None), None
         self._control.close()
-        if proc is None:
-            return
-        try:
-            proc.wait(5.0)
-        except subprocess.TimeoutExpired:
+        if proc is not None:
+            # Not "close the pair and wait": a copy of our end (LocalBackend's, while workers wait for the
+            # boot) would keep the pair open, and a hung zygote would not read it anyway.
             proc.kill()
             proc.wait()
 
@@ -237,20 +260,41 @@ class Zygote:
         return self._reply(REPLY_TIMEOUT)
 
     def _reply(self, timeout: float) -> tuple[str, str]:
-        control = self._control
+        """The next reply, ``(word, rest of the line)``; a zygote silent for ``timeout`` seconds is as good as
+        dead (it is closed)."""
+        self._control.settimeout(timeout)
+        while b"\n" not in self._buffer:
+            try:
+                self._receive()
+            except TimeoutError as exc:
+                self.close()
+                raise ZygoteGone(f"the zygote did not answer within {timeout:g} s") from exc
+        return self._take_line()
+
+    def _reply_if_any(self) -> tuple[str, str] | None:
+        """The next reply if the whole of it has come, without waiting; else None."""
+        self._control.setblocking(False)
         try:
-            control.settimeout(timeout)
             while b"\n" not in self._buffer:
-                chunk = control.recv(65536)
-                if not chunk:
-                    raise ZygoteGone("the zygote exited")
-                self._buffer += chunk
-        except OSError as exc:  # a timeout too: a zygote that does not answer is as good as dead
+                self._receive()
+        except BlockingIOError:
+            return None
+        return self._take_line()
+
+    def _receive(self) -> None:
+        try:
+            chunk = self._control.recv(65536)
+        except (BlockingIOError, TimeoutError):
+            raise
+        except OSError as exc:
             self.close()
             raise ZygoteGone(f"the zygote is gone: {exc}") from exc
-        except ZygoteGone:
+        if not chunk:
             self.close()
-            raise
+            raise ZygoteGone("the zygote exited")
+        self._buffer += chunk
+
+    def _take_line(self) -> tuple[str, str]:
         line, self._buffer = self._buffer.split(b"\n", 1)
         word, _, rest = line.decode(errors="replace").partition(" ")
         return word, rest
@@ -268,18 +312,43 @@ class Starter:
         z = self._zygote
         return z.pid if z is not None and not z.closed else None
 
+    @property
+    def booting(self) -> Zygote | None:
+        """The zygote that workers wait for (``start`` returned None): watch it, then call ``settle``."""
+        z = self._zygote
+        return z if z is not None and not z.ready and not z.closed else None
+
     def start(self, argv: list[str], env: dict[str, str], secret: bytes, reaper: Reaper,
-              log: Callable[[str], None]) -> WorkerProcess:
-        """Start one worker: fork it if ``argv`` and ``env`` allow, else (and while the zygote boots) spawn it."""
+              log: Callable[[str], None]) -> WorkerProcess | None:
+        """Start one worker: fork it if ``argv`` and ``env`` allow, else spawn it.
+
+        Returns:
+            Its process; None if it is to be forked once the zygote, which is booting, is ready: call again
+            then (``booting`` is readable, or ``settle`` says so).
+        """
         zygote = self._zygote_for(argv, env, reaper, log)
         if zygote is not None:
             try:
+                if not zygote.check_ready():
+                    return None
                 return zygote.fork(argv, env, secret)
             except ZygoteGone as exc:
                 self._give_up(reaper, log, exc)
             except OSError as exc:  # this fork failed; the next may not
                 log(f"jobsched: {exc}; spawning this worker instead")
         return spawn(argv, env, secret)
+
+    def settle(self, reaper: Reaper | None, log: Callable[[str], None]) -> bool:
+        """The booting zygote said something, or may be overdue: whether waiting workers can start now (it is
+        ready, or it failed and they will be spawned)."""
+        zygote = self.booting
+        if zygote is None:
+            return True
+        try:
+            return zygote.check_ready()
+        except ZygoteGone as exc:
+            self._give_up(reaper, log, exc)
+            return True
 
     def close(self, reaper: Reaper | None) -> None:
         """Every worker has exited: stop the zygote; the next run starts a fresh one."""
@@ -299,8 +368,8 @@ class Starter:
             self._give_up(reaper, log, ZygoteGone("the zygote died"))
             return None
         if zygote is not None and zygote.env != _startup_env(env):
-            if zygote.alive:
-                return None  # os.environ changed while its workers run: spawn this one
+            if zygote.alive or not zygote.ready:
+                return None  # os.environ changed while its workers run (or wait for it): spawn this one
             self.close(reaper)  # changed between runs of workers: a zygote for the new environment
             zygote = None
         if zygote is None:
@@ -316,7 +385,7 @@ class Starter:
             return None  # this worker is spawned while the zygote boots: see the module's docstring
         return zygote
 
-    def _give_up(self, reaper: Reaper, log: Callable[[str], None], exc: ZygoteGone) -> None:
+    def _give_up(self, reaper: Reaper | None, log: Callable[[str], None], exc: ZygoteGone) -> None:
         log(f"jobsched: {exc}; starting workers by spawning them from now on")
         self.close(reaper)
         self._spawn_only = True

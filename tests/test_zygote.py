@@ -239,6 +239,24 @@ def test_a_zygote_that_cannot_start_leaves_workers_to_be_spawned(monkeypatch: py
         assert zygote_pid(sched) is None
 
 
+@pytest.mark.parametrize("zygote_code", ["import time; time.sleep(600)", "raise SystemExit(3)"],
+                         ids=["hangs", "dies"])
+def test_workers_waiting_for_a_zygote_that_never_boots_are_spawned_and_the_loop_never_waits(
+        zygote_code: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_zygote, "ZYGOTE_CODE", zygote_code)
+    monkeypatch.setattr(_zygote, "START_TIMEOUT", 3.0)
+    with Scheduler(echo_output=False) as sched:
+        t0 = time.monotonic()
+        sched.start(3, wait=False)
+        # The first worker is spawned at once, and serves while the others wait for the zygote.
+        assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
+        if zygote_code.startswith("import time"):
+            assert time.monotonic() - t0 < 2.5, "a job ran before the zygote's deadline: the loop did not wait"
+        ready(sched, 3)
+        assert parents(sched) == [os.getpid()] * 3, "given up on the zygote: the others were spawned"
+        assert zygote_pid(sched) is None
+
+
 def test_jobsched_zygote_0_spawns_every_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(_zygote.ENV_SWITCH, "0")
     with Scheduler(echo_output=False) as sched:
