@@ -326,8 +326,12 @@ class Starter:
             Its process; None if it is to be forked once the zygote, which is booting, is ready: call again
             then (``booting`` is readable, or ``settle`` says so).
         """
-        zygote = self._zygote_for(argv, env, reaper, log)
-        if zygote is not None:
+        if self._forks(argv, env, reaper, log):
+            zygote = self._zygote
+            if zygote is None:
+                proc = spawn(argv, env, secret)  # spawned while the zygote boots: see the module's docstring
+                self._launch(env, reaper, log)  # after the spawn: that worker's interpreter starts first
+                return proc
             try:
                 if not zygote.check_ready():
                     return None
@@ -359,31 +363,30 @@ class Starter:
                 reaper.forget(zygote.pid)
             zygote.close()
 
-    def _zygote_for(self, argv: list[str], env: dict[str, str], reaper: Reaper,
-                    log: Callable[[str], None]) -> Zygote | None:
+    def _forks(self, argv: list[str], env: dict[str, str], reaper: Reaper, log: Callable[[str], None]) -> bool:
+        """Whether this worker is the zygote's: ``self._zygote`` forks it, or None: one is to be launched."""
         if self._spawn_only or not forkable(argv):
-            return None
+            return False
         zygote = self._zygote
         if zygote is not None and zygote.closed:  # it died; a worker's exit status told us
             self._give_up(reaper, log, ZygoteGone("the zygote died"))
-            return None
+            return False
         if zygote is not None and zygote.env != _startup_env(env):
             if zygote.alive or not zygote.ready:
-                return None  # os.environ changed while its workers run (or wait for it): spawn this one
+                return False  # os.environ changed while its workers run (or wait for it): spawn this one
             self.close(reaper)  # changed between runs of workers: a zygote for the new environment
-            zygote = None
-        if zygote is None:
-            if not enabled():
-                self._spawn_only = True
-                return None
-            try:
-                self._zygote = Zygote(env)
-            except ZygoteGone as exc:
-                self._give_up(reaper, log, exc)
-                return None
-            reaper.watch(self._zygote.pid)  # its own group, killed with the workers' if we die (and PDEATHSIG)
-            return None  # this worker is spawned while the zygote boots: see the module's docstring
-        return zygote
+        if self._zygote is None and not enabled():
+            self._spawn_only = True
+            return False
+        return True
+
+    def _launch(self, env: dict[str, str], reaper: Reaper, log: Callable[[str], None]) -> None:
+        try:
+            self._zygote = Zygote(env)
+        except ZygoteGone as exc:
+            self._give_up(reaper, log, exc)
+            return
+        reaper.watch(self._zygote.pid)  # its own group, killed with the workers' if we die (and PDEATHSIG)
 
     def _give_up(self, reaper: Reaper | None, log: Callable[[str], None], exc: ZygoteGone) -> None:
         log(f"jobsched: {exc}; starting workers by spawning them from now on")
