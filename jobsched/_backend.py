@@ -108,6 +108,10 @@ class Backend(Protocol):
     def poll(self, now: float) -> float:
         """Do timed duties (handshake deadlines, cluster refresh); return when to be called next."""
 
+    def settle(self) -> None:
+        """The loop ends for now and the workers stay (a blocking start returns, or was interrupted): finish
+        starting the workers already asked for, since nothing runs until the next ``open``."""
+
     def shutdown(self) -> None:
         """Every worker has exited and the loop ends: release sockets and helpers (``open`` may follow)."""
 

@@ -188,6 +188,10 @@ class LocalBackend:
                     next_at = min(next_at, now + 0.1)
         return next_at
 
+    def settle(self) -> None:
+        if self._waiting:  # a worker asked for must have its process when the loop stops (and its pid)
+            self._on_zygote(wait=True)
+
     def shutdown(self) -> None:
         self._waiting.clear()
         self._end_zygote_watch()
@@ -220,10 +224,13 @@ class LocalBackend:
             self._selector.register(self._zygote_watch, selectors.EVENT_READ, lambda mask: self._on_zygote())
         self._waiting.append(w)
 
-    def _on_zygote(self) -> None:
-        """The booting zygote said something (ready, or it died), or ``poll``: start the workers that waited."""
+    def _on_zygote(self, wait: bool = False) -> None:
+        """The booting zygote said something (ready, or it died), or ``poll``: start the workers that waited.
+
+        ``wait``: until the zygote is ready (or given up), the loop ending (``settle``).
+        """
         assert self._events is not None
-        if not self._starter.settle(self._reaper, self._events.log):
+        if not self._starter.settle(self._reaper, self._events.log, wait):
             return
         self._end_zygote_watch()
         waiting, self._waiting = self._waiting, []

@@ -160,15 +160,16 @@ class Zygote:
         """The scheduler's end of the pair: readable when the booting zygote says it is ready (or dies)."""
         return self._control.fileno()
 
-    def check_ready(self) -> bool:
-        """Read the zygote's ready line if it came (never wait): whether it is ready.
+    def check_ready(self, wait: bool = False) -> bool:
+        """Read the zygote's ready line if it came (``wait``: until it comes): whether it is ready.
 
         Raises:
             ZygoteGone: it died, broke the protocol, or was not ready within ``START_TIMEOUT`` (it is closed).
         """
         if not self.ready:
             try:
-                reply = self._reply_if_any()
+                left = self._deadline - time.monotonic()
+                reply = self._reply(left) if wait and left > 0 else self._reply_if_any()
             except ZygoteGone as exc:
                 raise ZygoteGone(f"the zygote did not start: {exc}") from exc
             if reply is None:
@@ -211,8 +212,11 @@ class Zygote:
             raise OSError(f"the zygote could not fork a worker: {detail}")
         self.alive += 1
         stdin = os.fdopen(stdin_w, "wb")
-        stdin.write(secret.hex().encode() + b"\n")  # as _pool.spawn: the secret never leaves this process otherwise
-        stdin.flush()
+        try:  # as _pool.spawn: the secret never leaves this process otherwise
+            stdin.write(secret.hex().encode() + b"\n")
+            stdin.flush()
+        except BrokenPipeError:
+            pass  # it died already: its exit is seen (pidfd) and reported, as any other
         os.set_blocking(out_r, False)
         return ForkedProcess(self, int(detail), stdin, os.fdopen(out_r, "rb", buffering=0))
 
@@ -251,6 +255,7 @@ class Zygote:
             raise ZygoteGone("the zygote is closed")
         payload = b"\0".join(os.fsencode(field) for field in fields)
         data = len(payload).to_bytes(4, "big") + payload
+        self._control.settimeout(REPLY_TIMEOUT)  # it may be non-blocking since _reply_if_any
         try:
             sent = socket.send_fds(self._control, [data], fds) if fds else 0
             self._control.sendall(data[sent:])
@@ -285,7 +290,7 @@ class Zygote:
         try:
             chunk = self._control.recv(65536)
         except (BlockingIOError, TimeoutError):
-            raise
+            raise  # nothing yet: the caller decides whether that is the end
         except OSError as exc:
             self.close()
             raise ZygoteGone(f"the zygote is gone: {exc}") from exc
@@ -342,14 +347,14 @@ class Starter:
                 log(f"jobsched: {exc}; spawning this worker instead")
         return spawn(argv, env, secret)
 
-    def settle(self, reaper: Reaper | None, log: Callable[[str], None]) -> bool:
+    def settle(self, reaper: Reaper | None, log: Callable[[str], None], wait: bool = False) -> bool:
         """The booting zygote said something, or may be overdue: whether waiting workers can start now (it is
-        ready, or it failed and they will be spawned)."""
+        ready, or it failed and they will be spawned). ``wait``: until they can."""
         zygote = self.booting
         if zygote is None:
             return True
         try:
-            return zygote.check_ready()
+            return zygote.check_ready(wait)
         except ZygoteGone as exc:
             self._give_up(reaper, log, exc)
             return True

@@ -184,8 +184,9 @@ def _become_child(zygote: int, stdin_fd: int, out_fd: int) -> None:
     os.dup2(stdin_fd, 0)
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)
-    # Nothing else of the zygote's: not its control socket (closed above), not another worker's pipes.
-    # The zygote holds no fd that a Python object still owns past this point (see _check_fds in the tests).
+    # Nothing else of the zygote's: not its control socket (closed above), not another worker's pipes. No
+    # Python object of the zygote's owns another fd (tests/test_zygote.py compares the fds a job sees in a
+    # forked and in a spawned worker).
     os.closerange(3, _max_fd())
 
 

@@ -9,6 +9,7 @@ happens when the zygote is not there: it cannot start, it is turned off, or it d
 from __future__ import annotations
 
 import collections
+import importlib.util
 import json
 import os
 import signal
@@ -43,6 +44,12 @@ def is_zygote(pid: int) -> bool:
         return "jobsched._zygote_process" in " ".join(psutil.Process(pid).cmdline())
     except psutil.Error:
         return False
+
+
+# What importing cloudpickle (3.x) adds to a worker's modules, besides cloudpickle itself.
+CLOUDPICKLE_IMPORTS = {"_ast", "_opcode", "_string", "_uuid", "ast", "atexit", "copy", "dataclasses", "dis",
+                       "inspect", "linecache", "logging", "opcode", "platform", "string", "textwrap", "token",
+                       "tokenize", "traceback", "uuid", "weakref"}
 
 
 def ready(sched: Scheduler, n: int) -> None:
@@ -92,15 +99,23 @@ def test_a_forked_worker_is_the_process_a_spawned_worker_is(monkeypatch: pytest.
                 "streams", "signals"):
         assert forked[key] == spawned[key], key
     assert forked["mp_main_is_main"], "a worker file's classes pickle as __mp_main__ in both"
+    # What the zygote loaded beyond a spawned worker's modules: itself and, once idle, what some workers need
+    # (argparse for worker files, cloudpickle for functions that travel by value), with their imports.
+    extra = {m.split(".")[0] for m in set(forked["modules"]) - set(spawned["modules"])} - {"jobsched"}
+    assert extra <= {"argparse", "gettext", "cloudpickle", *CLOUDPICKLE_IMPORTS}, sorted(extra)
+    assert "numpy" not in forked["modules"] and "zygote_jobs" in forked["modules"]
 
 
 def test_forked_workers_do_not_share_their_random_state(sched: Scheduler) -> None:
     sched.start(4, wait=False)
     ready(sched, 4)
-    draws = [f.result(timeout=TIMEOUT) for f in [sched.submit(zygote_jobs.draw, 0.05) for _ in range(12)]]
-    first_by_pid: dict[int, tuple[float, int]] = {}
-    for pid, x, bits in draws:
-        first_by_pid.setdefault(pid, (x, bits))
+    numpy = importlib.util.find_spec("numpy") is not None
+    draws = [f.result(timeout=TIMEOUT) for f in [sched.submit(zygote_jobs.draw, 0.05, numpy) for _ in range(12)]]
+    first_by_pid: dict[int, tuple[float, int, float | None]] = {}
+    for pid, x, bits, y in draws:
+        first_by_pid.setdefault(pid, (x, bits, y))
+    if numpy:
+        assert len({y for _x, _bits, y in first_by_pid.values()}) == 4, "numpy seeds in each worker too"
     assert len(first_by_pid) == 4, f"the jobs ran on {len(first_by_pid)} worker(s)"
     assert len(set(first_by_pid.values())) == 4, first_by_pid
     assert parents(sched).count(zygote_pid(sched)) == 3
@@ -237,6 +252,21 @@ def test_a_zygote_that_cannot_start_leaves_workers_to_be_spawned(monkeypatch: py
         pids = {f.result(timeout=TIMEOUT) for f in [sched.submit(zygote_jobs.pid_after, 0.05) for _ in range(8)]}
         assert pids and all(psutil.Process(pid).ppid() == os.getpid() for pid in pids)
         assert zygote_pid(sched) is None
+
+
+def test_a_blocking_start_that_ends_while_the_zygote_boots_leaves_every_worker_started(sched: Scheduler) -> None:
+    # Three trivial jobs are done by the first worker (spawned) before the zygote is ready to fork the second.
+    results: list[Any] = []
+    for i in range(3):
+        sched.add_job(remote_call(helpers.square, i))
+    sched.start(2, after_stop=lambda s, job, result: results.append(result), close_workers=False)
+    first = [w.pid for w in sched.workers]
+    assert None not in first, "every worker asked for has its process when start() returns"
+    assert parents(sched) == [os.getpid(), zygote_pid(sched)]
+    sched.add_job(remote_call(helpers.square, 3))
+    sched.start(2, after_stop=lambda s, job, result: results.append(result), close_workers=False)
+    assert [w.pid for w in sched.workers] == first, "the next run uses the same workers"
+    assert sorted(results) == [0, 1, 4, 9]
 
 
 @pytest.mark.parametrize("zygote_code", ["import time; time.sleep(600)", "raise SystemExit(3)"],

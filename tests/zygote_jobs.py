@@ -35,6 +35,7 @@ def describe_process(seconds: float = 0.0) -> dict[str, Any]:
                                                          signal.SIGCHLD)],
         "cmdline": [a for a in _read("/proc/self/cmdline").split("\0") if a],
         "notebook_stack": sorted({"IPython", "ipywidgets", "ipykernel"} & sys.modules.keys()),
+        "modules": sorted(sys.modules),
     }
     time.sleep(seconds)  # the next job goes to another worker
     return seen
@@ -53,11 +54,16 @@ def _kind(fd: int) -> str:
     return target.split(":")[0] if ":" in target else "file"
 
 
-def draw(seconds: float = 0.0) -> tuple[int, float, int]:
+def draw(seconds: float = 0.0, numpy: bool = False) -> tuple[int, float, int, float | None]:
     """This worker's pid and its next random numbers: forked workers must not share a random state."""
     x, bits = random.random(), random.getrandbits(64)
+    y = None
+    if numpy:
+        import numpy as np
+
+        y = float(np.random.random())
     time.sleep(seconds)  # the next job goes to another worker
-    return os.getpid(), x, bits
+    return os.getpid(), x, bits, y
 
 
 def pid_after(seconds: float) -> int:
