@@ -238,12 +238,13 @@ class Zygote:
     def close(self) -> None:
         """Stop the zygote, at once: it holds nothing to save (a worker still alive dies with it)."""
         proc, self._proc = getattr(self, "_proc", None), None
-        self._control.close()
         if proc is not None:
             # Not "close the pair and wait": a copy of our end (LocalBackend's, while workers wait for the
-            # boot) would keep the pair open, and a hung zygote would not read it anyway.
+            # boot) would keep the pair open, and a hung zygote would not read it anyway. Killed before the
+            # pair closes: closing it with a reply unread (its "ready") would fail the zygote's recv.
             proc.kill()
             proc.wait()
+        self._control.close()
 
     @property
     def closed(self) -> bool:

@@ -107,14 +107,20 @@ def _say(control: socket.socket, *words: object) -> None:
 
 def _receive(control: socket.socket) -> tuple[list[bytes], list[int]] | None:
     """The next request's fields and the descriptors that came with it; None at the end of the pair."""
-    data, fds, _flags, _address = socket.recv_fds(control, 65536, 2)
+    try:
+        data, fds, _flags, _address = socket.recv_fds(control, 65536, 2)
+    except OSError:  # ECONNRESET: the scheduler closed its end with a reply unread, or died
+        return None
     received = bytearray(data)
     # The scheduler sends one request and waits for its reply: a request never shares a read with the next.
     while data and (len(received) < 4 or len(received) < 4 + int.from_bytes(received[:4], "big")):
         if len(received) > MAX_REQUEST:
             data = b""  # out of bounds: treated as the end
             break
-        data = control.recv(65536)
+        try:
+            data = control.recv(65536)
+        except OSError:
+            data = b""
         received += data
     if not data:  # the pair closed (mid-request too)
         _close(fds)
@@ -267,8 +273,11 @@ def main() -> None:
     control = socket.socket(fileno=fd)
     _die_with(parent)
     _preload()
-    _say(control, "ready", os.getpid())
-    child = _serve(control)
+    try:
+        _say(control, "ready", os.getpid())
+        child = _serve(control)
+    except BrokenPipeError:  # the scheduler went away while we answered: as the end of the pair
+        child = None
     if child is None:
         control.close()
         return
