@@ -56,8 +56,9 @@ class BackendEvents(Protocol):
         """``w``'s process is gone (``clean``: exit status 0); every frame it sent was reported before.
 
         ``crashed=False``: nothing failed, the backend let the slot go (a Dask worker its cluster retired, a
-        closed client, a seat given up after a timeout): no restart is counted and its jobs are not blamed,
-        unless the state's own kill reason (a timeout) blames them.
+        closed client, a seat given up after a timeout), or the process died of something else than its job
+        (a local worker whose zygote died): no restart is counted and its jobs are not blamed, unless the
+        state's own kill reason (a timeout) blames them.
         """
 
     def request_tick(self) -> None:
@@ -106,6 +107,10 @@ class Backend(Protocol):
 
     def poll(self, now: float) -> float:
         """Do timed duties (handshake deadlines, cluster refresh); return when to be called next."""
+
+    def settle(self) -> None:
+        """The loop ends for now and the workers stay (a blocking start returns, or was interrupted): finish
+        starting the workers already asked for, since nothing runs until the next ``open``."""
 
     def shutdown(self) -> None:
         """Every worker has exited and the loop ends: release sockets and helpers (``open`` may follow)."""

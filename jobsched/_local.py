@@ -3,7 +3,7 @@
 Per slot, on the loop's selector: the process's pidfd (readable when it exits, so a death is noticed at
 once, never by polling), its output pipe (``_output``) and, once it has authenticated, its ``Connection``
 (``_transport``). The listener and the handshake live in ``_transport.Listener``; spawning, signals and
-process groups in ``_pool``.
+process groups in ``_pool``; forking workers from a zygote in ``_zygote``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import selectors
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -21,9 +20,10 @@ from typing import TYPE_CHECKING
 
 from . import _shm, _wire
 from ._output import OutputLines, write_stderr
-from ._pool import Reaper, describe_exit, pidfd_open, resident_memory, signal_group, spawn
+from ._pool import Reaper, WorkerProcess, describe_exit, pidfd_open, resident_memory, signal_group
 from ._slot import Worker
 from ._transport import Connection, Listener
+from ._zygote import DIED_WITH_ZYGOTE, ForkedProcess, Starter
 from .states import WorkerState
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class _Process:
 
     __slots__ = ("proc", "pidfd", "out_fd", "lines", "conn", "exited")
 
-    def __init__(self, proc: subprocess.Popen[bytes], lines: OutputLines) -> None:
+    def __init__(self, proc: WorkerProcess, lines: OutputLines) -> None:
         self.proc = proc
         self.pidfd = -1
         self.out_fd = -1
@@ -67,6 +67,9 @@ class LocalBackend:
         self._selector: selectors.BaseSelector | None = None
         self._listener: Listener | None = None
         self._reaper: Reaper | None = None
+        self._starter = Starter()  # forks workers from a zygote, or spawns them
+        self._waiting: list[Worker] = []  # to be forked once the booting zygote is ready
+        self._zygote_watch = -1  # our copy of the booting zygote's socket, on the selector while they wait
         self._workers: dict[int, Worker] = {}  # slot index -> slot, for the handshake
         self.shm = _shm.Area()  # the segments of large job data and results
 
@@ -113,11 +116,14 @@ class LocalBackend:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         try:
             argv = [os.fspath(a) for a in self._command(w.index)]
-            proc = spawn(argv, env, self._secret)
+            proc = self._starter.start(argv, env, self._secret, self._reaper, events.log)
         except Exception as exc:
             w._io = None
             events.worker_spawn_failed(w, f"{type(exc).__name__}: {exc} (worker command: "
                                           f"{self.describe_command(w.index)})")
+            return
+        if proc is None:  # forked once the booting zygote is ready: never wait for it here, on the loop
+            self._wait_for_zygote(w)
             return
         p = _Process(proc, OutputLines(w, self._echo))
         w._io = p
@@ -154,9 +160,11 @@ class LocalBackend:
         p: _Process | None = w._io
         if p is not None and p.conn is not None:
             p.conn.send([_wire.frame(_wire.CLOSE, 0)])
+        self._forget_waiting(w)
 
     def kill_worker(self, w: Worker, force: bool) -> None:
         p: _Process | None = w._io
+        self._forget_waiting(w)
         if p is None or p.exited:
             return
         signal_group(p.proc, signal.SIGKILL if force else signal.SIGTERM)
@@ -169,6 +177,8 @@ class LocalBackend:
 
     def poll(self, now: float) -> float:
         next_at = self._listener.expire(now) if self._listener is not None else float("inf")
+        if self._waiting:
+            self._on_zygote()  # a zygote that never says it is ready is given up at its deadline
         for w in list(self._workers.values()):  # no pidfd on this system: a timer is how an exit is noticed
             p: _Process | None = w._io
             if p is not None and p.pidfd < 0 and not p.exited:
@@ -178,7 +188,13 @@ class LocalBackend:
                     next_at = min(next_at, now + 0.1)
         return next_at
 
+    def settle(self) -> None:
+        if self._waiting:  # a worker asked for must have its process when the loop stops (and its pid)
+            self._on_zygote(wait=True)
+
     def shutdown(self) -> None:
+        self._waiting.clear()
+        self._end_zygote_watch()
         for w in list(self._workers.values()):
             p: _Process | None = w._io
             if p is not None and not p.exited:
@@ -188,6 +204,7 @@ class LocalBackend:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        self._starter.close(self._reaper)
         if self._reaper is not None:
             self._reaper.close()
             self._reaper = None
@@ -195,6 +212,50 @@ class LocalBackend:
 
     def close(self) -> None:
         self.shm.close()
+
+    # ---- the zygote's boot
+
+    def _wait_for_zygote(self, w: Worker) -> None:
+        zygote = self._starter.booting
+        assert zygote is not None and self._selector is not None
+        if self._zygote_watch < 0:
+            # A copy of its socket: the zygote may close its own end (it died) while this one is registered.
+            self._zygote_watch = os.dup(zygote.fileno())
+            self._selector.register(self._zygote_watch, selectors.EVENT_READ, lambda mask: self._on_zygote())
+        self._waiting.append(w)
+
+    def _on_zygote(self, wait: bool = False) -> None:
+        """The booting zygote said something (ready, or it died), or ``poll``: start the workers that waited.
+
+        ``wait``: until the zygote is ready (or given up), the loop ending (``settle``).
+        """
+        assert self._events is not None
+        if not self._starter.settle(self._reaper, self._events.log, wait):
+            return
+        self._end_zygote_watch()
+        waiting, self._waiting = self._waiting, []
+        for w in waiting:
+            self.start_worker(w)  # forked now, or spawned if the zygote failed
+
+    def _forget_waiting(self, w: Worker) -> None:
+        """A worker stopped while it waited for the zygote: it never had a process, and has none to wait for."""
+        if w in self._waiting:
+            self._waiting.remove(w)
+            if not self._waiting:
+                self._end_zygote_watch()
+            assert self._events is not None
+            self._events.worker_exited(w, "stopped before it started (it waited for the zygote)", False,
+                                       crashed=False)
+
+    def _end_zygote_watch(self) -> None:
+        if self._zygote_watch >= 0:
+            if self._selector is not None:
+                try:
+                    self._selector.unregister(self._zygote_watch)
+                except (KeyError, ValueError):
+                    pass
+            os.close(self._zygote_watch)
+            self._zygote_watch = -1
 
     # ---- events
 
@@ -286,7 +347,11 @@ class LocalBackend:
         if self._workers.get(w.index) is w and w._io is p:
             w._io = None
         assert self._events is not None
-        self._events.worker_exited(w, describe_exit(returncode), returncode == 0)
+        if isinstance(p.proc, ForkedProcess) and p.proc.died_with_zygote:
+            # Not its job's doing: the scheduler replaces it and runs its jobs again, with no retry counted.
+            self._events.worker_exited(w, DIED_WITH_ZYGOTE, False, crashed=False)
+        else:
+            self._events.worker_exited(w, describe_exit(returncode), returncode == 0)
 
 
 __all__ = ["PACKAGE_ROOT", "LocalBackend", "default_worker_command", "write_stderr"]

@@ -168,6 +168,8 @@ class Engine:
                 self._flush_journal(journal)
             if state.closing or state.stopped_on is not None:
                 _guarded(self.log, self.shutdown)
+            else:
+                _guarded(self.log, backend.settle)
             if state.fatal and state.stopped_on is not None:
                 self._fail_pending_futures(state.stopped_on)
             with self.idle:

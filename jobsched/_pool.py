@@ -4,7 +4,8 @@ Each worker runs in a session and process group of its own, so that Ctrl-C in a 
 interrupt (sent to our process group) does not reach it, and so that one signal to the group stops the
 worker *and the processes its job started*. A ``Reaper`` (a tiny ``sh`` process per scheduler) kills those
 groups if this process dies without closing them, even by SIGKILL: the workers themselves die with their
-scheduler through ``PR_SET_PDEATHSIG``, but a job's own children would not.
+scheduler through ``PR_SET_PDEATHSIG`` (a forked worker with its zygote, which dies with the scheduler:
+``_zygote``), but a job's own children would not.
 """
 
 from __future__ import annotations
@@ -16,9 +17,24 @@ import subprocess
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import IO, Any, Protocol, TypeVar
 
 T = TypeVar("T")
+
+
+class WorkerProcess(Protocol):
+    """What the backend uses of a worker's process: a ``subprocess.Popen``, or a ``_zygote.ForkedProcess``."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def stdin(self) -> IO[bytes] | None: ...
+    @property
+    def stdout(self) -> IO[bytes] | None: ...
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+
 
 def describe_exit(returncode: int | None) -> str:
     """Say how a process ended: ``exit code 3`` or ``killed by signal SIGKILL``."""
@@ -73,6 +89,11 @@ class _Spawner:
 _spawner = _Spawner()
 
 
+def on_spawner_thread(fn: Callable[[], T]) -> T:
+    """Call ``fn`` on the spawner thread: a process it starts may tie its PR_SET_PDEATHSIG to this process's life."""
+    return _spawner.call(fn)
+
+
 def spawn(argv: list[str], env: dict[str, str], secret: bytes) -> subprocess.Popen[bytes]:
     """Start a worker process (from the spawner thread) in its own session; hand it the secret on stdin."""
     return _spawner.call(lambda: _popen(argv, env, secret))
@@ -117,7 +138,7 @@ def resident_memory(pid: int) -> int | None:
         return None
 
 
-def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+def signal_group(proc: WorkerProcess, sig: int) -> None:
     """Send ``sig`` to the worker's process group: the worker and every process its job started.
 
     The worker leads its own group (``start_new_session``), so the group id is its pid; that id cannot be

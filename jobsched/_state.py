@@ -54,6 +54,9 @@ CANCEL_GRACE = 1.0  # seconds a cancelled job's worker has between SIGTERM and S
 START_TIMEOUT = 60.0  # seconds a local worker has to connect and authenticate
 HANGUP_GRACE = 1.0  # seconds a worker that closed its connection has to exit by itself
 MAX_RESTART_DELAY = 5.0
+# Kill reasons that do not outweigh a backend's "not crashed" (crashed=False): none, or a connection that
+# closed before the exit was seen, which is how any death looks from the socket (a zygote's, for one).
+_NOT_OURS = frozenset({None, KillReason.CLOSED_CONNECTION})
 TICK = 0.5  # longest interval between two ticks (a safety net: events arrive on their own)
 
 
@@ -419,8 +422,10 @@ class SchedulerState:
             clean: it exited with status 0.
             output_tail: the last lines it printed (shown in a ``WorkerDied`` error: a fatal-error stack).
             crashed: False when nothing failed: the backend let the slot go (a Dask worker that its cluster
-                retired, a closed client, a seat given up after a timeout). No restart is counted, and the
-                jobs it held go back to the queue unless this state's own kill reason (a timeout) blames them.
+                retired, a closed client, a seat given up after a timeout), or the process died of something
+                else than its job (its zygote died). No restart is counted, and the jobs it held go back to the
+                queue unless this state's own kill reason (a timeout, a protocol error) blames them; a
+                connection that closed first does not.
         """
         if w.state is _CLOSED:
             return []
@@ -465,7 +470,7 @@ class SchedulerState:
             for entry in lost:
                 if entry.cancelled:
                     cmds.append(Deliver(entry, self._cancelled_error(entry), True))
-        elif self.closing or (reason is not None and not reason.blames_job) or (reason is None and not crashed):
+        elif self.closing or (reason is not None and not reason.blames_job) or (not crashed and reason in _NOT_OURS):
             requeue.insert(0, running)
         else:
             death = f"worker {w.index} (pid {w.pid}) {w.exit_description}"

@@ -325,6 +325,9 @@ class DaskBackend:
         self._follow(now)
         return min(now + TICK, self._refresh_at) if self._stale else now + TICK
 
+    def settle(self) -> None:
+        pass  # a seat is asked for at once; nothing waits on this side
+
     def shutdown(self) -> None:
         """The loop ends with every slot exited: nothing waits for a seat any more."""
         self._waiting.clear()

@@ -40,9 +40,10 @@ def text_of(outputs: list[Any]) -> list[str]:
     return parts
 
 
-def is_reaper(cmdline: list[str]) -> bool:
-    """Whether a process is a scheduler's reaper (``jobsched._pool.Reaper``)."""
-    return cmdline[:2] == ["/bin/sh", "-c"] and len(cmdline) >= 3 and "kill -KILL" in cmdline[2]
+def is_helper(cmdline: list[str]) -> bool:
+    """Whether a process is a scheduler's reaper (``jobsched._pool.Reaper``) or its zygote (``jobsched._zygote``)."""
+    reaper = cmdline[:2] == ["/bin/sh", "-c"] and len(cmdline) >= 3 and "kill -KILL" in cmdline[2]
+    return reaper or "jobsched._zygote_process" in " ".join(cmdline)
 
 
 def test_the_notebooks_exist() -> None:
@@ -62,10 +63,10 @@ def test_notebook_runs_top_to_bottom(path: Path) -> None:
         for index, cell in enumerate(nb.cells):
             client.execute_cell(cell, index)  # raises CellExecutionError, with the cell's traceback
         # Every worker has exited. A scheduler that is not closed (the default one after `%jobsched stop`
-        # stays usable) keeps its reaper, a `/bin/sh` that kills the workers' groups if the kernel dies: it
-        # is not a worker, and it ends with the kernel.
+        # stays usable) keeps its reaper, a `/bin/sh` that kills the workers' groups if the kernel dies, and
+        # its zygote, which forks its next workers: neither is a worker, and both end with the kernel.
         left = [(p.pid, p.cmdline()) for p in psutil.Process(kernel_pid).children(recursive=True)
-                if not is_reaper(p.cmdline())]
+                if not is_helper(p.cmdline())]
         assert left == [], f"{path.name} left processes behind in its kernel: {left}"
         if path.name == "01-quickstart.ipynb":
             # The dashboard displayed in the notebook reached the final count (a browser test watches it).

@@ -368,6 +368,31 @@ def test_a_worker_that_exits_by_itself_after_hanging_up_is_not_called_killed() -
     assert died.result.remote_message == "its worker died once: worker 0 (pid 100) exit code 1"
 
 
+def test_a_worker_that_died_of_something_else_than_its_job_has_its_jobs_rerun_unblamed() -> None:
+    # A local worker whose zygote died (crashed=False); its connection closed first, as a death's does.
+    state, clock = SchedulerState(), Clock()
+    state.add(entry(max_retries=1))
+    state.add(entry(max_retries=1))
+    (w,) = bring_up(state, clock, 1)
+    state.assign(clock.now)
+    state.connection_lost(w, clock.now)
+    cmds = state.worker_exited(w, "killed with its zygote", False, clock.advance(0.1), crashed=False)
+    assert of(cmds, Deliver) == [] and state.n_queued == 2, "re-queued, although max_retries=1"
+    assert w.n_restarts == 0 and state.n_restarts == 0
+    assert of(state.tick(clock.now), StartWorker) == [StartWorker(w)], "replaced at once"
+
+
+def test_a_timeout_still_blames_the_job_of_a_worker_that_died_of_something_else() -> None:
+    state, clock = SchedulerState(), Clock()
+    state.add(entry(max_retries=1, timeout=1.0))
+    (w,) = bring_up(state, clock, 1)
+    state.assign(clock.now)
+    (kill,) = of(state.tick(clock.advance(1.5)), KillWorker)
+    assert kill.reason is KillReason.TIMEOUT
+    (timed_out,) = of(state.worker_exited(w, "killed with its zygote", False, clock.now, crashed=False), Deliver)
+    assert isinstance(timed_out.result, JobTimeout)
+
+
 # ---------------------------------------------------------------------------------------------- closing
 
 

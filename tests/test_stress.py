@@ -55,8 +55,10 @@ class WorkerKiller:
                 continue
             try:
                 proc = psutil.Process(pid)
-                # The pid was read from another thread: make sure it is still our live worker.
-                if proc.ppid() != me or proc.status() == psutil.STATUS_ZOMBIE:
+                # The pid was read from another thread: make sure it is still our live worker, spawned by us
+                # or forked by our zygote.
+                parents = {me, self.sched._backend._starter.zygote_pid}  # type: ignore[attr-defined]
+                if proc.ppid() not in parents or proc.status() == psutil.STATUS_ZOMBIE:
                     continue
                 proc.send_signal(signal.SIGKILL)
             except psutil.Error:

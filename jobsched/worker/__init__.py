@@ -58,7 +58,9 @@ class _DieWithScheduler:
     The stdin watchdog is a Python thread: it cannot run while a job holds the GIL in a long C call
     (``sum(itertools.repeat(1, 10**12))``, many C extensions). ``PR_SET_PDEATHSIG`` needs no GIL. It fires
     when the *thread* that started this process exits; schedulers start every worker from one thread that
-    lives as long as their process (``_pool.spawn``), so it is armed once, for the worker's whole life.
+    lives as long as their process (``_pool.spawn``), so it is armed once, for the worker's whole life. A
+    worker forked by a zygote (``_zygote``) has the zygote for parent, which itself dies with the scheduler
+    by the same signal: the chain ends the worker all the same.
     """
 
     def __init__(self, parent: int) -> None:
