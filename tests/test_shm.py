@@ -223,3 +223,16 @@ def test_scheduler_peak_memory_for_a_100_mib_round_trip(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     ratio = float(out.stdout.split()[-1])
     assert ratio <= 1.3, f"the scheduler's peak grew by {ratio:.2f}x the payload"
+
+
+def test_which_values_are_pickled_looking_for_large_buffers() -> None:
+    """A small array is pickled plainly (3 µs faster); a large one, or one of objects, is looked into."""
+    from jobsched._shm import THRESHOLD, may_hold_buffers
+
+    assert may_hold_buffers(np.zeros(16)) is False
+    assert may_hold_buffers(np.zeros(THRESHOLD // 8)) is True
+    assert may_hold_buffers(np.array([np.zeros(THRESHOLD // 8)] * 2, dtype=object)) is True
+    assert may_hold_buffers((1, "a", np.zeros(16))) is False
+    assert may_hold_buffers([1, np.zeros(THRESHOLD)]) is True
+    big = np.zeros(THRESHOLD // 8)
+    assert (big.nbytes, may_hold_buffers({"k": big})) == (THRESHOLD, True)
