@@ -1,4 +1,4 @@
-"""The report of ``benchmarks/run.py``: the results as Markdown tables, and issues 5 and 15's targets.
+"""The report of ``benchmarks/run.py``: the results as Markdown tables, and issues 5, 13 and 15's targets.
 
 Pure functions of a results file (the JSON that ``run.py --json`` writes), so that
 ``notebooks/benchmarks.ipynb`` shows the same report as the command line. Every target is a ratio of two
@@ -23,7 +23,7 @@ def _get(results: dict[str, Any], scenario: str, peer: str, key: str) -> float |
 
 
 def evaluate(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
-    """Check issues 5 and 15's targets against the peers of this run."""
+    """Check issues 5, 13 and 15's targets against the peers of this run."""
     targets: list[dict[str, Any]] = []
     issue = 5
 
@@ -128,6 +128,18 @@ def evaluate(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
               (pl, base, "rt_1KiB_ms"), "<=", 1.0 + NOISE)
     ratio("cold start / previous version", (cs, "jobsched", "seconds"), (cs, BASE + "jobsched", "seconds"),
           "<=", 1.0 + NOISE)
+
+    # Issue 13: what a results journal costs.
+    issue = 13
+    jr = results.get("journal", {}).get("jobsched", {}).get("median", {})
+    if jr.get("ratio"):
+        targets.append({"target": f"throughput with a journal / without ({int(jr['n']):,} trivial jobs, add_job)",
+                        "value": jr["ratio"], "bound": ">= 0.85", "met": jr["ratio"] >= 0.85, "issue": issue,
+                        "detail": f"{jr['journal_jobs_per_s']:,.0f} / {jr['plain_jobs_per_s']:,.0f} jobs/s, "
+                                  f"{int(jr['pairs'])} alternating pairs; {jr['bytes_per_job']:.0f} bytes per job"})
+    if jr.get("results_s") is not None:
+        targets.append({"target": f"Journal.results() of {int(jr['records']):,} records, s", "value": jr["results_s"],
+                        "bound": "< 1", "met": jr["results_s"] < 1.0, "issue": issue, "detail": "one read"})
     return targets
 
 
