@@ -220,7 +220,8 @@ EXIT_SCRIPT = textwrap.dedent('''
     s.start(2, wait=False)
     print(s.submit(helpers.add, 1).result(timeout=60), flush=True)
     busy = s.submit(helpers.sleep_then, 120)     # a long job still running at exit
-    while s.n_active_jobs == 0:
+    # A worker forked from the zygote has its pid once the zygote has booted (the first one is spawned).
+    while s.n_active_jobs == 0 or any(w.pid is None for w in s.workers):
         time.sleep(0.01)
     print(" ".join(str(w.pid) for w in s.workers), flush=True)
     # no close(): the interpreter's exit must close the workers
