@@ -249,13 +249,17 @@ class LocalBackend:
 
     def _end_zygote_watch(self) -> None:
         if self._zygote_watch >= 0:
-            if self._selector is not None:
-                try:
-                    self._selector.unregister(self._zygote_watch)
-                except (KeyError, ValueError):
-                    pass
+            self._unwatch(self._zygote_watch)
             os.close(self._zygote_watch)
             self._zygote_watch = -1
+
+    def _unwatch(self, fd: int) -> None:
+        """Take ``fd`` off the loop's selector, if it is there (it may have gone with the selector)."""
+        if self._selector is not None:
+            try:
+                self._selector.unregister(fd)
+            except (KeyError, ValueError):
+                pass
 
     # ---- events
 
@@ -303,10 +307,7 @@ class LocalBackend:
         if p.out_fd < 0:
             return
         assert self._selector is not None
-        try:
-            self._selector.unregister(p.out_fd)
-        except (KeyError, ValueError):
-            pass
+        self._unwatch(p.out_fd)
         p.out_fd = -1
         p.lines.end()
 
@@ -326,11 +327,7 @@ class LocalBackend:
             p.lines.feed(data)
         self._end_output(p)
         if p.pidfd >= 0:
-            if self._selector is not None:
-                try:
-                    self._selector.unregister(p.pidfd)
-                except (KeyError, ValueError):
-                    pass
+            self._unwatch(p.pidfd)
             os.close(p.pidfd)
             p.pidfd = -1
         # The job's own processes go with it: the group outlives its leader while any member lives.
