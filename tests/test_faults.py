@@ -20,7 +20,7 @@ from typing import Any
 import helpers
 import psutil
 import pytest
-from waiting import TIMEOUT, eventually, gone
+from waiting import TIMEOUT, eventually, gone, reap
 
 from jobsched import JobError, JobTimeout, Scheduler, SchedulerClosedError, Worker, WorkerState, _wire, remote_call
 from jobsched._slot import OUTPUT_LINES
@@ -223,15 +223,7 @@ def test_workers_exit_within_2s_when_their_scheduler_is_sigkilled(kind: str) -> 
         survivors = [w.pid for w in workers if not gone(w)]
         assert not survivors, f"workers {survivors} ({kind}) outlived their SIGKILLed scheduler by 2 s"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        for w in workers:  # they are not our children: the autouse leak check cannot see them
-            if not gone(w):
-                try:
-                    w.kill()
-                except psutil.Error:
-                    pass
+        reap(proc, workers)
 
 
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:

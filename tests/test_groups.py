@@ -22,7 +22,7 @@ from typing import Any
 import cancel_jobs
 import psutil
 import pytest
-from waiting import TIMEOUT, eventually, gone
+from waiting import TIMEOUT, eventually, gone, reap
 
 import jobsched
 from jobsched import JobTimeout, Scheduler
@@ -107,11 +107,7 @@ def test_a_sigkilled_scheduler_takes_its_workers_and_their_jobs_children_along(t
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=TIMEOUT)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=TIMEOUT)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        reap(proc)
     t0 = time.monotonic()
     eventually(lambda: gone(worker), "the worker to exit with its scheduler", timeout=5.0)
     eventually(lambda: gone(child), f"the job's child (sleep 60, pid {child.pid}) to exit", timeout=5.0)

@@ -14,7 +14,7 @@ from typing import Any
 import helpers
 import psutil
 import pytest
-from waiting import TIMEOUT, eventually
+from waiting import TIMEOUT, eventually, reap
 
 from jobsched import Job, JobError, JobTimeout, Scheduler, remote_call
 
@@ -164,9 +164,7 @@ def test_ctrl_c_in_a_script_ends_it_and_every_worker_exits(tmp_path: Path, sourc
         eventually(lambda: not any(psutil.pid_exists(p) for p in pids), "the workers of the interrupted script to exit",
                    timeout=10)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+        reap(proc)
 
 
 KERNEL_SETUP = textwrap.dedent('''

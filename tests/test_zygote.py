@@ -24,7 +24,7 @@ import helpers
 import psutil
 import pytest
 import zygote_jobs
-from waiting import TIMEOUT, eventually, gone
+from waiting import TIMEOUT, eventually, gone, reap
 
 import jobsched
 from jobsched import Job, JobError, Scheduler, _zygote, remote_call
@@ -354,17 +354,7 @@ def test_a_sigkilled_scheduler_leaves_neither_its_zygote_nor_a_worker_behind(tmp
                    timeout=5.0)
         assert time.monotonic() - t0 < 5.0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=TIMEOUT)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        for p in family:  # not our children once their scheduler died: the autouse check cannot see them
-            if not gone(p):
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
+        reap(proc, family)
 
 
 def test_the_zygote_never_gets_the_secret(sched: Scheduler) -> None:
