@@ -27,7 +27,8 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from . import _journal_cancels, _shm, _wire
-from ._journal_writer import BUSY_TIMEOUT, JournalWarning, JournalWriter, _connect, _retry
+from ._journal_file import BUSY_TIMEOUT, _connect, _retry
+from ._journal_writer import JournalWarning, JournalWriter
 from ._keys import derive_key, normalize_key
 from .errors import JobCancelled, JobError
 

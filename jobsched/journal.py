@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _journal_cancels
 from ._journal_cancels import JournalCancellation as JournalCancellation
-from ._journal_writer import (
+from ._journal_file import (
     _BY_KEY,
     _COLUMNS,
     CURRENT,
@@ -69,11 +69,11 @@ from ._journal_writer import (
     _connect,
     _retry,
 )
-from ._journal_writer import APPLICATION_ID as APPLICATION_ID
-from ._journal_writer import BUSY_TIMEOUT as BUSY_TIMEOUT
+from ._journal_file import APPLICATION_ID as APPLICATION_ID
+from ._journal_file import BUSY_TIMEOUT as BUSY_TIMEOUT
+from ._journal_file import SCHEMA_VERSION as SCHEMA_VERSION
 from ._journal_writer import FLUSH_BATCH as FLUSH_BATCH
 from ._journal_writer import FLUSH_INTERVAL as FLUSH_INTERVAL
-from ._journal_writer import SCHEMA_VERSION as SCHEMA_VERSION
 from ._journal_writer import JournalRecord as JournalRecord
 from ._journal_writer import JournalWarning as JournalWarning
 from ._journal_writer import JournalWriter as JournalWriter
