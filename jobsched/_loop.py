@@ -425,7 +425,7 @@ def decode(entry: Entry, kind: int, body: Any) -> tuple[Any, bool]:
         if kind == _ERROR:
             remote_type, message, tb = loads(body)
             return JobError(str(remote_type), str(message), str(tb), entry.index), True
-        return load_result(body), False  # large buffers mapped from shared memory (_shm)
+        return load_result(body, entry.payload), False  # large buffers mapped from shared memory (_shm)
     except BaseException as exc:
         try:
             why = f"{type(exc).__name__}: {exc}"

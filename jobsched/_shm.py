@@ -8,6 +8,7 @@
       os.write(buffer) -> /dev/shm/<prefix>a<random>  <───────────────┘    (MAP_PRIVATE: copy-on-write)
                                                                            pickle.loads(data, buffers=maps)
     scheduler: map (MAP_SHARED), unlink at once, loads <── RESULT frame ── os.write -> <prefix>w<i>g<g>-<random>
+               or map the job's own segment again <──────────────── (an argument returned unchanged: its name)
 
 **Why files in /dev/shm, written with ``write`` and read with ``mmap``.** A tmpfs file is what
 ``multiprocessing.shared_memory`` is underneath, without its resource tracker (a process of its own per
@@ -29,6 +30,11 @@ refuse; a named file in /dev/shm has neither problem.
   unlinks it the moment it has it (it is then the only holder: the array may be written, MAP_SHARED), or
   unlinks it unread if the job was cancelled meanwhile (``discard``). If the worker dies mid-write, the
   scheduler removes that worker's names once its connection is drained (``sweep_worker``).
+* A result that is an argument returned unchanged (or a contiguous slice of one) is not copied at all: the
+  worker names the job's own data segment and where in it the buffer starts (``_reference``: its mapping is
+  private, and /proc/self/pagemap says whether the job wrote to any of those pages). The scheduler maps that
+  segment copy-on-write too (the worker may keep its mapping: neither side's writes reach the other) and
+  accepts only the segments of that very job's data; ``release`` unlinks them as for any job.
 * ``close()`` removes every name of the scheduler's prefix; if the scheduler's process is killed, its
   ``Reaper`` (``_pool``) removes them as soon as it sees the process gone, and the next ``Scheduler``
   started on this machine removes the segments of any scheduler whose process no longer exists.
@@ -56,6 +62,7 @@ import re
 import stat
 import struct
 import types
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -74,7 +81,7 @@ ENV_PREFIX = "JOBSCHED_SHM_PREFIX"
 
 MAGIC = 0  # first byte of a body with segments; a pickle (protocol 2+) starts with 0x80
 _COUNT = struct.Struct("!BH")  # MAGIC, number of segments
-_SEGMENT = struct.Struct("!QB")  # size, name length; then the name
+_SEGMENT = struct.Struct("!QQB")  # where the buffer starts in the segment, its size, name length; then the name
 _NAME = re.compile(r"jobsched-[0-9]+-[0-9a-f]{16}-[0-9a-z]+-?[0-9a-f]{32}")
 _STALE = re.compile(r"jobsched-([0-9]+)-[0-9a-f]{16}-")
 
@@ -109,8 +116,11 @@ class ShmBody(bytes):
     __slots__ = ()
 
     def release(self) -> None:
-        for name, _ in _parse(self)[0]:
+        for name, _, _ in _parse(self)[0]:
             _unlink(name)
+
+    def names(self) -> frozenset[str]:
+        return frozenset(name for name, _, _ in _parse(self)[0])
 
 
 def _blob(kind: int, buf: Any) -> Any:
@@ -251,7 +261,8 @@ def _dumps_or_none(obj: Any) -> bytes | OutOfBand | None:
 
 
 def loads(body: Any, prefix: str | None = None) -> Any:
-    """Unpickle a frame body; a body with segments maps them (see ``Area.load``)."""
+    """Unpickle a job's data in a worker; a body with segments maps them (copy-on-write)."""
+    del _job_maps[:]  # a new job: only its own segments may be named in its result
     if not len(body) or body[0] != MAGIC:
         return pickle.loads(body)
     return _load(body, prefix if prefix is not None else _peer_prefix, mmap.ACCESS_COPY, unlink=False)
@@ -264,15 +275,16 @@ def is_oob(body: Any) -> bool:
 # ---------------------------------------------------------------------------------------------- segments
 
 
-def _parse(body: Any) -> tuple[list[tuple[str, int]], int]:
+def _parse(body: Any) -> tuple[list[tuple[str, int, int]], int]:
+    """The segments a body names, as ``(name, offset, size)``, and where its in-band pickle starts."""
     view = memoryview(body)
     _, count = _COUNT.unpack_from(view, 0)
     pos = _COUNT.size
     out = []
     for _ in range(count):
-        size, n = _SEGMENT.unpack_from(view, pos)
+        offset, size, n = _SEGMENT.unpack_from(view, pos)
         pos += _SEGMENT.size
-        out.append((bytes(view[pos:pos + n]).decode("ascii"), size))
+        out.append((bytes(view[pos:pos + n]).decode("ascii"), offset, size))
         pos += n
     return out, pos
 
@@ -295,58 +307,88 @@ def _unlink(name: str) -> None:
         pass
 
 
-def _load(body: Any, prefix: str | None, access: int, unlink: bool) -> Any:
+def _load(body: Any, prefix: str | None, access: int, unlink: bool, own: frozenset[str] = frozenset()) -> Any:
+    """Map the segments a body names and unpickle it with them as its out-of-band buffers.
+
+    In the scheduler (``unlink``): a worker's result segment is mapped shared and unlinked at once; a
+    segment of the job's own data (``own``: an argument returned unchanged, see ``_reference``) is mapped
+    copy-on-write and left to ``release``. In a worker: every segment copy-on-write, kept (``_job_maps``).
+    """
     segments, pos = _parse(body)
     maps = []
+    worker = not unlink
     try:
-        for name, size in segments:
+        for name, offset, size in segments:
             check_name(name, prefix)
+            mine = unlink and name in own
+            if unlink and not mine and name.startswith(f"{prefix}a"):
+                raise PermissionError(f"shared-memory segment {name!r} holds another job's data; it is not mapped")
+            mode = mmap.ACCESS_COPY if mine else access
             path = os.path.join(SHM_DIR, name)
-            flags = (os.O_RDWR if access == mmap.ACCESS_WRITE else os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC
+            flags = (os.O_RDWR if mode == mmap.ACCESS_WRITE else os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(path, flags)
             try:
                 st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_size != size \
-                        or st.st_mode & 0o077:
+                if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077 \
+                        or offset + size > st.st_size or (not mine and (offset or st.st_size != size)):
                     raise PermissionError(f"shared-memory segment {name!r} is not a private file of "
-                                          f"{size} bytes owned by this user; it is not mapped")
-                maps.append(memoryview(mmap.mmap(fd, size, access=access)))
+                                          f"{offset + size} bytes owned by this user; it is not mapped")
+                m = mmap.mmap(fd, st.st_size, access=mode)
+                maps.append(memoryview(m)[offset:offset + size] if mine else memoryview(m))
+                if worker:
+                    _job_maps.append((name, weakref.ref(m), _address(m), size))
             finally:
                 os.close(fd)
-                if unlink:  # we are its only reader: once mapped, the name has no use
+                if unlink and not mine:  # we are its only reader: once mapped, the name has no use
                     _unlink(name)
     except BaseException:
-        if unlink:
-            for name, _ in segments:
-                _unlink(name)
+        if unlink and prefix is not None:  # the worker's result segments (nobody else will), not a job's data
+            for name, _, _ in segments:
+                if _NAME.fullmatch(name) and name.startswith(prefix) and not name.startswith(f"{prefix}a"):
+                    _unlink(name)
         raise
     return pickle.loads(memoryview(body)[pos:], buffers=maps)
 
 
-def _write(prefix: str, tag: str, oob: OutOfBand) -> ShmBody:
-    """Copy each buffer of ``oob`` into a new segment; return the body that names them."""
+def _address(buffer: Any) -> int:
+    """The address of a writable buffer's first byte (-1 if it is read-only)."""
+    import ctypes  # deferred: only workers that receive segments need it
+
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+    except (TypeError, ValueError):  # read-only, or empty
+        return -1
+
+
+def _write(prefix: str, tag: str, oob: OutOfBand,
+           reference: Callable[[memoryview], tuple[str, int] | None] | None = None) -> ShmBody:
+    """Copy each buffer of ``oob`` into a new segment (or name the segment it already is); return the body."""
     parts = [b""]
     names: list[str] = []
     try:
         for pb in oob.buffers:
             view = pb.raw()
-            name = f"{prefix}{tag}{os.urandom(16).hex()}"
-            fd = os.open(os.path.join(SHM_DIR, name),
-                         os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            names.append(name)
-            try:
-                done, n = 0, view.nbytes
-                while done < n:
-                    done += os.write(fd, view[done:])
-            finally:
-                os.close(fd)
+            found = None if reference is None else reference(view)
+            if found is not None:  # a job's argument returned as it came: the scheduler maps it again
+                name, offset = found
+            else:
+                name, offset = f"{prefix}{tag}{os.urandom(16).hex()}", 0
+                fd = os.open(os.path.join(SHM_DIR, name),
+                             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                names.append(name)
+                try:
+                    done, n = 0, view.nbytes
+                    while done < n:
+                        done += os.write(fd, view[done:])
+                finally:
+                    os.close(fd)
             raw = name.encode("ascii")
-            parts.append(_SEGMENT.pack(view.nbytes, len(raw)) + raw)
+            parts.append(_SEGMENT.pack(offset, view.nbytes, len(raw)) + raw)
     except BaseException:
         for name in names:
             _unlink(name)
         raise
-    parts[0] = _COUNT.pack(MAGIC, len(names))
+    parts[0] = _COUNT.pack(MAGIC, len(parts) - 1)
     parts.append(oob.inband)
     return ShmBody(b"".join(parts))
 
@@ -371,12 +413,6 @@ class Area:
             return _write(self.prefix, "a", payload)
         except OSError:  # /dev/shm full or gone: in band, as without shared memory
             return payload.inline()
-
-    def load_result(self, body: Any) -> Any:
-        """Unpickle a RESULT body, mapping (and unlinking) its segments."""
-        if not len(body) or body[0] != MAGIC:
-            return pickle.loads(body)
-        return _load(body, self.prefix, mmap.ACCESS_WRITE, unlink=True)
 
     def worker_prefix(self, index: int, generation: int) -> str:
         return f"w{index}g{generation}-"
@@ -414,23 +450,31 @@ def accepted_prefix(body: Any) -> str | None:
     return None
 
 
-def load_result(body: Any) -> Any:
-    """Unpickle a RESULT body in the scheduler's process (segments under a live scheduler's prefix only)."""
+def load_result(body: Any, payload: Any = None) -> Any:
+    """Unpickle a RESULT body in the scheduler's process (segments under a live scheduler's prefix only).
+
+    ``payload`` is the job's own data: a result may name its segments (an argument returned unchanged).
+    """
     if not len(body) or body[0] != MAGIC:
         return pickle.loads(body)
-    return _load(body, accepted_prefix(body), mmap.ACCESS_WRITE, unlink=True)
+    own = payload.names() if payload.__class__ is ShmBody else frozenset()
+    return _load(body, accepted_prefix(body), mmap.ACCESS_WRITE, unlink=True, own=own)
 
 
 def discard(body: Any) -> None:
-    """Unlink the segments of a RESULT body that will not be read (the job was cancelled meanwhile)."""
+    """Unlink the segments of a RESULT body that will not be read (the job was cancelled meanwhile).
+
+    A job's data named in it stays: it is the job's to release, not the result's.
+    """
     if body is None or not len(body) or body[0] != MAGIC:
         return
     try:
         segments, _ = _parse(body)
         prefix = accepted_prefix(body)
-        for name, _ in segments:
+        for name, _, _ in segments:
             check_name(name, prefix)
-            _unlink(name)
+            if not name.startswith(f"{prefix}a"):
+                _unlink(name)
     except (PermissionError, struct.error, UnicodeDecodeError):
         pass
 
@@ -477,6 +521,13 @@ def sweep_stale() -> None:
 
 _peer_prefix: str | None = None  # a worker: its scheduler's prefix
 _result_prefix: str | None = None  # a worker: where its results go (None: in band)
+# A worker: the segments of the job it runs, as mapped: name, the mapping (weak: it goes when the job's
+# data does, and then nothing can be in it), its address, its size.
+_job_maps: list[tuple[str, weakref.ref[mmap.mmap], int, int]] = []
+_pagemap: int | None = None  # /proc/self/pagemap, opened on first use (-1: unreadable)
+# The top byte of a pagemap entry: bit 7 present, 6 swapped, 5 file page or shared. A page of a private file
+# mapping that the job wrote to is a present (or swapped) page that is no longer the file's.
+_CHANGED = bytes(1 if b & 0x40 or (b & 0x80 and not b & 0x20) else 0 for b in range(256))
 
 
 def setup_worker(prefix: str | None, index: int, generation: int) -> None:
@@ -496,6 +547,44 @@ def dumps_result(result: Any, what: str, plain: Callable[[Any, str], bytes]) -> 
     if isinstance(oob, bytes):
         return oob
     try:
-        return bytes(_write(prefix, "", oob))
+        return bytes(_write(prefix, "", oob, _reference if _job_maps else None))
     except OSError:
         return oob.inline()
+    finally:
+        del _job_maps[:]
+
+
+def _reference(view: memoryview) -> tuple[str, int] | None:
+    """``(segment, offset)`` if ``view`` is memory of one of the job's segments that the job left unchanged.
+
+    An argument returned as it came (or a contiguous slice of it) then goes back as a name: the scheduler
+    maps that segment again, and nothing is copied. The job's mapping is private (copy-on-write): a page it
+    wrote to is its own, no longer the segment's, and /proc/self/pagemap tells which pages those are.
+    """
+    address = _address(view)
+    if address < 0:
+        return None
+    end = address + view.nbytes
+    for name, mapping, start, size in _job_maps:
+        if start <= address and end <= start + size and mapping() is not None:
+            return (name, address - start) if _unchanged(address, end) else None
+    return None
+
+
+def _unchanged(start: int, end: int) -> bool:
+    """Whether no page in ``[start, end)`` of a private file mapping was written (or could not be told)."""
+    global _pagemap
+    if _pagemap is None:
+        try:
+            _pagemap = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            _pagemap = -1
+    if _pagemap < 0:
+        return False
+    page = mmap.PAGESIZE
+    first, last = start // page, (end - 1) // page
+    try:
+        entries = os.pread(_pagemap, (last - first + 1) * 8, first * 8)
+    except OSError:
+        return False
+    return len(entries) == (last - first + 1) * 8 and b"\x01" not in entries[7::8].translate(_CHANGED)

@@ -28,6 +28,10 @@ Protocol (one TCP connection per worker, on 127.0.0.1 only):
              (``jobsched.progress`` or a tqdm bar inside it); index = that job's index. Any number of
              PROGRESS frames may precede a job's RESULT or ERROR.
  7. The worker handles JOB frames in order, one at a time, and answers each with RESULT or ERROR.
+ 8. A pickled job's data or result whose large buffers went through shared memory (``_shm``) starts with a
+    0 byte (a pickle starts with 0x80): ``!BH`` = 0, number of segments; per segment ``!QQB`` = where its
+    buffer starts in the segment, the buffer's size, the name's length, then the name (ASCII); then the
+    in-band pickle, whose out-of-band buffers are those segments' buffers, in order.
 """
 
 from __future__ import annotations

@@ -76,6 +76,75 @@ def test_pandas(sched: Scheduler) -> None:
     pd.testing.assert_frame_equal(r, df * 2)
 
 
+def backing_file(a: object) -> str:
+    """The file this process maps at the array's first byte (/proc/self/maps), "" for anonymous memory."""
+    address = a.__array_interface__["data"][0]  # type: ignore[attr-defined]
+    with open("/proc/self/maps") as f:
+        for line in f:
+            fields = line.split()
+            start, end = (int(v, 16) for v in fields[0].split("-"))
+            if start <= address < end:
+                return fields[5] if len(fields) > 5 else ""
+    raise AssertionError("address not mapped")
+
+
+def test_an_argument_returned_unchanged_is_not_copied_back(sched: Scheduler) -> None:
+    a = np.arange(MIB // 8, dtype=np.float64)
+    prefix = prefix_of(sched)
+    for job, args, expected in [(shm_jobs.identity, (a,), a), (shm_jobs.head, (a, len(a) // 2), a[:len(a) // 2]),
+                                (np.asarray, (a,), a)]:
+        r = sched.submit(job, *args).result(timeout=TIMEOUT)
+        assert np.array_equal(r, expected)
+        # backed by the segment the argument went in (kind "a"), not by a result segment of the worker
+        assert re.fullmatch(rf"/dev/shm/{re.escape(prefix)}a[0-9a-f]{{32}}", backing_file(r)), backing_file(r)
+        r[0] = -1.0  # copy-on-write: ours alone
+        assert a[0] == 0.0
+    assert segments(prefix) == []
+
+
+def test_an_argument_changed_by_the_job_comes_back_changed(sched: Scheduler) -> None:
+    a = np.arange(MIB // 8, dtype=np.float64)
+    prefix = prefix_of(sched)
+    for i in (0, 5000, len(a) - 1):  # the first, a middle and the last page
+        r = sched.submit(shm_jobs.write_one, a, i, -7.0).result(timeout=TIMEOUT)
+        expected = a.copy()
+        expected[i] = -7.0
+        assert np.array_equal(r, expected)
+        assert f"{prefix}w" in backing_file(r)  # the worker wrote it to a segment of its own
+    assert a[0] == 0.0 and a[-1] == len(a) - 1  # the caller's array is untouched
+    assert segments(prefix) == []
+
+
+def test_a_returned_argument_stays_private_to_each_side(sched: Scheduler) -> None:
+    a = np.ones(MIB // 8, dtype=np.float64)
+    r = sched.submit(shm_jobs.keep, a).result(timeout=TIMEOUT)  # the worker keeps the argument's mapping
+    r[0] = 42.0  # the scheduler's copy-on-write page
+    assert sched.submit(shm_jobs.first_of_kept).result(timeout=TIMEOUT) == 1.0
+    r2 = sched.submit(shm_jobs.identity, a).result(timeout=TIMEOUT)
+    assert r2[0] == 1.0 and r[0] == 42.0
+
+
+def test_a_result_may_name_only_its_own_jobs_data() -> None:
+    area = _shm.Area()
+    try:
+        mine = area.store(_shm.dumps(np.zeros(2 * MIB // 8)))
+        other = area.store(_shm.dumps(np.ones(2 * MIB // 8)))
+        assert isinstance(mine, _shm.ShmBody) and isinstance(other, _shm.ShmBody)
+        # A RESULT body that names a segment of the job's data (what a worker sends for an argument returned
+        # unchanged) is read from that segment, which stays for the job's release()
+        assert np.array_equal(_shm.load_result(mine, mine), np.zeros(2 * MIB // 8))
+        assert len(segments(area.prefix)) == 2
+        with pytest.raises(PermissionError, match="another job's data"):
+            _shm.load_result(other, mine)  # a segment of another job: refused, and left in place
+        _shm.discard(other)  # a result that will not be read leaves the job data it names alone
+        assert len(segments(area.prefix)) == 2
+        _shm.release(mine)
+        _shm.release(other)
+        assert segments(area.prefix) == []
+    finally:
+        area.close()
+
+
 def test_segments_are_private_and_unguessable() -> None:
     area = _shm.Area()
     try:
