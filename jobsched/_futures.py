@@ -35,6 +35,9 @@ class _Condition(threading.Condition):
         self._lock = lock
         self.acquire = lock.acquire  # type: ignore[method-assign]  # as Condition.__init__ does
         self.release = lock.release  # type: ignore[method-assign]
+        # Condition's own _is_owned for a lock without one is "acquire(False) fails", i.e. lock.locked(), in
+        # Python; notify() and wait() call it once each per job, on the way from result to caller.
+        self._is_owned = lock.locked  # type: ignore[method-assign]
         self._waiters: deque[Any] = deque()
 
 

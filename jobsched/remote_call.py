@@ -127,17 +127,17 @@ def payload_of(rc: RemoteCall) -> bytes | OutOfBand:
 
 def _dumps_shipped(rc: RemoteCall) -> bytes | OutOfBand:
     """Pickle ``rc``, its large buffers left out of band (``_shm``: no copy until ``add_job``)."""
-    plain = _shm.PLAIN
-    for arg in rc.args:  # the common case, plain small values, pickled as before; inline loops: every job
-        if arg.__class__ not in plain:
-            break
-    else:
-        for arg in rc.kwargs.values():
-            if arg.__class__ not in plain:
+    plain, may_hold_buffers = _shm.PLAIN, _shm.may_hold_buffers
+    # Inline loops, no generator: this runs for every job. A plain small value (an int, a str) is not even
+    # looked at; a small numpy array is one call.
+    for values in (rc.args, rc.kwargs.values()):
+        for arg in values:
+            if arg.__class__ not in plain and may_hold_buffers(arg, 1):
                 break
         else:
-            return dumps(rc, "remote_call")
-    if not _shm.may_hold_buffers(rc):
+            continue
+        break
+    else:  # nothing that may hold a large buffer: pickled as before
         return dumps(rc, "remote_call")
     args, kwargs = _shm.wrap(rc.args), _shm.wrap(rc.kwargs)
     if args is not rc.args or kwargs is not rc.kwargs:  # a large bytes-like argument: through a stand-in

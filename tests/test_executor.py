@@ -245,5 +245,13 @@ def test_a_job_future_sets_what_a_future_sets() -> None:
 
     ours = JobFuture(lambda entry, **kw: False)
     assert set(vars(Future())) == set(vars(ours)) - {"_cancel_entry", "entry"}
-    assert vars(threading.Condition(threading.Lock())).keys() == vars(_Condition()).keys()
+    assert vars(threading.Condition(threading.Lock())).keys() | {"_is_owned"} == vars(_Condition()).keys()
+    condition = _Condition()  # its _is_owned (lock.locked) guards as Condition's own does
+    with pytest.raises(RuntimeError, match="un-acquired lock"):
+        condition.notify()
+    with pytest.raises(RuntimeError, match="un-acquired lock"):
+        condition.wait(0.01)
+    with condition:
+        condition.notify_all()
+        assert condition.wait(0.01) is False
     assert not ours.done() and ours.cancel() and ours.cancelled()  # not yet queued: the plain cancel
