@@ -261,14 +261,14 @@ class Engine:
         future = entry.future
         if future is not None and entry.cancelled:
             force_cancel(future)  # cancel() said True: cancelled, even if it has not got there itself yet
-        elif future is not None and not future.done():
-            try:
+        elif future is not None:
+            try:  # no done() first: set_result checks the state under the future's lock anyway
                 if failed:
                     future.set_exception(result)
                 else:
                     future.set_result(result)
             except InvalidStateError:
-                pass  # cancelled meanwhile (a running job's future.cancel()): the cancel stands
+                pass  # cancelled meanwhile (a running job's future.cancel()), or settled: the first outcome stands
         after_stop = self.after_stop
         if after_stop is not None:
             try:
