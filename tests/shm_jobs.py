@@ -73,3 +73,9 @@ def keep(x: Any) -> Any:
 
 def first_of_kept() -> float:
     return float(_kept[-1][0])
+
+
+def halves(x: Any) -> tuple[Any, Any]:
+    """Two views of the argument, each large enough for a segment of its own."""
+    h = len(x) // 2
+    return x[:h], x[h:]

@@ -99,6 +99,11 @@ def test_an_argument_returned_unchanged_is_not_copied_back(sched: Scheduler) -> 
         assert re.fullmatch(rf"/dev/shm/{re.escape(prefix)}a[0-9a-f]{{32}}", backing_file(r)), backing_file(r)
         r[0] = -1.0  # copy-on-write: ours alone
         assert a[0] == 0.0
+    first, second = sched.submit(shm_jobs.halves, a).result(timeout=TIMEOUT)  # two views, one segment
+    assert np.array_equal(first, a[:len(a) // 2]) and np.array_equal(second, a[len(a) // 2:])
+    assert backing_file(first) == backing_file(second) != ""
+    first[-1] = second[0] = -2.0  # each its own copy-on-write mapping, as two unpickled arrays would be
+    assert first[-1] == second[0] == -2.0 and second[1] == a[len(a) // 2 + 1]
     assert segments(prefix) == []
 
 
