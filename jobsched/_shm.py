@@ -62,7 +62,6 @@ import re
 import stat
 import struct
 import types
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -336,6 +335,8 @@ def _load(body: Any, prefix: str | None, access: int, unlink: bool, own: frozens
                 m = mmap.mmap(fd, st.st_size, access=mode)
                 maps.append(memoryview(m)[offset:offset + size] if mine else memoryview(m))
                 if worker:
+                    import weakref  # deferred: a worker that never maps a segment does not pay for it at start
+
                     _job_maps.append((name, weakref.ref(m), _address(m), size))
             finally:
                 os.close(fd)
@@ -523,7 +524,7 @@ _peer_prefix: str | None = None  # a worker: its scheduler's prefix
 _result_prefix: str | None = None  # a worker: where its results go (None: in band)
 # A worker: the segments of the job it runs, as mapped: name, the mapping (weak: it goes when the job's
 # data does, and then nothing can be in it), its address, its size.
-_job_maps: list[tuple[str, weakref.ref[mmap.mmap], int, int]] = []
+_job_maps: list[tuple[str, Callable[[], mmap.mmap | None], int, int]] = []
 _pagemap: int | None = None  # /proc/self/pagemap, opened on first use (-1: unreadable)
 # The top byte of a pagemap entry: bit 7 present, 6 swapped, 5 file page or shared. A page of a private file
 # mapping that the job wrote to is a present (or swapped) page that is no longer the file's.
