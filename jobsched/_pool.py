@@ -174,9 +174,16 @@ class Reaper:
     """Kills the process groups of this scheduler's workers if the scheduler's process dies first."""
 
     def __init__(self, shm_prefix: str | None = None) -> None:
+        self._shm_prefix = shm_prefix
         self._proc: subprocess.Popen[bytes] | None = None
+        self._started = False
+
+    def _start(self) -> None:
+        """Start the reaper's shell, at the first group to watch: after the first worker's spawn, so that its
+        interpreter starts ~1.5 ms sooner (a worker dies with us by itself anyway: PR_SET_PDEATHSIG)."""
+        self._started = True
         try:
-            argv = ["/bin/sh", "-c", _REAPER_SCRIPT, "jobsched-reaper", shm_prefix or ""]
+            argv = ["/bin/sh", "-c", _REAPER_SCRIPT, "jobsched-reaper", self._shm_prefix or ""]
             self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                           close_fds=True, start_new_session=True)
@@ -193,6 +200,8 @@ class Reaper:
                 pass
 
     def watch(self, pgid: int) -> None:
+        if not self._started:
+            self._start()
         self._say(f"+{pgid}")
 
     def forget(self, pgid: int) -> None:
