@@ -21,14 +21,15 @@ import psutil
 
 TIMEOUT = 240.0  # the run below takes some 10-20 s on an idle 2-core machine
 RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"  # in the checkout, not in the wheel
+CPU_PER_JOB = RUN.with_name("cpu_per_job.py")
 
 SCENARIOS = ["throughput", "roundtrip", "cold_start", "queue_memory"]
 PEERS = ["floor1", "jobsched", "jobsched_auto", "jobsched_manual"]
 
 
-def run_bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_bench(*args: str, env: dict[str, str] | None = None, script: Path = RUN) -> subprocess.CompletedProcess[str]:
     """Run the benchmark; on timeout, kill it and every process under it (its children have own sessions)."""
-    proc = subprocess.Popen([sys.executable, str(RUN), *args],
+    proc = subprocess.Popen([sys.executable, str(script), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         out, err = proc.communicate(timeout=TIMEOUT)
@@ -124,6 +125,18 @@ def test_the_payload_scenarios_measure_arrays_memory_and_the_shm_threshold(tmp_p
     assert targets["2 MiB round trip: ProcessPoolExecutor fork / jobsched submit"]["issue"] == 15
     assert "2 MiB round trip (submit) / one memcpy of it" in targets
     assert "1 KiB payload round trip (submit) / previous version" in targets
+
+
+def test_cpu_per_job_prints_the_cpu_of_the_scheduler_and_its_worker_per_job() -> None:
+    proc = run_bench("--jobs", "100", "--rounds", "2", script=CPU_PER_JOB)
+    assert proc.returncode == 0, proc.stderr
+    assert "medians of 2 blocks of 100 round trips" in proc.stdout
+    rows = re.findall(r"^  (x \+ 1|1 KiB array) +scheduler user +([\d.]+) +system +([\d.]+) +worker +([\d.]+) +"
+                      r"total +([\d.]+)$", proc.stdout, re.M)
+    assert [r[0] for r in rows] == ["x + 1", "1 KiB array"], proc.stdout
+    for _, user, system, worker, total in rows:
+        assert float(user) + float(system) > 0  # the scheduler did work, and so did the worker (clock ticks)
+        assert abs(float(user) + float(system) + float(worker) - float(total)) < 0.2
 
 
 def test_unknown_names_are_refused_with_the_list_of_valid_ones() -> None:
