@@ -573,7 +573,7 @@ def _reference(view: memoryview) -> tuple[str, int] | None:
 
 
 def _unchanged(start: int, end: int) -> bool:
-    """Whether no page in ``[start, end)`` of a private file mapping was written (or could not be told)."""
+    """Whether no page in ``[start, end)`` of a private file mapping was written (False if pagemap cannot say)."""
     global _pagemap
     if _pagemap is None:
         try:
