@@ -10,7 +10,7 @@ from pathlib import Path
 
 import helpers
 import pytest
-from waiting import TIMEOUT
+from waiting import TIMEOUT, eventually
 
 from jobsched import Scheduler, _wire
 
@@ -100,6 +100,9 @@ def test_the_secret_is_not_on_any_command_line(sched: Scheduler) -> None:
 
     sched.start(2, wait=False)
     assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
+    # A worker forked from the zygote has no process until the zygote has booted: wait for every one.
+    eventually(lambda: len(sched.workers) == 2 and all(w.pid is not None for w in sched.workers),
+               "both workers to have a process")
     secret_hex = sched._secret.hex()
     for w in sched.workers:
         assert w.pid is not None
