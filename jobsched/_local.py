@@ -123,6 +123,7 @@ class LocalBackend:
                                           f"{self.describe_command(w.index)})")
             return
         if proc is None:  # forked once the booting zygote is ready: never wait for it here, on the loop
+            events.worker_spawned(w, None)  # no process yet (a replacement's pid was its dead predecessor's)
             self._wait_for_zygote(w)
             return
         p = _Process(proc, OutputLines(w, self._echo))

@@ -35,9 +35,9 @@ class Worker:
 
     Attributes:
         index: the slot number, ``0 .. n_workers-1``; passed to ``make_worker_command``.
-        pid: process id of the current process (None before the first start, and while a worker to be forked
-            waits for its scheduler's zygote to boot, a few tens of milliseconds after ``start``); on Dask, the
-            Dask worker's.
+        pid: process id of the current process (None until the loop has started it, and while a worker to
+            be forked waits for its scheduler's zygote to boot, a few tens of milliseconds: the workers beyond
+            one per core, see ``_zygote``); on Dask, the Dask worker's.
         address: where the worker runs: None for a local process, the Dask worker's address on Dask.
         state: a ``WorkerState``.
         n_done: jobs this slot has finished (over all its processes).

@@ -11,12 +11,14 @@ its sockets and the user's state), so each backend starts a zygote, as ``multipr
          │   writes the secret into stdin itself                                    ▼
          └──────── pidfd, output pipe, TCP connection + HMAC handshake ───────> worker (setsid)
 
-* When: a backend starts its zygote with its first worker, and stops it in ``shutdown()``, once every worker
-  has exited (``close()``, or a run that ends). One zygote per scheduler, not per process: its life is the
-  scheduler's, and so is its environment. That first worker is spawned, while the zygote boots: booting
-  the zygote costs as much as a worker's interpreter, and done side by side a cold start of two workers
-  costs what it did without a zygote. Workers asked for while it boots wait for it without blocking the
-  loop (``Starter.start`` returns None; the backend watches ``Starter.booting``), then fork in a millisecond.
+* When: the first ``DIRECT_SPAWNS`` workers of a run (one per core) are spawned, side by side, as without a
+  zygote: a pool no bigger than the machine starts exactly as fast, each worker has its process at once,
+  and no zygote is started for it. A backend starts its zygote when one more worker is asked for (a bigger
+  pool, a replacement, a recycled worker), and stops it in ``shutdown()``, once every worker has exited
+  (``close()``, or a run that ends). One zygote per scheduler, not per process: its life is the scheduler's,
+  and so is its environment. Workers asked for while it boots (booting costs what a worker's interpreter
+  does) wait for it without blocking the loop (``Starter.start`` returns None; the backend watches
+  ``Starter.booting``), then fork in a millisecond each.
 * Which workers: only the default command's form, ``[sys.executable, "-m", "jobsched.worker", ...]`` (remote
   calls, and worker files through ``make_server``: the file is loaded by the forked child, fresh in each
   worker). Any other command - interpreter flags (``debug=True``), another program - is spawned as before.
@@ -58,6 +60,8 @@ REPLY_TIMEOUT = 30.0  # a fork, or the status of a worker already dead (or SIGKI
 # worker gets its own. Any other difference from the zygote's environment means "spawn this one".
 PER_WORKER = frozenset({_wire.ENV_ADDRESS, _wire.ENV_WORKER, _wire.ENV_SYS_PATH, _shm.ENV_PREFIX})
 DIED_WITH_ZYGOTE = "killed with the zygote that forked it (exit status unknown)"
+# Workers of a run spawned before the zygote is started: as many interpreters as the cores boot side by side.
+DIRECT_SPAWNS = os.cpu_count() or 1
 
 
 class ZygoteGone(Exception):
@@ -312,6 +316,7 @@ class Starter:
     def __init__(self) -> None:
         self._zygote: Zygote | None = None
         self._spawn_only = False  # the zygote failed this run: spawn until shutdown
+        self._spawned = 0  # workers of this run spawned before its zygote (DIRECT_SPAWNS)
 
     @property
     def zygote_pid(self) -> int | None:
@@ -333,19 +338,21 @@ class Starter:
             then (``booting`` is readable, or ``settle`` says so).
         """
         if self._forks(argv, env, reaper, log):
+            if self._zygote is None:
+                if self._spawned < DIRECT_SPAWNS:  # one per core, side by side: see the module's docstring
+                    self._spawned += 1
+                    return spawn(argv, env, secret)
+                self._launch(env, reaper, log)  # if it cannot start, we spawn from now on
             zygote = self._zygote
-            if zygote is None:
-                proc = spawn(argv, env, secret)  # spawned while the zygote boots: see the module's docstring
-                self._launch(env, reaper, log)  # after the spawn: that worker's interpreter starts first
-                return proc
-            try:
-                if not zygote.check_ready():
-                    return None
-                return zygote.fork(argv, env, secret)
-            except ZygoteGone as exc:
-                self._give_up(reaper, log, exc)
-            except OSError as exc:  # this fork failed; the next may not
-                log(f"jobsched: {exc}; spawning this worker instead")
+            if zygote is not None:
+                try:
+                    if not zygote.check_ready():
+                        return None
+                    return zygote.fork(argv, env, secret)
+                except ZygoteGone as exc:
+                    self._give_up(reaper, log, exc)
+                except OSError as exc:  # this fork failed; the next may not
+                    log(f"jobsched: {exc}; spawning this worker instead")
         return spawn(argv, env, secret)
 
     def settle(self, reaper: Reaper | None, log: Callable[[str], None], wait: bool = False) -> bool:
@@ -364,6 +371,7 @@ class Starter:
         """Every worker has exited: stop the zygote; the next run starts a fresh one."""
         zygote, self._zygote = self._zygote, None
         self._spawn_only = False
+        self._spawned = 0
         if zygote is not None:
             if reaper is not None:  # dead or alive: its group id must not stay listed, it may be reused
                 reaper.forget(zygote.pid)

@@ -124,7 +124,9 @@ def test_a_sigstopped_worker_times_out_is_replaced_and_later_jobs_run(who: str) 
         # The slot got a fresh process, and every later job runs.
         results = [sched.submit(helpers.square, i) for i in range(20)]
         assert [f.result(timeout=TIMEOUT) for f in results] == [i * i for i in range(20)]
-        assert worker.n_restarts == 1 and worker.pid != stopped_pid
+        # Its replacement may wait for a zygote to boot (the other worker did those jobs meanwhile).
+        eventually(lambda: worker.pid not in (None, stopped_pid), "the slot's new process")
+        assert worker.n_restarts == 1
         assert sched.stats()["failed"] == 1
 
 

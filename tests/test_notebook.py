@@ -909,6 +909,8 @@ def test_kernel_magics_outputs(in_kernel: Kernel) -> None:
     help_page = k.run("%jobsched?")
     assert any("Drive jobsched's default scheduler" in p.get("data", {}).get("text/plain", "")
                for p in help_page.payload)
+    # The third worker may be forked by a zygote that boots first (one spawned worker per core): wait for it.
+    eventually(lambda: len(k.worker_pids()) == 3, "3 worker processes")
     pids = k.worker_pids()
     assert len(pids) == 3
     assert k.run("%jobsched stop").stdout == "jobsched: stopped (10 done, 0 failed)\n"

@@ -61,6 +61,39 @@ def parents(sched: Scheduler) -> list[int]:
     return [psutil.Process(w.pid).ppid() for w in sched.workers if w.pid is not None]
 
 
+@pytest.fixture(autouse=True)
+def one_direct_spawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests below are about forked workers: the zygote starts with a run's second worker, on any machine.
+
+    (By default as many workers as there are cores are spawned before a zygote is started: see
+    ``test_a_pool_no_bigger_than_the_cores_is_spawned_and_a_bigger_one_forked``.)
+    """
+    monkeypatch.setattr(_zygote, "DIRECT_SPAWNS", 1)
+
+
+def test_a_pool_no_bigger_than_the_cores_is_spawned_and_a_bigger_one_forked(sched: Scheduler,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_zygote, "DIRECT_SPAWNS", 2)  # a 2-core machine, whatever this one has
+    sched.start(2, wait=False)
+    # Spawned at once, side by side, as without a zygote: both have their process by the first result.
+    assert sched.submit(zygote_jobs.pid_after, 0.0).result(timeout=TIMEOUT) is not None
+    assert all(w.pid is not None for w in sched.workers)
+    ready(sched, 2)
+    assert parents(sched) == [os.getpid()] * 2 and zygote_pid(sched) is None, "no zygote for such a pool"
+    sched.scale(4)  # two more: the zygote starts, and forks them
+    ready(sched, 4)
+    zygote = zygote_pid(sched)
+    assert zygote is not None and is_zygote(zygote)
+    assert parents(sched) == [os.getpid(), os.getpid(), zygote, zygote]
+    pid = sched.workers[0].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # its replacement is forked too
+    eventually(lambda: sched.workers[0].pid not in (None, pid) and sched.workers[0].state is
+               jobsched.WorkerState.READY, "slot 0 to be replaced")
+    assert parents(sched)[0] == zygote
+    assert sched.submit(zygote_jobs.pid_after, 0.0).result(timeout=TIMEOUT) in {w.pid for w in sched.workers}
+
+
 def test_the_first_worker_is_spawned_while_the_zygote_boots_and_the_others_are_forked(sched: Scheduler) -> None:
     sched.start(3, wait=False)
     ready(sched, 3)
@@ -315,9 +348,10 @@ DOOMED = textwrap.dedent("""
     import json, sys, time
     sys.path.insert(0, {tests!r})
     import helpers
-    from jobsched import Scheduler
+    from jobsched import Scheduler, _zygote
 
     if __name__ == "__main__":
+        _zygote.DIRECT_SPAWNS = 1  # a zygote from the second worker on, on any machine
         sched = Scheduler(echo_output=False)
         futures = [sched.submit(helpers.hold_gil), sched.submit(helpers.hang)]
         sched.start(3, wait=False)  # two busy (one holding the GIL), one idle
@@ -358,9 +392,11 @@ def test_a_sigkilled_scheduler_leaves_neither_its_zygote_nor_a_worker_behind(tmp
 
 
 def test_the_zygote_never_gets_the_secret(sched: Scheduler) -> None:
-    sched.start(1, wait=False)
-    assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
-    zygote = psutil.Process(zygote_pid(sched))
+    sched.start(2, wait=False)  # the second worker starts the zygote
+    ready(sched, 2)
+    pid = zygote_pid(sched)
+    assert pid is not None
+    zygote = psutil.Process(pid)
     secret = sched._secret.hex()
     assert secret not in " ".join(zygote.cmdline())
     assert secret not in str(zygote.environ())
