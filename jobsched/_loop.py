@@ -259,6 +259,10 @@ class Engine:
             timeline.record(worker, entry, result, failed)
         release(entry.payload)  # its data's shared-memory segments, if any: never sent again
         future = entry.future
+        if future is not None:
+            # The future and its entry point at each other: a cycle that only the garbage collector would
+            # free (a collector pass every few dozen jobs), holding the job's data until then.
+            future.entry = None
         if future is not None and entry.cancelled:
             force_cancel(future)  # cancel() said True: cancelled, even if it has not got there itself yet
         elif future is not None:

@@ -351,3 +351,25 @@ def test_processor_count_is_the_default_worker_count(sched: Scheduler) -> None:
 def test_repr_is_a_one_line_summary(sched: Scheduler) -> None:
     text = repr(sched)
     assert "\n" not in text and "0 queued" in text and text.startswith("<Scheduler")
+
+
+def test_a_finished_future_does_not_keep_its_jobs_data_alive(sched: Scheduler) -> None:
+    """Holding futures (as a user holding 100,000 of them does) holds results, not the jobs' arguments; and a
+    job leaves no reference cycle behind, so its data goes at once, not at the garbage collector's next pass."""
+    import gc
+    import weakref
+
+    sched.start(1, wait=False)
+    assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
+    gc.collect()
+    gc.disable()  # freed by reference counting alone, or never
+    try:
+        data = helpers.Box(7)
+        ref = weakref.ref(data)
+        future = sched.submit(helpers.unbox, data)
+        assert future.result(timeout=TIMEOUT) == 7
+        del data
+        eventually(lambda: ref() is None, "the job's argument to be freed while its future is held")
+        assert future.result() == 7 and not future.cancel()
+    finally:
+        gc.enable()
