@@ -263,16 +263,16 @@ class Engine:
             # The future and its entry point at each other: a cycle that only the garbage collector would
             # free (a collector pass every few dozen jobs), holding the job's data until then.
             future.entry = None
-        if future is not None and entry.cancelled:
-            force_cancel(future)  # cancel() said True: cancelled, even if it has not got there itself yet
-        elif future is not None:
-            try:  # no done() first: set_result checks the state under the future's lock anyway
-                if failed:
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
-            except InvalidStateError:
-                pass  # cancelled meanwhile (a running job's future.cancel()), or settled: the first outcome stands
+            if entry.cancelled:
+                force_cancel(future)  # cancel() said True: cancelled, even if it has not got there itself yet
+            else:
+                try:  # no done() first: set_result checks the state under the future's lock anyway
+                    if failed:
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+                except InvalidStateError:
+                    pass  # cancelled meanwhile (a running job's future.cancel()), or settled: the first stands
         after_stop = self.after_stop
         if after_stop is not None:
             try:

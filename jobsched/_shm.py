@@ -81,6 +81,7 @@ ENV_PREFIX = "JOBSCHED_SHM_PREFIX"
 MAGIC = 0  # first byte of a body with segments; a pickle (protocol 2+) starts with 0x80
 _COUNT = struct.Struct("!BH")  # MAGIC, number of segments
 _SEGMENT = struct.Struct("!QQB")  # where the buffer starts in the segment, its size, name length; then the name
+DATA = "a"  # the kind of a job's data segment: <prefix>a<random>; a worker's results are <prefix>w<i>g<g>-<random>
 _NAME = re.compile(r"jobsched-[0-9]+-[0-9a-f]{16}-[0-9a-z]+-?[0-9a-f]{32}")
 _STALE = re.compile(r"jobsched-([0-9]+)-[0-9a-f]{16}-")
 
@@ -299,6 +300,11 @@ def check_name(name: str, prefix: str | None) -> None:
                               f"(expected a name under {prefix!r}); it is not mapped")
 
 
+def _is_data(name: str, prefix: str | None) -> bool:
+    """Whether ``name`` is a job's data segment of the scheduler ``prefix`` (its job releases it, nobody else)."""
+    return prefix is not None and name.startswith(prefix + DATA)
+
+
 def _unlink(name: str) -> None:
     try:
         os.unlink(os.path.join(SHM_DIR, name))
@@ -320,7 +326,7 @@ def _load(body: Any, prefix: str | None, access: int, unlink: bool, own: frozens
         for name, offset, size in segments:
             check_name(name, prefix)
             mine = unlink and name in own
-            if unlink and not mine and name.startswith(f"{prefix}a"):
+            if unlink and not mine and _is_data(name, prefix):
                 raise PermissionError(f"shared-memory segment {name!r} holds another job's data; it is not mapped")
             mode = mmap.ACCESS_COPY if mine else access
             path = os.path.join(SHM_DIR, name)
@@ -345,7 +351,7 @@ def _load(body: Any, prefix: str | None, access: int, unlink: bool, own: frozens
     except BaseException:
         if unlink and prefix is not None:  # the worker's result segments (nobody else will), not a job's data
             for name, _, _ in segments:
-                if _NAME.fullmatch(name) and name.startswith(prefix) and not name.startswith(f"{prefix}a"):
+                if _NAME.fullmatch(name) and name.startswith(prefix) and not _is_data(name, prefix):
                     _unlink(name)
         raise
     return pickle.loads(memoryview(body)[pos:], buffers=maps)
@@ -411,7 +417,7 @@ class Area:
         if not self.enabled:
             return payload.inline()
         try:
-            return _write(self.prefix, "a", payload)
+            return _write(self.prefix, DATA, payload)
         except OSError:  # /dev/shm full or gone: in band, as without shared memory
             return payload.inline()
 
@@ -474,7 +480,7 @@ def discard(body: Any) -> None:
         prefix = accepted_prefix(body)
         for name, _, _ in segments:
             check_name(name, prefix)
-            if not name.startswith(f"{prefix}a"):
+            if not _is_data(name, prefix):
                 _unlink(name)
     except (PermissionError, struct.error, UnicodeDecodeError):
         pass
