@@ -494,7 +494,3 @@ class Box:
 
     def __init__(self, value: Any) -> None:
         self.value = value
-
-
-def unbox(box: Box) -> Any:
-    return box.value

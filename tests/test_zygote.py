@@ -56,6 +56,15 @@ def ready(sched: Scheduler, n: int) -> None:
     eventually(lambda: sum(w.state is jobsched.WorkerState.READY for w in sched.workers) == n, f"{n} ready workers")
 
 
+def replace_slot_0(sched: Scheduler) -> None:
+    """SIGKILL slot 0's worker and wait until its replacement is ready."""
+    pid = sched.workers[0].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    eventually(lambda: sched.workers[0].pid not in (None, pid) and sched.workers[0].state is
+               jobsched.WorkerState.READY, "slot 0 to be replaced")
+
+
 def parents(sched: Scheduler) -> list[int]:
     """The parent of each slot's process: us for a spawned worker, the zygote for a forked one."""
     return [psutil.Process(w.pid).ppid() for w in sched.workers if w.pid is not None]
@@ -85,11 +94,7 @@ def test_a_pool_no_bigger_than_the_cores_is_spawned_and_a_bigger_one_forked(sche
     zygote = zygote_pid(sched)
     assert zygote is not None and is_zygote(zygote)
     assert parents(sched) == [os.getpid(), os.getpid(), zygote, zygote]
-    pid = sched.workers[0].pid
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)  # its replacement is forked too
-    eventually(lambda: sched.workers[0].pid not in (None, pid) and sched.workers[0].state is
-               jobsched.WorkerState.READY, "slot 0 to be replaced")
+    replace_slot_0(sched)  # its replacement is forked too
     assert parents(sched)[0] == zygote
     assert sched.submit(zygote_jobs.pid_after, 0.0).result(timeout=TIMEOUT) in {w.pid for w in sched.workers}
 
@@ -100,11 +105,7 @@ def test_the_first_worker_is_spawned_while_the_zygote_boots_and_the_others_are_f
     zygote = zygote_pid(sched)
     assert zygote is not None and is_zygote(zygote) and psutil.Process(zygote).ppid() == os.getpid()
     assert parents(sched) == [os.getpid(), zygote, zygote]
-    pid = sched.workers[0].pid
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)  # a replacement is forked: the zygote is up now
-    eventually(lambda: sched.workers[0].pid not in (None, pid) and sched.workers[0].state is
-               jobsched.WorkerState.READY, "slot 0 to be replaced")
+    replace_slot_0(sched)  # a replacement is forked: the zygote is up now
     assert parents(sched) == [zygote, zygote, zygote]
 
 
