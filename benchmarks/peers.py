@@ -646,7 +646,7 @@ def payload(peer: Peer, workers: int, sizes: list[int], rounds: list[int]) -> di
 def shm_threshold(sizes: list[int], budget_mb: float, blocks: int) -> dict[str, Any]:
     """One scheduler, one worker: the round trip of a uint8 array of each size, with shared memory forced on and off.
 
-    ``jobsched._shm.THRESHOLD`` (private: the one place the benchmark reaches inside jobsched) decides which
+    ``jobsched._data.shm.THRESHOLD`` (private: the one place the benchmark reaches inside jobsched) decides which
     buffers go through shared memory, in the scheduler's process for arguments and in the worker's for
     results; it is set in both, here directly and in the worker by a job (``setattr`` on the module, which
     cloudpickle sends by reference). On: 1 byte, every buffer out of band; off: never. The modes alternate
@@ -655,7 +655,7 @@ def shm_threshold(sizes: list[int], budget_mb: float, blocks: int) -> dict[str, 
     """
     import numpy as np
 
-    import jobsched._shm as shm
+    import jobsched._data.shm as shm
 
     modes = {"on": 1, "off": 1 << 62}
     peer = Jobsched(1)

@@ -248,7 +248,7 @@ def shm_table(results: dict[str, Any]) -> list[str]:
     cross = next((labels[i] for i in range(len(labels)) if all(faster[i:])), None)
     threshold = values.get("default_threshold")
     lines += ["", f"- shared memory is faster from {_spaced(cross) if cross else 'no measured size'} on"
-              + (f" (THRESHOLD in jobsched/_shm.py: {_spaced(size_label(int(threshold)))})" if threshold else "")]
+              + (f" (THRESHOLD in jobsched/_data/shm.py: {_spaced(size_label(int(threshold)))})" if threshold else "")]
     return lines
 
 

@@ -10,17 +10,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# Imported eagerly (it is light, and the worker needs it anyway): the function ``remote_call`` must win
-# over the submodule of the same name, which an import of ``jobsched.remote_call`` binds on the package.
-from ._report import progress as progress
 from .remote_call import RemoteCall as RemoteCall
 from .remote_call import is_remote_call as is_remote_call
 from .remote_call import remote_call as remote_call
 
+# Imported eagerly (it is light, and the worker needs it anyway): the function ``remote_call`` must win
+# over the submodule of the same name, which an import of ``jobsched.remote_call`` binds on the package.
+from .worker.progress import progress as progress
+
 # The other public names and the module that defines each. They are imported on first use (PEP 562), so that
 # ``import jobsched`` - and every worker process, which imports the package - stays fast and lean.
 _EXPORTS = {
-    "Worker": "._slot",
+    "Worker": "._core.slot",
     "default_scheduler": ".background",
     "make_python_cmd": ".commands",
     "processor_count": ".commands",
@@ -52,7 +53,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from ._slot import Worker as Worker
+    from ._core.slot import Worker as Worker
     from .background import default_scheduler as default_scheduler
     from .commands import make_python_cmd as make_python_cmd
     from .commands import processor_count as processor_count

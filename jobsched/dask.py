@@ -2,8 +2,8 @@
 # mypy: disable-error-code="no-untyped-call"
 """Run a scheduler's jobs on a Dask cluster: ``Scheduler(backend=DaskBackend(client_or_address))``.
 
-``DaskBackend`` implements the ``Backend`` protocol of ``_backend.py``, like the local processes of
-``_local.py``. It keeps no policy: the scheduler's state decides what to start, send, retry, time out
+``DaskBackend`` implements the ``Backend`` protocol of ``_core/backend.py``, like the local processes of
+``_local/backend.py``. It keeps no policy: the scheduler's state decides what to start, send, retry, time out
 and close; this module finds Dask threads for its slots, runs jobs there and reports what happened::
 
     SchedulerState ──StartWorker──> start_worker: a free seat (address, thread) ──> worker_spawned, worker_ready
@@ -59,10 +59,10 @@ try:
 except ImportError as exc:  # the optional extra: fail when used, and say how to fix it
     raise ImportError(f"jobsched.dask needs dask.distributed ({exc}): pip install 'jobsched[dask]'") from exc
 
-from . import _wire
-from ._local import default_worker_command
-from ._pickling import dumps
-from ._slot import Worker
+from ._core.slot import Worker
+from ._data.pickling import dumps
+from ._local import wire as _wire
+from ._local.backend import default_worker_command
 from .errors import JobschedError
 from .remote_call import RemoteCall
 from .worker import run_remote_call_payload, run_to_frame
@@ -71,8 +71,8 @@ if TYPE_CHECKING:
     import selectors
     from collections.abc import Callable
 
-    from ._backend import BackendEvents
-    from ._state import Entry
+    from ._core.backend import BackendEvents
+    from ._core.state import Entry
     from .scheduler import Scheduler
 
 __all__ = ["DaskBackend", "DaskClientClosedError", "DaskWorker", "run_payload"]

@@ -65,7 +65,7 @@ class WorkerStartupError(JobschedError, RuntimeError):
 class ProtocolError(JobschedError, ConnectionError):
     """A peer broke the wire protocol: an oversized or malformed frame, or a frame it may not send.
 
-    Raised by ``_wire.FrameDecoder``; the scheduler then drops that worker's connection (its job counts a
+    Raised by ``_local.wire.FrameDecoder``; the scheduler then drops that worker's connection (its job counts a
     death), and a worker whose scheduler breaks the protocol exits.
     """
 

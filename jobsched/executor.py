@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._bars import job_bar  # tqdm itself is imported only when a bar is made
+from ._core.bars import job_bar  # tqdm itself is imported only when a bar is made
 from .commands import processor_count
 from .remote_call import remote_call
 from .scheduler import Scheduler
 
 if TYPE_CHECKING:
-    from ._backend import Backend
+    from ._core.backend import Backend
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@
     Journal(path)  (any process, any time) ── reads records, results(), failed(); forget(keys), clear()
     python -m jobsched.journal PATH [--failed] ── a summary
     Journal(path).plot(), python -m jobsched.journal PATH --html report.html ── the run's task timeline,
-        job durations and failures over time (``_report_html``: inline SVG, one self-contained file)
+        job durations and failures over time (``_journaling.report``: inline SVG, one self-contained file)
 
 **What is stored.** ``records`` is an append-only log with a row per outcome: the job's key, index,
 cost, status (``"done"`` or ``"failed"``), the result exactly as the worker pickled it (never
@@ -27,7 +27,7 @@ cancel is kept in a table of its own, ``cancellations`` (key, index, cost, start
 that ``Journal.cancelled()``, the report and the summary read. The table is additive (``CREATE TABLE IF NOT
 EXISTS`` on the first cancel), so the schema version stays 1: an older jobsched reads and writes such a file
 as before, ignoring the table, and this one reads a file without it as one with no cancel
-(``_journal_cancels`` says more).
+(``_journaling.cancels`` says more).
 
 **Durability.** Results are buffered in memory and written in one transaction per batch: when
 ``flush_batch`` results are waiting or the oldest has waited ``flush_interval`` seconds, whichever
@@ -59,9 +59,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import _journal_cancels
-from ._journal_cancels import JournalCancellation as JournalCancellation
-from ._journal_file import (
+from ._journaling import cancels as _journal_cancels
+from ._journaling.cancels import JournalCancellation as JournalCancellation
+from ._journaling.file import (
     _BY_KEY,
     _COLUMNS,
     CURRENT,
@@ -69,19 +69,19 @@ from ._journal_file import (
     _connect,
     _retry,
 )
-from ._journal_file import APPLICATION_ID as APPLICATION_ID
-from ._journal_file import BUSY_TIMEOUT as BUSY_TIMEOUT
-from ._journal_file import SCHEMA_VERSION as SCHEMA_VERSION
-from ._journal_writer import FLUSH_BATCH as FLUSH_BATCH
-from ._journal_writer import FLUSH_INTERVAL as FLUSH_INTERVAL
-from ._journal_writer import JournalRecord as JournalRecord
-from ._journal_writer import JournalWarning as JournalWarning
-from ._journal_writer import JournalWriter as JournalWriter
+from ._journaling.file import APPLICATION_ID as APPLICATION_ID
+from ._journaling.file import BUSY_TIMEOUT as BUSY_TIMEOUT
+from ._journaling.file import SCHEMA_VERSION as SCHEMA_VERSION
+from ._journaling.writer import FLUSH_BATCH as FLUSH_BATCH
+from ._journaling.writer import FLUSH_INTERVAL as FLUSH_INTERVAL
+from ._journaling.writer import JournalRecord as JournalRecord
+from ._journaling.writer import JournalWarning as JournalWarning
+from ._journaling.writer import JournalWriter as JournalWriter
 from .errors import JobError
 from .errors import JournalError as JournalError
 
 if TYPE_CHECKING:
-    from ._report_html import RunReport
+    from ._journaling.report import RunReport
 
 # ---- the reader, for people
 
@@ -233,7 +233,7 @@ class Journal:
 
         A notebook shows it (``_repr_html_``); ``.html()`` is a self-contained page, ``.save(path)`` writes it.
         """
-        from ._report_html import report
+        from ._journaling.report import report
 
         return report(self)
 
@@ -244,7 +244,7 @@ class Journal:
             keys: one key as ``key=`` accepts it (a str, an int, a tuple of them: a tuple is *one* key),
                 or a list, set or other iterable of keys.
         """
-        from ._keys import normalize_key
+        from ._keys.derive import normalize_key
 
         single = isinstance(keys, (str, int, tuple))
         keyed = [normalize_key(keys)] if single else [normalize_key(k) for k in keys]  # type: ignore[union-attr]

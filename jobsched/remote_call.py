@@ -21,9 +21,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import _shm
-from ._pickling import dumps
-from ._shm import OutOfBand
+from ._data import shm as _shm
+from ._data.pickling import dumps
+from ._data.shm import OutOfBand
 
 # The fix for plain data sent to a remote-call worker (the scheduler and the worker both say it).
 NOT_A_REMOTE_CALL = ("queue remote_call(f, *args) or use submit(f, *args) instead; to send plain data, write a "
@@ -73,7 +73,7 @@ class RemoteCall:
         return self.function(*self.args, **self.kwargs)
 
     def _jobsched_call_parts(self) -> tuple[Any, ...]:
-        """The values this call carries (for ``_shm``: whether any may be a large buffer)."""
+        """The values this call carries (for ``_data.shm``: whether any may be a large buffer)."""
         return (self.args, self.kwargs, None if self.module is not None else self._function)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -126,7 +126,7 @@ def payload_of(rc: RemoteCall) -> bytes | OutOfBand:
 
 
 def _dumps_shipped(rc: RemoteCall) -> bytes | OutOfBand:
-    """Pickle ``rc``, its large buffers left out of band (``_shm``: no copy until ``add_job``)."""
+    """Pickle ``rc``, its large buffers left out of band (``_data.shm``: no copy until ``add_job``)."""
     plain, may_hold_buffers = _shm.PLAIN, _shm.may_hold_buffers
     # Inline loops, no generator: this runs for every job. A plain small value (an int, a str) is not even
     # looked at; a small numpy array is one call.

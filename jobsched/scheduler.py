@@ -4,19 +4,20 @@
 
     caller threads                         the loop (one owner: a blocking start()'s thread, or "jobsched-scheduler")
     ──────────────                         ────────────────────────────────────────────────────────────────────
-    add_job / submit ──pickle──> Entry ─lock─> SchedulerState (_state.py: queue by (cost, index), slots, policy)
+    add_job / submit ──pickle──> Entry ─lock─> SchedulerState (_core/state.py: queue by (cost, index), slots)
         (TypeError here, queue untouched)          │ commands
     scale / pause / cancel / close ─lock─> state   ▼
-                          + wake-up byte    Engine (_loop.py) ──> Backend (_local.py: processes, _transport.py,
-                                                   │                        _pool.py, _output.py; or dask.py)
+                          + wake-up byte    Engine (_core/loop.py) ──> Backend (_local/: processes, sockets;
+                                                   │                        or dask.py)
     Future.result() <──────── deliver <── events ──┘      JOB ──TCP──> worker process ──RESULT──┘
     wait() / start(wait=True) <── idle    after_stop(sched, job, result)  (may add jobs)
 
 Which file owns what: ``scheduler.py`` (this facade) checks arguments, offers the public methods and decides
-which thread owns the loop; ``_state.py`` holds every decision; ``_loop.py`` turns events into state changes
-and commands into I/O; ``_local.py`` runs local worker processes through ``_transport.py`` (listener,
-handshake, framed connections), ``_pool.py`` (spawn, signals, process groups, reaper) and ``_output.py``
-(what workers print); ``_interrupt.py`` holds Ctrl-C back to safe points; ``_wire.py`` is the protocol.
+which thread owns the loop; ``_core/state.py`` holds every decision; ``_core/loop.py`` turns events into
+state changes and commands into I/O; ``_local/backend.py`` runs local worker processes through
+``_local/transport.py`` (listener, handshake, framed connections), ``_local/processes.py`` (spawn, signals,
+process groups, reaper) and ``_local/output.py`` (what workers print); ``_core/interrupt.py`` holds Ctrl-C
+back to safe points; ``_local/wire.py`` is the protocol.
 
 **One owner.** Exactly one thread runs a scheduler's loop: a blocking ``start()`` runs it in its own thread
 (as the manual's scheduler-start does: no thread hop per job), ``start(wait=False)`` on the background
@@ -37,26 +38,26 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from . import _wire
-from ._bars import RunBar  # tqdm itself is imported only when a bar is made
-from ._checks import check_n_workers, check_positive_int, check_prefetch, check_timeout, plural
-from ._futures import JobFuture, cancel_pending, force_cancel
-from ._intake import push, submit_many
-from ._local import LocalBackend, default_worker_command
-from ._loop import Engine
-from ._owner import LoopOwner, can_hold_sigint
-from ._slot import Progress, Worker
-from ._snapshot import Snapshot, take_snapshot
-from ._snapshot import counts as stats_of
-from ._state import CLOSE_GRACE, Entry, SchedulerState
-from ._timeline import Running, Timeline, TimelineView
+from ._core.bars import RunBar  # tqdm itself is imported only when a bar is made
+from ._core.checks import check_n_workers, check_positive_int, check_prefetch, check_timeout, plural
+from ._core.futures import JobFuture, cancel_pending, force_cancel
+from ._core.intake import push, submit_many
+from ._core.loop import Engine
+from ._core.owner import LoopOwner, can_hold_sigint
+from ._core.slot import Progress, Worker
+from ._core.snapshot import Snapshot, take_snapshot
+from ._core.snapshot import counts as stats_of
+from ._core.state import CLOSE_GRACE, Entry, SchedulerState
+from ._local import wire as _wire
+from ._local.backend import LocalBackend, default_worker_command
+from ._timeline.recorder import Running, Timeline, TimelineView
 from .errors import SchedulerClosedError
 from .job import Job
 from .remote_call import RemoteCall, refuse_while_loading_script, remote_call
 
 if TYPE_CHECKING:
-    from ._backend import Backend
-    from ._resume import Resume
+    from ._core.backend import Backend
+    from ._journaling.resume import Resume
 
 T = TypeVar("T")
 
@@ -126,7 +127,7 @@ class Scheduler:
             check_positive_int("Scheduler: max_worker_memory (bytes)", max_worker_memory)
         self._journal: Resume | None = None
         if journal is not None:  # first: a bad journal fails before anything starts
-            from ._resume import Resume
+            from ._journaling.resume import Resume
 
             self._journal = Resume.open(journal, rerun_failed=rerun_failed)
         self.make_worker_command = make_worker_command or default_worker_command

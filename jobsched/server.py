@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._bars import job_bar  # tqdm itself is imported only when a bar is made
+from ._core.bars import job_bar  # tqdm itself is imported only when a bar is made
 from .commands import check_entry, make_python_cmd, processor_count
 from .job import Job
 from .remote_call import refuse_while_loading_script

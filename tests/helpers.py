@@ -247,7 +247,7 @@ def unpicklable_result() -> Any:
 
 def _connection() -> Any:
     """Find this worker's authenticated connection to the scheduler (a ``BlockingConnection``)."""
-    from jobsched._wire import BlockingConnection
+    from jobsched._local.wire import BlockingConnection
 
     for obj in gc.get_objects():
         if isinstance(obj, BlockingConnection):
@@ -257,7 +257,7 @@ def _connection() -> Any:
 
 def send_oversized_frame() -> None:
     """An authenticated worker announces a frame larger than MAX_FRAME, then waits to be killed."""
-    from jobsched import _wire
+    from jobsched._local import wire as _wire
 
     conn = _connection()
     conn.sock.sendall(_wire.HEADER.pack(0xFFFFFFFF, _wire.RESULT, 0))
@@ -266,7 +266,7 @@ def send_oversized_frame() -> None:
 
 def send_result_for_another_job() -> None:
     """An authenticated worker answers for a job index it was never given."""
-    from jobsched import _wire
+    from jobsched._local import wire as _wire
 
     conn = _connection()
     conn.send_frame(_wire.RESULT, 10**9, pickle.dumps("forged"))

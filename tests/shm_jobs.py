@@ -11,7 +11,7 @@ from typing import Any
 def describe(x: Any) -> tuple[str, bool, bool]:
     """Return the argument's type, whether it is backed by memory it does not own (a mapped segment), and
     whether this worker accepts segments at all."""
-    from jobsched import _shm
+    from jobsched._data import shm as _shm
 
     return type(x).__name__, is_mapped(x), _shm._peer_prefix is not None
 
@@ -42,7 +42,7 @@ def sleep_with(x: Any, seconds: float) -> int:
 
 def leave_segment_and_die() -> None:
     """Start a result segment the way a worker does, then die before sending it."""
-    from jobsched import _shm
+    from jobsched._data import shm as _shm
 
     assert _shm._result_prefix is not None
     fd = os.open(os.path.join(_shm.SHM_DIR, _shm._result_prefix + os.urandom(16).hex()),

@@ -294,8 +294,8 @@ def test_a_task_that_dask_failed_to_run_is_a_job_error_naming_dask(client: Any, 
                                                                    blamed: bool) -> None:
     backend = DaskBackend(client)
     kind, body, pid = backend._outcome(_FailedTask(error))  # type: ignore[arg-type, misc]
-    remote_type, message, _ = jobsched._pickling.loads(body)
-    assert (kind, pid, remote_type) == (jobsched._wire.ERROR, None, type(error).__name__)
+    remote_type, message, _ = jobsched._data.pickling.loads(body)
+    assert (kind, pid, remote_type) == (jobsched._local.wire.ERROR, None, type(error).__name__)
     assert message.startswith(f"{error} (raised by Dask while running the job's task, not by the job")
     assert ("are jobsched and the job's modules installed on the Dask workers?" in message) is blamed
 

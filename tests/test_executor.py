@@ -241,7 +241,7 @@ def test_a_job_future_sets_what_a_future_sets() -> None:
     """JobFuture does Future.__init__'s work itself (with a lighter lock): the same attributes, on every Python."""
     from concurrent.futures import Future
 
-    from jobsched._futures import JobFuture, _Condition
+    from jobsched._core.futures import JobFuture, _Condition
 
     ours = JobFuture(lambda entry, **kw: False)
     assert set(vars(Future())) == set(vars(ours)) - {"_cancel_entry", "entry"}

@@ -22,8 +22,9 @@ import psutil
 import pytest
 from waiting import TIMEOUT, eventually, gone, reap
 
-from jobsched import JobError, JobTimeout, Scheduler, SchedulerClosedError, Worker, WorkerState, _wire, remote_call
-from jobsched._slot import OUTPUT_LINES
+from jobsched import JobError, JobTimeout, Scheduler, SchedulerClosedError, Worker, WorkerState, remote_call
+from jobsched._core.slot import OUTPUT_LINES
+from jobsched._local import wire as _wire
 
 TESTS = Path(__file__).parent
 

@@ -25,8 +25,9 @@ import helpers
 import pytest
 
 import jobsched
-from jobsched import _keys, remote_call
-from jobsched._keys import UnkeyableError, derive_key, normalize_key
+from jobsched import remote_call
+from jobsched._keys import derive as _keys
+from jobsched._keys.derive import UnkeyableError, derive_key, normalize_key
 from jobsched.remote_call import RemoteCall
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -199,7 +200,7 @@ import dataclasses, functools, json, sys
 sys.path[:0] = {paths!r}
 import helpers
 from jobsched import remote_call
-from jobsched._keys import derive_key
+from jobsched._keys.derive import derive_key
 {body}
 
 @dataclasses.dataclass
@@ -283,7 +284,7 @@ def test_editing_the_function_or_what_it_calls_changes_the_key(tmp_path: Path, e
 
 def test_a_module_edit_changes_the_key_of_an_imported_function(tmp_path: Path) -> None:
     code = "import sys; sys.path.insert(0, {d!r}); import mod, helpers; from jobsched import remote_call; " \
-           "from jobsched._keys import derive_key; print(derive_key(remote_call(mod.work, 2, y=3)))"
+           "from jobsched._keys.derive import derive_key; print(derive_key(remote_call(mod.work, 2, y=3)))"
     keys = []
     for version in (SCRIPT_V1, SCRIPT_V1, SCRIPT_V1.replace("x * 2", "x * 2 + 0")):
         folder = tmp_path / f"v{len(keys)}"

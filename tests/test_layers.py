@@ -190,13 +190,13 @@ def test_what_a_worker_imports_to_run_a_cell_lives_outside_the_notebook_layer() 
 
     assert not in_notebook_layer(magics.run_cell.__module__), magics.run_cell.__module__
     # It travels by reference: the worker imports that module, not the magics'.
-    assert jobsched.remote_call(magics.run_cell, "1", {}, {}, "<cell>").module == "jobsched._cell"
+    assert jobsched.remote_call(magics.run_cell, "1", {}, {}, "<cell>").module == "jobsched.worker.cell"
 
 
 def test_importing_every_core_module_leaves_the_notebook_stack_out() -> None:
     core = sorted(m for m in module_names() if not in_notebook_layer(m) and m != "jobsched.dask"
                   and not m.startswith("jobsched.examples") and not m.endswith(".__main__"))
-    assert "jobsched.scheduler" in core and "jobsched.background" in core and "jobsched._cell" in core
+    assert "jobsched.scheduler" in core and "jobsched.background" in core and "jobsched.worker.cell" in core
     code = (f"import importlib, sys\nfor m in {core!r}:\n    importlib.import_module(m)\n"
             f"print(sorted(set({[*NOTEBOOK_STACK, NOTEBOOK]!r}) & set(sys.modules)))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT,

@@ -629,7 +629,7 @@ def test_a_cancel_click_for_a_job_that_ended_meanwhile_says_so(sched: Scheduler,
 
 
 def test_the_worker_table_shows_an_address_when_a_worker_has_one() -> None:
-    from jobsched._snapshot import WorkerRow
+    from jobsched._core.snapshot import WorkerRow
 
     rows = (WorkerRow(0, 4242, "tcp://10.0.0.5:40001", "running", 3, 0.0, 1.5, None, 2, 0, (), None),
             WorkerRow(1, 4343, None, "ready", None, None, 0.0, None, 0, 0, (), None))

@@ -41,9 +41,10 @@ def text_of(outputs: list[Any]) -> list[str]:
 
 
 def is_helper(cmdline: list[str]) -> bool:
-    """Whether a process is a scheduler's reaper (``jobsched._pool.Reaper``) or its zygote (``jobsched._zygote``)."""
+    """Whether a process is a scheduler's reaper (``jobsched._local.processes.Reaper``) or its zygote
+    (``jobsched._local.zygote``)."""
     reaper = cmdline[:2] == ["/bin/sh", "-c"] and len(cmdline) >= 3 and "kill -KILL" in cmdline[2]
-    return reaper or "jobsched._zygote_process" in " ".join(cmdline)
+    return reaper or "jobsched._local.zygote_process" in " ".join(cmdline)
 
 
 def test_the_notebooks_exist() -> None:

@@ -20,7 +20,9 @@ import pytest
 from waiting import TIMEOUT
 
 import jobsched
-from jobsched import Scheduler, _report, _wire
+from jobsched import Scheduler
+from jobsched._local import wire as _wire
+from jobsched.worker import progress as _report
 
 
 class Sink:
@@ -153,7 +155,8 @@ def test_tqdm_bars_in_a_worker_report_as_progress_and_do_not_draw(tmp_path: Path
     pytest.importorskip("tqdm")
     code = textwrap.dedent("""
         import pickle, socket, sys, time
-        from jobsched import _report, _wire
+        from jobsched.worker import progress as _report
+        from jobsched._local import wire as _wire
 
         mine, theirs = socket.socketpair()
         reporter = _report.attach(_wire.BlockingConnection(mine).send_frame, _wire.PROGRESS)
@@ -220,8 +223,8 @@ def test_tqdm_bars_in_a_worker_report_as_progress_and_do_not_draw(tmp_path: Path
 
 def test_the_hook_patches_a_tqdm_imported_before_the_worker_started() -> None:
     pytest.importorskip("tqdm")
-    code = ("import sys, tqdm; from jobsched import _report; _report.install_tqdm_hook(); "
-            "print(tqdm.tqdm._jobsched_patched, any(isinstance(f, _report.TqdmHook) for f in sys.meta_path))")
+    code = ("import sys, tqdm; from jobsched.worker import progress; progress.install_tqdm_hook(); "
+            "print(tqdm.tqdm._jobsched_patched, any(isinstance(f, progress.TqdmHook) for f in sys.meta_path))")
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(jobsched.__file__)))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT, env=env)
     assert out.returncode == 0, out.stderr

@@ -25,9 +25,10 @@ import pytest
 import resume_jobs
 from waiting import TIMEOUT
 
-from jobsched import Job, JobError, Journal, Scheduler, _wire, remote_call, start_simple_server
-from jobsched._resume import Resume
-from jobsched._state import Entry
+from jobsched import Job, JobError, Journal, Scheduler, remote_call, start_simple_server
+from jobsched._core.state import Entry
+from jobsched._journaling.resume import Resume
+from jobsched._local import wire as _wire
 from jobsched.errors import JournalError, UnkeyableError
 from jobsched.journal import JournalWarning
 

@@ -15,8 +15,8 @@ import pytest
 from waiting import TIMEOUT
 
 from jobsched import JobError, Scheduler, make_python_cmd, make_scheduler, make_server, remote_call
-from jobsched._pickling import dumps, loads
-from jobsched._wire import ERROR
+from jobsched._data.pickling import dumps, loads
+from jobsched._local.wire import ERROR
 from jobsched.worker import run_remote_call_payload, run_to_frame
 
 WORKERS = Path(__file__).parent / "workers"

@@ -1,4 +1,4 @@
-"""Large buffers through shared memory (jobsched._shm): round trips, types, security, and no leaks."""
+"""Large buffers through shared memory (jobsched._data.shm): round trips, types, security, and no leaks."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from jobsched import JobError, Journal, Scheduler, _shm
+from jobsched import JobError, Journal, Scheduler
+from jobsched._data import shm as _shm
 
 np = pytest.importorskip("numpy")
 import shm_jobs  # noqa: E402  # tests/ is on sys.path (conftest)
@@ -301,7 +302,7 @@ def test_scheduler_peak_memory_for_a_100_mib_round_trip(tmp_path: Path) -> None:
 
 def test_which_values_are_pickled_looking_for_large_buffers() -> None:
     """A small array is pickled plainly (3 µs faster); a large one, or one of objects, is looked into."""
-    from jobsched._shm import THRESHOLD, may_hold_buffers
+    from jobsched._data.shm import THRESHOLD, may_hold_buffers
 
     assert may_hold_buffers(np.zeros(16)) is False
     assert may_hold_buffers(np.zeros(THRESHOLD // 8)) is True

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from jobsched import JobCancelled, JobError, JobTimeout, WorkerStartupError, WorkerState
-from jobsched._slot import Worker
-from jobsched._state import (
+from jobsched._core.slot import Worker
+from jobsched._core.state import (
     AUTO_MAX,
     CLOSE_GRACE,
     KILL_GRACE,

@@ -16,9 +16,19 @@ import pytest
 from waiting import eventually
 
 from jobsched import JobError, Scheduler
-from jobsched._commands import Entry
-from jobsched._timeline import CANCELLED, DONE, FAILED, JOURNAL, NOT_RUN, OUTCOMES, TIMEOUT, Span, Timeline
-from jobsched._timeline_svg import MAX_SHAPES, render_histogram, render_rate, render_timeline
+from jobsched._core.instructions import Entry
+from jobsched._timeline.recorder import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    JOURNAL,
+    NOT_RUN,
+    OUTCOMES,
+    TIMEOUT,
+    Span,
+    Timeline,
+)
+from jobsched._timeline.svg import MAX_SHAPES, render_histogram, render_rate, render_timeline
 from jobsched.errors import JobTimeout
 from jobsched.journal import Journal, main
 
@@ -134,7 +144,7 @@ def test_the_svg_draws_at_most_max_shapes_for_100000_jobs_on_120_workers() -> No
 
 
 def test_running_jobs_are_open_bars_and_tooltips_give_index_cost_and_duration() -> None:
-    from jobsched._timeline import Running
+    from jobsched._timeline.recorder import Running
 
     t = Timeline()
     t.record(0, entry(12, 1_000.0, 1_410.0, cost=3), "ok", False)
@@ -187,7 +197,7 @@ def test_sched_timeline_records_a_real_run(sched: Scheduler) -> None:
 
 def test_the_dashboard_shows_the_timeline_and_the_throughput_live_and_after(sched: Scheduler) -> None:
     pytest.importorskip("ipywidgets")
-    from jobsched.notebook.timeline import TIMELINE_INTERVAL
+    from jobsched.notebook.live_timeline import TIMELINE_INTERVAL
 
     board = sched.dashboard()
     try:

@@ -12,7 +12,8 @@ import helpers
 import pytest
 from waiting import TIMEOUT, eventually
 
-from jobsched import Scheduler, _wire
+from jobsched import Scheduler
+from jobsched._local import wire as _wire
 
 
 def test_check_hello_accepts_the_right_secret_only() -> None:

@@ -19,8 +19,9 @@ import helpers
 import pytest
 
 import jobsched
-from jobsched import JobError, Scheduler, _wire
+from jobsched import JobError, Scheduler
 from jobsched import worker as worker_module
+from jobsched._local import wire as _wire
 from jobsched.worker import run_to_frame
 
 remote_call_module = importlib.import_module("jobsched.remote_call")  # the module: jobsched.remote_call is the function

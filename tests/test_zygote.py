@@ -27,7 +27,8 @@ import zygote_jobs
 from waiting import TIMEOUT, eventually, gone, reap
 
 import jobsched
-from jobsched import Job, JobError, Scheduler, _zygote, remote_call
+from jobsched import Job, JobError, Scheduler, remote_call
+from jobsched._local import zygote as _zygote
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(jobsched.__file__))
@@ -41,7 +42,7 @@ def zygote_pid(sched: Scheduler) -> int | None:
 
 def is_zygote(pid: int) -> bool:
     try:
-        return "jobsched._zygote_process" in " ".join(psutil.Process(pid).cmdline())
+        return "jobsched._local.zygote_process" in " ".join(psutil.Process(pid).cmdline())
     except psutil.Error:
         return False
 
@@ -349,7 +350,8 @@ DOOMED = textwrap.dedent("""
     import json, sys, time
     sys.path.insert(0, {tests!r})
     import helpers
-    from jobsched import Scheduler, _zygote
+    from jobsched._local import zygote as _zygote
+    from jobsched import Scheduler
 
     if __name__ == "__main__":
         _zygote.DIRECT_SPAWNS = 1  # a zygote from the second worker on, on any machine

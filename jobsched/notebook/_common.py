@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._checks import plural
+from .._core.checks import plural
 
 if TYPE_CHECKING:
-    from .._snapshot import Snapshot, WorkerRow
+    from .._core.snapshot import Snapshot, WorkerRow
     from ..scheduler import Scheduler
 
 STOP_TIMEOUT = 10.0  # seconds ``%jobsched stop`` and the Stop button wait for running jobs to finish

@@ -43,7 +43,7 @@ error with the worker's last output: a fatal-error stack), hidden when there is 
 ``jobsched-cancel-worker-I``, described ``Cancel job J (worker I)`` while worker I runs job J, and
 disabled while it is idle; ``jobsched-timeline`` is an ``HTML`` holding the task timeline's ``<svg
 class="jobsched-timeline-svg">`` (one ``rect.jobsched-bar`` per recent job, ``data-outcome`` = ``done``,
-``failed``, ``timeout``, ``cancelled`` or ``journal``; see ``jobsched._timeline_svg``), and
+``failed``, ``timeout``, ``cancelled`` or ``journal``; see ``jobsched._timeline.svg``), and
 ``jobsched-throughput``, beside the counts, the ``<svg class="jobsched-throughput-svg">`` of jobs/s and queue
 length over time; both are redrawn at most every ``timeline.TIMELINE_INTERVAL`` seconds.
 """
@@ -60,10 +60,10 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets  # type: ignore[import-untyped]
 
 from ._common import format_duration, format_progress, mode, scale_to, status_line, stop_workers
-from .timeline import LiveTimeline
+from .live_timeline import LiveTimeline
 
 if TYPE_CHECKING:
-    from .._snapshot import Snapshot, WorkerRow
+    from .._core.snapshot import Snapshot, WorkerRow
     from ..scheduler import Scheduler
 
 UPDATE_INTERVAL = 0.25  # seconds between two automatic updates: at most 4 per second

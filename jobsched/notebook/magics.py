@@ -43,12 +43,12 @@ from typing import Any, NoReturn
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from .._cell import run_cell
-from .._checks import plural
-from .._pickling import dumps
+from .._core.checks import plural
+from .._data.pickling import dumps
 from ..background import default_scheduler, replace_default_scheduler
 from ..errors import JobError
 from ..scheduler import Scheduler
+from ..worker.cell import run_cell
 from ._common import STOP_TIMEOUT, busy_lines, scale_to, status_line, stop_workers
 
 USAGE = """\

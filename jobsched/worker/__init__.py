@@ -1,6 +1,6 @@
 """What runs inside a worker process: the job loop, and ``python -m jobsched.worker``.
 
-A worker is started by its scheduler (see ``_wire`` for the protocol). It connects, authenticates,
+A worker is started by its scheduler (see ``_local.wire`` for the protocol). It connects, authenticates,
 then runs one job at a time until the scheduler says CLOSE, when ``start_worker`` returns and the
 worker's own code after it runs. A job that raises - anything, ``BaseException`` included - does not end
 the worker: the exception travels back as text. A watchdog thread exits the process as soon as the
@@ -13,7 +13,7 @@ job; the check runs after the result has been sent). Everything else a job chang
 on that worker, as in ``multiprocessing``'s pools: module globals, imported modules, ``sys.path``, threads it
 started, signal handlers, the umask, environment variables set from C (``setenv`` in an extension).
 
-Inside a job, ``jobsched.progress(done, total, note)`` reports progress (``_report``), and tqdm bars report
+Inside a job, ``jobsched.progress(done, total, note)`` reports progress (``worker.progress``), and tqdm bars report
 through it instead of redrawing on the worker's stderr.
 
 This module must stay lean: it imports neither IPython, ipywidgets nor tqdm.
@@ -30,10 +30,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import _report, _shm, _wire
-from .._pickling import dumps
+from .._data import shm as _shm
+from .._data.pickling import dumps
+from .._local import wire as _wire
 from ..job import Job
 from ..remote_call import MissingMainGuardError, load_file, run_remote_call
+from . import progress as _report
 
 # Exit status of a worker whose scheduler vanished.
 ORPHAN_EXIT = 70
@@ -58,8 +60,8 @@ class _DieWithScheduler:
     The stdin watchdog is a Python thread: it cannot run while a job holds the GIL in a long C call
     (``sum(itertools.repeat(1, 10**12))``, many C extensions). ``PR_SET_PDEATHSIG`` needs no GIL. It fires
     when the *thread* that started this process exits; schedulers start every worker from one thread that
-    lives as long as their process (``_pool.spawn``), so it is armed once, for the worker's whole life. A
-    worker forked by a zygote (``_zygote``) has the zygote for parent, which itself dies with the scheduler
+    lives as long as their process (``_local.processes.spawn``), so it is armed once, for the worker's whole life. A
+    worker forked by a zygote (``_local.zygote``) has the zygote for parent, which itself dies with the scheduler
     by the same signal: the chain ends the worker all the same.
     """
 
