@@ -80,7 +80,7 @@ class Executor(concurrent.futures.Executor):
             return []
         calls = [remote_call(fn, *args) for args in batch]
         self._ensure_started()
-        futures: list[Future[T]] = self._scheduler._submit_many(calls)
+        futures: list[Future[T]] = self._scheduler._submit_many(calls, "Executor.map")
         return futures
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,

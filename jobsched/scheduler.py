@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from ._core.bars import RunBar  # tqdm itself is imported only when a bar is made
 from ._core.checks import check_n_workers, check_positive_int, check_prefetch, check_timeout, plural
 from ._core.futures import JobFuture, cancel_pending, force_cancel
-from ._core.intake import push, submit_many
+from ._core.intake import enqueue, prepare
 from ._core.loop import Engine
 from ._core.owner import LoopOwner, can_hold_sigint
 from ._core.slot import Progress, Worker
@@ -190,7 +190,8 @@ class Scheduler:
             SchedulerClosedError: the scheduler is closed.
             SchedulerBrokenError: its background loop stopped on an error; ``start()`` runs it again.
         """
-        self._push(data, cost, None, timeout, max_retries, retry_on_timeout, key)
+        enqueue(self, (prepare(self, data, cost=cost, timeout=timeout, max_retries=max_retries,
+                               retry_on_timeout=retry_on_timeout, key=key),))
         return self.n_queued_jobs
 
     def submit(self, fn: Callable[..., T], /, *args: Any, cost: float = 0, timeout: float | None = None,
@@ -207,7 +208,8 @@ class Scheduler:
         """
         rc = fn if isinstance(fn, RemoteCall) and not args and not kwargs else remote_call(fn, *args, **kwargs)
         future: JobFuture[T] = JobFuture(self._cancel_future)
-        self._push(rc, cost, future, timeout, max_retries, retry_on_timeout, key)
+        enqueue(self, (prepare(self, rc, cost=cost, future=future, timeout=timeout, max_retries=max_retries,
+                               retry_on_timeout=retry_on_timeout, key=key, caller="submit"),))
         return future
 
     def _queued_futures(self) -> list[JobFuture[Any]]:
@@ -215,12 +217,20 @@ class Scheduler:
         with self._lock:
             return [entry.future for entry in self._state.queued_entries() if entry.future is not None]
 
-    def _push(self, data: Any, cost: float, future: JobFuture[Any] | None, timeout: float | None,
-              max_retries: int | None, retry_on_timeout: bool | None, key: Any = None) -> Entry:
-        return push(self, data, cost, future, timeout, max_retries, retry_on_timeout, key)
+    def _submit_many(self, calls: list[RemoteCall], caller: str) -> list[Future[Any]]:
+        """Queue remote calls at cost 0, each prepared as ``submit`` does, under one lock (``Executor.map``).
 
-    def _submit_many(self, calls: list[RemoteCall]) -> list[Future[Any]]:
-        return submit_many(self, calls)
+        A call that cannot be prepared (it cannot be pickled, say) raises here and none of the batch is queued.
+        """
+        futures: list[JobFuture[Any]] = [JobFuture(self._cancel_future) for _ in calls]
+        enqueue(self, [prepare(self, rc, future=future, caller=caller)
+                       for rc, future in zip(calls, futures, strict=True)])
+        return list(futures)
+
+    @property
+    def _runs_remote_calls_only(self) -> bool:
+        """Whether the workers are the default ones, which run only remote calls."""
+        return self.make_worker_command is default_worker_command
 
     def cancel(self, index: int) -> bool:
         """Cancel job ``index`` (as numbered by ``add_job``), queued or running; False if it already ended.

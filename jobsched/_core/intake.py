@@ -1,18 +1,24 @@
-"""How a job enters a scheduler: checked, keyed (journal), pickled in the caller's thread, then queued.
+"""The one way a job enters a scheduler: checked, keyed, pickled in the caller's thread, then queued.
 
-Everything here runs in the caller's thread (``add_job``, ``submit``, ``Executor.map``): bad input fails here
-and the queue is left as it was; the pickled bytes (large buffers through shared memory, ``_data.shm``) are made
-once, outside the scheduler's lock, which is held only to number and queue the entry.
+Every entry point - ``add_job``, ``submit``, ``Executor.submit``, ``Executor.map``'s batches, a journal hit
+and the Dask backend - goes through ``prepare`` then ``enqueue``, so no path can skip a step::
+
+    prepare (caller's thread, no lock)                      enqueue (under the scheduler's lock)
+    checks -> journal key -> journal lookup ──hit──────────> numbered, settled by the loop, never run
+                                            └─miss─> pickle -> large buffers into shared memory -> queued
+
+Bad input fails in ``prepare``, before anything is queued: the queue is left as it was. The pickled bytes
+(large buffers through shared memory, ``_data.shm``) are made once, outside the scheduler's lock, which
+``enqueue`` holds only to refuse a closed or broken scheduler and to number and queue a batch of entries.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._data import shm as _shm
 from .._keys.derive import normalize_key
-from .._local.backend import default_worker_command
 from ..errors import SchedulerBrokenError, SchedulerClosedError
 from ..remote_call import NOT_A_REMOTE_CALL, RemoteCall, payload_of
 from .checks import check_cost, check_positive_int, check_timeout
@@ -22,27 +28,41 @@ from .state import Entry
 if TYPE_CHECKING:
     from ..scheduler import Scheduler
 
+# A prepared job: its entry, and its journaled (result, failed) when the journal already has it.
+Prepared = tuple[Entry, "tuple[Any, bool] | None"]
 
-def push(sched: Scheduler, data: Any, cost: float, future: JobFuture[Any] | None, timeout: float | None,
-         max_retries: int | None, retry_on_timeout: bool | None, key: Any = None) -> Entry:
-    check_cost(cost)
-    check_timeout("add_job", timeout)
+
+def prepare(sched: Scheduler, data: Any, *, cost: float = 0, future: JobFuture[Any] | None = None,
+            timeout: float | None = None, max_retries: int | None = None, retry_on_timeout: bool | None = None,
+            key: Any = None, caller: str = "add_job") -> Prepared:
+    """Check, key, pickle and store one job's data; nothing is queued yet (``enqueue`` does that).
+
+    Raises here, in the caller's thread, for anything wrong with the job, naming ``caller`` (the call the user
+    made): the queue is unchanged.
+    """
+    if cost.__class__ is not int or cost:  # cost 0, the default, is known to be good
+        check_cost(cost)
+    if timeout is not None:
+        check_timeout(caller, timeout)
     if max_retries is not None:
-        check_positive_int("add_job: max_retries", max_retries)
-    if not isinstance(data, RemoteCall) and sched.make_worker_command is default_worker_command:
+        check_positive_int(f"{caller}: max_retries", max_retries)
+    if sched._runs_remote_calls_only and not isinstance(data, RemoteCall):
         # It would fail in the worker: say so now.
-        raise TypeError(f"add_job: data is a {type(data).__name__}, but the default worker runs remote calls: "
+        raise TypeError(f"{caller}: data is a {type(data).__name__}, but the default worker runs remote calls: "
                         f"{NOT_A_REMOTE_CALL}")
     journal = sched._journal
     if journal is not None:
         key = journal.key_of(data, key)  # UnkeyableError here: the queue is unchanged
         settled = journal.lookup(key)  # no scheduler lock: a hit may read the file
         if settled is not None:
-            return _push_settled(sched, data, cost, future, key, *settled)
+            entry = Entry(cost, data, None, future, None, 0, False, key)
+            if future is not None:
+                future.entry = entry
+            return entry, settled
     elif key is not None:
         key = normalize_key(key)  # the same TypeError for a bad key, journal or not
-    payload = payload_of(data) if isinstance(data, RemoteCall) else _shm.dumps(_shm.wrap(data), "add_job: data")
-    if isinstance(payload, _shm.OutOfBand):  # large buffers: copied into shared memory now (_shm)
+    payload = payload_of(data) if isinstance(data, RemoteCall) else _shm.dumps(_shm.wrap(data), f"{caller}: data")
+    if isinstance(payload, _shm.OutOfBand):  # large buffers: copied into shared memory now (_data.shm)
         shm = getattr(sched._backend, "shm", None)
         payload = shm.store(payload) if shm is not None else payload.inline()
     entry = Entry(cost, data, payload, future, sched.timeout if timeout is None else timeout,
@@ -50,61 +70,34 @@ def push(sched: Scheduler, data: Any, cost: float, future: JobFuture[Any] | None
                   sched.retry_on_timeout if retry_on_timeout is None else retry_on_timeout, key)
     if future is not None:
         future.entry = entry
+    return entry, None
+
+
+def enqueue(sched: Scheduler, jobs: Sequence[Prepared]) -> None:
+    """Queue prepared jobs, in order, under one lock and with at most one wake-up of the loop.
+
+    Raises ``SchedulerClosedError`` or ``SchedulerBrokenError`` (none of ``jobs`` is queued) when no loop
+    would run them.
+    """
     # The lock is held for as few bytecodes as possible: a caller thread that loses the GIL while holding
     # it would stall the loop until the caller gets the GIL back.
     with sched._lock:
         _refuse_if_stopped(sched)
-        was_empty = sched._state.add(entry)
+        state = sched._state
+        was_empty = False
+        for entry, settled in jobs:
+            if settled is None:
+                was_empty = state.add(entry) or was_empty
+            else:  # from the journal: numbered like any job, delivered by the loop, never run
+                was_empty = was_empty or not state.ready
+                result, failed = settled
+                state.add_settled(entry, result, failed)
+                if failed:
+                    result.job_index = entry.index  # the journaled JobError, now for this run's job
     # The loop looks at a non-empty queue again whenever a worker frees up, so only the job that makes the
     # queue non-empty needs to wake it: one syscall per burst, not per job.
     if was_empty:
         sched._engine.wake()
-    return entry
-
-def submit_many(sched: Scheduler, calls: list[RemoteCall]) -> list[Future[Any]]:
-    """Queue remote calls at cost 0 under one lock and with one wake-up (``Executor.map``'s batches).
-
-    Each call is pickled first, in this thread, as ``submit`` does: a call that cannot be pickled raises
-    here and none of the batch is queued. With a journal, each call goes through ``submit``'s path.
-    """
-    if sched._journal is not None:
-        return [sched.submit(rc) for rc in calls]
-    timeout, max_retries, retry = sched.timeout, sched.max_retries, sched.retry_on_timeout
-    cancel = sched._cancel_future
-    futures: list[Future[Any]] = []
-    entries: list[Entry] = []
-    for rc in calls:
-        future: JobFuture[Any] = JobFuture(cancel)
-        entry = Entry(0, rc, payload_of(rc), future, timeout, max_retries, retry, None)
-        future.entry = entry
-        futures.append(future)
-        entries.append(entry)
-    with sched._lock:
-        _refuse_if_stopped(sched)
-        add = sched._state.add
-        was_empty = False
-        for entry in entries:
-            was_empty = add(entry) or was_empty
-    if was_empty:
-        sched._engine.wake()
-    return futures
-
-def _push_settled(sched: Scheduler, data: Any, cost: float, future: JobFuture[Any] | None, key: str, result: Any,
-                  failed: bool) -> Entry:
-    """Settle a job from the journal: numbered like any job, delivered by the loop, never run."""
-    entry = Entry(cost, data, None, future, None, 0, False, key)
-    if future is not None:
-        future.entry = entry
-    with sched._lock:
-        if sched._closed:
-            raise SchedulerClosedError("this scheduler is closed; create a new Scheduler to run more jobs")
-        was_empty = not sched._state.ready
-        sched._state.add_settled(entry, result, failed)
-        if failed:
-            result.job_index = entry.index  # the journaled JobError, now for this run's job
-    if was_empty:
-        sched._engine.wake()
-    return entry
 
 
 def _refuse_if_stopped(sched: Scheduler) -> None:
