@@ -1,4 +1,4 @@
-"""Layers point one way (issue 11): the core never imports the notebook layer, and imports form no cycle.
+"""Layers point one way: each subpackage imports only the layers below it, and imports form no cycle.
 
 The import graph is read from the source with ``ast``: only imports that run when a module is imported
 count (module level, including ``try``/``if`` blocks, but not function bodies and not ``if TYPE_CHECKING:``
@@ -212,3 +212,91 @@ def test_the_notebook_modules_import_on_their_own(module: str) -> None:
     out = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True,
                          timeout=TIMEOUT, check=False)
     assert out.returncode == 0, out.stderr
+
+
+# ---------------------------------------------------------------------- the subpackages and what each may import
+
+# The public modules: the package root holds these and nothing private.
+PUBLIC_MODULES = {"background", "commands", "dask", "errors", "executor", "job", "journal", "remote_call",
+                  "scheduler", "server", "states"}
+# The vocabulary every layer may use: the names users see in errors, states, jobs and remote calls.
+VOCABULARY = {"jobsched", "jobsched.errors", "jobsched.states", "jobsched.job", "jobsched.remote_call"}
+# For each subpackage, what its modules may import at import time (a name allows its submodules too).
+MAY_IMPORT = {
+    "jobsched._data": {"jobsched", "jobsched._data", "jobsched.errors"},
+    "jobsched._keys": {"jobsched", "jobsched._keys", "jobsched.errors", "jobsched.remote_call"},
+    "jobsched._core": VOCABULARY | {"jobsched._core", "jobsched._data", "jobsched._keys"},
+    "jobsched._local": VOCABULARY | {"jobsched._local", "jobsched._core", "jobsched._data", "jobsched.commands"},
+    "jobsched._timeline": VOCABULARY | {"jobsched._timeline"},
+    "jobsched._journaling": VOCABULARY | {"jobsched._journaling", "jobsched._core", "jobsched._data", "jobsched._keys",
+                                          "jobsched._timeline"},
+    "jobsched.worker": VOCABULARY | {"jobsched.worker", "jobsched._data", "jobsched._local.wire"},
+    # The notebook layer reads the public API, snapshots and timeline views; it runs cells through the worker's
+    # cell runner, by reference.
+    "jobsched.notebook": {f"jobsched.{name}" for name in PUBLIC_MODULES} | VOCABULARY | {
+        "jobsched.notebook", "jobsched._core.snapshot", "jobsched._core.checks", "jobsched._timeline",
+        "jobsched._data", "jobsched.worker.cell"},
+}
+
+
+def _allowed(target: str, allowed: set[str]) -> bool:
+    # "jobsched" allows the package's own __init__ (which every submodule runs), not all of it; importing an
+    # allowed module runs its parent packages' __init__ too.
+    return any(target == name or name.startswith(target + ".") or (name != "jobsched" and target.startswith(name + "."))
+               for name in allowed)
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every import-time edge from a subpackage's module to a jobsched module its layer may not import."""
+    bad = []
+    for module, targets in sorted(graph.items()):
+        layer = next((name for name in MAY_IMPORT if module == name or module.startswith(name + ".")), None)
+        if layer is None:
+            continue
+        for target in sorted(targets):
+            if target.split(".")[0] == "jobsched" and not _allowed(target, MAY_IMPORT[layer]):
+                bad.append(f"{module} imports {target}")
+    return bad
+
+
+def test_the_layer_checker_finds_an_import_against_the_rules() -> None:
+    graph = {"jobsched._core.state": {"jobsched._local.wire", "jobsched.errors", "heapq"},
+             "jobsched._data.shm": {"jobsched._data.pickling", "jobsched.scheduler"},
+             "jobsched.scheduler": {"jobsched._local.backend"}}
+    assert layer_violations(graph) == ["jobsched._core.state imports jobsched._local.wire",
+                                       "jobsched._data.shm imports jobsched.scheduler"]
+
+
+def test_each_subpackage_imports_only_the_layers_below_it() -> None:
+    """``_core`` imports no backend, journal, timeline or notebook code; workers import no scheduler code; the
+    notebook layer reads the public API and snapshots."""
+    assert layer_violations(import_graph()) == []
+
+
+def test_the_package_root_holds_only_public_modules_and_each_subpackage_says_what_it_owns() -> None:
+    root = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    assert root == PUBLIC_MODULES
+    for sub in sorted(p for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
+        doc = ast.get_docstring(ast.parse((sub / "__init__.py").read_text()))
+        assert doc, f"{sub.name}/__init__.py has no docstring saying what it owns"
+        if sub.name.startswith("_"):
+            assert "May import" in doc, f"{sub.name}/__init__.py does not say what it may import"
+
+
+def test_no_two_modules_share_a_name_that_differs_only_by_an_underscore() -> None:
+    by_name: dict[str, set[str]] = {}
+    for name in module_names():
+        if name.rpartition(".")[2] in {"__init__", "__main__"}:
+            continue
+        by_name.setdefault(name.rpartition(".")[2].lstrip("_"), set()).add(name)
+    # A subpackage's module of the same name as the subpackage's concept is the concept's face (none here).
+    clashes = {stem: sorted(names) for stem, names in by_name.items()
+               if len({n.rpartition(".")[2] for n in names}) > 1}
+    assert clashes == {}
+
+
+def test_the_core_reports_frames_numbered_as_on_the_wire() -> None:
+    from jobsched._core import backend
+    from jobsched._local import wire
+
+    assert (backend.RESULT, backend.ERROR, backend.PROGRESS) == (wire.RESULT, wire.ERROR, wire.PROGRESS)

@@ -31,6 +31,11 @@ if TYPE_CHECKING:
     from .state import Entry
 
 
+# The kinds of frame a backend reports for a job, numbered as on the local wire (``_local.wire``, which
+# defines the whole protocol; a test checks that the two agree). Every backend speaks these to the loop.
+RESULT, ERROR, PROGRESS = 2, 3, 5
+
+
 class BackendEvents(Protocol):
     """What a backend reports to the loop (on the loop's thread; ``post`` from any thread)."""
 

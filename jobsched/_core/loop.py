@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 from .._data import shm as _shm
 from .._data.pickling import loads
 from .._data.shm import load_result, release
-from .._local import wire as _wire
-from .._local.output import tail, write_stderr
 from ..errors import JobError
 from ..states import KillReason
+from .backend import ERROR, PROGRESS, RESULT
 from .futures import force_cancel, mark_running
-from .slot import Progress, Worker
+from .slot import Progress, Worker, tail
 from .state import TICK, CloseWorker, Command, Deliver, Entry, KillWorker, SendJobs, StartWorker
+from .stderr import write_stderr
 
 if TYPE_CHECKING:
     from .._journaling.resume import Resume
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .backend import Backend
     from .state import SchedulerState
 
-_RESULT, _ERROR, _PROGRESS = _wire.RESULT, _wire.ERROR, _wire.PROGRESS
+_RESULT, _ERROR, _PROGRESS = RESULT, ERROR, PROGRESS
 
 
 class Engine:

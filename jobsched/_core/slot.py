@@ -110,3 +110,8 @@ class Worker:
         doing = f" job={job.index}" if job is not None else ""
         where = f" {self.address}" if self.address else ""
         return f"<Worker {self.index}{where} pid={self.pid} {self.state.name}{doing} done={self.n_done}>"
+
+
+def tail(worker: Worker, n: int = 30) -> str:
+    """The last ``n`` lines a worker printed, as one text."""
+    return "\n".join(list(worker.output)[-n:])

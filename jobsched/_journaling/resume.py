@@ -26,9 +26,9 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from .._core.backend import RESULT as _RESULT
 from .._data import shm as _shm
 from .._keys.derive import derive_key, normalize_key
-from .._local import wire as _wire
 from ..errors import JobCancelled, JobError
 from . import cancels as _journal_cancels
 from .file import BUSY_TIMEOUT, _connect, _retry
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from .._core.slot import Worker
     from .._core.state import Entry
 
-_RESULT = _wire.RESULT
 
 
 class Resume:

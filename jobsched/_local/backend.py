@@ -22,7 +22,7 @@ from .._core.slot import Worker
 from .._data import shm as _shm
 from ..states import WorkerState
 from . import wire as _wire
-from .output import OutputLines, write_stderr
+from .output import OutputLines
 from .processes import Reaper, WorkerProcess, describe_exit, pidfd_open, resident_memory, signal_group
 from .transport import Connection, Listener
 from .zygote import DIED_WITH_ZYGOTE, ForkedProcess, Starter
@@ -353,4 +353,4 @@ class LocalBackend:
             self._events.worker_exited(w, describe_exit(returncode), returncode == 0)
 
 
-__all__ = ["PACKAGE_ROOT", "LocalBackend", "default_worker_command", "write_stderr"]
+__all__ = ["PACKAGE_ROOT", "LocalBackend", "default_worker_command"]

@@ -7,10 +7,8 @@ with ``[worker N]``: in a Jupyter kernel to the kernel's own terminal, never int
 
 from __future__ import annotations
 
-import os
-import sys
-
 from .._core.slot import Worker
+from .._core.stderr import write_stderr
 
 MAX_LINE = 65536  # a line without end is shown in pieces of this size
 
@@ -49,23 +47,3 @@ class OutputLines:
         if self.echo:
             prefix = f"[worker {self.worker.index}] "
             write_stderr("".join(f"{prefix}{line}\n" for line in text))
-
-
-def tail(worker: Worker, n: int = 30) -> str:
-    """The last ``n`` lines a worker printed, as one text."""
-    return "\n".join(list(worker.output)[-n:])
-
-
-def write_stderr(text: str) -> None:
-    """Write to this process's stderr; in a Jupyter kernel, to the kernel's terminal, never into a cell."""
-    stream = sys.stderr
-    try:
-        if type(stream).__name__ == "OutStream":
-            # ipykernel forwards sys.stderr *and* fd 2 (sys.__stderr__) to whichever cell runs now;
-            # OutStream.fileno() is its copy of the original fd 2, which reaches only the terminal.
-            os.write(stream.fileno(), text.encode("utf-8", "replace"))
-        elif stream is not None:
-            stream.write(text)
-            stream.flush()
-    except (OSError, ValueError):
-        pass

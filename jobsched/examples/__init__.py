@@ -1,0 +1,1 @@
+"""The manual's examples, in Python: ``python -m jobsched.examples.simple`` and its siblings."""
