@@ -187,7 +187,7 @@ def test_remote_call_names_the_argument_and_the_path_inside_it(sched: Scheduler)
         remote_call(helpers.identity, 1, cfg={"a": [lock]})
     assert str(info.value).startswith(
         "remote_call(identity): keyword argument 'cfg' ['a'][0] is a _thread.lock, which cannot be pickled; ")
-    with pytest.raises(TypeError, match=r"^remote_call\(identity\): argument 0 is a _thread\.lock, which"):
+    with pytest.raises(TypeError, match=r"^submit\(identity\): argument 0 is a _thread\.lock, which"):
         sched.submit(helpers.identity, lock)
     assert sched.n_queued_jobs == 0
 

@@ -15,7 +15,7 @@ from .._keys.derive import normalize_key
 from .._local.backend import default_worker_command
 from ..errors import SchedulerBrokenError, SchedulerClosedError
 from ..remote_call import NOT_A_REMOTE_CALL, RemoteCall, payload_of
-from .checks import check_cost, check_positive_int, check_timeout
+from .checks import check_cost, check_max_retries, check_timeout
 from .futures import JobFuture
 from .state import Entry
 
@@ -24,11 +24,11 @@ if TYPE_CHECKING:
 
 
 def push(sched: Scheduler, data: Any, cost: float, future: JobFuture[Any] | None, timeout: float | None,
-         max_retries: int | None, retry_on_timeout: bool | None, key: Any = None) -> Entry:
-    check_cost(cost)
-    check_timeout("add_job", timeout)
+         max_retries: int | None, retry_on_timeout: bool | None, key: Any = None, where: str = "add_job") -> Entry:
+    check_cost(cost, where)
+    check_timeout(where, timeout)
     if max_retries is not None:
-        check_positive_int("add_job: max_retries", max_retries)
+        check_max_retries(where, max_retries)
     if not isinstance(data, RemoteCall) and sched.make_worker_command is default_worker_command:
         # It would fail in the worker: say so now.
         raise TypeError(f"add_job: data is a {type(data).__name__}, but the default worker runs remote calls: "
