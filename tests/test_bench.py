@@ -124,7 +124,7 @@ def test_the_payload_scenarios_measure_arrays_memory_and_the_shm_threshold(tmp_p
     targets = {t["target"]: t for t in data["targets"]}
     assert targets["2 MiB round trip: ProcessPoolExecutor fork / jobsched submit"]["issue"] == 15
     assert "2 MiB round trip (submit) / one memcpy of it" in targets
-    assert "1 KiB payload round trip (submit) / previous version" in targets
+    assert "1 KiB payload round trip (submit) / baseline" in targets
 
 
 def test_cpu_per_job_prints_the_cpu_of_the_scheduler_and_its_worker_per_job() -> None:

@@ -1,4 +1,4 @@
-"""Layers point one way (issue 11): the core never imports the notebook layer, and imports form no cycle.
+"""Layers point one way: the core never imports the notebook layer, and imports form no cycle.
 
 The import graph is read from the source with ``ast``: only imports that run when a module is imported
 count (module level, including ``try``/``if`` blocks, but not function bodies and not ``if TYPE_CHECKING:``
