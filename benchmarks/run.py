@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="SIZE=N",
                         help="change one size of the run, e.g. --set throughput_n=1000 (sizes listed below)")
     parser.add_argument("--baseline", metavar="PATH", type=Path,
-                        help="also measure the jobsched of this checkout (a baseline, e.g. the last release) in the same run")
+                        help="also measure the jobsched of this checkout (a baseline) in the same run")
     parser.add_argument("--no-compile", action="store_true",
                         help="do not precompile jobsched's bytecode first (worker start-up is measured)")
     ns = parser.parse_args(argv)
