@@ -362,7 +362,7 @@ def _prepare_notebook(src: Path, dst: Path, gate: Path) -> PreparedNotebook:
     rest = [line for i, line in enumerate(lines) if i not in stop_lines]
     if any(line.strip() and not line.lstrip().startswith("#") for line in rest):
         last["source"] = "".join(rest)
-    else:  # nothing but comments (e.g. "# NBVAL_CHECK_OUTPUT") is left: drop the cell
+    else:  # nothing but comments is left: drop the cell
         del cells[code[-1]]
     # Saved outputs and widget state would show stale text (or "model not found" for old widgets) before
     # anything runs: start from a clean notebook, as a user who clears outputs would.
