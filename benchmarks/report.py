@@ -1,8 +1,8 @@
-"""The report of ``benchmarks/run.py``: the results as Markdown tables, and issues 5, 13 and 15's targets.
+"""The report of ``benchmarks/run.py``: the results as Markdown tables, and the targets (benchmarks/README.md).
 
 Pure functions of a results file (the JSON that ``run.py --json`` writes), so that
 ``notebooks/benchmarks.ipynb`` shows the same report as the command line. Every target is a ratio of two
-figures of the same run; those that say "no slower than today" compare with ``--baseline`` (the previous
+figures of the same run; those that say "no slower than today" compare with ``--baseline`` (another
 version, measured in the same run) and are left out without one.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from scenarios import BASE, Sizes, label, size_label  # a sibling module: benchmarks/ is on sys.path
 
-NOISE = 0.05  # "no slower than today": within this share of the previous version, run-to-run noise
+NOISE = 0.05  # "no slower than today": within this share of the baseline, run-to-run noise
 
 
 def _get(results: dict[str, Any], scenario: str, peer: str, key: str) -> float | None:
@@ -23,9 +23,9 @@ def _get(results: dict[str, Any], scenario: str, peer: str, key: str) -> float |
 
 
 def evaluate(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
-    """Check issues 5, 13 and 15's targets against the peers of this run."""
+    """Check the targets (benchmarks/README.md) against the peers of this run."""
     targets: list[dict[str, Any]] = []
-    issue = 5
+    group = 'Throughput, latency and scale'
 
     def ratio(name: str, num: tuple[str, str, str], den: tuple[str, str, str], op: str, bound: float,
               factor: float = 1.0) -> None:
@@ -34,13 +34,13 @@ def evaluate(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
             return
         r = a / (b * factor)
         met = r >= bound if op == ">=" else r < bound if op == "<" else r <= bound
-        targets.append({"target": name, "value": r, "bound": f"{op} {bound:g}", "met": met, "issue": issue,
+        targets.append({"target": name, "value": r, "bound": f"{op} {bound:g}", "met": met, "group": group,
                         "detail": f"{num[1]} {a:.4g} / {den[1]} {b:.4g}"})
 
     def at_least(name: str, value: float | None, bound: float, detail: str) -> None:
         if value is not None:
             targets.append({"target": name, "value": value, "bound": f">= {bound:g}", "met": value >= bound,
-                            "issue": issue, "detail": detail})
+                            "group": group, "detail": detail})
 
     tp, rt, cs, sc = "throughput", "roundtrip", "cold_start", "scale"
     # Default mode, through each API: submit() futures, and the manual's add_job + after_stop loop.
@@ -68,24 +68,24 @@ def evaluate(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
         floor_eff = _get(results, "efficiency", "floor1", "efficiency")
         if eff is not None:
             targets.append({"target": f"efficiency ({api})", "value": eff, "bound": ">= 0.97", "met": eff >= 0.97,
-                            "issue": issue,
+                            "group": group,
                             "detail": f"{sizes.efficiency_n} x {sizes.efficiency_sleep * 1e3:g} ms on {sizes.workers}"
                                       + (f"; floor1 {floor_eff:.3f}" if floor_eff is not None else "")})
     delivered = _get(results, "many", "jobsched", "delivered")
     if "many" in results and "jobsched" in results["many"]:
         ok = delivered == sizes.many_n and not results["many"]["jobsched"].get("errors")
         targets.append({"target": f"{sizes.many_n} jobs on {sizes.many_workers} workers all delivered",
-                        "value": delivered or 0, "bound": f"== {sizes.many_n}", "met": ok, "issue": issue,
+                        "value": delivered or 0, "bound": f"== {sizes.many_n}", "met": ok, "group": group,
                         "detail": f"peak RSS {_get(results, 'many', 'jobsched', 'peak_rss_mb') or 0:.0f} MB"})
     cost = _get(results, "dashboard", "jobsched", "cost")
     if cost is not None:
         change = _get(results, "dashboard", "jobsched", "rate_change") or 0.0
         targets.append({"target": "dashboard attached: share of scheduler CPU", "value": cost, "bound": "< 0.05",
-                        "met": cost < 0.05, "issue": issue,
+                        "met": cost < 0.05, "group": group,
                         "detail": f"throughput change {change * 100:+.1f} % (noisy)"})
 
-    # Issue 15: payloads through shared memory, prefetch="auto", and nothing slower than the previous version.
-    issue = 15
+    # Payloads through shared memory, prefetch="auto", and nothing slower than the baseline.
+    group = 'Large payloads, prefetch, and no slower than the baseline'
     pl, big = "payload", size_label(sizes.payload_big)
     shown = _spaced(big)
     ratio(f"{shown} round trip: ProcessPoolExecutor fork / jobsched submit", (pl, "ppe_fork", f"rt_{big}_ms"),
@@ -94,12 +94,12 @@ def evaluate(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
     if x is not None:
         copy = _get(results, pl, "jobsched", f"memcpy_{big}_ms") or 0.0
         targets.append({"target": f"{shown} round trip (submit) / one memcpy of it", "value": x, "bound": "<= 4",
-                        "met": x <= 4.0, "issue": issue,
+                        "met": x <= 4.0, "group": group,
                         "detail": f"numpy.copyto {copy:.3g} ms in the same process"})
     peak = _get(results, pl, "jobsched", f"peak_{big}_x")
     if peak is not None:
         targets.append({"target": f"scheduler peak RSS in the {shown} round trip / payload", "value": peak,
-                        "bound": "<= 1.3", "met": peak <= 1.3, "issue": issue,
+                        "bound": "<= 1.3", "met": peak <= 1.3, "group": group,
                         "detail": "VmHWM above the RSS before the payload existed, plus the argument; "
                                   "the result itself, read in full, is 1"})
     ratio('prefetch="auto" throughput (submit) / ProcessPoolExecutor fork', (tp, "jobsched_auto", "jobs_per_s"),
@@ -108,7 +108,7 @@ def evaluate(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
     if em.get("items_per_s") and em.get("ppe_items_per_s"):
         r = em["items_per_s"] / em["ppe_items_per_s"]
         targets.append({"target": f"Executor.map / ProcessPoolExecutor.map ({int(em['n']):,} items)", "value": r,
-                        "bound": ">= 2.5", "met": r >= 2.5, "issue": issue,
+                        "bound": ">= 2.5", "met": r >= 2.5, "group": group,
                         "detail": f"{em['items_per_s']:,.0f} / {em['ppe_items_per_s']:,.0f} items/s"})
     ratio('prefetch="auto" throughput (add_job) / Pool.imap_unordered', (tp, "jobsched_manual_auto", "jobs_per_s"),
           (tp, "mp_pool", "jobs_per_s"), ">=", 1.0)
@@ -117,29 +117,29 @@ def evaluate(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
                  f"{sizes.efficiency_n} x {sizes.efficiency_sleep * 1e3:g} ms on {sizes.workers}")
     ratio(f"{sizes.scale_workers} workers x {sizes.scale_n} jobs / ProcessPoolExecutor fork",
           (sc, "jobsched", "seconds"), (sc, "ppe_fork", "seconds"), "<=", 2.0)
-    # "No slower than today": against the previous version (--baseline), within NOISE.
+    # "No slower than today": against the baseline (--baseline), within NOISE.
     for peer, api in (("jobsched", "submit"), ("jobsched_manual", "add_job")):
         base = BASE + peer
-        ratio(f"default throughput ({api}) / previous version", (tp, peer, "jobs_per_s"), (tp, base, "jobs_per_s"),
+        ratio(f"default throughput ({api}) / baseline", (tp, peer, "jobs_per_s"), (tp, base, "jobs_per_s"),
               ">=", 1.0 - NOISE)
-        ratio(f"median round trip ({api}) / previous version", (rt, peer, "median_us"), (rt, base, "median_us"),
+        ratio(f"median round trip ({api}) / baseline", (rt, peer, "median_us"), (rt, base, "median_us"),
               "<=", 1.0 + NOISE)
-        ratio(f"1 KiB payload round trip ({api}) / previous version", (pl, peer, "rt_1KiB_ms"),
+        ratio(f"1 KiB payload round trip ({api}) / baseline", (pl, peer, "rt_1KiB_ms"),
               (pl, base, "rt_1KiB_ms"), "<=", 1.0 + NOISE)
-    ratio("cold start / previous version", (cs, "jobsched", "seconds"), (cs, BASE + "jobsched", "seconds"),
+    ratio("cold start / baseline", (cs, "jobsched", "seconds"), (cs, BASE + "jobsched", "seconds"),
           "<=", 1.0 + NOISE)
 
-    # Issue 13: what a results journal costs.
-    issue = 13
+    # What a results journal costs.
+    group = 'The journal'
     jr = results.get("journal", {}).get("jobsched", {}).get("median", {})
     if jr.get("ratio"):
         targets.append({"target": f"throughput with a journal / without ({int(jr['n']):,} trivial jobs, add_job)",
-                        "value": jr["ratio"], "bound": ">= 0.85", "met": jr["ratio"] >= 0.85, "issue": issue,
+                        "value": jr["ratio"], "bound": ">= 0.85", "met": jr["ratio"] >= 0.85, "group": group,
                         "detail": f"{jr['journal_jobs_per_s']:,.0f} / {jr['plain_jobs_per_s']:,.0f} jobs/s, "
                                   f"{int(jr['pairs'])} alternating pairs; {jr['bytes_per_job']:.0f} bytes per job"})
     if jr.get("results_s") is not None:
         targets.append({"target": f"Journal.results() of {int(jr['records']):,} records, s", "value": jr["results_s"],
-                        "bound": "< 1", "met": jr["results_s"] < 1.0, "issue": issue, "detail": "one read"})
+                        "bound": "< 1", "met": jr["results_s"] < 1.0, "group": group, "detail": "one read"})
     return targets
 
 
@@ -290,7 +290,7 @@ def extras(results: dict[str, Any]) -> list[str]:
 
 
 def report(data: dict[str, Any]) -> str:
-    """The whole report in Markdown: the tables, then each issue's targets (measured vs bound, met or not)."""
+    """The whole report in Markdown: the tables, then the targets by group (measured vs bound, met or not)."""
     sizes = Sizes(**data["meta"]["sizes"])
     results, peers = data["results"], data["meta"]["peers"]
     main = table(results, sizes, peers)
@@ -303,13 +303,12 @@ def report(data: dict[str, Any]) -> str:
     lines += [f"- {x}" for x in extras(results)]
     baseline = data["meta"].get("baseline")
     if baseline:
-        lines.append(f"- previous version (--baseline): {baseline['path']}"
-                     + (f" at {baseline['commit']}" if baseline.get("commit") else ""))
-    for issue in sorted({t.get("issue", 5) for t in data["targets"]}, reverse=True):
-        lines += ["", f"Issue {issue}'s targets, in this run:", "",
+        lines.append("- baseline (--baseline): another checkout of jobsched, measured in the same run")
+    for group in dict.fromkeys(t.get("group", "Targets") for t in data["targets"]):
+        lines += ["", f"{group}: targets, in this run:", "",
                   "| target | measured | bound | met | detail |", "|---|---:|---|---|---|"]
         for t in data["targets"]:
-            if t.get("issue", 5) == issue:
+            if t.get("group", "Targets") == group:
                 lines.append(f"| {t['target']} | {t['value']:.3f} | {t['bound']} | {'yes' if t['met'] else 'NO'} "
                              f"| {t['detail']} |")
     return "\n".join(lines)

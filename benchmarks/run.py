@@ -17,7 +17,7 @@ The benchmark lives in the repository, not in the wheel, and runs from a checkou
 ``--only`` takes scenario and peer names (comma-separated, repeatable); a scenario or peer not named is
 left out, unless no name of that kind is given. If jobsched is not installed, the checkout this file
 belongs to is put on the path (of this process and of its children). ``--baseline PATH`` measures the
-jobsched of another checkout (the previous version) in the same run, as peers ``base_jobsched`` and
+jobsched of another checkout (a baseline) in the same run, as peers ``base_jobsched`` and
 ``base_jobsched_manual``, for the targets that say "no slower than today".
 
 The files: ``run.py`` (this one: the command line, and the child processes it drives), ``scenarios.py``
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="SIZE=N",
                         help="change one size of the run, e.g. --set throughput_n=1000 (sizes listed below)")
     parser.add_argument("--baseline", metavar="PATH", type=Path,
-                        help="also measure the jobsched of this checkout (the previous version) in the same run")
+                        help="also measure the jobsched of this checkout (a baseline) in the same run")
     parser.add_argument("--no-compile", action="store_true",
                         help="do not precompile jobsched's bytecode first (worker start-up is measured)")
     ns = parser.parse_args(argv)

@@ -67,7 +67,7 @@ LABELS = {
     "dask": "dask.distributed LocalCluster",
 }
 
-# --baseline PATH: the previous version (a checkout at PATH) measured in the same run, as these peers under
+# --baseline PATH: another checkout of jobsched (at PATH) measured in the same run, as these peers under
 # the name BASE + peer, for the targets that say "no slower than today".
 BASE = "base_"
 BASELINE_PEERS = ("jobsched", "jobsched_manual")
@@ -76,7 +76,7 @@ BASELINE_PEERS = ("jobsched", "jobsched_manual")
 def label(peer: str) -> str:
     """The table's name for a peer."""
     if peer.startswith(BASE):
-        return "previous version: " + LABELS.get(peer.removeprefix(BASE), peer)
+        return "baseline: " + LABELS.get(peer.removeprefix(BASE), peer)
     return LABELS.get(peer, peer)
 
 

@@ -21,6 +21,7 @@ from .worker.progress import progress as progress
 # The other public names and the module that defines each. They are imported on first use (PEP 562), so that
 # ``import jobsched`` - and every worker process, which imports the package - stays fast and lean.
 _EXPORTS = {
+    "Progress": "._core.slot",
     "Worker": "._core.slot",
     "default_scheduler": ".background",
     "make_python_cmd": ".commands",
@@ -53,6 +54,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from ._core.slot import Progress as Progress
     from ._core.slot import Worker as Worker
     from .background import default_scheduler as default_scheduler
     from .commands import make_python_cmd as make_python_cmd
@@ -95,6 +97,7 @@ __all__ = [
     "JobschedError",
     "Journal",
     "JournalError",
+    "Progress",
     "ProtocolError",
     "RemoteCall",
     "Scheduler",

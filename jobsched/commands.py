@@ -31,6 +31,11 @@ def make_python_cmd(
 
     Returns:
         The argument list for ``subprocess`` (no shell involved).
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        ValueError: ``entry`` is not a name, or the file surely does not define it (the message lists the
+            functions it does define); each version of a file is parsed once, never run.
     """
     file = os.fspath(path)
     if not os.path.isfile(file):
@@ -41,8 +46,67 @@ def make_python_cmd(
         return [sys.executable, *flags, str(Path(file).resolve()), *rest]
     if not entry.isidentifier():
         raise ValueError(f"make_python_cmd: entry must be a function name, got {entry!r}")
+    _check_entry_once(file, entry)
     return [sys.executable, *flags, "-m", "jobsched.worker", "--file", str(Path(file).resolve()),
             "--entry", entry, "--", *rest]
+
+
+def check_main_guard(path: str | os.PathLike[str], where: str) -> None:
+    """Raise ValueError if the script ``path`` runs as ``__main__`` and calls ``where`` outside its guard.
+
+    Each worker loads the worker file to find its functions, which runs every line of it that is not
+    under ``if __name__ == "__main__":``. A server started by such a line would start again in each worker:
+    refused here, once, in the caller, before any worker starts (a worker refuses it too, as a fallback).
+    """
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if main is None or not main_file or os.path.realpath(main_file) != os.path.realpath(os.fspath(path)):
+        return
+    frame = sys._getframe(1)
+    while frame.f_code.co_name != "<module>" or frame.f_globals is not vars(main):
+        if frame.f_back is None:
+            return  # not called from the script's top-level code
+        frame = frame.f_back
+    line = frame.f_lineno
+    import ast
+
+    try:
+        with open(main_file, "rb") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return
+    for stmt in tree.body:
+        if isinstance(stmt, ast.If) and _is_main_test(stmt.test) and stmt.lineno <= line <= (stmt.end_lineno or 0):
+            return
+    raise ValueError(f"{where}: {main_file} line {line} starts the server outside an `if __name__ == '__main__':` "
+                     "block; each worker loads this file to find its functions and would run that line too. "
+                     "Put the code that starts the server under the guard")
+
+
+def _is_main_test(test: Any) -> bool:
+    """Whether an ``if`` test compares ``__name__`` with ``"__main__"`` (in any order, in any part of it)."""
+    import ast
+
+    names = {n.id for n in ast.walk(test) if isinstance(n, ast.Name)}
+    strings = {n.value for n in ast.walk(test) if isinstance(n, ast.Constant)}
+    return "__name__" in names and "__main__" in strings
+
+
+# (path, mtime, size, entry) of the worker files already checked: make_python_cmd runs once per worker start.
+_CHECKED: set[tuple[str, int, int, str]] = set()
+
+
+def _check_entry_once(file: str, entry: str) -> None:
+    """``check_entry`` for ``make_python_cmd``, parsing each version of a file once.
+
+    A file that surely lacks ``entry`` fails here, in the caller (or as the start's one error), with the
+    functions it does define, instead of in every worker that would load it and exit.
+    """
+    st = os.stat(file)
+    token = (os.path.realpath(file), st.st_mtime_ns, st.st_size, entry)
+    if token not in _CHECKED:
+        check_entry(file, entry, "make_python_cmd")
+        _CHECKED.add(token)
 
 
 # Names whose use at a file's top level can define a module attribute that no statement shows.

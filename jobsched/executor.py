@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._core.bars import job_bar  # tqdm itself is imported only when a bar is made
 from .commands import processor_count
-from .remote_call import remote_call
+from .remote_call import make_call
 from .scheduler import Scheduler
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class Executor(concurrent.futures.Executor):
         Every keyword argument goes to ``fn``, as ``concurrent.futures`` promises, even one named
         ``timeout`` or ``cost``: per-job options are the executor's (``Executor(timeout=...)``).
         """
-        call = remote_call(fn, *args, **kwargs)
+        call = make_call("Executor.submit", fn, args, kwargs)
         self._ensure_started()
         return self._scheduler.submit(call)
 
@@ -78,7 +78,7 @@ class Executor(concurrent.futures.Executor):
         """Submit ``fn(*args)`` for each ``args`` of ``batch``: one lock and one wake-up for the batch."""
         if not batch:
             return []
-        calls = [remote_call(fn, *args) for args in batch]
+        calls = [make_call("Executor.map", fn, args, {}) for args in batch]
         self._ensure_started()
         futures: list[Future[T]] = self._scheduler._submit_many(calls, "Executor.map")
         return futures

@@ -101,14 +101,19 @@ def remote_call(fun: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Remote
     Raises:
         TypeError: ``fun`` is not callable, or it or an argument cannot be pickled (the message names it).
     """
+    return make_call("remote_call", fun, args, kwargs)
+
+
+def make_call(where: str, fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> RemoteCall:
+    """``remote_call(fun, *args, **kwargs)``, whose errors name ``where``: the call the user made (``submit``)."""
     if not callable(fun):
-        raise TypeError(f"remote_call: the first argument must be a function, got {type(fun).__name__}: {fun!r}")
+        raise TypeError(f"{where}: the first argument must be a function, got {type(fun).__name__}: {fun!r}")
     module = _home_of(fun)
     rc = RemoteCall(getattr(fun, "__qualname__", repr(fun)), args, kwargs, module, fun)
     try:
         rc._payload = _dumps_shipped(rc)
     except TypeError:
-        _raise_for_culprit(fun, module, args, kwargs)
+        _raise_for_culprit(where, fun, module, args, kwargs)
         raise
     return rc
 
@@ -273,12 +278,13 @@ def resolve(module: str | None, qualname: str) -> Callable[..., Any]:
     return fun  # type: ignore[no-any-return]
 
 
-def _raise_for_culprit(fun: Callable[..., Any], module: str | None, args: tuple[Any, ...],
+def _raise_for_culprit(where: str, fun: Callable[..., Any], module: str | None, args: tuple[Any, ...],
                        kwargs: dict[str, Any]) -> None:
     """Re-pickle piece by piece to name the value that cannot travel."""
+    name = getattr(fun, "__qualname__", fun)
     if module is None:
-        dumps(fun, f"remote_call: function {getattr(fun, '__qualname__', fun)!r}")
+        dumps(fun, f"{where}: function {name!r}")
     for i, arg in enumerate(args):
-        dumps(arg, f"remote_call({getattr(fun, '__qualname__', fun)}): argument {i}")
+        dumps(arg, f"{where}({name}): argument {i}")
     for key, arg in kwargs.items():
-        dumps(arg, f"remote_call({getattr(fun, '__qualname__', fun)}): keyword argument {key!r}")
+        dumps(arg, f"{where}({name}): keyword argument {key!r}")

@@ -39,7 +39,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._core.bars import RunBar  # tqdm itself is imported only when a bar is made
-from ._core.checks import check_n_workers, check_positive_int, check_prefetch, check_timeout, plural
+from ._core.checks import check_max_retries, check_n_workers, check_positive_int, check_prefetch, check_timeout, plural
 from ._core.futures import JobFuture, cancel_pending, force_cancel
 from ._core.intake import enqueue, prepare
 from ._core.loop import Engine
@@ -53,7 +53,7 @@ from ._local.backend import LocalBackend, default_worker_command
 from ._timeline.recorder import Running, Timeline, TimelineView
 from .errors import SchedulerClosedError
 from .job import Job
-from .remote_call import RemoteCall, refuse_while_loading_script, remote_call
+from .remote_call import RemoteCall, make_call, refuse_while_loading_script
 
 if TYPE_CHECKING:
     from ._core.backend import Backend
@@ -118,7 +118,7 @@ class Scheduler:
         if make_worker_command is not None and not callable(make_worker_command):
             raise TypeError("Scheduler: make_worker_command must be a function worker_index -> argv, "
                             f"got {type(make_worker_command).__name__}; see make_python_cmd")
-        check_positive_int("Scheduler: max_retries", max_retries)
+        check_max_retries("Scheduler", max_retries)
         check_prefetch("Scheduler: prefetch", prefetch)
         check_timeout("Scheduler", timeout)
         if max_jobs_per_worker is not None:
@@ -206,7 +206,7 @@ class Scheduler:
         ``future.cancel()`` also stops a running job (its worker is killed and replaced). ``key`` is the
         journal key, as for ``add_job`` (default: derived from ``fn``'s code and the arguments).
         """
-        rc = fn if isinstance(fn, RemoteCall) and not args and not kwargs else remote_call(fn, *args, **kwargs)
+        rc = fn if isinstance(fn, RemoteCall) and not args and not kwargs else make_call("submit", fn, args, kwargs)
         future: JobFuture[T] = JobFuture(self._cancel_future)
         enqueue(self, (prepare(self, rc, cost=cost, future=future, timeout=timeout, max_retries=max_retries,
                                retry_on_timeout=retry_on_timeout, key=key, caller="submit"),))

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._core.bars import job_bar  # tqdm itself is imported only when a bar is made
-from .commands import check_entry, make_python_cmd, processor_count
+from .commands import check_entry, check_main_guard, make_python_cmd, processor_count
 from .job import Job
 from .remote_call import refuse_while_loading_script
 from .scheduler import Scheduler
@@ -36,6 +36,7 @@ def make_server(
         )
     args = [os.fspath(a) for a in worker_args]
     file = os.fspath(worker_file)
+    check_main_guard(file, "make_server")
     make_python_cmd(file, *args, entry=entry, debug=debug)  # fail now on a missing file or bad entry name
     check_entry(file, entry)  # and on a file that cannot run it: before any worker tries 3 times
 
@@ -110,6 +111,8 @@ def start_simple_server(
     each result as it arrives. With ``journal``, results are recorded in that SQLite file, and the data
     whose result it holds from an earlier run are not run again (see ``Scheduler``).
     """
+    if worker_file is not None:
+        check_main_guard(worker_file, "start_simple_server")
     data = list(data_list)
     sched = make_server(worker_file, entry=entry, journal=journal, rerun_failed=rerun_failed)
     try:

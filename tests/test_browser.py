@@ -362,7 +362,7 @@ def _prepare_notebook(src: Path, dst: Path, gate: Path) -> PreparedNotebook:
     rest = [line for i, line in enumerate(lines) if i not in stop_lines]
     if any(line.strip() and not line.lstrip().startswith("#") for line in rest):
         last["source"] = "".join(rest)
-    else:  # nothing but comments (e.g. "# NBVAL_CHECK_OUTPUT") is left: drop the cell
+    else:  # nothing but comments is left: drop the cell
         del cells[code[-1]]
     # Saved outputs and widget state would show stale text (or "model not found" for old widgets) before
     # anything runs: start from a clean notebook, as a user who clears outputs would.
@@ -643,7 +643,7 @@ def _drive(flavor: str, server: JupyterServer, page: Page, nb: PreparedNotebook,
               60, f"{expect_done} done, {busy} active, {N_GATED - busy} queued, {n_workers} worker rows", page)
     problem = _rows_problem(server, d.rows)
     assert problem is None, problem
-    # Each busy worker shows a progress bar with the job's report, and a cancel button (issue 14): they are in
+    # Each busy worker shows a progress bar with the job's report, and a cancel button: they are in
     # the screenshot.
     d = _poll(lambda: read_dashboard(ours), lambda d: d.worker_bars_with_value == busy and d.worker_bars == busy
               and d.cancel_enabled == busy and all("waits" in row for row in d.rows[:busy]), 30,
@@ -751,7 +751,7 @@ def _rows_problem(server: JupyterServer, rows: list[str]) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------------------- the task timeline (issue 17)
+# ----------------------------------------------------------------------------------------- the task timeline
 
 TIMELINE_CELL = '''\
 # Written by tests/test_browser.py: a run with failures, a timeout and a cancelled job; gated jobs keep it live.

@@ -1,4 +1,4 @@
-"""Cancelling running jobs (issue 14): ``future.cancel()`` and ``sched.cancel(index)`` stop a job in its tracks.
+"""Cancelling running jobs: ``future.cancel()`` and ``sched.cancel(index)`` stop a job in its tracks.
 
 Real workers throughout. Each stopped job would leave a side effect (a file) after its cancel point; the tests
 wait until the job would surely have written it -- its worker and the processes it started are gone, its

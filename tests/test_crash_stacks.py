@@ -1,4 +1,4 @@
-"""Crash stacks (issue 14): a worker's last output, a fatal-error stack included, travels with its death.
+"""Crash stacks: a worker's last output, a fatal-error stack included, travels with its death.
 
 A job segfaults in a real worker (``ctypes.string_at(0)``); the workers run with ``faulthandler`` on, so the
 worker prints Python's fatal-error stack before it dies. That stack is in the ``WorkerDied`` error, in

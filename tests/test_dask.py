@@ -244,7 +244,7 @@ def test_a_job_over_its_timeout_fails_and_its_thread_takes_no_job_until_it_ends(
 
 
 class CustomBaseError(BaseException):
-    """Neither an Exception nor SystemExit: a job raising it must still be the job's failure (issue 12)."""
+    """Neither an Exception nor SystemExit: a job raising it must still be the job's failure."""
 
 
 def raise_keyboard_interrupt() -> None:

@@ -79,15 +79,35 @@ def test_the_api_page_is_made_from_the_docstrings(site: Path) -> None:
     assert "Run a Scheduler's jobs on the threads of a Dask cluster." in text
 
 
-def test_the_pages_reuse_the_readme_sections(site: Path, hooks: ModuleType) -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_guarantees_page_names_tests_that_exist(site: Path) -> None:
     guarantees = page_text(site, "guarantees")
-    test_names = re.findall(r"tests/test_\w+\.py::test_\w+", hooks.readme_section(readme, "Guarantees"))
-    assert len(test_names) > 10
-    assert [name for name in test_names if name not in guarantees] == []
-    assert "<!-- README:" not in (site / "performance" / "index.html").read_text(encoding="utf-8")
-    performance = page_text(site, "performance")
-    assert "ProcessPoolExecutor fork" in performance and "run twice" in performance  # the README's section
+    named = set(re.findall(r"tests/(test_\w+)\.py::(test_\w+)", guarantees))
+    assert len(named) > 10
+    missing = [f"{module}::{name}" for module, name in sorted(named)
+               if not re.search(rf"^def {name}\(", (ROOT / "tests" / f"{module}.py").read_text(encoding="utf-8"),
+                                re.MULTILINE)]
+    assert missing == []
+
+
+# One page per feature, each in the navigation: (page, a phrase it must explain).
+FEATURE_PAGES = [
+    ("resume", "python -m jobsched.journal"),
+    ("cancel", "future.cancel()"),
+    ("progress", "tqdm"),
+    ("large-data", "/dev/shm"),
+    ("timeline", "Journal(path).plot()"),
+    ("migrating", "ProcessPoolExecutor"),
+    ("guarantees", "exactly once"),
+    ("performance", "prefetch"),
+    ("architecture", "_core/"),
+]
+
+
+@pytest.mark.parametrize(("page", "phrase"), FEATURE_PAGES, ids=[p for p, _ in FEATURE_PAGES])
+def test_each_feature_has_a_page_in_the_navigation(site: Path, page: str, phrase: str) -> None:
+    assert phrase in page_text(site, page)
+    home = (site / "index.html").read_text(encoding="utf-8")
+    assert f'href="{page}/"' in home, f"{page} is not in the site's navigation"
 
 
 def test_a_readme_section_ends_at_the_next_heading_of_its_level(hooks: ModuleType) -> None:

@@ -1,4 +1,4 @@
-"""Processes started by a job go with its worker (issue 12, defect 11): no grandchild outlives a kill.
+"""Processes started by a job go with its worker: no grandchild outlives a kill.
 
 Each job here starts ``sleep 60`` and records its pid. Its worker is then killed three ways -- the job's
 timeout, ``close()`` with a short grace period, and a SIGKILL of the scheduler's whole process -- and the

@@ -1,4 +1,4 @@
-"""tqdm bars inside jobs (issue 14): seen as ``worker.progress`` and in the dashboard's per-worker bar.
+"""tqdm bars inside jobs: seen as ``worker.progress`` and in the dashboard's per-worker bar.
 
 A real worker runs a job that iterates a tqdm bar slowly, then holds until the test lets it finish.
 """

@@ -1,4 +1,4 @@
-"""Nothing a job or a caller does can break the loop (issue 12, items 3-9 and 13, and its two general rules).
+"""Nothing a job or a caller does can break the loop.
 
 Real schedulers with real workers. Each test names the defect it guards against; each fails on the code
 before the fix. The general rules: no exception raised by a job's bytes can end the loop, and no future is
@@ -54,7 +54,7 @@ def switchy() -> Iterator[None]:
         sys.setswitchinterval(old)
 
 
-# ---------------------------------------------------------------- item 3: a result whose unpickling raises
+# ---------------------------------------------------------------- a result whose unpickling raises
 
 
 @pytest.mark.parametrize("kind", guard_jobs.HOSTILE_KINDS)
@@ -103,7 +103,7 @@ def test_a_hostile_result_reaches_after_stop_as_a_job_error_in_a_blocking_start(
 
 
 def test_hostile_and_odd_results_interleaved_with_normal_jobs_never_end_the_loop(sched: Scheduler) -> None:
-    """The rule behind defect 3: every future settles, normal jobs get their values, the loop stays up."""
+    """The rule behind it: every future settles, normal jobs get their values, the loop stays up."""
     sched.start(2, wait=False)
     big = 20 * 1024 * 1024
     expected: list[tuple[Future[Any], Any]] = []
@@ -135,7 +135,7 @@ def test_hostile_and_odd_results_interleaved_with_normal_jobs_never_end_the_loop
     assert all(w.n_restarts == 0 for w in sched.workers)
 
 
-# ---------------------------------------------------------------- item 4: numbers that pass the checks
+# ---------------------------------------------------------------- numbers that pass the checks
 
 
 HUGE = 10**400  # an int no float can hold
@@ -200,7 +200,7 @@ def test_extreme_but_valid_costs_and_timeouts_run_in_cost_order() -> None:
         sched.close(timeout=5.0)
 
 
-# ---------------------------------------------------------------- item 5: the loop died, the scheduler took work
+# ---------------------------------------------------------------- the loop died, the scheduler took work
 
 
 EXITS_AT_ONCE = [sys.executable, "-c", "import sys; sys.exit(1)"]
@@ -301,7 +301,7 @@ def test_an_executor_whose_workers_cannot_start_fails_its_futures_and_says_why()
         ex.scheduler.close(timeout=5.0)
 
 
-# ---------------------------------------------------------------- item 6: submit racing close()
+# ---------------------------------------------------------------- submit racing close()
 
 
 def test_a_future_submitted_while_close_runs_is_refused_or_settled(switchy: None) -> None:
@@ -375,7 +375,7 @@ def test_futures_cancelled_while_queued_are_done_for_concurrent_futures_wait_and
         sched.close(timeout=5.0)
 
 
-# ---------------------------------------------------------------- item 7: two threads start one scheduler
+# ---------------------------------------------------------------- two threads start one scheduler
 
 
 @pytest.mark.parametrize("modes", [(True, True), (False, False), (True, False)],
@@ -436,7 +436,7 @@ def _start_from_two_threads(round_: int, modes: tuple[bool, bool]) -> None:
         sched.close(timeout=5.0)
 
 
-# ---------------------------------------------------------------- item 8: blocking calls from a callback
+# ---------------------------------------------------------------- blocking calls from a callback
 
 
 def test_wait_from_after_stop_is_a_clear_error_raised_by_start() -> None:
@@ -483,7 +483,7 @@ def test_wait_from_a_background_after_stop_is_raised_once_by_wait(sched: Schedul
         sched.wait(timeout=TIMEOUT)
 
 
-# ---------------------------------------------------------------- item 9: controls on a closed scheduler
+# ---------------------------------------------------------------- controls on a closed scheduler
 
 
 @pytest.mark.parametrize("started", [False, True])
@@ -547,7 +547,7 @@ def test_a_raising_background_after_stop_keeps_queued_futures_until_start_again(
         sched.close(timeout=5.0)
 
 
-# ---------------------------------------------------------------- item 13: memory for a large payload
+# ---------------------------------------------------------------- memory for a large payload
 
 
 _MEMORY_SCRIPT = textwrap.dedent("""

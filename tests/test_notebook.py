@@ -120,7 +120,7 @@ def test_start_status_wait_stop(ip: Any, capsys: pytest.CaptureFixture[str]) -> 
     assert capsys.readouterr().out == "jobsched: stopped (11 done, 1 failed)\n"
     assert not sched.stats()["closed"] and sched.snapshot().workers == ()
     assert gone(pids), "%jobsched stop returns once the workers have exited"
-    # Issue 16: the scheduler kept from before stop is still the default one, with its counts.
+    # The scheduler kept from before stop is still the default one, with its counts.
     assert jobsched.default_scheduler() is sched
     assert status(ip, capsys) == (0, 0, 0, 11, 1)
     queued = sched.submit(helpers.add, 100)  # queued while stopped: it waits for the next start
@@ -134,6 +134,25 @@ def test_start_status_wait_stop(ip: Any, capsys: pytest.CaptureFixture[str]) -> 
     ip.run_line_magic("jobsched", "wait 60")
     assert status(ip, capsys) == (1, 0, 0, 13, 1)
     assert jobsched.default_scheduler() is sched
+
+
+def test_a_second_start_says_it_is_already_running_and_with_how_many_workers(ip: Any,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    ip.run_line_magic("jobsched", "start -n 2")
+    assert capsys.readouterr().out == "jobsched: started 2 workers in the background\n"
+    sched = jobsched.default_scheduler()
+    pids = sorted(w.pid for w in sched.workers if w.pid is not None)
+    ip.run_line_magic("jobsched", "start")
+    assert capsys.readouterr().out == ("jobsched: already running with 2 workers (`%jobsched scale N` changes how "
+                                       "many, `%jobsched stop` stops them)\n")
+    ip.run_line_magic("jobsched", "start -n 2")
+    assert capsys.readouterr().out.startswith("jobsched: already running with 2 workers (")
+    assert jobsched.default_scheduler() is sched and sched.n_workers == 2
+    assert sorted(w.pid for w in sched.workers if w.pid is not None) == pids  # the same workers go on
+    ip.run_line_magic("jobsched", "start -n 1")
+    assert capsys.readouterr().out == "jobsched: already running with 2 workers; scaling to 1 worker\n"
+    assert sched.n_workers == 1
+    assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
 
 
 def test_scale_pause_resume(ip: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -916,7 +935,7 @@ def test_kernel_magics_outputs(in_kernel: Kernel) -> None:
     assert k.run("%jobsched stop").stdout == "jobsched: stopped (10 done, 0 failed)\n"
     assert k.worker_pids() == []
     assert gone(pids)
-    # The `sched` kept from before stop goes on working after start, with its counts (issue 16).
+    # The `sched` kept from before stop goes on working after start, with its counts.
     assert k.run("%jobsched status").stdout == "jobsched: 0 workers, 0 queued, 0 active, 10 done, 0 failed\n"
     assert k.run("%jobsched start -n 1").error is None
     assert k.value("sched.submit(abs, -5).result(60)") == 5

@@ -1,16 +1,13 @@
-"""The public API: every name of api.md is exported once; the core and the workers stay lean."""
+"""The public API: ``__all__`` is what the API reference (docs/api.md) documents; the core and workers stay lean."""
 
 from __future__ import annotations
 
-import builtins
 import importlib
-import keyword
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import conftest
 import helpers
 import pytest
 from waiting import TIMEOUT
@@ -21,69 +18,39 @@ from jobsched import Scheduler
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def find_api_md() -> Path | None:
-    """The contract, ``shared/docs/api.md``: beside the clone (``../shared``, as in CI) or beside an ancestor.
+API_PAGE = ROOT / "docs" / "api.md"
 
-    A git worktree sits deeper than the main clone (``wt/<branch>``), so every ancestor's ``shared`` is tried.
+
+def api_page_names(text: str) -> list[str]:
+    """The top-level names the API reference documents: its ``::: jobsched.NAME`` lines.
+
+    ``jobsched.remote_call`` is also a module, so the page names the function through it
+    (``::: jobsched.remote_call.remote_call``); names of public submodules (``jobsched.dask.DaskBackend``)
+    are not top-level names.
     """
-    for parent in ROOT.parents:
-        candidate = parent / "shared" / "docs" / "api.md"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-# Identifiers that api.md writes as calls or class names but that jobsched does not export, and why.
-NOT_EXPORTED = {
-    "run", "run_job", "make_worker_command", "before_start", "after_stop",  # callbacks the user writes
-    "Future",  # concurrent.futures.Future, the stdlib's
-}
-# Exported beyond api.md (which says "add what users need beyond it"). Each is documented: the errors on the
-# docs site's API page (docs/api.md, "Errors"), raised where their names say.
-DOCUMENTED_EXTRAS = {
-    "JobschedError",  # the root of every jobsched exception
-    "JobTimeout",  # a job over its timeout= (a JobError and a TimeoutError)
-    "WorkerStartupError",  # workers that cannot start
-    "SchedulerClosedError",  # add_job/submit after close()
-    "SchedulerBrokenError",  # add_job/submit after the loop stopped on an error
-    "JournalError",  # a journal path that cannot be used (missing folder, read-only, not a journal, newer schema)
-    "UnkeyableError",  # a job that cannot be keyed stably for the journal: pass key=
-    "InvalidStateError",  # a worker state change that the transition table forbids
-    "ProtocolError",  # a peer that breaks the wire protocol
-}
-
-
-def api_md_names(text: str) -> set[str]:
-    """The top-level names api.md fixes: ``jobsched.NAME``, and code spans that open with a call or a class name."""
-    names = set(re.findall(r"(?<!-m )\bjobsched\.([A-Za-z_]\w*)", text))  # not `python -m jobsched.journal`
-    for span in re.findall(r"`([^`\n]+)`", text):
-        m = re.match(r"([A-Za-z_]\w*)(\(|$)", span)  # `make_server(...)`, `RemoteCall`; not `sched.wait(...)`
-        if m and (m.group(2) == "(" or re.fullmatch(r"[A-Z]\w*[a-z]\w*", m.group(1))):
-            names.add(m.group(1))
-    return names - set(dir(builtins)) - set(keyword.kwlist) - NOT_EXPORTED
+    names = []
+    for line in text.splitlines():
+        m = re.fullmatch(r"::: jobsched\.(?:(?P<module>\w+)\.)?(?P<name>\w+)", line.strip())
+        if m and (m["module"] is None or m["module"] == m["name"]):
+            names.append(m["name"])
+    return names
 
 
 HEAVY = ("IPython", "ipywidgets", "ipykernel", "tqdm", "dask", "distributed")
 
 
-def test_api_md_is_parsed_into_the_names_it_fixes() -> None:
-    sample = ("| `remote_call(f, a, k=v)` → `RemoteCall` | `isinstance(x, Worker)` | `sched.wait(timeout=None)` |\n"
-              "`jobsched.progress(done)`; `python -m jobsched.journal PATH`; `None`; `run(data) -> result`")
-    assert api_md_names(sample) == {"remote_call", "RemoteCall", "progress"}
+def test_the_api_page_is_parsed_into_the_names_it_documents() -> None:
+    sample = "## A\n\n::: jobsched.Scheduler\n\n::: jobsched.remote_call.remote_call\n\n::: jobsched.dask.DaskBackend\n"
+    assert api_page_names(sample) == ["Scheduler", "remote_call"]
 
 
-def test_all_is_exactly_the_api_md_names_and_the_documented_extras() -> None:
-    api_md = find_api_md()
-    if api_md is None:
-        conftest.skip_or_fail(f"shared/docs/api.md is not beside {ROOT} or any of its parents")
-        return
-    api_names = api_md_names(api_md.read_text(encoding="utf-8"))
-    assert not api_names & DOCUMENTED_EXTRAS, "an extra that api.md now names belongs to api.md alone"
+def test_all_is_exactly_the_names_the_api_reference_documents() -> None:
+    documented = api_page_names(API_PAGE.read_text(encoding="utf-8"))
+    assert len(documented) == len(set(documented)), "the API reference documents a name twice"
     assert len(jobsched.__all__) == len(set(jobsched.__all__)), "a name is listed twice in __all__"
     exported = set(jobsched.__all__)
-    assert sorted(api_names - exported) == [], "api.md names these, jobsched does not export them"
-    assert sorted(exported - api_names - DOCUMENTED_EXTRAS) == [], "exported, but neither in api.md nor listed"
-    assert sorted(DOCUMENTED_EXTRAS - exported) == [], "listed as extras but no longer exported"
+    assert sorted(exported - set(documented)) == [], "exported, but docs/api.md does not document them"
+    assert sorted(set(documented) - exported) == [], "docs/api.md documents them, jobsched does not export them"
 
 
 @pytest.mark.parametrize("name", sorted(jobsched.__all__))

@@ -1,4 +1,4 @@
-"""Every ```python block of README.md runs, and succeeds (issue 16, item 11).
+"""Every ```python block of README.md runs, and succeeds.
 
 No block is skipped; each one is one of three kinds, told apart by its text alone:
 

@@ -1,4 +1,4 @@
-"""Scheduler(journal=...): runs that resume, with real workers and a real SQLite file (issue 13).
+"""Scheduler(journal=...): runs that resume, with real workers and a real SQLite file.
 
 Each job appends its number to a log file when it runs (``resume_jobs.logged``), so a test proves that a
 journaled job did not run again by counting lines, not by trusting the scheduler's own counters.

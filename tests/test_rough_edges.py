@@ -1,4 +1,4 @@
-"""Issue 16, the rough edges a new user meets: each one fixed, each with a test against real workers."""
+"""The rough edges a new user meets: each one fixed, each with a test against real workers."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def file_scheduler(name: str = "job_worker.py", entry: str = "worker") -> Schedu
     return make_scheduler(lambda i: make_python_cmd(path, entry=entry))
 
 
-# ---------------------------------------------------------------- item 3: plain data to the default worker
+# ---------------------------------------------------------------- plain data to the default worker
 
 
 def test_plain_data_for_the_default_worker_is_refused_at_add_job_saying_what_to_do(sched: Scheduler) -> None:
@@ -57,7 +57,7 @@ def test_plain_data_reaching_a_remote_call_worker_fails_with_a_clear_type_error(
     assert kind == ERROR and loads(body)[:2] == ("TypeError", error.remote_message)
 
 
-# ---------------------------------------------------------------- item 4: the worker file and its entry
+# ---------------------------------------------------------------- the worker file and its entry
 
 
 WORKER_FILE = '''
@@ -123,7 +123,7 @@ def test_make_server_accepts_an_entry_defined_otherwise_than_by_def(tmp_path: Pa
     assert results == [2]
 
 
-# ---------------------------------------------------------------- item 5: job.cost keeps its type
+# ---------------------------------------------------------------- job.cost keeps its type
 
 
 def test_job_cost_arrives_in_the_worker_with_its_type() -> None:
@@ -143,7 +143,7 @@ def test_job_cost_arrives_in_the_worker_with_its_type() -> None:
     assert type(seen[3][0]) is int
 
 
-# ---------------------------------------------------------------- item 8: where the unpicklable value sits
+# ---------------------------------------------------------------- where the unpicklable value sits
 
 
 @dataclasses.dataclass
@@ -187,12 +187,12 @@ def test_remote_call_names_the_argument_and_the_path_inside_it(sched: Scheduler)
         remote_call(helpers.identity, 1, cfg={"a": [lock]})
     assert str(info.value).startswith(
         "remote_call(identity): keyword argument 'cfg' ['a'][0] is a _thread.lock, which cannot be pickled; ")
-    with pytest.raises(TypeError, match=r"^remote_call\(identity\): argument 0 is a _thread\.lock, which"):
+    with pytest.raises(TypeError, match=r"^submit\(identity\): argument 0 is a _thread\.lock, which"):
         sched.submit(helpers.identity, lock)
     assert sched.n_queued_jobs == 0
 
 
-# ---- item 1: Executor.submit passes every keyword argument to the function
+# ---- Executor.submit passes every keyword argument to the function
 
 
 def takes_options(x: int, timeout: float = 0.0, cost: float = 0.0, max_retries: int = 0,
@@ -214,7 +214,7 @@ def test_scheduler_submit_of_a_remote_call_passes_a_timeout_keyword_to_the_funct
     assert future.result(timeout=60) == (2, 0.001, 0.0, 0, False)  # the job itself had no 1 ms limit
 
 
-# ---- item 6: Worker shows what users need, not the scheduler's internals
+# ---- Worker shows what users need, not the scheduler's internals
 
 
 def test_worker_keeps_its_internals_private(sched: Scheduler) -> None:
@@ -227,7 +227,7 @@ def test_worker_keeps_its_internals_private(sched: Scheduler) -> None:
     assert Scheduler.paused.__doc__
 
 
-# ---- item 7: grammar
+# ---- grammar
 
 
 def test_messages_count_one_thing_in_the_singular(sched: Scheduler) -> None:

@@ -184,7 +184,7 @@ def test_max_retries_per_job(sched: Scheduler) -> None:
     [
         ("broken_syntax.py", "SyntaxError"),
         ("broken_import.py", "jobsched_no_such_module_xyz"),
-        ("no_entry.py", "has no function 'worker'"),
+        ("no_entry.py", "does not define 'worker' (its functions: run)"),
     ],
 )
 def test_a_broken_worker_file_stops_the_scheduler_with_its_stderr(worker_file: str, quoted: str) -> None:

@@ -1,4 +1,4 @@
-"""The task timeline (issue 17): the core recorder, its SVG drawing, the dashboard's live timeline and
+"""The task timeline: the core recorder, its SVG drawing, the dashboard's live timeline and
 throughput plot during a real run, and the journal's report of a finished run.
 
 The recorder and the drawing are tested as pure functions with synthetic spans (no process); the rest runs

@@ -1,4 +1,4 @@
-"""Workers forked from a zygote (issue 15, part 3): the same workers as spawned ones, started faster.
+"""Workers forked from a zygote: the same workers as spawned ones, started faster.
 
 Each test says what must hold for a forked worker that held for a spawned one: its process (session, fds,
 ``sys.path``, ``__main__``, environment, cwd), its random state, its exit status in ``WorkerDied``, a worker

@@ -53,6 +53,14 @@ def check_timeout(where: str, timeout: object) -> None:
                          f"for no limit; got {timeout!r}")
 
 
+def check_max_retries(where: str, value: object) -> None:
+    """Refuse a ``max_retries`` that is not an integer >= 1, saying that it counts attempts."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where}: max_retries must be an integer >= 1, got {describe(value)}; it counts attempts, "
+                         "not retries: a job whose worker dies is run again until it has been tried max_retries "
+                         "times (1: never run again, 3: the default)")
+
+
 def check_positive_int(what: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{what} must be an integer >= 1, got {describe(value)}")

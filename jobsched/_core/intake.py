@@ -21,7 +21,7 @@ from .._data import shm as _shm
 from .._keys.derive import normalize_key
 from ..errors import SchedulerBrokenError, SchedulerClosedError
 from ..remote_call import NOT_A_REMOTE_CALL, RemoteCall, payload_of
-from .checks import check_cost, check_positive_int, check_timeout
+from .checks import check_cost, check_max_retries, check_timeout
 from .futures import JobFuture
 from .state import Entry
 
@@ -41,11 +41,11 @@ def prepare(sched: Scheduler, data: Any, *, cost: float = 0, future: JobFuture[A
     made): the queue is unchanged.
     """
     if cost.__class__ is not int or cost:  # cost 0, the default, is known to be good
-        check_cost(cost)
+        check_cost(cost, caller)
     if timeout is not None:
         check_timeout(caller, timeout)
     if max_retries is not None:
-        check_positive_int(f"{caller}: max_retries", max_retries)
+        check_max_retries(caller, max_retries)
     if sched._runs_remote_calls_only and not isinstance(data, RemoteCall):
         # It would fail in the worker: say so now.
         raise TypeError(f"{caller}: data is a {type(data).__name__}, but the default worker runs remote calls: "

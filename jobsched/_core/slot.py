@@ -23,7 +23,15 @@ OUTPUT_LINES = 200  # lines of output kept per worker for the dashboard and erro
 
 
 class Progress(NamedTuple):
-    """The last progress a running job reported (``jobsched.progress`` or a tqdm bar inside it)."""
+    """The last progress a running job reported (``jobsched.progress`` or a tqdm bar inside it).
+
+    ``Worker.progress`` holds it while the job runs, e.g. ``Progress(done=12, total=50, note='steps')``.
+
+    Attributes:
+        done: how much of the job is done, in the job's own unit (steps, items, bytes).
+        total: how much there is in all, or None when the job does not know.
+        note: a short text the job gave with its report ("" if none).
+    """
 
     done: float
     total: float | None
@@ -35,9 +43,9 @@ class Worker:
 
     Attributes:
         index: the slot number, ``0 .. n_workers-1``; passed to ``make_worker_command``.
-        pid: process id of the current process (None until the loop has started it, and while a worker to
-            be forked waits for its scheduler's zygote to boot, a few tens of milliseconds: the workers beyond
-            one per core, see ``_local.zygote``); on Dask, the Dask worker's.
+        pid: process id of the current process (None until the loop has started it, and for a few tens of
+            milliseconds while a worker beyond one per core waits to be forked by its scheduler's zygote,
+            the small interpreter that forks workers); on Dask, the Dask worker's.
         address: where the worker runs: None for a local process, the Dask worker's address on Dask.
         state: a ``WorkerState``.
         n_done: jobs this slot has finished (over all its processes).

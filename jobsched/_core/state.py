@@ -335,8 +335,8 @@ class SchedulerState:
         """The backend could not even start a process for ``w`` (missing program, bad command)."""
         w.pid = None
         w._move(_CLOSED)
-        w.exit_description = f"could not be started: {message}"
-        return self._startup_failure(w, message)
+        w.exit_description = "could not be started"
+        return self._startup_failure(w, message)  # the message once, as the output
 
     def worker_ready(self, w: Worker, now: float) -> list[Command]:
         """``w`` connected and authenticated: it takes jobs now (or is closed, if no longer wanted)."""

@@ -9,6 +9,7 @@ redefined in a later notebook cell travels in its new form: no stale copy is cac
 
 from __future__ import annotations
 
+import io
 import pickle
 import reprlib
 import sys
@@ -51,13 +52,52 @@ def dumps(obj: Any, what: str = "value") -> bytes:
         # A reference to __main__ would resolve to the worker's own __main__: ship it by value instead.
         if _MAIN not in data:
             return data
-    import cloudpickle  # type: ignore[import-untyped]  # deferred: most payloads never need it
-
     try:
-        by_value: bytes = cloudpickle.dumps(obj, PROTOCOL)
-        return by_value
+        return by_value(obj, PROTOCOL)
     except Exception as exc:
-        raise TypeError(_cannot_pickle(obj, what, exc, cloudpickle.dumps)) from exc
+        raise TypeError(_cannot_pickle(obj, what, exc, by_value)) from exc
+
+
+def cannot_travel(obj: object) -> str | None:
+    """Say why ``obj`` itself cannot travel to a worker although a pickler might take it, or return None.
+
+    cloudpickle pickles a file open for reading as a copy of its contents: the worker would get a
+    snapshot in memory, not the file, and writes would be lost. An open file is refused instead, as
+    sockets, locks and generators are (no pickler takes those). In-memory streams (``io.BytesIO``,
+    ``io.StringIO``) are plain data and travel, and so do ``sys.stdout`` and ``sys.stderr`` (by name).
+    """
+    if isinstance(obj, io.IOBase) and not isinstance(obj, (io.BytesIO, io.StringIO)):
+        if obj is sys.stdout or obj is sys.stderr:
+            return None
+        return "an open file"
+    return None
+
+
+def by_value(obj: Any, protocol: int = PROTOCOL, buffer_callback: Callable[[Any], Any] | None = None) -> bytes:
+    """Pickle ``obj`` with cloudpickle (functions and classes by value), refusing what ``cannot_travel``."""
+    buffer = io.BytesIO()
+    _refusing_pickler()(buffer, protocol, buffer_callback=buffer_callback).dump(obj)
+    return buffer.getvalue()
+
+
+_PICKLER: type[Any] | None = None
+
+
+def _refusing_pickler() -> type[Any]:
+    """cloudpickle's Pickler, with ``cannot_travel`` checked first (made once, on first use)."""
+    global _PICKLER
+    if _PICKLER is None:
+        import cloudpickle  # type: ignore[import-untyped]  # deferred: most payloads never need it
+
+        class RefusingPickler(cloudpickle.Pickler):  # type: ignore[misc]
+            def reducer_override(self, obj: Any) -> Any:
+                reason = cannot_travel(obj)
+                if reason is not None:
+                    raise TypeError(f"cannot pickle {reason} ({_typename(obj)})")
+                return super().reducer_override(obj)
+
+        _PICKLER = RefusingPickler
+    return _PICKLER
 
 
 def _cannot_pickle(obj: Any, what: str, exc: Exception, pickle_it: Callable[[Any, int], bytes]) -> str:
@@ -73,6 +113,11 @@ def _cannot_pickle(obj: Any, what: str, exc: Exception, pickle_it: Callable[[Any
         where = f"{noun} {path}" if path else noun  # keyword argument 'cfg' ['a'], argument 0 .lock
     if kind:
         where = f"{kind} of {where}"  # a key of data['m']
+    if cannot_travel(culprit) is not None:
+        name = getattr(culprit, "name", None)
+        named = f" {name!r}" if isinstance(name, (str, int)) else ""
+        return (f"{prefix}{sep}{where} is an open file ({_typename(culprit)}{named}), which cannot travel to a "
+                "worker; pass its path and open it in the job, or pass its contents")
     detail = str(error)
     detail = "" if "cannot pickle" in detail or not detail else f" ({type(error).__name__}: {_short.repr(detail)})"
     return (f"{prefix}{sep}{where} is a {_typename(culprit)}, which cannot be pickled{detail}; pass plain data "

@@ -65,7 +65,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from .pickling import PROTOCOL
+from .pickling import PROTOCOL, by_value
 
 # Below this, a buffer stays in the pickle and travels on the socket. Measured over a real scheduler and
 # worker (`python benchmarks/run.py --only shm_threshold`: one uint8 array there and back, shared memory
@@ -248,11 +248,9 @@ def _dumps_or_none(obj: Any) -> bytes | OutOfBand | None:
     except Exception:
         data = b""
     if not data or b"__main__" in data:
-        import cloudpickle  # type: ignore[import-untyped]
-
         buffers.clear()
         try:
-            data = cloudpickle.dumps(obj, PROTOCOL, buffer_callback=keep)
+            data = by_value(obj, PROTOCOL, buffer_callback=keep)
         except Exception:
             return None
     if not buffers:

@@ -117,6 +117,11 @@ class LocalBackend:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         try:
             argv = [os.fspath(a) for a in self._command(w.index)]
+        except Exception as exc:  # the command itself failed (make_python_cmd's checks): its message says it all
+            w._io = None
+            events.worker_spawn_failed(w, f"make_worker_command({w.index}) raised {type(exc).__name__}: {exc}")
+            return
+        try:
             proc = self._starter.start(argv, env, self._secret, self._reaper, events.log)
         except Exception as exc:
             w._io = None

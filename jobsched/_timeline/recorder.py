@@ -1,4 +1,4 @@
-"""The task timeline's recorder: which worker ran which job, when, and how it ended (issue 17).
+"""The task timeline's recorder: which worker ran which job, when, and how it ended.
 
 ::
 

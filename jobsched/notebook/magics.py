@@ -304,6 +304,15 @@ class JobschedMagics(Magics):
 
     def _start(self, args: argparse.Namespace) -> None:
         sched = _default_with(args.dask, args.journal)
+        if sched.running and sched.n_workers > 0:  # a second `%jobsched start`: say so, start nothing
+            if args.n is not None and args.n != sched.n_workers:
+                print(f"jobsched: already running with {plural(sched.n_workers, 'worker')}; "
+                      f"scaling to {plural(args.n, 'worker')}")
+                scale_to(sched, args.n)
+            else:
+                print(f"jobsched: already running with {plural(sched.n_workers, 'worker')} "
+                      "(`%jobsched scale N` changes how many, `%jobsched stop` stops them)")
+            return
         sched.start(args.n, wait=False)
         print(f"jobsched: started {plural(sched.n_workers, 'worker')} in the background")
 

@@ -331,7 +331,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"jobsched worker: {exc}")
     entry = getattr(module, ns.entry, None)
     if not callable(entry):
-        sys.exit(f"jobsched worker: {ns.file} has no function {ns.entry!r} to start the worker; "
+        functions = sorted(name for name, value in vars(module).items()
+                           if callable(value) and getattr(value, "__module__", None) == module.__name__
+                           and not name.startswith("_"))
+        defined = f"its functions: {', '.join(functions)}" if functions else "it defines no function"
+        sys.exit(f"jobsched worker: {ns.file} has no function {ns.entry!r} to start the worker ({defined}); "
                  f"define `def {ns.entry}(): start_simple_worker(run)` (or pass entry=...)")
     entry()
 
