@@ -276,6 +276,12 @@ def resolve(module: str | None, qualname: str) -> Callable[..., Any]:
 def _raise_for_culprit(fun: Callable[..., Any], module: str | None, args: tuple[Any, ...],
                        kwargs: dict[str, Any]) -> None:
     """Re-pickle piece by piece to name the value that cannot travel."""
+    from ._core.dependencies import futures_in
+
+    if futures_in(args, kwargs):
+        raise TypeError(f"remote_call({getattr(fun, '__qualname__', fun)}): an argument is a Future, which cannot "
+                        "travel to a worker; pass future.result(), or pass the future to submit() or "
+                        "Executor.submit(), which wait for it and pass its result")
     if module is None:
         dumps(fun, f"remote_call: function {getattr(fun, '__qualname__', fun)!r}")
     for i, arg in enumerate(args):

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._core.bars import RunBar  # tqdm itself is imported only when a bar is made
 from ._core.checks import check_n_workers, check_positive_int, check_prefetch, check_timeout, plural
+from ._core.dependencies import futures_in, submit_after
 from ._core.futures import JobFuture, cancel_pending, force_cancel
 from ._core.intake import push, submit_many
 from ._core.loop import Engine
@@ -204,7 +205,17 @@ class Scheduler:
         itself, submit a ``remote_call``: ``sched.submit(remote_call(fn, timeout=5), cost=1)``.
         ``future.cancel()`` also stops a running job (its worker is killed and replaced). ``key`` is the
         journal key, as for ``add_job`` (default: derived from ``fn``'s code and the arguments).
+
+        A ``Future`` among the arguments (at any depth of lists, tuples and dicts) is a dependency: the job is
+        queued once it is done, with its result in its place, and fails with its exception if it failed
+        (``jobsched._core.dependencies``).
         """
+        inputs = futures_in(args, kwargs) if args or kwargs else None
+        if inputs:
+            return submit_after(inputs, lambda a, k: self.submit(fn, *a, cost=cost, timeout=timeout,
+                                                                 max_retries=max_retries,
+                                                                 retry_on_timeout=retry_on_timeout, key=key, **k),
+                                args, kwargs)
         rc = fn if isinstance(fn, RemoteCall) and not args and not kwargs else remote_call(fn, *args, **kwargs)
         future: JobFuture[T] = JobFuture(self._cancel_future)
         self._push(rc, cost, future, timeout, max_retries, retry_on_timeout, key)

@@ -478,12 +478,12 @@ class SchedulerState:
             error: JobError | None = None
             if running.timed_out and not (running.retry_on_timeout and len(deaths) < running.max_retries):
                 error = JobTimeout("JobTimeout", f"the job ran longer than its timeout of {running.timeout:g} s; "
-                                   f"{death}", "", running.index)
+                                   f"{death}", "", running.index, len(deaths))
             elif len(deaths) >= running.max_retries:
                 times = "once" if len(deaths) == 1 else f"{len(deaths)} times"
                 tail = f"Last output of worker {w.index}:\n{output_tail}" if output_tail.strip() else ""
                 error = self.last_worker_died = JobError("WorkerDied", f"its worker died {times}: "
-                                                         + "; ".join(deaths), tail, running.index)
+                                                         + "; ".join(deaths), tail, running.index, len(deaths))
             else:
                 running.timed_out = False
                 requeue.insert(0, running)
