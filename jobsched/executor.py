@@ -68,7 +68,8 @@ class Executor(concurrent.futures.Executor):
                  max_tasks_per_child: int | None = None, backend: Backend | None = None, **options: Any) -> None:
         if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int)
                                         or max_workers < 1):
-            raise ValueError(f"Executor: max_workers must be an integer >= 1 or None, got {max_workers!r}")
+            raise ValueError(f"Executor: max_workers must be greater than 0 (an integer, or None for "
+                             f"processor_count()), got {max_workers!r}")
         if mp_context is not None:
             raise ValueError(f"Executor: mp_context is not supported (got {mp_context!r}): jobsched starts its "
                              "workers itself, as fresh interpreters, never as forks of this process; drop it")
@@ -144,6 +145,10 @@ class Executor(concurrent.futures.Executor):
         error = future.exception()
         if isinstance(error, WorkerInitializerError) and self._broken is None:
             self._broken = error
+            import logging  # only when broken: as ThreadPoolExecutor, on concurrent.futures' own logger
+
+            logging.getLogger("concurrent.futures").critical("Exception in initializer:\n%s",
+                                                             getattr(error, "remote_traceback", error))
 
     def _ensure_started(self) -> None:
         with self._lock:
@@ -236,6 +241,8 @@ class Executor(concurrent.futures.Executor):
             if self._started:
                 try:
                     self._scheduler.wait()
+                except Exception:  # the loop stopped on an error: every pending future already has it
+                    pass
                 finally:
                     self._scheduler.close()
             else:
@@ -245,16 +252,22 @@ class Executor(concurrent.futures.Executor):
             _live.discard(self)
 
     def _wait_at_exit(self) -> None:
-        """Finish what is pending (at interpreter exit); a second Ctrl-C stops the calls now."""
-        sched = self._scheduler
+        """Finish what is pending (at interpreter exit); a second Ctrl-C stops the calls now.
+
+        It watches the state itself rather than calling ``Scheduler.wait``, whose Ctrl-C in a script closes
+        everything at once: here the first Ctrl-C only says what the exit waits for.
+        """
+        sched, state = self._scheduler, self._scheduler._state
         told = False
         while not self._finished.is_set():
             try:
-                if not self._started or sched.wait(0.25):
+                # Read without the scheduler's lock: a Ctrl-C must never leave it held.
+                if not self._started or not sched.running or (state.is_idle() and not state.ready):
                     with self._lock:
                         self._shutdown = True
                     self._finish()
                     return
+                time.sleep(0.05)
             except KeyboardInterrupt:
                 if told:
                     sys.stderr.write("jobsched: stopping the pending calls now\n")
@@ -263,11 +276,9 @@ class Executor(concurrent.futures.Executor):
                 told = True
                 sys.stderr.write(
                     f"jobsched: the interpreter is exiting and waits for the calls pending in {self!r} "
-                    f"({sched.n_queued_jobs} queued, {sched.n_active_jobs} running), as concurrent.futures "
+                    f"({state.n_queued} queued, {state.n_active} running), as concurrent.futures "
                     "does; press Ctrl-C again to stop them now\n")
                 sys.stderr.flush()
-            except BaseException:  # the loop stopped on an error: nothing more will run
-                return
 
     def __repr__(self) -> str:
         return f"<jobsched.Executor max_workers={self._max_workers}>"
