@@ -94,9 +94,11 @@ class Scheduler:
             to start. ``k``: up to ``k - 1`` jobs per worker are committed before a cheaper job added later;
             this hides the round trip for streams of tiny jobs. ``"auto"``: the scheduler measures job
             durations and keeps about the last millisecond of work (at least two round trips) in flight
-            per worker, at most 256 jobs; jobs longer than about ten round trips go one at a time. A
-            cheaper job added later waits behind the jobs already in flight, as with ``k``. On Dask,
-            ``"auto"`` is 1.
+            per worker, at most 256 jobs; jobs longer than about ten round trips go one at a time. It starts
+            at one job per worker and deepens only from measurements; once every worker is busy and jobs
+            wait, each keeps its next job at hand. A cheaper job added later waits behind the jobs already
+            in flight, as with ``k``. With ``k`` or ``"auto"``, no worker gets a second job while another
+            is idle or still starting. On Dask, ``"auto"`` is 1.
         echo_output: copy each line that a worker prints to this process's stderr, prefixed with
             ``[worker N]`` (in a Jupyter kernel: to the kernel's own stderr, never into a cell).
         backend: run the jobs somewhere else than local worker processes, e.g.
