@@ -284,7 +284,7 @@ class Executor(concurrent.futures.Executor):
         return f"<jobsched.Executor max_workers={self._max_workers}>"
 
 
-_SCHEDULER_OPTIONS = frozenset(inspect.signature(Scheduler).parameters) - {"make_worker_command", "backend"}
+_SCHEDULER_OPTIONS = frozenset(inspect.signature(Scheduler).parameters) - {"backend"}
 _live: weakref.WeakSet[Executor] = weakref.WeakSet()
 
 
