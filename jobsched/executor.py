@@ -1,19 +1,31 @@
-"""``Executor``: the ``concurrent.futures`` interface over a private background scheduler."""
+"""``Executor``: the ``concurrent.futures`` interface over a private background scheduler.
+
+At interpreter exit, an executor that was not shut down (or was shut down with ``wait=False``) finishes its
+pending work first, as ``concurrent.futures`` promises: ``_wait_at_exit`` runs among ``threading``'s exit
+hooks, before the ``atexit`` hook that closes every ``Scheduler`` within a short grace period.
+"""
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import inspect
 import itertools
+import sys
 import threading
 import time
+import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._core.bars import job_bar  # tqdm itself is imported only when a bar is made
+from ._core.checks import check_positive_int
+from ._core.dependencies import futures_in, submit_after
 from .commands import processor_count
-from .remote_call import make_call
+from .errors import WorkerInitializerError
+from .remote_call import RemoteCall, make_call, remote_call
 from .scheduler import Scheduler
 
 if TYPE_CHECKING:
@@ -25,29 +37,69 @@ T = TypeVar("T")
 class Executor(concurrent.futures.Executor):
     """A ``concurrent.futures.Executor`` whose workers are jobsched worker processes.
 
-    Functions defined in a notebook cell, lambdas and closures work (they travel by value). A failed call's
-    future raises ``JobError`` with the remote traceback.
+    It takes ``ProcessPoolExecutor``'s arguments. Functions defined in a notebook cell, lambdas and closures
+    work (they travel by value). A failed call's future raises the call's own exception type, which is also a
+    ``JobError`` carrying the remote traceback (see ``JobError``). A ``Future`` among a call's arguments is a
+    dependency: the call runs once it is done, with its result in its place.
 
     Args:
         max_workers: worker processes (default ``processor_count()``; with ``backend``: every thread the
             backend's cluster has when the first call is submitted).
+        mp_context: not supported (jobsched starts its workers itself, never as forks of this process);
+            anything but None is a ``ValueError``.
+        initializer: called as ``initializer(*initargs)`` once in each worker, before its first call. If it
+            raises, the executor is broken: that call and every later one fail with ``WorkerInitializerError``
+            (a ``concurrent.futures.BrokenExecutor``) carrying the initializer's traceback, and ``submit``
+            raises it.
+        initargs: the initializer's arguments.
+        max_tasks_per_child: replace a worker by a fresh process after this many calls (None: never).
         backend: run the calls elsewhere, e.g. ``jobsched.dask.DaskBackend(client_or_address)``.
         **options: passed to ``Scheduler`` (timeout, max_retries, prefetch, journal, rerun_failed, ...).
             ``prefetch`` defaults to ``"auto"`` here: an executor has no costs and no callbacks to order by,
             so it keeps as many calls in flight per worker as hide the round trip.
+
+    Raises:
+        TypeError: an argument that neither ``Executor`` nor ``Scheduler`` takes.
+        ValueError: a bad ``max_workers`` or ``max_tasks_per_child``, or an ``mp_context``.
     """
 
-    def __init__(self, max_workers: int | None = None, *, backend: Backend | None = None, **options: Any) -> None:
+    def __init__(self, max_workers: int | None = None, mp_context: Any = None,
+                 initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = (), *,
+                 max_tasks_per_child: int | None = None, backend: Backend | None = None, **options: Any) -> None:
         if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int)
                                         or max_workers < 1):
-            raise ValueError(f"Executor: max_workers must be an integer >= 1 or None, got {max_workers!r}")
+            raise ValueError(f"Executor: max_workers must be greater than 0 (an integer, or None for "
+                             f"processor_count()), got {max_workers!r}")
+        if mp_context is not None:
+            raise ValueError(f"Executor: mp_context is not supported (got {mp_context!r}): jobsched starts its "
+                             "workers itself, as fresh interpreters, never as forks of this process; drop it")
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"Executor: initializer must be callable, got {type(initializer).__name__}")
+        if not isinstance(initargs, tuple):
+            raise TypeError(f"Executor: initargs must be a tuple, got {type(initargs).__name__}")
+        if max_tasks_per_child is not None:
+            check_positive_int("Executor: max_tasks_per_child", max_tasks_per_child)
+            if options.setdefault("max_jobs_per_worker", max_tasks_per_child) != max_tasks_per_child:
+                raise TypeError("Executor: give max_tasks_per_child or max_jobs_per_worker, not both")
+        unknown = sorted(set(options) - _SCHEDULER_OPTIONS)
+        if unknown:
+            raise TypeError(f"Executor() got an unexpected keyword argument {unknown[0]!r}; it takes "
+                            "max_workers, mp_context, initializer, initargs, max_tasks_per_child, backend and "
+                            f"the Scheduler options: {', '.join(sorted(_SCHEDULER_OPTIONS))}")
         self._max_workers = max_workers or processor_count()
         self._n_start = max_workers if backend is not None else self._max_workers  # None: the backend's count
         options.setdefault("prefetch", "auto")
+        # What every call of this executor runs first, once per worker (see jobsched.worker.initializer).
+        self._init: tuple[str, RemoteCall] | None = None
+        if initializer is not None:
+            self._init = (uuid.uuid4().hex, remote_call(initializer, *initargs))
+        self._broken: BaseException | None = None
         self._scheduler = Scheduler(backend=backend, **options)
         self._lock = threading.Lock()
         self._started = False
         self._shutdown = False
+        self._finished = threading.Event()
+        _live.add(self)
 
     @property
     def scheduler(self) -> Scheduler:
@@ -58,26 +110,64 @@ class Executor(concurrent.futures.Executor):
         """Schedule ``fn(*args, **kwargs)`` on a worker; return its future.
 
         Every keyword argument goes to ``fn``, as ``concurrent.futures`` promises, even one named
-        ``timeout`` or ``cost``: per-job options are the executor's (``Executor(timeout=...)``).
+        ``timeout`` or ``cost``: per-job options are the executor's (``Executor(timeout=...)``). A ``Future``
+        in the arguments (at any depth of lists, tuples and dicts) makes the call wait for it and receive
+        its result; if it failed, so does this call, with its exception.
+
+        Raises:
+            RuntimeError: the executor was shut down.
+            WorkerInitializerError: the executor is broken: its initializer raised in a worker.
+            TypeError: ``fn`` or an argument cannot be pickled (the message names it).
         """
-        call = make_call("Executor.submit", fn, args, kwargs)
+        inputs = futures_in(args, kwargs)
         self._ensure_started()
-        return self._scheduler.submit(call)
+        if inputs:
+            return submit_after(inputs, lambda a, k: self._track(self._scheduler.submit(self._call(fn, a, k))),
+                                args, kwargs)
+        return self._track(self._scheduler.submit(self._call(fn, args, kwargs)))
+
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> RemoteCall:
+        call = make_call("Executor.submit", fn, args, kwargs)
+        if self._init is None:
+            return call
+        from .worker.initializer import run_initialized
+
+        return remote_call(run_initialized, self._init[0], self._init[1], call)
+
+    def _track(self, future: Future[T]) -> Future[T]:
+        if self._init is not None:  # an initializer that fails breaks the executor
+            future.add_done_callback(self._check_broken)
+        return future
+
+    def _check_broken(self, future: Future[Any]) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if isinstance(error, WorkerInitializerError) and self._broken is None:
+            self._broken = error
+            import logging  # only when broken: as ThreadPoolExecutor, on concurrent.futures' own logger
+
+            logging.getLogger("concurrent.futures").critical("Exception in initializer:\n%s",
+                                                             getattr(error, "remote_traceback", error))
 
     def _ensure_started(self) -> None:
         with self._lock:
+            if self._broken is not None:
+                raise WorkerInitializerError(f"Executor: this executor is broken: {self._broken}") from self._broken
             if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+                raise RuntimeError("Executor: cannot schedule new futures after shutdown")
             if not self._scheduler.running:
                 # First call, or the loop stopped on an error: start (again). A kept error is raised here,
                 # once, naming what stopped it; the next call starts afresh.
-                self._started = True
                 self._scheduler.start(self._n_start, wait=False)
+                self._started = True
 
     def _submit_batch(self, fn: Callable[..., T], batch: list[tuple[Any, ...]]) -> list[Future[T]]:
         """Submit ``fn(*args)`` for each ``args`` of ``batch``: one lock and one wake-up for the batch."""
         if not batch:
             return []
+        if self._init is not None or any(futures_in(args, {}) for args in batch):
+            return [self.submit(fn, *args) for args in batch]
         calls = [make_call("Executor.map", fn, args, {}) for args in batch]
         self._ensure_started()
         futures: list[Future[T]] = self._scheduler._submit_many(calls, "Executor.map")
@@ -117,16 +207,13 @@ class Executor(concurrent.futures.Executor):
         more = True
         try:
             while window:
-                future = window.popleft()
-                remaining = None if deadline is None else deadline - time.monotonic()
-                result = future.result(remaining) if remaining is None or remaining > 0 else future.result(0)
-                if more and len(window) <= refill_at:
-                    batch = list(itertools.islice(inputs, buffersize - len(window)))
+                if more and len(window) <= refill_at + 1:
+                    batch = list(itertools.islice(inputs, buffersize - len(window) + 1))
                     more = bool(batch)
                     window.extend(self._submit_batch(fn, batch))
-                if bar is not None:
-                    bar.update(1)
-                yield result
+                # No local names the future or its result: once yielded, the result is the caller's alone
+                # (as concurrent.futures' map: a result kept alive here would hold its memory until the next).
+                yield _next_result(window, deadline, bar)
         finally:
             for future in window:  # as concurrent.futures does: calls not yet started are dropped
                 _cancel_queued(future)
@@ -134,7 +221,11 @@ class Executor(concurrent.futures.Executor):
                 bar.close()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop taking work; optionally cancel queued calls; close the workers when the rest is done."""
+        """Stop taking work; optionally cancel queued calls; close the workers when the rest is done.
+
+        With ``wait=False`` it returns at once, and the calls already submitted still run (the interpreter
+        waits for them at exit), unless ``cancel_futures`` cancels those not yet started.
+        """
         with self._lock:
             self._shutdown = True
         if cancel_futures:  # the concurrent.futures meaning: only calls that have not started
@@ -146,13 +237,78 @@ class Executor(concurrent.futures.Executor):
             threading.Thread(target=self._finish, name="jobsched-executor-shutdown", daemon=True).start()
 
     def _finish(self) -> None:
-        if self._started:
-            try:
-                self._scheduler.wait()
-            finally:
+        try:
+            if self._started:
+                try:
+                    self._scheduler.wait()
+                except Exception:  # the loop stopped on an error: every pending future already has it
+                    pass
+                finally:
+                    self._scheduler.close()
+            else:
                 self._scheduler.close()
-        else:
-            self._scheduler.close()
+        finally:
+            self._finished.set()
+            _live.discard(self)
+
+    def _wait_at_exit(self) -> None:
+        """Finish what is pending (at interpreter exit); a second Ctrl-C stops the calls now.
+
+        It watches the state itself rather than calling ``Scheduler.wait``, whose Ctrl-C in a script closes
+        everything at once: here the first Ctrl-C only says what the exit waits for.
+        """
+        sched, state = self._scheduler, self._scheduler._state
+        told = False
+        while not self._finished.is_set():
+            try:
+                # Read without the scheduler's lock: a Ctrl-C must never leave it held.
+                if not self._started or not sched.running or (state.is_idle() and not state.ready):
+                    with self._lock:
+                        self._shutdown = True
+                    self._finish()
+                    return
+                time.sleep(0.05)
+            except KeyboardInterrupt:
+                if told:
+                    sys.stderr.write("jobsched: stopping the pending calls now\n")
+                    sched.close(timeout=0)
+                    return
+                told = True
+                sys.stderr.write(
+                    f"jobsched: the interpreter is exiting and waits for the calls pending in {self!r} "
+                    f"({state.n_queued} queued, {state.n_active} running), as concurrent.futures "
+                    "does; press Ctrl-C again to stop them now\n")
+                sys.stderr.flush()
+
+    def __repr__(self) -> str:
+        return f"<jobsched.Executor max_workers={self._max_workers}>"
+
+
+_SCHEDULER_OPTIONS = frozenset(inspect.signature(Scheduler).parameters) - {"backend"}
+_live: weakref.WeakSet[Executor] = weakref.WeakSet()
+
+
+def _wait_at_exit() -> None:
+    for executor in list(_live):
+        executor._wait_at_exit()
+
+
+# Among threading's exit hooks, as concurrent.futures' own: they run before atexit's, which close every
+# Scheduler (within a short grace period) and would cut the pending calls short.
+threading._register_atexit(_wait_at_exit)  # type: ignore[attr-defined]
+
+
+def _next_result(window: collections.deque[Future[T]], deadline: float | None, bar: Any) -> T:
+    """Take the oldest future of ``window`` and return its result (``Executor.map``)."""
+    future = window.popleft()
+    try:
+        result = future.result() if deadline is None else future.result(max(0.0, deadline - time.monotonic()))
+    except BaseException:
+        _cancel_queued(future)
+        raise
+    if bar is not None:
+        bar.update(1)
+    return result
 
 
 def _cancel_queued(future: Future[Any]) -> bool:

@@ -59,6 +59,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._core.remote_errors import job_error
 from ._journaling import cancels as _journal_cancels
 from ._journaling.cancels import JournalCancellation as JournalCancellation
 from ._journaling.file import (
@@ -179,9 +180,10 @@ class Journal:
 
     def failed(self) -> dict[str, JobError]:
         """Return ``{key: JobError}`` for every failed job."""
-        rows = self._query(f"SELECT key, idx, error_type, error_message, error_traceback FROM {CURRENT} "
+        rows = self._query(f"SELECT key, idx, error_type, error_message, error_traceback, attempts FROM {CURRENT} "
                            "WHERE status = 'failed' ORDER BY seq")
-        return {key: JobError(etype or "", emsg or "", etb or "", idx) for key, idx, etype, emsg, etb in rows}
+        return {key: job_error(etype or "", emsg or "", etb or "", idx, attempts or 1)
+                for key, idx, etype, emsg, etb, attempts in rows}
 
     def cancelled(self) -> list[JournalCancellation]:
         """Return the jobs cancelled in the runs of this journal, in the order they were cancelled.

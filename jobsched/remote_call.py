@@ -282,6 +282,12 @@ def _raise_for_culprit(where: str, fun: Callable[..., Any], module: str | None, 
                        kwargs: dict[str, Any]) -> None:
     """Re-pickle piece by piece to name the value that cannot travel."""
     name = getattr(fun, "__qualname__", fun)
+    from ._core.dependencies import futures_in
+
+    if futures_in(args, kwargs):
+        raise TypeError(f"{where}({name}): an argument is a Future, which cannot travel to a worker; pass "
+                        "future.result(), or pass the future to submit() or Executor.submit(), which wait for it "
+                        "and pass its result")
     if module is None:
         dumps(fun, f"{where}: function {name!r}")
     for i, arg in enumerate(args):

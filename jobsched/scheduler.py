@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._core.bars import RunBar  # tqdm itself is imported only when a bar is made
 from ._core.checks import check_max_retries, check_n_workers, check_positive_int, check_prefetch, check_timeout, plural
+from ._core.dependencies import futures_in, submit_after
 from ._core.futures import JobFuture, cancel_pending, force_cancel
 from ._core.intake import enqueue, prepare
 from ._core.loop import Engine
@@ -93,9 +94,11 @@ class Scheduler:
             to start. ``k``: up to ``k - 1`` jobs per worker are committed before a cheaper job added later;
             this hides the round trip for streams of tiny jobs. ``"auto"``: the scheduler measures job
             durations and keeps about the last millisecond of work (at least two round trips) in flight
-            per worker, at most 256 jobs; jobs longer than about ten round trips go one at a time. A
-            cheaper job added later waits behind the jobs already in flight, as with ``k``. On Dask,
-            ``"auto"`` is 1.
+            per worker, at most 256 jobs; jobs longer than about ten round trips go one at a time. It starts
+            at one job per worker and deepens only from measurements; once every worker is busy and jobs
+            wait, each keeps its next job at hand. A cheaper job added later waits behind the jobs already
+            in flight, as with ``k``. With ``k`` or ``"auto"``, no worker gets a second job while another
+            is idle or still starting. On Dask, ``"auto"`` is 1.
         echo_output: copy each line that a worker prints to this process's stderr, prefixed with
             ``[worker N]`` (in a Jupyter kernel: to the kernel's own stderr, never into a cell).
         backend: run the jobs somewhere else than local worker processes, e.g.
@@ -205,7 +208,17 @@ class Scheduler:
         itself, submit a ``remote_call``: ``sched.submit(remote_call(fn, timeout=5), cost=1)``.
         ``future.cancel()`` also stops a running job (its worker is killed and replaced). ``key`` is the
         journal key, as for ``add_job`` (default: derived from ``fn``'s code and the arguments).
+
+        A ``Future`` among the arguments (at any depth of lists, tuples and dicts) is a dependency: the job is
+        queued once it is done, with its result in its place, and fails with its exception if it failed
+        (``jobsched._core.dependencies``).
         """
+        inputs = futures_in(args, kwargs) if args or kwargs else None
+        if inputs:
+            return submit_after(inputs, lambda a, k: self.submit(fn, *a, cost=cost, timeout=timeout,
+                                                                 max_retries=max_retries,
+                                                                 retry_on_timeout=retry_on_timeout, key=key, **k),
+                                args, kwargs)
         rc = fn if isinstance(fn, RemoteCall) and not args and not kwargs else make_call("submit", fn, args, kwargs)
         future: JobFuture[T] = JobFuture(self._cancel_future)
         enqueue(self, (prepare(self, rc, cost=cost, future=future, timeout=timeout, max_retries=max_retries,

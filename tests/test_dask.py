@@ -191,6 +191,22 @@ def test_executor_map_on_dask(client: Any) -> None:
     assert client.status == "running"  # the executor's scheduler did not close a client it was given
 
 
+def test_executor_map_over_16_mib_arrays_on_dask(client: Any) -> None:
+    """Large arrays take the same way in through Executor.map on Dask as through submit."""
+    np = pytest.importorskip("numpy")
+    arrays = [np.full(2 * 1024 * 1024, i, dtype=np.float64) for i in range(3)]  # 16 MiB each
+    with Executor(backend=DaskBackend(client)) as ex:
+        results = list(ex.map(helpers.identity, arrays, timeout=TIMEOUT))
+        assert len(results) == 3 and all(np.array_equal(a, b) for a, b in zip(results, arrays, strict=True))
+
+
+def test_a_failed_call_on_dask_raises_its_own_type(client: Any) -> None:
+    with Executor(backend=DaskBackend(client)) as ex:
+        with pytest.raises(ZeroDivisionError) as caught:
+            ex.submit(divmod, 1, 0).result(timeout=TIMEOUT)
+        assert isinstance(caught.value, jobsched.JobError)
+
+
 # ---------------------------------------------------------------------------------------- the same failures
 
 

@@ -177,7 +177,7 @@ def test_auto_prefetch_ramps_up_for_short_jobs_and_stays_under_the_cap() -> None
     state, clock = SchedulerState(prefetch="auto"), Clock()
     (w,) = bring_up(state, clock, 1)
     depths = simulate(state, w, clock, [20e-6] * 2000, round_trip=100e-6)
-    assert depths[0] == 2  # before any measurement
+    assert depths[0] == 1  # before any measurement (assign still keeps the next job at hand)
     assert max(depths) <= AUTO_MAX
     # About a millisecond of work in flight: 1 ms / 20 us = 50.
     assert 40 <= depths[-1] <= 60, depths[-20:]
@@ -546,3 +546,59 @@ def test_kill_all_kills_every_live_worker_and_requeues_their_jobs() -> None:
     for w in workers:
         assert of(state.worker_exited(w, "killed by signal SIGKILL", False, clock.now), Deliver) == []
     assert state.n_queued == 2 and state.n_active == 0 and state.n_restarts == 0
+
+
+# ---------------------------------------------------------------------------------------------- a fresh pool
+
+
+@pytest.mark.parametrize("prefetch", [4, "auto"])
+def test_no_worker_gets_a_second_job_while_another_is_starting_or_idle(prefetch: int | str) -> None:
+    """A fresh pool runs long calls fully parallel: depth comes only once every worker holds a job."""
+    state, clock = SchedulerState(prefetch=prefetch), Clock()  # type: ignore[arg-type]
+    for _ in range(12):
+        state.add(entry())
+    state.set_target(3)
+    started = [c.worker for c in of(state.tick(clock.now), StartWorker)]
+    assert len(started) == 3
+    w0, w1, w2 = started
+    state.worker_ready(w0, clock.now)
+    assert sent(state.assign(clock.now)) == [(0, [0])]  # w1 and w2 are still starting
+    state.worker_ready(w1, clock.now)
+    assert sent(state.assign(clock.now)) == [(1, [1])]
+    state.worker_ready(w2, clock.now)
+    sends = sent(state.assign(clock.now))
+    # w2 gets its first job before anyone gets a second; then every worker may hold more.
+    assert sends[0][0] == 2 and sends[0][1][0] == 2
+    assert all(len(w._inflight) >= 2 for w in started)
+    if prefetch == 4:
+        assert [len(w._inflight) for w in started] == [4, 4, 4]
+
+
+def test_auto_keeps_the_next_long_job_on_each_busy_worker() -> None:
+    """With jobs waiting and every worker busy, "auto" keeps one more job at each worker, even for long jobs."""
+    state, clock = SchedulerState(prefetch="auto"), Clock()
+    for _ in range(20):
+        state.add(entry())
+    workers = bring_up(state, clock, 2)
+    state.assign(clock.now)
+    assert [len(w._inflight) for w in workers] == [2, 2]
+    for _ in range(6):  # long jobs: the measured depth is 1, and each worker still holds the next one
+        clock.advance(2.0)
+        for w in workers:
+            finish(state, w, clock)
+        state.assign(clock.now)
+        assert [len(w._inflight) for w in workers] == [2, 2]
+    assert state.prefetch == 1  # what it measured: long jobs go one at a time
+
+
+def test_auto_gives_an_idle_worker_a_job_before_deepening_a_busy_one() -> None:
+    """An idle worker (its jobs done, the queue just refilled) takes the next job, not a busy worker's queue."""
+    state, clock = SchedulerState(prefetch="auto"), Clock()
+    w0, w1 = bring_up(state, clock, 2)
+    state.add(entry())
+    assert sent(state.assign(clock.now)) == [(0, [0])]  # one job, one worker: w1 stays idle
+    for _ in range(3):
+        state.add(entry())
+    sends = sent(state.assign(clock.now))
+    assert sends[0][0] == 1 and sends[0][1][0] == 1  # the idle worker first
+    assert len(w0._inflight) == 2 and len(w1._inflight) == 2

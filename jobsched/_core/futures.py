@@ -10,7 +10,6 @@ see the cancel as they see any other.
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, PENDING, RUNNING
@@ -22,34 +21,14 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class _Condition(threading.Condition):
-    """``threading.Condition(threading.Lock())``, made in a fifth of the time.
-
-    ``Condition.__init__`` probes its lock for three RLock methods inside try/except, and a plain Lock has
-    none of them: three exceptions, 1.4 µs, per future. Without them the Condition's own versions of those
-    methods serve, as they do after the failed probes. tests/test_executor.py checks the attributes match.
-    """
-
-    def __init__(self) -> None:  # no super().__init__(): that is the probing
-        lock = threading.Lock()
-        self._lock = lock
-        self.acquire = lock.acquire  # type: ignore[method-assign]  # as Condition.__init__ does
-        self.release = lock.release  # type: ignore[method-assign]
-        # Condition's own _is_owned for a lock without one is "acquire(False) fails", i.e. lock.locked(), in
-        # Python; notify() and wait() call it once each per job, on the way from result to caller.
-        self._is_owned = lock.locked  # type: ignore[method-assign]
-        self._waiters: deque[Any] = deque()
-
-
 class JobFuture(Future[T]):
     """A ``Future`` whose ``cancel()`` also stops a job that is already running."""
 
     def __init__(self, cancel_entry: Callable[..., bool]) -> None:
-        # Future.__init__, with a Condition over a plain Lock instead of an RLock: nothing in Future (nor here)
-        # takes the condition twice, and an RLock's Condition is 9 objects for the garbage collector, this 4.
-        # One future per job: with 100,000 jobs queued, the collector's passes were half of submit()'s time.
-        # tests/test_futures.py checks that these are all the attributes Future.__init__ sets.
-        self._condition = _Condition()
+        # Future.__init__'s attributes. The condition is Future's own, over an RLock: concurrent.futures.wait()
+        # holds every future's condition and then calls f.exception(), which takes it again.
+        # tests/test_executor.py checks that these are all the attributes Future.__init__ sets.
+        self._condition = threading.Condition()
         self._state = PENDING
         self._result: Any = None
         self._exception: BaseException | None = None

@@ -44,6 +44,11 @@ class Entry:
         self._job: Job | None = None
 
     @property
+    def attempts(self) -> int:
+        """How many times this job has been sent to a worker: once, and once more after each death."""
+        return len(self.deaths) + 1 if self.deaths else 1
+
+    @property
     def job(self) -> Job:
         """The job's ``Job`` record, made on first use."""
         job = self._job

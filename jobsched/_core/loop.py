@@ -36,6 +36,7 @@ from ..errors import JobError
 from ..states import KillReason
 from .backend import ERROR, PROGRESS, RESULT
 from .futures import force_cancel, mark_running
+from .remote_errors import job_error
 from .slot import Progress, Worker, tail
 from .state import TICK, CloseWorker, Command, Deliver, Entry, KillWorker, SendJobs, StartWorker
 from .stderr import write_stderr
@@ -428,8 +429,11 @@ def decode(entry: Entry, kind: int, body: Any) -> tuple[Any, bool]:
     """
     try:
         if kind == _ERROR:
-            remote_type, message, tb = loads(body)
-            return JobError(str(remote_type), str(message), str(tb), entry.index), True
+            fields = loads(body)  # (type, message, traceback[, module, qualname]): plain str or None
+            module, qualname = (fields[3], fields[4]) if len(fields) == 5 else (None, None)
+            return job_error(str(fields[0]), str(fields[1]), str(fields[2]), entry.index, entry.attempts,
+                             module if type(module) is str else None, qualname if type(qualname) is str else None
+                             ), True
         return load_result(body, entry.payload), False  # large buffers mapped from shared memory (_shm)
     except BaseException as exc:
         try:

@@ -2,7 +2,10 @@
 
 Pure arithmetic on the times the state measures (``SchedulerState._time_result``): no clock, no I/O. The aim
 is to hide the round trip for tiny jobs, keeping about ``AUTO_WINDOW`` seconds of work (or two round trips)
-in flight per worker, while long jobs go one at a time so that nothing waits behind them.
+in flight per worker, while long jobs go one at a time so that nothing waits behind them. It starts at one job
+per worker and deepens only from measurements; ``SchedulerState.assign`` adds the rules that do not depend on
+them: no worker gets a second job while another is idle or starting, and once every worker is busy and jobs
+wait, each keeps its next job at hand (so that a worker never waits a round trip between two jobs).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import math
 
 # prefetch="auto": keep about AUTO_WINDOW seconds of work (or two round trips, if longer) in flight per worker.
-AUTO_START = 2  # jobs in flight per worker until the first measurements: the second one is timed on its own
+AUTO_START = 1  # jobs in flight per worker until the first measurements (SchedulerState.assign keeps a 2nd)
 AUTO_MAX = 256  # never more in flight per worker
 AUTO_WINDOW = 1e-3
 AUTO_LONG = 10.0  # a job longer than this many round trips runs alone: nothing waits behind it

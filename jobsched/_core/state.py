@@ -80,6 +80,7 @@ class SchedulerState:
                  max_worker_memory: int | None = None, start_timeout: float | None = START_TIMEOUT) -> None:
         self.auto = prefetch == "auto"
         self.prefetch = AUTO_START if prefetch == "auto" else prefetch  # the depth now, with "auto"
+        self._held_back = False  # assign() kept workers to one job while another was idle or starting
         self._pacing = AutoDepth()  # "auto": what it measured of job durations and round trips
         self.max_jobs_per_worker = max_jobs_per_worker
         self.max_worker_memory = max_worker_memory
@@ -478,12 +479,12 @@ class SchedulerState:
             error: JobError | None = None
             if running.timed_out and not (running.retry_on_timeout and len(deaths) < running.max_retries):
                 error = JobTimeout("JobTimeout", f"the job ran longer than its timeout of {running.timeout:g} s; "
-                                   f"{death}", "", running.index)
+                                   f"{death}", "", running.index, len(deaths))
             elif len(deaths) >= running.max_retries:
                 times = "once" if len(deaths) == 1 else f"{len(deaths)} times"
                 tail = f"Last output of worker {w.index}:\n{output_tail}" if output_tail.strip() else ""
                 error = self.last_worker_died = JobError("WorkerDied", f"its worker died {times}: "
-                                                         + "; ".join(deaths), tail, running.index)
+                                                         + "; ".join(deaths), tail, running.index, len(deaths))
             else:
                 running.timed_out = False
                 requeue.insert(0, running)
@@ -536,9 +537,43 @@ class SchedulerState:
         A job leaves the queue only here. ``limit`` caps the number of jobs (1 when ``before_start`` must run
         before each job is sent). Cancelled jobs are dropped on the way.
         """
-        heap, hungry, prefetch = self.heap, self.hungry, self.prefetch
+        heap, prefetch = self.heap, self.prefetch
         out: list[SendJobs] = []
         n = 0
+        if (prefetch > 1 or self.auto) and heap:
+            # A job beyond a worker's first goes out only once no worker is idle or starting: every idle
+            # worker gets one first, and a worker still starting will want one too (a fresh pool of long
+            # calls runs fully parallel). Then "auto" keeps at least the next job on each worker.
+            out, n = self._assign_first_jobs(now, limit)
+            if self._someone_waits():
+                prefetch = 1
+                self._held_back = True
+            else:
+                if self.auto:
+                    prefetch = max(prefetch, 2)
+                if self._held_back:  # the workers held to one job may take more now
+                    self._held_back = False
+                    self._rehunger(prefetch)
+            if out:
+                return self._merge(out, self._assign_more(now, limit, prefetch, n))
+        return self._assign_more(now, limit, prefetch, n)
+
+    @staticmethod
+    def _merge(first: list[SendJobs], more: list[SendJobs]) -> list[SendJobs]:
+        """One ``SendJobs`` per worker: its first job and the ones sent ahead go out together."""
+        by_worker = {s.worker.index: s for s in first}
+        for s in more:
+            head = by_worker.get(s.worker.index)
+            if head is None:
+                first.append(s)
+            else:
+                head.entries.extend(s.entries)
+        return first
+
+    def _assign_more(self, now: float, limit: int | None, prefetch: int, n: int) -> list[SendJobs]:
+        """Fill workers with room up to ``prefetch`` jobs each (``assign``'s main pass)."""
+        heap, hungry = self.heap, self.hungry
+        out: list[SendJobs] = []
         while hungry and heap and not self.paused and not self.closing and self.stopped_on is None:
             w = hungry[0]
             if w._retiring or (w.state is not _READY and w.state is not _RUNNING):
@@ -571,6 +606,50 @@ class SchedulerState:
             if limit is not None and n >= limit:
                 break
         return out
+
+    def _assign_first_jobs(self, now: float, limit: int | None) -> tuple[list[SendJobs], int]:
+        """Give one job to each hungry worker that holds none (``assign`` with a depth above 1)."""
+        heap = self.heap
+        out: list[SendJobs] = []
+        n = 0
+        for w in self.hungry:
+            if not heap or (limit is not None and n >= limit) or self.paused or self.closing \
+                    or self.stopped_on is not None:
+                break
+            if w._inflight or w._retiring or w.state is not _READY:
+                continue
+            while heap:
+                _, _, entry = heapq.heappop(heap)
+                entry.queued = False
+                if entry.cancelled:
+                    self.n_cancelled_queued -= 1
+                    continue
+                self.n_active += 1
+                w._job_started = now
+                w._pipelined = False
+                w._move(_RUNNING)
+                if entry.timeout is not None:
+                    self.maintain_at = min(self.maintain_at, now + entry.timeout)
+                w._inflight.append(entry)
+                out.append(SendJobs(w, [entry]))
+                n += 1
+                break
+        return out, n
+
+    def _rehunger(self, depth: int) -> None:
+        for w in self.workers:
+            if (w.state is _READY or w.state is _RUNNING) and not w._retiring and w.index < self.target \
+                    and len(w._inflight) < depth:
+                self._make_hungry(w)
+
+    def _someone_waits(self) -> bool:
+        """Whether a wanted worker is starting, or idle (holds no job) and free to take one."""
+        target = self.target
+        for w in self.workers:
+            if w.index < target and (w.state is _STARTING or (w.state is _READY and not w._inflight
+                                                               and not w._retiring)):
+                return True
+        return False
 
     def _time_result(self, w: Worker, now: float) -> None:
         """Time the job ``w`` just finished (prefetch="auto").

@@ -15,6 +15,7 @@ import time
 import warnings
 from typing import Any
 
+from .._core.remote_errors import job_error
 from ..errors import JobError, JournalError
 from .file import (
     _BY_KEY,
@@ -120,7 +121,7 @@ class JournalRecord:
         """The job's ``JobError`` if it failed, else None."""
         if self._error_fields is None:
             return None
-        return JobError(*self._error_fields, self.index)
+        return job_error(*self._error_fields, self.index, self.attempts or 1)
 
     @property
     def elapsed_ms(self) -> float:
@@ -139,7 +140,7 @@ class JournalRecord:
             JournalError: the result cannot be unpickled (see ``result``).
         """
         if self._error_fields is not None:
-            return JobError(*self._error_fields, index), True
+            return job_error(*self._error_fields, index, self.attempts or 1), True
         return self.result, False
 
     def __repr__(self) -> str:

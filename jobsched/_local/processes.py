@@ -70,8 +70,9 @@ class _Spawner:
     def call(self, fn: Callable[[], T]) -> T:
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="jobsched-spawner", daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._serve, name="jobsched-spawner", daemon=True)
+                thread.start()  # recorded only once it runs: a failed start is tried again by the next call
+                self._thread = thread
         done: Future[T] = Future()
         self._requests.put((fn, done))
         return done.result()

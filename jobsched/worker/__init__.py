@@ -111,7 +111,10 @@ _PLUMBING = (os.path.dirname(os.path.abspath(__file__)), os.path.abspath(run_rem
 
 
 def _error_body(exc: BaseException) -> bytes:
-    """Return the pickled error triple ``(type name, message, traceback text)`` of ``exc``; never raise.
+    """Return the pickled ``(type name, message, traceback text, module, qualname)`` of ``exc``; never raise.
+
+    The last two say where the exception's class lives, so that the caller can raise an instance of it
+    (``_core.remote_errors``); they are None when they are not plain text.
 
     The exception is the job's: its ``__str__``, ``__repr__``, notes, type name or traceback may all be broken
     or hostile. Each part falls back to a placeholder of its own, so the job always fails with an ERROR frame,
@@ -123,8 +126,15 @@ def _error_body(exc: BaseException) -> bytes:
     if not tb_text:
         tb_text = f"{name}: {message}\n(the traceback could not be formatted)\n"
     try:
-        return dumps((name, message, tb_text))
-    except BaseException:  # three plain str always pickle; this is the last line of defence
+        cls = type(exc)
+        module, qualname = getattr(cls, "__module__", None), getattr(cls, "__qualname__", None)
+        if type(module) is not str or type(qualname) is not str:
+            module = qualname = None
+    except BaseException:  # a hostile metaclass
+        module = qualname = None
+    try:
+        return dumps((name, message, tb_text, module, qualname))
+    except BaseException:  # plain str always pickle; this is the last line of defence
         return dumps(("UnreportableError", "the error of this job could not be reported", ""))
 
 
