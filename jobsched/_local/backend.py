@@ -164,6 +164,11 @@ class LocalBackend:
             p.conn.send([_wire.frame(_wire.CLOSE, 0)])
         self._forget_waiting(w)
 
+    def withdraw_job(self, w: Worker, entry: Entry) -> None:
+        p: _Process | None = w._io
+        if p is not None and p.conn is not None:
+            p.conn.send([_wire.frame(_wire.WITHDRAW, entry.index)])
+
     def kill_worker(self, w: Worker, force: bool) -> None:
         p: _Process | None = w._io
         self._forget_waiting(w)
