@@ -287,6 +287,9 @@ class DaskBackend:
         else:
             slot.closing = True
 
+    def withdraw_job(self, w: Worker, entry: Entry) -> None:
+        """Never needed: a Dask slot holds one job at a time (prefetch is 1), so no job waits behind another."""
+
     def kill_worker(self, w: Worker, force: bool) -> None:
         """Give ``w``'s task up and report the slot gone; the state's kill reason decides the job's fate.
 

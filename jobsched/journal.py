@@ -56,8 +56,8 @@ import sqlite3
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._core.remote_errors import job_error
 from ._journaling import cancels as _journal_cancels
@@ -84,7 +84,44 @@ from .errors import JournalError as JournalError
 if TYPE_CHECKING:
     from ._journaling.report import RunReport
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 # ---- the reader, for people
+
+
+def key_version(version: str | int) -> Callable[[F], F]:
+    """Decorate a function so that its journal key (and the key of every job that calls it) holds ``version``.
+
+    A derived key follows a function's code, not what its code reads elsewhere (a data file, another
+    module, a class's methods). When such a dependency changes, bump the version to have the journal run the
+    jobs again instead of serving their old results::
+
+        @key_version(2)          # was 1: the calibration file changed
+        def simulate(seed): ...
+
+    A function used as a same-module helper carries its version into its callers' keys too.
+
+    Args:
+        version: a str or an int; any change of it gives new keys.
+
+    Raises:
+        TypeError: ``version`` is not a str or an int.
+    """
+    if type(version) not in (str, int):
+        raise TypeError(f"key_version: the version must be a str or an int, got {type(version).__name__}: "
+                        f"{version!r:.60}")
+
+    def mark(fn: F) -> F:
+        from ._keys.cache import _wrapped_function
+        from ._keys.functions import KEY_VERSION_ATTRIBUTE
+
+        inner = _wrapped_function(fn)  # through lru_cache, functools.wraps, staticmethod...: the code's function
+        if inner is None:
+            raise TypeError(f"key_version: {fn!r:.80} is not a Python function; decorate a function defined with def")
+        setattr(inner[0], KEY_VERSION_ATTRIBUTE, version)
+        return fn
+
+    return mark
 
 
 class JournalRun:

@@ -7,7 +7,8 @@ A ``RemoteCall`` names its function in one of three ways, chosen once, when it i
   file under another name, as ``multiprocessing`` does, so its ``if __name__ == "__main__":`` block does
   not run;
 * **by value** (cloudpickle) for functions that have no importable home: notebook cells, lambdas,
-  closures, bound methods.
+  closures, bound methods, and the functions of a script without a file (``python - < script.py``, a shell
+  heredoc, ``python -c``, code run by ``exec``).
 
 The arguments are evaluated and pickled on the server when the call is created, so a value that cannot
 travel raises ``TypeError`` right there, naming the argument.
@@ -177,6 +178,8 @@ def _home_of(fun: Callable[..., Any]) -> str | None:
         return None  # a notebook: by value
     path = _script_paths.get(file)
     if path is None:  # a script by path; cached once absolute (a relative one depends on the cwd of the call)
+        if file.startswith("<") or not os.path.isfile(file):
+            return None  # no file to load: a script read from standard input ("<stdin>"), exec'd code: by value
         path = os.path.abspath(file)
         if os.path.isabs(file) and len(_script_paths) < 64:
             _script_paths[file] = path

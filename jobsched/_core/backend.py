@@ -52,7 +52,7 @@ class BackendEvents(Protocol):
         """``w`` is connected and authenticated: it takes jobs."""
 
     def frames(self, w: Worker, frames: Frames) -> None:
-        """``w`` sent these RESULT / ERROR / PROGRESS frames, in order."""
+        """``w`` sent these RESULT / ERROR / PROGRESS / WITHDRAWN frames, in order."""
 
     def connection_lost(self, w: Worker, protocol_error: str | None) -> None:
         """``w``'s connection ended (None) or broke the protocol (a message); its exit follows."""
@@ -103,6 +103,10 @@ class Backend(Protocol):
 
     def close_worker(self, w: Worker) -> None:
         """Ask ``w`` to exit once it has finished the jobs it holds; report ``worker_exited`` then."""
+
+    def withdraw_job(self, w: Worker, entry: Entry) -> None:
+        """Tell ``w`` to drop ``entry``, a job sent ahead that it has not started; it answers WITHDRAWN (a
+        ``frames`` event for that job), or, if the job has started, nothing (the state then kills ``w``)."""
 
     def kill_worker(self, w: Worker, force: bool) -> None:
         """Stop ``w`` now, with the processes its job started (``force``: SIGKILL, else SIGTERM)."""

@@ -79,6 +79,11 @@ class KillWorker(NamedTuple):
     force: bool  # SIGKILL now; else SIGTERM, and SIGKILL later if it does not exit
 
 
+class WithdrawJob(NamedTuple):
+    worker: Worker
+    entry: Entry  # sent ahead to ``worker`` and cancelled: the worker drops it if it has not started it
+
+
 class Deliver(NamedTuple):
     entry: Entry
     result: Any
@@ -89,7 +94,7 @@ class Fail(NamedTuple):
     error: BaseException
 
 
-Command = StartWorker | SendJobs | CloseWorker | KillWorker | Deliver | Fail
+Command = StartWorker | SendJobs | CloseWorker | KillWorker | WithdrawJob | Deliver | Fail
 
 
 class CancelOutcome(NamedTuple):

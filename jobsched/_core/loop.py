@@ -4,7 +4,7 @@
 
     backend (fds on the selector, or Dask callbacks via post()) ──events──> Engine ──under the lock──> state
     other threads: add_job / submit / scale / close ──(lock, wake-up byte)──> Engine
-    Engine <──commands── state:  StartWorker / SendJobs / CloseWorker / KillWorker ──> backend
+    Engine <──commands── state:  StartWorker / SendJobs / CloseWorker / KillWorker / WithdrawJob ──> backend
                                  Deliver ──> future.set_result / after_stop   (outside the lock)
 
 A job's data travels: ``add_job`` pickles it (caller's thread) into an ``Entry`` on the state's heap ->
@@ -38,7 +38,7 @@ from .backend import ERROR, PROGRESS, RESULT
 from .futures import force_cancel, mark_running
 from .remote_errors import job_error
 from .slot import Progress, Worker, tail
-from .state import TICK, CloseWorker, Command, Deliver, Entry, KillWorker, SendJobs, StartWorker
+from .state import TICK, CloseWorker, Command, Deliver, Entry, KillWorker, SendJobs, StartWorker, WithdrawJob
 from .stderr import write_stderr
 
 if TYPE_CHECKING:
@@ -206,6 +206,8 @@ class Engine:
                 backend.close_worker(cmd.worker)  # type: ignore[union-attr]
             elif kind is KillWorker:
                 backend.kill_worker(cmd.worker, cmd.force)  # type: ignore[union-attr]
+            elif kind is WithdrawJob:
+                backend.withdraw_job(cmd.worker, cmd.entry)  # type: ignore[union-attr]
             # Fail: the state keeps the error and lowers the target; the loop ends when the workers are gone.
 
     def dispatch(self, now: float) -> None:

@@ -13,6 +13,7 @@ detection and stats. It has no sockets, processes, threads, locks or clocks: tim
     tick(now)                              ──> SendJobs(w, entries)    put JOB frames on w's connection
     worker_ready(w) / assign(now)          ──> CloseWorker(w)          ask w to exit after its jobs
     job_done(w, index, now)                ──> KillWorker(w, reason) signal w (TERM, then KILL)
+                                           ──> WithdrawJob(w, entry)   drop a job sent ahead, unstarted
     connection_lost(w) / worker_exited(w)  ──> Deliver(entry, result)  settle a job the state decided
                                            ──> Fail(error)             the loop must stop
 
@@ -43,6 +44,7 @@ from .instructions import (
     KillWorker,
     SendJobs,
     StartWorker,
+    WithdrawJob,
 )
 from .pacing import AUTO_MAX, AUTO_START, AutoDepth
 from .slot import Progress, Worker
@@ -51,6 +53,9 @@ STARTUP_FAILURE_LIMIT = 3  # workers dying before READY, in a row, before the sc
 CLOSE_GRACE = 10.0  # seconds a closing worker has to exit before SIGTERM
 KILL_GRACE = 2.0  # seconds after SIGTERM before SIGKILL (close grace, cancel)
 CANCEL_GRACE = 1.0  # seconds a cancelled job's worker has between SIGTERM and SIGKILL
+# Seconds a worker has, once a withdrawn job is next in line, to report it dropped (it does so at once, right
+# after the previous job's answer); no report means the job started, and its worker is killed.
+WITHDRAW_GRACE = 2.0
 START_TIMEOUT = 60.0  # seconds a local worker has to connect and authenticate
 HANGUP_GRACE = 1.0  # seconds a worker that closed its connection has to exit by itself
 MAX_RESTART_DELAY = 5.0
@@ -109,6 +114,7 @@ class SchedulerState:
         self.stopped_on: BaseException | None = None
         self.fatal = False  # stopped_on is the scheduler's own: queued futures get it too
         self.last_worker_died: JobError | None = None  # the last job failed by its worker's deaths (dashboard)
+        self.withdrawals: list[tuple[Worker, Entry]] = []  # jobs sent ahead and cancelled: tick() withdraws them
         self.startup_failures = 0
         self.maintain_at = 0.0  # when tick() is next due
         self.rate_samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
@@ -142,9 +148,10 @@ class SchedulerState:
         """Cancel a job, queued or running.
 
         A queued job is skipped when it reaches the head of the queue; with ``settle`` (``Scheduler.cancel``)
-        it is also delivered as ``JobCancelled``. A job that a worker holds is settled as ``JobCancelled``
-        when that worker, killed by the ``KillWorker`` that ``tick`` returns next, has exited. A job already
-        finished is left alone.
+        it is also delivered as ``JobCancelled``. A job that a worker runs is settled as ``JobCancelled``
+        when that worker, killed by the ``KillWorker`` that ``tick`` returns next, has exited. A job sent ahead
+        to a worker, behind the one it runs, is withdrawn (``WithdrawJob``): the worker drops it unstarted
+        and the job before it is left alone (see ``job_done``). A job already finished is left alone.
         """
         if entry.cancelled:
             return CancelOutcome(False, False)
@@ -158,6 +165,10 @@ class SchedulerState:
         for w in self.workers:
             if entry in w._inflight and w.state is not _CLOSED:
                 entry.cancelled = True
+                if entry is not w._inflight[0]:  # not started yet: withdraw it, do not kill the running job
+                    self.withdrawals.append((w, entry))
+                    self.maintain_at = 0.0
+                    return CancelOutcome(True, False, w.index)
                 if w._kill_reason is None or not w._kill_reason.blames_job:
                     w._kill_reason = KillReason.CANCELLED
                 w._deadline = 0.0  # tick() sends the signals
@@ -276,6 +287,10 @@ class SchedulerState:
         """Start, restart, retire and time out workers; send the signals whose deadline passed."""
         self._sample_rate(now)
         cmds: list[Command] = []
+        if self.withdrawals:
+            cmds.extend(WithdrawJob(w, entry) for w, entry in self.withdrawals
+                        if entry in w._inflight and w.state is not _CLOSED)
+            self.withdrawals.clear()
         next_at = now + TICK
         target = 0 if self.closing else self.target
         for index in range(len(self.workers), target):
@@ -701,9 +716,15 @@ class SchedulerState:
             self.connection_lost(w, now, KillReason.PROTOCOL)
             return None
         entry = inflight.popleft()
-        if entry.cancelled and w._kill_reason is KillReason.CANCELLED and not w._signalled \
-                and not any(e.cancelled for e in inflight):
-            w._kill_reason = None  # it finished before its SIGTERM went out: there is nothing left to stop
+        reason = w._kill_reason
+        if inflight and inflight[0].cancelled and (reason is None or (reason is KillReason.CANCELLED
+                                                                      and not w._signalled)):
+            # A withdrawn job is next: the worker reports it dropped at once, or it has started and is killed.
+            w._kill_reason = KillReason.CANCELLED
+            w._deadline = now + WITHDRAW_GRACE
+            self.maintain_at = min(self.maintain_at, w._deadline)
+        elif entry.cancelled and reason is KillReason.CANCELLED and not w._signalled:
+            w._kill_reason = None  # it finished (or was dropped) before a signal went out: nothing left to stop
         if self.auto:
             self._time_result(w, now)
             w._pipelined = bool(inflight)
@@ -751,4 +772,4 @@ class SchedulerState:
 
 
 __all__ = ["AUTO_MAX", "CLOSE_GRACE", "TICK", "CancelOutcome", "CloseWorker", "Command", "Deliver", "Entry", "Fail",
-           "KillWorker", "SchedulerState", "SendJobs", "StartWorker"]
+           "KillWorker", "SchedulerState", "SendJobs", "StartWorker", "WithdrawJob"]

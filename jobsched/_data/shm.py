@@ -35,9 +35,11 @@ refuse; a named file in /dev/shm has neither problem.
   private, and /proc/self/pagemap says whether the job wrote to any of those pages). The scheduler maps that
   segment copy-on-write too (the worker may keep its mapping: neither side's writes reach the other) and
   accepts only the segments of that very job's data; ``release`` unlinks them as for any job.
-* ``close()`` removes every name of the scheduler's prefix; if the scheduler's process is killed, its
-  ``Reaper`` (``_local.processes``) removes them as soon as it sees the process gone, and the next ``Scheduler``
-  started on this machine removes the segments of any scheduler whose process no longer exists.
+* ``close()`` removes every name of the scheduler's prefix, and so does the collection of a scheduler dropped
+  without ``close()``, or the interpreter's exit (a ``weakref.finalize``); if the scheduler's process is killed,
+  its ``Reaper`` (``_local.processes``), started before the first segment is written, removes them as soon as it
+  sees the process gone, and the next ``Scheduler`` started on this machine removes the segments of any
+  scheduler whose process no longer exists.
 
 **Security.** Segments are created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` and mode 0600 and named
 ``jobsched-<pid>-<64 random bits>-<kind><128 random bits>``: unguessable, readable by this user only.
@@ -401,12 +403,20 @@ def _write(prefix: str, tag: str, oob: OutOfBand,
 class Area:
     """The segments of one scheduler: its prefix, creation of job data, and every cleanup."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_segment: Callable[[], object] | None = None) -> None:
+        """``on_segment`` is called before each new job's segments are written (the local backend starts its
+        ``Reaper`` there, so that a SIGKILL of the scheduler before any worker started leaves no segment)."""
         self.enabled = available()
         self.prefix = f"jobsched-{os.getpid()}-{os.urandom(8).hex()}-"
+        self.on_segment = on_segment
         _accepted.add(self.prefix)
+        self._finalizer: Any = None
         if self.enabled:
             sweep_stale()
+            import weakref  # deferred: workers import this module and never make an Area
+
+            # A scheduler dropped without close(): its segments go when it is collected, or at interpreter exit.
+            self._finalizer = weakref.finalize(self, _sweep_at_end, self.prefix, os.getpid())
 
     def store(self, payload: OutOfBand | bytes) -> bytes:
         """Return the frame body of a job's pickled data, its large buffers copied into new segments."""
@@ -414,6 +424,8 @@ class Area:
             return payload
         if not self.enabled:
             return payload.inline()
+        if self.on_segment is not None:
+            self.on_segment()
         try:
             return _write(self.prefix, DATA, payload)
         except OSError:  # /dev/shm full or gone: in band, as without shared memory
@@ -430,6 +442,8 @@ class Area:
         """Remove every segment of this scheduler (idempotent)."""
         self._sweep(self.prefix)
         _accepted.discard(self.prefix)
+        if self._finalizer is not None:
+            self._finalizer.detach()
 
     def _sweep(self, start: str) -> None:
         if not self.enabled:
@@ -444,6 +458,20 @@ class Area:
 
 
 _accepted: set[str] = set()  # prefixes of the live schedulers of this process
+
+
+def _sweep_at_end(prefix: str, pid: int) -> None:
+    """Remove the segments of a scheduler that was collected, or still open at exit, without ``close()``."""
+    if os.getpid() != pid:  # a forked child's exit: the segments are its parent's
+        return
+    _accepted.discard(prefix)
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix):
+            _unlink(name)
 
 
 def accepted_prefix(body: Any) -> str | None:

@@ -92,6 +92,7 @@ def _check_file(path: str, *, writing: bool) -> None:
                            f"{os.path.join(path, 'runs.sqlite')}")
     else:
         _check_header(path)
+        _check_intact(path)
         if writing and _read_only(path):
             raise JournalError(f"the journal {path} is read-only; make it writable (chmod u+w {path}) "
                                "or choose another path")
@@ -121,6 +122,69 @@ def _check_header(path: str) -> None:
                            "choose another path for the journal")
     if version > SCHEMA_VERSION:
         raise JournalError(_too_new(path, version))
+
+
+_TABLES = frozenset({"meta", "runs", "records"})
+
+
+def _check_intact(path: str) -> None:
+    """Raise JournalError if the journal at ``path`` is damaged (truncated, garbled pages, tables missing).
+
+    Runs before anything opens the file for writing, on a read-only connection (the file's bytes stay as
+    they are): a damaged file is refused whole, never half-used. ``PRAGMA quick_check`` reads every page once
+    (about a second per GB). A file whose -wal holds transactions not yet copied back (its writer was killed)
+    is checked only as far as a read-only connection can see it; opening it for writing recovers the -wal
+    first, and any damage found then is a JournalError too.
+    """
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise JournalError(f"cannot read the journal {path}: {exc}") from exc
+    if size == 0:
+        return
+    wal = path + "-wal"
+    pending_wal = os.path.exists(wal) and os.path.getsize(wal) > 0
+    with open(path, "rb") as f:
+        header = f.read(100)
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    n_pages = int.from_bytes(header[28:32], "big")
+    counter_valid = header[24:28] == header[92:96]
+    if not pending_wal and counter_valid and n_pages and size < page_size * n_pages:
+        raise JournalError(f"the journal {path} is damaged: it is truncated ({size} bytes of the "
+                           f"{page_size * n_pages} its header announces), and is left as it is; restore it from a "
+                           "copy, or delete it (its jobs run again) or choose another path")
+    try:
+        if pending_wal:
+            conn = _connect(path, read_only=True)
+        else:  # the file holds everything: read it as it is, creating no -wal or -shm beside it
+            from pathlib import Path
+
+            conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro&immutable=1", uri=True,
+                                   check_same_thread=False)
+    except sqlite3.Error:
+        return  # nothing a read-only connection can check (a -wal to recover): the writer's open checks
+    try:
+        try:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)").fetchall()]
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.OperationalError as exc:
+            if pending_wal or "readonly" in str(exc) or "unable to open" in str(exc):
+                return  # the -wal needs a writer to recover it first
+            problems = [str(exc)]
+            tables = set(_TABLES)
+        except sqlite3.DatabaseError as exc:  # "database disk image is malformed", "file is not a database"
+            problems = [str(exc)]
+            tables = set(_TABLES)
+    finally:
+        conn.close()
+    if problems != ["ok"]:
+        raise JournalError(f"the journal {path} is damaged ({'; '.join(problems)}), and is left as it is; restore "
+                           "it from a copy, or delete it (its jobs run again) or choose another path")
+    missing = _TABLES - tables
+    if missing:
+        raise JournalError(f"{path} says it is a jobsched journal but has no {', '.join(sorted(missing))} table "
+                           "(another program's schema, or a damaged file), and is left as it is; choose another path")
 
 
 def _too_new(path: str, version: int) -> str:

@@ -212,6 +212,10 @@ class JournalWriter:
             conn.execute("PRAGMA wal_autocheckpoint=4000")
             run = _retry(path, conn, lambda: _new_run(conn), busy_timeout)
             known, rowids = _retry(path, conn, lambda: _read_keys(conn), busy_timeout)
+        except sqlite3.DatabaseError as exc:  # damage that only a writer's recovery of the -wal shows
+            conn.close()
+            raise JournalError(f"the journal {path} is damaged ({exc}); restore it from a copy, or delete it "
+                               "(its jobs run again) or choose another path") from exc
         except BaseException:
             conn.close()
             raise

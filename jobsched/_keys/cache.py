@@ -6,6 +6,7 @@ still the same object, so that a remote call's key costs the encoding of its arg
 
 from __future__ import annotations
 
+import functools
 import types
 import weakref
 from typing import Any
@@ -62,6 +63,34 @@ def _forget(key: int, ref: weakref.ref[types.FunctionType]) -> None:
         _function_cache.pop(key, None)
 
 
+def _wrapped_function(value: Any) -> tuple[types.FunctionType, bool] | None:
+    """Return the function behind a wrapper, and whether a ``functools.partial`` was on the way; None if
+    ``value`` wraps no Python function.
+
+    Follows ``__wrapped__`` (``functools.lru_cache``, ``functools.cache``, a ``functools.wraps`` decorator),
+    ``functools.partial``'s function, and ``staticmethod`` / ``classmethod``'s ``__func__``, any number deep.
+    """
+    through_partial = False
+    for _ in range(64):  # a chain longer than this is a cycle
+        if isinstance(value, types.FunctionType):
+            return value, through_partial
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        elif isinstance(value, functools.partial):
+            through_partial = True
+            value = value.func
+        elif isinstance(value, (type, types.ModuleType, types.BuiltinFunctionType)) or not callable(value):
+            return None
+        else:
+            try:
+                value = value.__dict__.get("__wrapped__") if hasattr(value, "__dict__") else None
+            except Exception:  # an object whose attributes raise: nothing to follow
+                return None
+            if value is None:
+                return None
+    return None
+
+
 def _checks_of(f: types.FunctionType) -> tuple[_Checks, ...] | None:
     """What ``_still`` compares to reuse the encoding of ``f``; None if ``f`` cannot be cached.
 
@@ -107,6 +136,16 @@ def _checks_of(f: types.FunctionType) -> tuple[_Checks, ...] | None:
             elif isinstance(value, types.FunctionType):
                 weak.append((name, weakref.ref(value), value.__module__))
                 if value.__module__ == fn.__module__ and not visit(value):
+                    return False
+            elif (inner := _wrapped_function(value)) is not None:  # lru_cache, partial...: its code counts
+                function, through_partial = inner
+                if through_partial:
+                    return False  # its bound arguments count too, and may change in place
+                try:
+                    weak.append((name, weakref.ref(value), None))
+                except TypeError:  # no weak reference to it: no way to tell it is still the same
+                    return False
+                if function.__module__ == fn.__module__ and not visit(function):
                     return False
             elif _immutable(value):
                 return False  # encoded, but not a plain constant

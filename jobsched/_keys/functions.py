@@ -25,8 +25,11 @@ from .cache import (
     _code_cache,
     _forget,
     _function_cache,
+    _wrapped_function,
 )
 from .frames import _CONSTANT_TYPES, _MISSING, _class, _frame, _int, _is_constant, _named, _str, _within
+
+KEY_VERSION_ATTRIBUTE = "__jobsched_key_version__"  # set by jobsched.journal.key_version
 
 
 class FunctionEncoder:
@@ -110,6 +113,9 @@ class FunctionEncoder:
         try:
             code_digest, names = self._code(f.__code__)
             parts = [identity, _frame(b"A", code_digest)]
+            version = f.__dict__.get(KEY_VERSION_ATTRIBUTE, _MISSING)
+            if version is not _MISSING:  # jobsched.journal.key_version: the user invalidates on purpose
+                parts.append(_frame(b"v", self.encode(version)))
             for what, value in (("default", f.__defaults__), ("keyword default", f.__kwdefaults__)):
                 try:
                     parts.append(self.encode(value))
@@ -134,9 +140,31 @@ class FunctionEncoder:
                 elif isinstance(value, _CONSTANT_TYPES) or (
                         isinstance(value, (tuple, frozenset)) and _is_constant(value)):
                     parts.append(_str(name) + self.encode(value))
+                elif (inner := _wrapped_function(value)) is not None and inner[0].__module__ == f.__module__:
+                    # A same-module helper behind lru_cache, cache, a functools.wraps decorator, a partial,
+                    # staticmethod or classmethod: its code counts, as a plain helper's does.
+                    parts.append(_str(name) + _frame(b"w", self.function(inner[0])
+                                                     + self._partial_arguments(value)))
             return _frame(b"P", b"".join(parts))
         finally:
             self._functions.discard(id(f))
+
+    def _partial_arguments(self, value: Any) -> bytes:
+        """Encode the bound arguments of the partials in a helper's wrapper chain (b"" if none)."""
+        parts = []
+        for _ in range(64):
+            if isinstance(value, functools.partial):
+                parts.append(self._attr((value.args, value.keywords), f"the arguments of {value!r:.60}"))
+                value = value.func
+            elif isinstance(value, (staticmethod, classmethod)):
+                value = value.__func__
+            else:
+                inner = getattr(value, "__dict__", {}).get("__wrapped__") if not isinstance(
+                    value, types.FunctionType) else None
+                if inner is None:
+                    break
+                value = inner
+        return b"".join(parts)
 
     def called(self, f: Any) -> bytes:
         """Encode the function a remote call runs: what it runs, not only what it is named.
@@ -146,8 +174,10 @@ class FunctionEncoder:
         ``__call__``. A wrapper object with ``__wrapped__`` (``functools.lru_cache``): itself and what it wraps.
         Anything else (functions, builtins, classes): as a value.
         """
-        if isinstance(f, types.FunctionType):
+        if isinstance(f, types.FunctionType):  # a functools.wraps decorator holds what it wraps in its closure
             return self.function(f)
+        if isinstance(f, (staticmethod, classmethod)):
+            return _frame(b"S", _class(type(f)) + self._called_attr(f.__func__, "__func__"))
         if isinstance(f, functools.partial):
             return _frame(b"Q", _class(type(f)) + self._called_attr(f.func, "the partial's function")
                           + self._attr(f.args, "the partial's arguments")

@@ -14,6 +14,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -72,7 +73,8 @@ class LocalBackend:
         self._waiting: list[Worker] = []  # to be forked once the booting zygote is ready
         self._zygote_watch = -1  # our copy of the booting zygote's socket, on the selector while they wait
         self._workers: dict[int, Worker] = {}  # slot index -> slot, for the handshake
-        self.shm = _shm.Area()  # the segments of large job data and results
+        self._reaper_lock = threading.Lock()  # the first segment may be written from any caller's thread
+        self.shm = _shm.Area(self._start_reaper)  # the segments of large job data and results
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -104,8 +106,8 @@ class LocalBackend:
     def start_worker(self, w: Worker) -> None:
         events, selector, listener = self._events, self._selector, self._listener
         assert events is not None and selector is not None and listener is not None
-        if self._reaper is None:
-            self._reaper = Reaper(self.shm.prefix if self.shm.enabled else None)
+        self._new_reaper()
+        assert self._reaper is not None
         host, port = listener.address
         env = dict(os.environ)
         env[_wire.ENV_ADDRESS] = f"{host}:{port}"
@@ -169,6 +171,22 @@ class LocalBackend:
             p.conn.send([_wire.frame(_wire.CLOSE, 0)])
         self._forget_waiting(w)
 
+    def _new_reaper(self) -> Reaper:
+        with self._reaper_lock:
+            if self._reaper is None:
+                self._reaper = Reaper(self.shm.prefix if self.shm.enabled else None)
+            return self._reaper
+
+    def _start_reaper(self) -> None:
+        """Before a job's data goes into shared memory: have the reaper running, which removes the segments
+        if this process is killed, even before any worker started."""
+        self._new_reaper().start()
+
+    def withdraw_job(self, w: Worker, entry: Entry) -> None:
+        p: _Process | None = w._io
+        if p is not None and p.conn is not None:
+            p.conn.send([_wire.frame(_wire.WITHDRAW, entry.index)])
+
     def kill_worker(self, w: Worker, force: bool) -> None:
         p: _Process | None = w._io
         self._forget_waiting(w)
@@ -212,9 +230,10 @@ class LocalBackend:
             self._listener.close()
             self._listener = None
         self._starter.close(self._reaper)
-        if self._reaper is not None:
-            self._reaper.close()
-            self._reaper = None
+        with self._reaper_lock:
+            reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            reaper.close()
         self._selector = None
 
     def close(self) -> None:

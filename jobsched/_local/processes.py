@@ -200,6 +200,11 @@ class Reaper:
             except (OSError, ValueError):
                 pass
 
+    def start(self) -> None:
+        """Start the reaper's shell now, if it is not running (before the first shared-memory segment)."""
+        if not self._started:
+            self._start()
+
     def watch(self, pgid: int) -> None:
         if not self._started:
             self._start()

@@ -27,7 +27,12 @@ Protocol (one TCP connection per worker, on 127.0.0.1 only):
       PROGRESS (worker -> scheduler): body = pickled ``(done, total, note)`` reported by the running job
              (``jobsched.progress`` or a tqdm bar inside it); index = that job's index. Any number of
              PROGRESS frames may precede a job's RESULT or ERROR.
- 7. The worker handles JOB frames in order, one at a time, and answers each with RESULT or ERROR.
+      WITHDRAW (scheduler -> worker): no body; index = a job sent ahead (``prefetch``) that was cancelled.
+      WITHDRAWN (worker -> scheduler): no body; index = a withdrawn job that the worker dropped unstarted.
+ 7. The worker handles JOB frames in order, one at a time, and answers each with RESULT or ERROR, or with
+    WITHDRAWN for a job whose WITHDRAW it received before starting it (it looks for one just before it starts a
+    job it has held for a while). A WITHDRAW that comes too late (the job has started) is ignored: the
+    scheduler sees no WITHDRAWN right after the previous job's answer, and stops the job by killing the worker.
  8. A pickled job's data or result whose large buffers went through shared memory (``_data.shm``) starts with a
     0 byte (a pickle starts with 0x80): ``!BH`` = 0, number of segments; per segment ``!QQB`` = where its
     buffer starts in the segment, the buffer's size, the name's length, then the name (ASCII); then the
@@ -41,6 +46,7 @@ import hmac
 import os
 import socket
 import struct
+from time import monotonic
 
 HOST = "127.0.0.1"
 SECRET_BYTES = 32
@@ -60,8 +66,11 @@ JOB_INT_HEADER = struct.Struct("!IBQq")  # HEADER + INT_COST: the start of every
 # mmap/mremap/munmap round per call, i.e. per job.
 RECV_SIZE = 1 << 16
 
-JOB, RESULT, ERROR, CLOSE, PROGRESS, JOB_INT = 1, 2, 3, 4, 5, 6
-KINDS = frozenset({JOB, RESULT, ERROR, CLOSE, PROGRESS, JOB_INT})
+JOB, RESULT, ERROR, CLOSE, PROGRESS, JOB_INT, WITHDRAW, WITHDRAWN = 1, 2, 3, 4, 5, 6, 7, 8
+KINDS = frozenset({JOB, RESULT, ERROR, CLOSE, PROGRESS, JOB_INT, WITHDRAW, WITHDRAWN})
+# A job held this long (seconds) since its frame was read is checked for a WITHDRAW before it starts (one
+# non-blocking recv); a job just read had no time to be withdrawn, and costs nothing more.
+WITHDRAW_CHECK_AGE = 0.001
 
 ENV_ADDRESS = "JOBSCHED_ADDRESS"
 ENV_WORKER = "JOBSCHED_WORKER"
@@ -196,8 +205,8 @@ class FrameDecoder:
         return frames
 
 
-SCHEDULER_ACCEPTS = frozenset({RESULT, ERROR, PROGRESS})
-WORKER_ACCEPTS = frozenset({JOB, JOB_INT, CLOSE})
+SCHEDULER_ACCEPTS = frozenset({RESULT, ERROR, PROGRESS, WITHDRAWN})
+WORKER_ACCEPTS = frozenset({JOB, JOB_INT, CLOSE, WITHDRAW})
 
 
 class BlockingConnection:
@@ -206,6 +215,11 @@ class BlockingConnection:
     Reads are buffered: one ``recv`` usually brings a whole frame (header and body), often several when the
     scheduler sends ahead (``prefetch``). The worker serialises sends itself (``worker.progress.Reporter.lock``):
     a job's progress reports may come from a thread of their own.
+
+    WITHDRAW frames never come out of ``recv_frame``: the index of a withdrawn job that is still waiting here
+    goes into ``withdrawn``, which the worker checks before it starts a job. A job held longer than
+    ``WITHDRAW_CHECK_AGE`` is checked against what has arrived since (one non-blocking read) before it is
+    handed out.
     """
 
     def __init__(self, sock: socket.socket, accept: frozenset[int] = WORKER_ACCEPTS) -> None:
@@ -213,6 +227,9 @@ class BlockingConnection:
         self._decoder = FrameDecoder(accept)
         self._frames: list[tuple[int, int, bytes | bytearray | memoryview]] = []
         self._next = 0
+        self._withdrawable = WITHDRAW in accept
+        self._read_at = 0.0  # monotonic time of the last read from the socket
+        self.withdrawn: set[int] = set()  # jobs withdrawn before they were handed out
 
     def recv_exactly(self, n: int) -> bytes:
         """Return exactly ``n`` bytes (the handshake, before any frame)."""
@@ -229,6 +246,9 @@ class BlockingConnection:
     def recv_frame(self) -> tuple[int, int, bytes | bytearray | memoryview]:
         """Return the next ``(kind, index, body)`` frame, waiting for it."""
         frames = self._frames
+        if self._next < len(frames) and self._withdrawable and monotonic() - self._read_at >= WITHDRAW_CHECK_AGE:
+            self._poll()  # a job held for a while: was it withdrawn meanwhile?
+            frames = self._frames
         while self._next >= len(frames):
             decoder = self._decoder
             view = decoder.body_view()
@@ -236,16 +256,64 @@ class BlockingConnection:
                 k = self.sock.recv_into(view)
                 if k == 0:
                     raise ConnectionError("the scheduler closed the connection")
-                frames = self._frames = decoder.filled(k)
+                frames = decoder.filled(k)
             else:
                 chunk = self.sock.recv(RECV_SIZE)
                 if not chunk:
                     raise ConnectionError("the scheduler closed the connection")
-                frames = self._frames = decoder.feed(chunk)
+                frames = decoder.feed(chunk)
+            self._read_at = monotonic()
+            frames = self._frames = self._sift(frames, []) if self._withdrawable else frames
             self._next = 0
         frame = frames[self._next]
         self._next += 1
         return frame
+
+    def _poll(self) -> None:
+        """Read what has arrived without waiting, queueing its frames behind those not yet handed out."""
+        self._read_at = monotonic()
+        decoder, sock = self._decoder, self.sock
+        new: list[tuple[int, int, bytes | bytearray | memoryview]] = []
+        try:
+            while True:
+                view = decoder.body_view()
+                if view is not None:
+                    k = sock.recv_into(view, 0, socket.MSG_DONTWAIT)
+                    if not k:
+                        break  # EOF: the next blocking read reports it
+                    new += decoder.filled(k)
+                else:
+                    chunk = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+                    if not chunk:
+                        break
+                    new += decoder.feed(chunk)
+        except (BlockingIOError, InterruptedError):
+            pass
+        if new:
+            waiting = self._frames[self._next:]
+            self._frames = waiting + self._sift(new, waiting)
+            self._next = 0
+
+    def _sift(self, new: list[tuple[int, int, bytes | bytearray | memoryview]],
+              waiting: list[tuple[int, int, bytes | bytearray | memoryview]],
+              ) -> list[tuple[int, int, bytes | bytearray | memoryview]]:
+        """Take the WITHDRAW frames out of ``new``, noting the withdrawn jobs that are still waiting here."""
+        for kind, _, _ in new:
+            if kind == WITHDRAW:
+                break
+        else:
+            return new
+        held = {index for kind, index, _ in waiting if kind in (JOB, JOB_INT)}
+        kept: list[tuple[int, int, bytes | bytearray | memoryview]] = []
+        for frame in new:
+            kind, index, _ = frame
+            if kind != WITHDRAW:
+                kept.append(frame)
+                if kind in (JOB, JOB_INT):
+                    held.add(index)
+            elif index in held:  # else it has started already: too late, the scheduler kills it if it runs
+                self.withdrawn.add(index)
+        return kept
 
     def send_frame(self, kind: int, index: int, body: bytes = b"") -> None:
         header = HEADER.pack(len(body), kind, index)

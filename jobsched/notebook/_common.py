@@ -6,6 +6,8 @@ taken under its lock, so that what they show is consistent and never a live obje
 
 from __future__ import annotations
 
+import fractions
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -61,18 +63,56 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
-def _number(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:.3g}"
+def _number(x: object) -> str:
+    """Format a reported number: ``12``, ``0.333``, ``1.2e+20``, ``~1e400`` (beyond a float), ``nan``; never raise."""
+    try:
+        f = float(x)  # type: ignore[arg-type]
+    except OverflowError:  # an int too big for a float: its order of magnitude
+        try:
+            n = int(x)  # type: ignore[call-overload]
+            return f"{'-' if n < 0 else ''}~1e{int(abs(n).bit_length() * 0.30103)}"
+        except (TypeError, ValueError, ArithmeticError):
+            return "?"
+    except (TypeError, ValueError):
+        return "?"
+    if math.isfinite(f) and f.is_integer() and abs(f) < 1e15:
+        return str(int(f))
+    return f"{f:.3g}"
+
+
+def progress_fraction(done: object, total: object) -> float | None:
+    """Return ``done / total`` within [0, 1], or None if the total is unknown or the values make no ratio.
+
+    Exact for ints of any size (``progress(10**400, 10**401)`` is 0.1); never raises.
+    """
+    if total is None:
+        return None
+    try:
+        if isinstance(done, int) and isinstance(total, int):
+            ratio = float(fractions.Fraction(done, total)) if total else math.nan
+        else:
+            ratio = float(done) / float(total)  # type: ignore[arg-type]
+    except (ArithmeticError, TypeError, ValueError):  # a total of 0, a ratio beyond a float, a non-number
+        return None
+    if not math.isfinite(ratio) or ratio < 0:
+        return None
+    return min(ratio, 1.0)
 
 
 def format_progress(row: WorkerRow) -> str:
-    """Return a busy worker's last report as text: ``40/100 (40%) loading``, ``12 loading``, or ``""``."""
+    """Return a busy worker's last report as text: ``40/100 (40%) loading``, ``12 loading``, or ``""``.
+
+    Any reported values are shown, never raised on: numbers beyond a float, ``nan``, a total of 0.
+    """
     p = row.progress
     if p is None:
         return ""
     text = _number(p.done)
-    if p.total:
-        text += f"/{_number(p.total)} ({100 * p.done / p.total:.0f}%)"
+    if p.total is not None:
+        text += f"/{_number(p.total)}"
+        fraction = progress_fraction(p.done, p.total)
+        if fraction is not None:
+            text += f" ({100 * fraction:.0f}%)"
     return f"{text} {p.note}" if p.note else text
 
 

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import functools
 import html
+import math
 import sys
 import threading
 from collections.abc import Callable
@@ -59,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets  # type: ignore[import-untyped]
 
-from ._common import format_duration, format_progress, mode, scale_to, status_line, stop_workers
+from ._common import format_duration, format_progress, mode, progress_fraction, scale_to, status_line, stop_workers
 from .live_timeline import LiveTimeline
 
 if TYPE_CHECKING:
@@ -112,14 +113,23 @@ def render_workers(rows: tuple[WorkerRow, ...]) -> str:
 
 
 def render_worker_progress(r: WorkerRow) -> str:
-    """Return a busy worker's bar: a ``<progress>`` element (indeterminate without a total) and its report."""
+    """Return a busy worker's progress: a ``<progress>`` bar and its report when the job gave a total, else an
+    activity mark (``working``) and its report, if any. Odd values (beyond a float, ``nan``) are shown as text."""
     p = r.progress
-    if p is not None and p.total:
-        value = min(max(float(p.done), 0.0), float(p.total))
-        bar = f'<progress class="jobsched-worker-progress" data-worker="{r.index}" value="{value:g}" max="{p.total:g}">'
-    else:
-        bar = f'<progress class="jobsched-worker-progress" data-worker="{r.index}">'
-    return f'{bar}</progress> {html.escape(format_progress(r))}'.rstrip()
+    fraction = None if p is None else progress_fraction(p.done, p.total)
+    text = html.escape(format_progress(r))
+    if fraction is None:
+        return (f'<span class="jobsched-worker-activity" data-worker="{r.index}">working</span> {text}').rstrip()
+    assert p is not None
+    try:
+        done, total = float(p.done), float(p.total)  # type: ignore[arg-type]
+    except (ArithmeticError, TypeError, ValueError):  # ints beyond a float: the fraction of 1
+        done, total = fraction, 1.0
+    if not (math.isfinite(done) and math.isfinite(total) and total > 0):
+        done, total = fraction, 1.0
+    value = min(max(done, 0.0), total)
+    return (f'<progress class="jobsched-worker-progress" data-worker="{r.index}" value="{value:g}" max="{total:g}">'
+            f'</progress> {text}').rstrip()
 
 
 def render_log(rows: tuple[WorkerRow, ...]) -> str:
@@ -265,6 +275,7 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
         self.scheduler = sched
         self.n_updates = 0
         self._action_error: str | None = None
+        self._notice: str | None = None  # what the last click did not do, and why (not an error)
 
         def labelled(name: str) -> tuple[widgets.Label, widgets.HTML]:
             count = widgets.HTML("0")
@@ -352,7 +363,8 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
         for name, (label, count) in self._optional.items():
             label.layout.display = count.layout.display = None if stats.get(name) else "none"
         self.state.value = f"<b>{state}</b>"
-        self.status.value = html.escape(status_line(stats))
+        notice = self._notice
+        self.status.value = html.escape(status_line(stats) + (f" · {notice}" if notice else ""))
         with self.progress.hold_sync():
             self.progress.max = max(total, 1)  # max first: ipywidgets clamps value to max
             self.progress.value = stats["done"]
@@ -401,20 +413,23 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
 
     # ------------------------------------------------------------------ buttons
 
-    def _cancel(self, worker: int) -> None:
+    def _cancel(self, worker: int) -> str | None:
+        """Cancel the job the button names; return a notice if it finished before the cancel got there."""
         job = self._cancel_targets.get(worker)
         if job is None:
-            return
-        if not self.scheduler.cancel(job):
-            raise LookupError(f"job {job} had already ended")
+            return None
+        if not self.scheduler.cancel(job):  # a short job ends between a refresh and the click: not an error
+            return f"job {job} finished before it could be cancelled"
+        return None
 
-    def _on_click(self, action: Callable[[], None]) -> Callable[[widgets.Button], None]:
+    def _on_click(self, action: Callable[[], str | None]) -> Callable[[widgets.Button], None]:
         def handler(button: widgets.Button) -> None:
             # A handler's exception would vanish into the kernel's log: show it on the dashboard.
             try:
-                action()
+                self._notice = action()
             except Exception as exc:
                 self._action_error = f"{button.description}: {type(exc).__name__}: {exc}"
+                self._notice = None
             else:
                 self._action_error = None
             if not self._closed:

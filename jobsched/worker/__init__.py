@@ -2,7 +2,8 @@
 
 A worker is started by its scheduler (see ``_local.wire`` for the protocol). It connects, authenticates,
 then runs one job at a time until the scheduler says CLOSE, when ``start_worker`` returns and the
-worker's own code after it runs. A job that raises - anything, ``BaseException`` included - does not end
+worker's own code after it runs. A job sent ahead and withdrawn (cancelled) before it started is dropped
+here, unstarted, and reported WITHDRAWN. A job that raises - anything, ``BaseException`` included - does not end
 the worker: the exception travels back as text. A watchdog thread exits the process as soon as the
 scheduler's process is gone. ``faulthandler`` is on, so a job that crashes the interpreter leaves every
 thread's stack in the worker's output.
@@ -230,6 +231,7 @@ def _serve(run: Callable[[int, float, memoryview], Any]) -> None:
     recv_frame, send_frame, lock = conn.recv_frame, conn.send_frame, reporter.lock
     unpack_cost, unpack_int_cost = _wire.COST.unpack_from, _wire.INT_COST.unpack_from
     job_kind, job_int_kind, cost_size = _wire.JOB, _wire.JOB_INT, _wire.COST.size  # both costs take 8 bytes
+    withdrawn = conn.withdrawn  # jobs sent ahead and cancelled before they started here
     try:
         while True:
             kind, index, body = recv_frame()
@@ -242,6 +244,11 @@ def _serve(run: Callable[[int, float, memoryview], Any]) -> None:
                 return
             else:
                 raise ConnectionError(f"unexpected frame kind {kind} from the scheduler")
+            if withdrawn and index in withdrawn:  # dropped unstarted: the job before it is left alone
+                withdrawn.discard(index)
+                with lock:
+                    send_frame(_wire.WITHDRAWN, index)
+                continue
             reporter.job = index
             kind, out = run_to_frame(index, run, index, cost, memoryview(body)[cost_size:])
             with lock:  # after a progress frame in flight, and no progress frame after the result
