@@ -21,7 +21,11 @@ class JobError(JobschedError):
         remote_message: ``str()`` of the remote exception.
         remote_traceback: the formatted traceback, as text, from the worker ("" if there is none).
         job_index: index of the failed job, when known.
+        attempts: how many times the job was started before it failed for good: its worker's deaths and
+            the errors ``retry_on`` retried, plus the last attempt (1 when it was not retried).
     """
+
+    attempts: int = 1
 
     def __init__(
         self,

@@ -32,7 +32,8 @@ class Executor(concurrent.futures.Executor):
         max_workers: worker processes (default ``processor_count()``; with ``backend``: every thread the
             backend's cluster has when the first call is submitted).
         backend: run the calls elsewhere, e.g. ``jobsched.dask.DaskBackend(client_or_address)``.
-        **options: passed to ``Scheduler`` (timeout, max_retries, prefetch, journal, rerun_failed, ...).
+        **options: passed to ``Scheduler`` (timeout, max_retries, prefetch, journal, rerun_failed, seed,
+            retry_on, memory_limit, ...).
             ``prefetch`` defaults to ``"auto"`` here: an executor has no costs and no callbacks to order by,
             so it keeps as many calls in flight per worker as hide the round trip.
     """

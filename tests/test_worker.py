@@ -47,8 +47,10 @@ ERROR_CASES = [
 def _decode(frame: tuple[int, bytes]) -> tuple[str, str, str]:
     kind, body = frame
     assert kind == _wire.ERROR
-    triple = pickle.loads(body)
+    error = pickle.loads(body)
+    triple, types = error[:3], error[3] if len(error) > 3 else ()
     assert all(type(part) is str for part in triple), triple  # exact str: nothing for a scheduler to import
+    assert type(types) is tuple and all(type(name) is str for name in types), types  # the MRO, for retry_on
     return triple  # type: ignore[no-any-return]
 
 

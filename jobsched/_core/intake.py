@@ -11,11 +11,12 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from .._data import shm as _shm
-from .._keys.derive import normalize_key
+from .._keys.derive import derive_key, normalize_key
+from .._keys.seeds import job_seed
 from .._local.backend import default_worker_command
 from ..errors import SchedulerBrokenError, SchedulerClosedError
 from ..remote_call import NOT_A_REMOTE_CALL, RemoteCall, payload_of
-from .checks import check_cost, check_positive_int, check_timeout
+from .checks import check_cost, check_positive_int, check_retry_on, check_timeout
 from .futures import JobFuture
 from .state import Entry
 
@@ -24,8 +25,10 @@ if TYPE_CHECKING:
 
 
 def push(sched: Scheduler, data: Any, cost: float, future: JobFuture[Any] | None, timeout: float | None,
-         max_retries: int | None, retry_on_timeout: bool | None, key: Any = None) -> Entry:
+         max_retries: int | None, retry_on_timeout: bool | None, key: Any = None,
+         retry_on: Any = None) -> Entry:
     check_cost(cost)
+    retry_names = sched._retry_on if retry_on is None else check_retry_on("add_job", retry_on)
     check_timeout("add_job", timeout)
     if max_retries is not None:
         check_positive_int("add_job: max_retries", max_retries)
@@ -41,6 +44,9 @@ def push(sched: Scheduler, data: Any, cost: float, future: JobFuture[Any] | None
             return _push_settled(sched, data, cost, future, key, *settled)
     elif key is not None:
         key = normalize_key(key)  # the same TypeError for a bad key, journal or not
+    seed = None
+    if sched.seed is not None:  # from the job's key, or its content: never from when or where it runs
+        seed = job_seed(sched.seed, key if key is not None else derive_key(data))
     payload = payload_of(data) if isinstance(data, RemoteCall) else _shm.dumps(_shm.wrap(data), "add_job: data")
     if isinstance(payload, _shm.OutOfBand):  # large buffers: copied into shared memory now (_shm)
         shm = getattr(sched._backend, "shm", None)
@@ -48,6 +54,8 @@ def push(sched: Scheduler, data: Any, cost: float, future: JobFuture[Any] | None
     entry = Entry(cost, data, payload, future, sched.timeout if timeout is None else timeout,
                   sched.max_retries if max_retries is None else max_retries,
                   sched.retry_on_timeout if retry_on_timeout is None else retry_on_timeout, key)
+    entry.seed = seed
+    entry.retry_on = retry_names
     if future is not None:
         future.entry = entry
     # The lock is held for as few bytecodes as possible: a caller thread that loses the GIL while holding
@@ -67,7 +75,7 @@ def submit_many(sched: Scheduler, calls: list[RemoteCall]) -> list[Future[Any]]:
     Each call is pickled first, in this thread, as ``submit`` does: a call that cannot be pickled raises
     here and none of the batch is queued. With a journal, each call goes through ``submit``'s path.
     """
-    if sched._journal is not None:
+    if sched._journal is not None or sched.seed is not None or sched._retry_on:
         return [sched.submit(rc) for rc in calls]
     timeout, max_retries, retry = sched.timeout, sched.max_retries, sched.retry_on_timeout
     cancel = sched._cancel_future

@@ -365,23 +365,36 @@ class Engine:
                 self.dispatch(now)
             for entry, kind, body in done:
                 result, failed = self._outcome(w, entry, kind, body)
-                self.deliver(entry, result, failed, w.index)
+                if failed is not None:
+                    self.deliver(entry, result, failed, w.index)
         else:
             # after_stop may add jobs, or raise to stop everything: it runs before the next dispatch.
             for entry, kind, body in done:
                 result, failed = self._outcome(w, entry, kind, body)
-                self.deliver(entry, result, failed, w.index)
+                if failed is not None:
+                    self.deliver(entry, result, failed, w.index)
                 if state.can_dispatch():
                     self.dispatch(time.monotonic())
 
-    def _outcome(self, w: Worker, entry: Entry, kind: int, body: Any) -> tuple[Any, bool]:
-        """Decode a finished job's result (and journal it); a job cancelled meanwhile is ``JobCancelled``."""
+    def _outcome(self, w: Worker, entry: Entry, kind: int, body: Any) -> tuple[Any, bool | None]:
+        """Decode a finished job's result (and journal it); a job cancelled meanwhile is ``JobCancelled``.
+
+        ``failed`` is None when the job raised an error of its ``retry_on`` and went back to the queue.
+        """
         if entry.cancelled:
             # cancel() said True while this result was on its way: the cancel stands, the result is dropped.
             if kind == _RESULT:
                 _shm.discard(body)  # its segments, unread
             return self.state._cancelled_error(entry), True
         result, failed = decode(entry, kind, body)
+        if failed:
+            if entry.retry_on and kind == _ERROR:
+                with self.lock:
+                    retried = self.state.job_raised(entry, _error_types(body), result.remote_type, time.monotonic())
+                if retried:
+                    self.wake()  # the loop looks at the queue again (a delayed retry: at its tick)
+                    return None, None
+            result.attempts = entry.attempts + 1
         if self.on_result is not None:  # a result that cannot be unpickled here is journaled as the failure it is
             self.on_result(w, entry, _ERROR if failed else kind, body, result)
         return result, failed
@@ -428,7 +441,7 @@ def decode(entry: Entry, kind: int, body: Any) -> tuple[Any, bool]:
     """
     try:
         if kind == _ERROR:
-            remote_type, message, tb = loads(body)
+            remote_type, message, tb = loads(body)[:3]
             return JobError(str(remote_type), str(message), str(tb), entry.index), True
         return load_result(body, entry.payload), False  # large buffers mapped from shared memory (_shm)
     except BaseException as exc:
@@ -438,6 +451,16 @@ def decode(entry: Entry, kind: int, body: Any) -> tuple[Any, bool]:
             why = type(exc).__name__
         return JobError(type(exc).__name__, f"the result could not be unpickled here ({why})", "",
                         entry.index), True
+
+
+def _error_types(body: Any) -> tuple[str, ...]:
+    """The ``module.qualname`` of each class in the MRO of the exception an ERROR frame reports (see ``_wire``)."""
+    try:
+        error = loads(body)
+        types = error[3] if len(error) > 3 else ()
+        return tuple(t for t in types if isinstance(t, str))
+    except BaseException:
+        return ()
 
 
 def _decode_progress(body: Any) -> Progress | None:

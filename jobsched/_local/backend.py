@@ -60,8 +60,10 @@ class LocalBackend:
 
     start_timeout: float | None = 60.0
 
-    def __init__(self, make_worker_command: Callable[[int], list[str]], secret: bytes, echo_output: bool) -> None:
+    def __init__(self, make_worker_command: Callable[[int], list[str]], secret: bytes, echo_output: bool,
+                 memory_limit: int | None = None) -> None:
         self._command = make_worker_command
+        self._memory_limit = memory_limit  # each worker's RLIMIT_AS, set by the worker itself
         self._secret = secret
         self._echo = echo_output
         self._events: BackendEvents | None = None
@@ -114,6 +116,8 @@ class LocalBackend:
             env[_shm.ENV_PREFIX] = self.shm.prefix
         env[_wire.ENV_SYS_PATH] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
         env["PYTHONUNBUFFERED"] = "1"
+        if self._memory_limit is not None:
+            env[_wire.ENV_MEMORY_LIMIT] = str(self._memory_limit)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         try:
             argv = [os.fspath(a) for a in self._command(w.index)]
@@ -147,7 +151,9 @@ class LocalBackend:
         buffers: list[bytes | bytearray | memoryview] = []
         for entry in entries:
             payload, cost = entry.payload, entry.cost
-            if cost.__class__ is float:
+            if entry.seed is not None:
+                header = _seeded_header(entry)
+            elif cost.__class__ is float:
                 header = pack(len(payload) + 8, job, entry.index, cost)
             else:  # an int keeps its type in the worker (JOB_INT), unless it does not fit in int64
                 try:
@@ -354,3 +360,15 @@ class LocalBackend:
 
 
 __all__ = ["PACKAGE_ROOT", "LocalBackend", "default_worker_command", "write_stderr"]
+
+
+def _seeded_header(entry: Entry) -> bytes:
+    """The header of a JOB_SEED or JOB_INT_SEED frame: a job of a scheduler with a ``seed``."""
+    size = len(entry.payload) + _wire.COST.size + _wire.SEED.size
+    cost = entry.cost
+    if cost.__class__ is not float:
+        try:
+            return _wire.JOB_INT_SEED_HEADER.pack(size, _wire.JOB_INT_SEED, entry.index, cost, entry.seed)
+        except struct.error:
+            pass
+    return _wire.JOB_SEED_HEADER.pack(size, _wire.JOB_SEED, entry.index, cost, entry.seed)

@@ -34,8 +34,9 @@ from .._data import shm as _shm
 from .._data.pickling import dumps
 from .._local import wire as _wire
 from ..job import Job
-from ..remote_call import MissingMainGuardError, load_file, run_remote_call
+from ..remote_call import MissingMainGuardError, RemoteCall, load_file, run_remote_call
 from . import progress as _report
+from . import seeding as _seeding
 
 # Exit status of a worker whose scheduler vanished.
 ORPHAN_EXIT = 70
@@ -104,14 +105,32 @@ def _connect_from_environment() -> _wire.BlockingConnection:
     host, port = address.rsplit(":", 1)
     index, generation = (int(x) for x in ident.split(":"))
     _shm.setup_worker(os.environ.pop(_shm.ENV_PREFIX, None), index, generation)
+    _limit_memory(os.environ.pop(_wire.ENV_MEMORY_LIMIT, None))
     return _wire.connect((host, int(port)), secret, index, generation)
+
+
+def _limit_memory(limit: str | None) -> None:
+    """Cap this process's address space (``Scheduler(memory_limit=...)``): an allocation past it raises
+    ``MemoryError`` in the job, which fails alone, instead of the machine swapping until the OOM killer strikes."""
+    if not limit:
+        return
+    import resource
+
+    n = int(limit)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        n = min(n, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (n, hard))
 
 
 _PLUMBING = (os.path.dirname(os.path.abspath(__file__)), os.path.abspath(run_remote_call.__code__.co_filename))
 
 
 def _error_body(exc: BaseException) -> bytes:
-    """Return the pickled error triple ``(type name, message, traceback text)`` of ``exc``; never raise.
+    """Return the pickled error ``(type name, message, traceback text, type names)`` of ``exc``; never raise.
+
+    The type names are ``module.qualname`` of each class in the exception type's MRO: the scheduler matches
+    them against a job's ``retry_on``, so that a subclass of a named type is retried too.
 
     The exception is the job's: its ``__str__``, ``__repr__``, notes, type name or traceback may all be broken
     or hostile. Each part falls back to a placeholder of its own, so the job always fails with an ERROR frame,
@@ -122,10 +141,19 @@ def _error_body(exc: BaseException) -> bytes:
     tb_text = _safe_text(lambda: _format_traceback(exc), "")
     if not tb_text:
         tb_text = f"{name}: {message}\n(the traceback could not be formatted)\n"
+    mro = _safe_mro(exc)
     try:
-        return dumps((name, message, tb_text))
+        return dumps((name, message, tb_text, mro))
     except BaseException:  # three plain str always pickle; this is the last line of defence
         return dumps(("UnreportableError", "the error of this job could not be reported", ""))
+
+
+def _safe_mro(exc: BaseException) -> tuple[str, ...]:
+    try:
+        return tuple(f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__
+                     if isinstance(c.__module__, str) and isinstance(c.__qualname__, str))
+    except BaseException:  # a hostile metaclass: no retry_on can match it
+        return ()
 
 
 def _safe_text(make: Callable[[], object], fallback: str) -> str:
@@ -192,7 +220,10 @@ def start_worker(run_job: Callable[[Job], Any], silent: bool = False) -> None:
     """
 
     def run(index: int, cost: float, data: memoryview) -> Any:
-        return run_job(Job(index, cost, _shm.loads(data), time.time() * 1000.0))
+        job = Job(index, cost, _shm.loads(data), time.time() * 1000.0)
+        if _seeding._current is not None:
+            _seeding.loaded()
+        return run_job(job)
 
     if silent:
         quiet = contextlib.redirect_stdout(open(os.devnull, "w"))  # noqa: SIM115  # reusable: one for every job
@@ -220,20 +251,31 @@ def _serve(run: Callable[[int, float, memoryview], Any]) -> None:
     recv_frame, send_frame, lock = conn.recv_frame, conn.send_frame, reporter.lock
     unpack_cost, unpack_int_cost = _wire.COST.unpack_from, _wire.INT_COST.unpack_from
     job_kind, job_int_kind, cost_size = _wire.JOB, _wire.JOB_INT, _wire.COST.size  # both costs take 8 bytes
+    unpack_seed, seeded_size = _wire.SEED.unpack_from, _wire.COST.size + _wire.SEED.size
+    apply_seed = _seeding.apply
+    seeded = False  # the last job had a seed: the next one without resets job_seed()
     try:
         while True:
             kind, index, body = recv_frame()
             cost: float
+            start = cost_size
             if kind == job_int_kind:
                 (cost,) = unpack_int_cost(body)
             elif kind == job_kind:
                 (cost,) = unpack_cost(body)
+            elif kind == _wire.JOB_SEED or kind == _wire.JOB_INT_SEED:
+                (cost,) = (unpack_cost if kind == _wire.JOB_SEED else unpack_int_cost)(body)
+                apply_seed(unpack_seed(body, cost_size)[0])
+                seeded, start = True, seeded_size
             elif kind == _wire.CLOSE:
                 return
             else:
                 raise ConnectionError(f"unexpected frame kind {kind} from the scheduler")
+            if seeded and start == cost_size:
+                apply_seed(None)
+                seeded = False
             reporter.job = index
-            kind, out = run_to_frame(index, run, index, cost, memoryview(body)[cost_size:])
+            kind, out = run_to_frame(index, run, index, cost, memoryview(body)[start:])
             with lock:  # after a progress frame in flight, and no progress frame after the result
                 reporter.job = reporter.pending = None
                 send_frame(kind, index, out)
@@ -290,7 +332,12 @@ def start_remote_call_worker() -> None:
     """Serve ``remote_call`` jobs: import (or unpickle) each function and call it with its arguments."""
 
     def run(index: int, cost: float, data: memoryview) -> Any:
-        return run_remote_call(_shm.loads(data))  # what start_worker does, without a Job nobody looks at
+        call = _shm.loads(data)  # what start_worker does, without a Job nobody looks at
+        if _seeding._current is not None:
+            if isinstance(call, RemoteCall):
+                call.function  # noqa: B018  # imports its module now: numpy is seeded after that import
+            _seeding.loaded()
+        return run_remote_call(call)
 
     _serve(run)
 

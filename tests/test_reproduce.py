@@ -1,0 +1,157 @@
+"""Reproducible runs: per-job seeds, retries on chosen errors, memory limits, with real workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import reproduce_jobs as jobs
+
+import jobsched
+from jobsched import Executor, JobError, Scheduler
+from jobsched._keys.seeds import job_seed
+
+TIMEOUT = 120
+
+
+def run_all(sched: Scheduler, fn: object, args: list[object], n_workers: int) -> dict[object, object]:
+    sched.start(n_workers, wait=False)
+    futures = {a: sched.submit(fn, a) for a in args}  # type: ignore[arg-type]
+    return {a: f.result(timeout=TIMEOUT) for a, f in futures.items()}
+
+
+@pytest.mark.parametrize("fn", [jobs.draws, jobs.numpy_draws], ids=["random", "numpy"])
+def test_seeded_jobs_draw_the_same_numbers_whatever_the_workers_and_the_order(fn: object) -> None:
+    """1 worker in order and 4 workers in reverse order give each job the same draws, and the same seed."""
+    with Scheduler(seed=2024) as one:
+        first = run_all(one, fn, list(range(12)), 1)
+    with Scheduler(seed=2024) as four:
+        second = run_all(four, fn, list(reversed(range(12))), 4)
+    assert first == second
+    with Scheduler(seed=2025) as other:
+        third = run_all(other, fn, list(range(12)), 2)
+    assert all(first[i] != third[i] for i in range(12))
+    assert len({repr(v[1]) for v in first.values()}) == 12  # each job its own stream
+
+
+def test_the_seed_derives_from_the_run_seed_and_the_explicit_key() -> None:
+    """With key=, a job's seed is job_seed(S, key): what Journal records and rerun_here uses."""
+    with Scheduler(seed=7) as sched:
+        sched.start(2, wait=False)
+        f = sched.submit(jobs.draws, 1, key="trial-1")
+        assert f.result(timeout=TIMEOUT)[2] == job_seed(7, "trial-1")
+
+
+def test_without_a_seed_job_seed_is_a_clear_error() -> None:
+    with Scheduler() as sched:
+        sched.start(1, wait=False)
+        with pytest.raises(JobError, match=r"Scheduler\(seed=12345\)"):
+            sched.submit(jobs.draws, 1).result(timeout=TIMEOUT)
+
+
+def test_job_seed_outside_a_job_is_a_clear_error() -> None:
+    with pytest.raises(RuntimeError, match="no seed for this job"):
+        jobsched.job_seed()
+
+
+def test_a_job_retried_after_its_worker_died_draws_the_same_numbers(tmp_path: Path) -> None:
+    """A SIGKILL mid-job: the retry on a fresh worker gets the job's seed again."""
+    with Scheduler(seed=11) as sched:
+        sched.start(2, wait=False)
+        clean = sched.submit(jobs.draws_after_dying_once, str(tmp_path / "never"), 5)
+        Path(tmp_path / "never").touch()
+        reference = clean.result(timeout=TIMEOUT)
+        (tmp_path / "never").unlink()
+        retried = sched.submit(jobs.draws_after_dying_once, str(tmp_path / "never"), 5).result(timeout=TIMEOUT)
+    assert retried == reference
+
+
+def test_a_resumed_run_draws_what_a_whole_run_draws(tmp_path: Path) -> None:
+    """Half the jobs in one run, the rest in a second run on the same journal: as one whole run."""
+    with Scheduler(seed=3) as whole:
+        expected = run_all(whole, jobs.draws, list(range(8)), 2)
+    journal = tmp_path / "j.sqlite"
+    with Scheduler(seed=3, journal=journal) as first:
+        run_all(first, jobs.draws, list(range(0, 8, 2)), 3)
+    with Scheduler(seed=3, journal=journal) as second:
+        resumed = run_all(second, jobs.draws, list(range(8)), 1)
+    assert resumed == expected
+
+
+def test_executor_takes_a_seed() -> None:
+    with Executor(2, seed=5) as ex:
+        a = list(ex.map(jobs.draws, range(6), timeout=TIMEOUT))
+    with Executor(1, seed=5) as ex:
+        b = list(ex.map(jobs.draws, range(6), timeout=TIMEOUT))
+    assert a == b
+
+
+def test_bad_seeds_are_refused_with_the_fix() -> None:
+    with pytest.raises(TypeError, match=r"seed must be an int or None, got float"):
+        Scheduler(seed=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"seed must be >= 0, got -1"):
+        Scheduler(seed=-1)
+
+
+# ---------------------------------------------------------------------------------------------- retry_on
+
+
+def test_retry_on_runs_a_flaky_job_until_it_succeeds(tmp_path: Path) -> None:
+    with Scheduler(retry_on=ConnectionError, max_retries=4) as sched:
+        sched.start(1, wait=False)
+        # ConnectionResetError is a subclass of ConnectionError: it matches.
+        assert sched.submit(jobs.fails_until, str(tmp_path / "log"), 3).result(timeout=TIMEOUT) == 3
+
+
+def test_retry_on_stops_when_the_attempts_are_used_up(tmp_path: Path) -> None:
+    with Scheduler(retry_on=(ConnectionError,), max_retries=3) as sched:
+        sched.start(1, wait=False)
+        future = sched.submit(jobs.fails_until, str(tmp_path / "log"), 10)
+        with pytest.raises(JobError) as info:
+            future.result(timeout=TIMEOUT)
+    assert info.value.remote_type == "ConnectionResetError"
+    assert info.value.attempts == 3
+    assert (tmp_path / "log").read_text().count("x") == 3
+
+
+def test_an_error_not_named_is_not_retried(tmp_path: Path) -> None:
+    with Scheduler(retry_on=ConnectionError, max_retries=5) as sched:
+        sched.start(1, wait=False)
+        future = sched.submit(jobs.fails_until, str(tmp_path / "log"), 3, ValueError)
+        with pytest.raises(JobError) as info:
+            future.result(timeout=TIMEOUT)
+    assert info.value.remote_type == "ValueError"
+    assert info.value.attempts == 1
+    assert (tmp_path / "log").read_text().count("x") == 1
+
+
+def test_retry_on_per_job_overrides_the_schedulers_and_waits_its_delay(tmp_path: Path) -> None:
+    with Scheduler(retry_delay=0.3, max_retries=3) as sched:
+        sched.start(1, wait=False)
+        plain = sched.submit(jobs.fails_until, str(tmp_path / "a"), 2)
+        with pytest.raises(JobError):
+            plain.result(timeout=TIMEOUT)
+        sched.add_job(jobsched.remote_call(jobs.fails_until, str(tmp_path / "b"), 2), retry_on=OSError)
+        assert sched.wait(timeout=TIMEOUT)
+        assert sched.stats()["failed"] == 1
+    assert (tmp_path / "b").read_text().count("x") == 2
+
+
+def test_retry_on_refuses_what_is_not_an_exception_class() -> None:
+    with pytest.raises(TypeError, match=r"retry_on must be an exception class or a tuple of them, got 'oops'"):
+        Scheduler(retry_on="oops")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------- memory
+
+
+def test_a_job_over_the_memory_limit_fails_with_memory_error_and_the_worker_goes_on() -> None:
+    limit = 1 << 30
+    with Scheduler(memory_limit=limit) as sched:
+        sched.start(1, wait=False)
+        before = sched.submit(jobs.pid).result(timeout=TIMEOUT)
+        with pytest.raises(JobError) as info:
+            sched.submit(jobs.allocate, 2 * limit).result(timeout=TIMEOUT)
+        after = sched.submit(jobs.allocate, 1 << 20).result(timeout=TIMEOUT)
+    assert info.value.remote_type == "MemoryError"
+    assert after == before  # the same worker ran the next job
