@@ -281,6 +281,27 @@ class Scheduler:
         self._engine.request_tick()
         return True
 
+    def rerun_here(self, index: int, *, debug: bool = True) -> Any:
+        """Run failed job ``index``'s call in this process, with its arguments, seed and working directory.
+
+        Returns its result if it succeeds here. If it raises, the post-mortem debugger opens at the frame that
+        raised (``pdb``, or IPython's ``%debug`` in a kernel; ``debug=False``: none), then the job's own
+        exception is raised, with its own type. The scheduler keeps the calls of its last 1000 failed jobs;
+        a journal keeps every failed job's call: ``Journal(path).rerun_here(key)``, even after a restart.
+
+        Raises:
+            KeyError: job ``index`` has not failed in this scheduler (or is too old to be kept).
+            RuntimeError: its function can no longer be loaded here.
+        """
+        calls = self._engine.failed_calls or {}
+        info = calls.get(index)
+        if info is None:
+            raise KeyError(f"rerun_here: job {index} has not failed in this scheduler (failed jobs kept: "
+                           f"{sorted(calls)[-5:]}...); with a journal, use Journal(path).rerun_here(key)")
+        from ._core.rerun import rerun_here
+
+        return rerun_here(*info, f"job {index}", debug=debug)
+
     # ------------------------------------------------------------------ reading state (any thread)
 
     @property

@@ -63,3 +63,11 @@ def pid() -> int:
 
 def numpy_imported() -> bool:
     return "numpy" in sys.modules
+
+
+def draw_then_fail(i: int) -> float:
+    """Draw a number, then raise ValueError showing it (and the job's seed) when ``i`` is odd."""
+    drawn = random.random()
+    if i % 2:
+        raise ValueError(f"job {i} drew {drawn!r} with seed {jobsched.job_seed()} in {os.getcwd()}")
+    return drawn

@@ -155,3 +155,48 @@ def test_a_job_over_the_memory_limit_fails_with_memory_error_and_the_worker_goes
         after = sched.submit(jobs.allocate, 1 << 20).result(timeout=TIMEOUT)
     assert info.value.remote_type == "MemoryError"
     assert after == before  # the same worker ran the next job
+
+
+# ---------------------------------------------------------------------------------------------- rerun_here
+
+
+def test_a_failed_job_reruns_here_from_the_journal_with_its_seed_and_its_own_exception(tmp_path: Path) -> None:
+    journal = tmp_path / "j.sqlite"
+    with Scheduler(seed=42, journal=journal) as sched:
+        sched.start(2, wait=False)
+        failing = sched.submit(jobs.draw_then_fail, 3, key="three")
+        fine = sched.submit(jobs.draw_then_fail, 2, key="two")
+        with pytest.raises(JobError) as remote:
+            failing.result(timeout=TIMEOUT)
+        fine.result(timeout=TIMEOUT)
+        with pytest.raises(ValueError) as here_future:
+            failing.rerun_here(debug=False)  # type: ignore[attr-defined]
+        with pytest.raises(ValueError) as here_sched:
+            sched.rerun_here(remote.value.job_index, debug=False)
+    assert str(here_future.value) == remote.value.remote_message == str(here_sched.value)
+    record = jobsched.Journal(journal).get("three")
+    assert record is not None and record.seed == job_seed(42, "three")
+    with pytest.raises(ValueError) as here_journal:
+        jobsched.Journal(journal).rerun_here("three", debug=False)
+    assert type(here_journal.value) is ValueError and str(here_journal.value) == remote.value.remote_message
+    with pytest.raises(ValueError, match="succeeded"):
+        jobsched.Journal(journal).rerun_here("two")
+    with pytest.raises(KeyError, match="no job 'nine'"):
+        jobsched.Journal(journal).rerun_here("nine")
+
+
+def test_rerun_here_stops_in_pdb_at_the_frame_that_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import sys
+
+    journal = tmp_path / "j.sqlite"
+    with Scheduler(seed=1, journal=journal) as sched:
+        sched.start(1, wait=False)
+        with pytest.raises(JobError):
+            sched.submit(jobs.draw_then_fail, 1, key="one").result(timeout=TIMEOUT)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("p ('LOCAL', i, drawn)\nq\n"))
+    with pytest.raises(ValueError):
+        jobsched.Journal(journal).rerun_here("one")
+    out = capsys.readouterr().out
+    assert "('LOCAL', 1, 0." in out  # the debugger ran in draw_then_fail's frame

@@ -21,6 +21,7 @@ kills the workers and is raised by the next ``start()``/``wait()``.
 from __future__ import annotations
 
 import collections
+import os
 import selectors
 import socket
 import threading
@@ -68,6 +69,8 @@ class Engine:
         self.journal: Resume | None = None  # flushed on this loop's thread, when due and when the loop ends
         self.timeline: Timeline | None = None  # the task timeline's recorder (_timeline/recorder.py): a tuple per job
         self.inbox: collections.deque[Callable[[], None]] = collections.deque()
+        # The last failed jobs' calls, seeds and working directories, by index (Scheduler.rerun_here).
+        self.failed_calls: dict[int, tuple[bytes, int | None, str]] | None = {}
         self.owner: threading.Thread | None = None  # the thread running serve() now
         self.interrupted = False  # Ctrl-C during a blocking start() that runs the loop in its thread
         self.selector: selectors.BaseSelector | None = None
@@ -264,6 +267,8 @@ class Engine:
             # The future and its entry point at each other: a cycle that only the garbage collector would
             # free (a collector pass every few dozen jobs), holding the job's data until then.
             future.entry = None
+            if failed and not entry.cancelled:
+                future.rerun = rerun_info(entry)
             if entry.cancelled:
                 force_cancel(future)  # cancel() said True: cancelled, even if it has not got there itself yet
             else:
@@ -274,6 +279,12 @@ class Engine:
                         future.set_result(result)
                 except InvalidStateError:
                     pass  # cancelled meanwhile (a running job's future.cancel()), or settled: the first stands
+        if failed and not entry.cancelled and self.failed_calls is not None:
+            info = rerun_info(entry)
+            if info is not None:
+                self.failed_calls[entry.index] = info
+                if len(self.failed_calls) > FAILED_CALLS_KEPT:
+                    del self.failed_calls[next(iter(self.failed_calls))]
         after_stop = self.after_stop
         if after_stop is not None:
             try:
@@ -423,6 +434,17 @@ class Engine:
 
     def log(self, message: str) -> None:
         write_stderr(message + "\n")
+
+
+FAILED_CALLS_KEPT = 1000  # failed jobs whose call Scheduler.rerun_here can run (the journal keeps them all)
+
+
+def rerun_info(entry: Entry) -> tuple[bytes, int | None, str] | None:
+    """What ``rerun_here`` needs of a failed job: its call as sent, its seed, the working directory."""
+    payload = entry.payload
+    if not isinstance(payload, (bytes, bytearray)) or _shm.is_oob(payload):
+        return None  # data in shared memory: released with the job
+    return bytes(payload), entry.seed, os.getcwd()
 
 
 def _guarded(log: Callable[[str], None], fn: Callable[..., Any], *args: Any) -> None:

@@ -1,6 +1,6 @@
 """Per-job seeds: one 64-bit seed per job, from the run's seed ``S`` and the job's key.
 
-``Scheduler(seed=S)`` gives each job ``job_seed(S, key)``: the first 8 bytes of BLAKE2b over ``S`` and the
+``Scheduler(seed=S)`` gives each job ``job_seed(S, key)``: 63 bits of BLAKE2b over ``S`` and the
 job's key. The key is the job's journal key when there is a journal, the ``key=`` given to ``add_job`` /
 ``submit`` otherwise, and else the key the journal would derive from the job's content (its function's code
 and its arguments, or its data: see ``_keys.derive``). So a job's seed depends on what the job is, never on
@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import operator
 
-SEED_BITS = 64
+SEED_BITS = 63
 
 
 def check_seed(where: str, seed: object) -> int | None:
@@ -33,9 +33,12 @@ def check_seed(where: str, seed: object) -> int | None:
 
 
 def job_seed(seed: int, key: str) -> int:
-    """Return the seed of the job named ``key`` in a run seeded with ``seed``: an int in [0, 2**64)."""
+    """Return the seed of the job named ``key`` in a run seeded with ``seed``: an int in [0, 2**63).
+
+    63 bits, so that the journal stores it as a SQLite INTEGER (signed 64-bit).
+    """
     h = hashlib.blake2b(digest_size=8)
     h.update(seed.to_bytes((seed.bit_length() + 8) // 8, "big"))
     h.update(b"\0")
     h.update(key.encode("utf-8", "surrogatepass"))
-    return int.from_bytes(h.digest(), "big")
+    return int.from_bytes(h.digest(), "big") >> 1
