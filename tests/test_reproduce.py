@@ -200,3 +200,51 @@ def test_rerun_here_stops_in_pdb_at_the_frame_that_raised(tmp_path: Path, monkey
         jobsched.Journal(journal).rerun_here("one")
     out = capsys.readouterr().out
     assert "('LOCAL', 1, 0." in out  # the debugger ran in draw_then_fail's frame
+
+
+KERNEL_RUN = '''
+import sys
+sys.path.insert(0, {tests!r})
+import jobsched, reproduce_jobs
+with jobsched.Scheduler(seed=9, journal={journal!r}) as s:
+    s.start(1, wait=False)
+    f = s.submit(reproduce_jobs.draw_then_fail, 1, key="one")
+    try:
+        f.result(timeout=120)
+    except jobsched.JobError as exc:
+        print("REMOTE", exc.remote_message)
+'''
+
+
+def test_debug_a_failed_job_from_the_journal_in_a_restarted_kernel(tmp_path: Path) -> None:
+    """A kernel runs a failing job with a journal and is killed; in a new kernel, `%jobsched debug` opens
+    IPython's debugger in the job's frame, with its arguments and seed, then raises the job's exception."""
+    jupyter_client = pytest.importorskip("jupyter_client")
+    journal = str(tmp_path / "j.sqlite")
+    tests = str(Path(__file__).parent)
+    km, kc = jupyter_client.manager.start_new_kernel(kernel_name="python3", startup_timeout=TIMEOUT)
+    try:
+        out: list[str] = []
+        reply = kc.execute_interactive(KERNEL_RUN.format(tests=tests, journal=journal), timeout=TIMEOUT,
+                                       output_hook=lambda m: out.append(m["content"].get("text", "")))
+        assert reply["content"]["status"] == "ok"
+        remote = "".join(out).split("REMOTE ", 1)[1].strip()
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)  # killed: nothing is closed cleanly
+    km, kc = jupyter_client.manager.start_new_kernel(kernel_name="python3", startup_timeout=TIMEOUT)
+    try:
+        out = []
+        answers = iter(["p ('LOCAL', i, drawn)", "q"])
+        reply = kc.execute_interactive(
+            f"import sys; sys.path.insert(0, {tests!r})\n%load_ext jobsched\n%jobsched debug one --journal {journal}",
+            timeout=TIMEOUT, allow_stdin=True,
+            output_hook=lambda m: out.append(m["content"].get("text", "") + m["content"].get("evalue", "")),
+            stdin_hook=lambda m: kc.input(next(answers)))
+        text = "".join(out)
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "ValueError"
+        assert reply["content"]["evalue"] == remote  # the same draw, seed and working directory
+        assert "('LOCAL', 1, " in text
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
