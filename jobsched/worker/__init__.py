@@ -207,7 +207,12 @@ def run_to_frame(index: int, run: Callable[..., Any], *args: Any) -> tuple[int, 
 
 def run_remote_call_payload(payload: bytes) -> Any:
     """Unpickle a ``RemoteCall`` and run it (here, so that its frame counts as plumbing in tracebacks)."""
-    return run_remote_call(_shm.loads(payload))
+    call = _shm.loads(payload)
+    if _seeding._current is not None:  # a seeded job on Dask: numpy is seeded after the call's imports
+        if isinstance(call, RemoteCall):
+            call.function  # noqa: B018
+        _seeding.loaded()
+    return run_remote_call(call)
 
 
 def start_worker(run_job: Callable[[Job], Any], silent: bool = False) -> None:
