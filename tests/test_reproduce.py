@@ -248,3 +248,40 @@ def test_debug_a_failed_job_from_the_journal_in_a_restarted_kernel(tmp_path: Pat
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+# ---------------------------------------------------------------------------------------------- OOM kills
+
+OOM_CASES = [
+    # returncode, signalled, kills before, after, rss, expected fragment (None: not an OOM kill)
+    (-9, False, 0, 1, 3 << 30, "OOM killer (SIGKILL, out of memory; last measured RSS 3072 MiB)"),
+    (-9, True, 0, 1, None, None),  # we killed it (cancel, timeout, close): never named an OOM kill
+    (-9, False, 2, 2, None, None),  # a user's kill -9: the counter did not move
+    (-15, False, 0, 1, None, None),
+    (-9, False, None, None, None, "maybe the kernel's OOM killer"),  # no counter readable
+]
+
+
+@pytest.mark.parametrize(("code", "signalled", "before", "after", "rss", "expected"), OOM_CASES)
+def test_an_oom_kill_is_named_apart_from_other_deaths(code: int, signalled: bool, before: int | None,
+                                                      after: int | None, rss: int | None,
+                                                      expected: str | None) -> None:
+    from jobsched._local.memory import describe_oom
+
+    text = describe_oom(code, signalled, before, after, rss)
+    assert (text is None) if expected is None else (text is not None and expected in text)
+
+
+def test_the_oom_kill_counter_is_read_from_cgroup_v2_and_v1_files(tmp_path: Path) -> None:
+    from jobsched._local.memory import cgroup_dirs, oom_kills
+
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / "memory.events").write_text("low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n")
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 5\n")
+    assert oom_kills([str(tmp_path / "v2")]) == 2
+    assert oom_kills([str(tmp_path / "missing"), str(tmp_path / "v1")]) == 5
+    assert oom_kills([str(tmp_path / "missing")]) is None
+    cgroup = tmp_path / "cgroup"
+    cgroup.write_text("0::/user.slice/a\n4:memory:/b\n")
+    assert cgroup_dirs(str(cgroup), "/R") == ["/R/user.slice/a", "/R/memory/b", "/R/memory"]

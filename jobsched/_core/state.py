@@ -642,6 +642,8 @@ class SchedulerState:
             w._pipelined = bool(inflight)
         w._job_started = now
         w.progress = None
+        if rss is not None:
+            w.last_rss = rss  # named in an OOM kill's description
         w.n_done += 1
         w._n_jobs_this_process += 1
         if (self.max_jobs_per_worker is not None and w._n_jobs_this_process >= self.max_jobs_per_worker) or (

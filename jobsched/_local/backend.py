@@ -22,6 +22,7 @@ from .._core.slot import Worker
 from .._data import shm as _shm
 from ..states import WorkerState
 from . import wire as _wire
+from .memory import describe_oom, oom_kills
 from .output import OutputLines, write_stderr
 from .processes import Reaper, WorkerProcess, describe_exit, pidfd_open, resident_memory, signal_group
 from .transport import Connection, Listener
@@ -44,7 +45,7 @@ def default_worker_command(worker_index: int) -> list[str]:
 class _Process:
     """What the backend holds for one running worker process."""
 
-    __slots__ = ("proc", "pidfd", "out_fd", "lines", "conn", "exited")
+    __slots__ = ("proc", "pidfd", "out_fd", "lines", "conn", "exited", "signalled", "oom_kills")
 
     def __init__(self, proc: WorkerProcess, lines: OutputLines) -> None:
         self.proc = proc
@@ -53,6 +54,8 @@ class _Process:
         self.lines = lines
         self.conn: Connection | None = None
         self.exited = False
+        self.signalled = False  # we sent it a signal: its SIGKILL is no OOM kill
+        self.oom_kills = oom_kills()  # the cgroup's OOM-kill counter when it started
 
 
 class LocalBackend:
@@ -175,6 +178,7 @@ class LocalBackend:
         self._forget_waiting(w)
         if p is None or p.exited:
             return
+        p.signalled = True
         signal_group(p.proc, signal.SIGKILL if force else signal.SIGTERM)
         if p.pidfd < 0 and force:  # no pidfd on this system: reap here
             p.proc.wait()
@@ -356,7 +360,9 @@ class LocalBackend:
             # Not its job's doing: the scheduler replaces it and runs its jobs again, with no retry counted.
             self._events.worker_exited(w, DIED_WITH_ZYGOTE, False, crashed=False)
         else:
-            self._events.worker_exited(w, describe_exit(returncode), returncode == 0)
+            oom = describe_oom(returncode, p.signalled, p.oom_kills, oom_kills() if p.oom_kills is not None else None,
+                               w.last_rss)
+            self._events.worker_exited(w, oom or describe_exit(returncode), returncode == 0)
 
 
 __all__ = ["PACKAGE_ROOT", "LocalBackend", "default_worker_command", "write_stderr"]
