@@ -51,6 +51,8 @@ _EXPORTS = {
     "start_remote_call_worker": ".worker",
     "start_simple_worker": ".worker",
     "start_worker": ".worker",
+    "job_rng": ".worker.seeding",
+    "job_seed": ".worker.seeding",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
@@ -84,6 +86,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .worker import start_remote_call_worker as start_remote_call_worker
     from .worker import start_simple_worker as start_simple_worker
     from .worker import start_worker as start_worker
+    from .worker.seeding import job_rng as job_rng
+    from .worker.seeding import job_seed as job_seed
 
 __version__ = "0.1.0"
 
@@ -109,6 +113,8 @@ __all__ = [
     "WorkerState",
     "default_scheduler",
     "is_remote_call",
+    "job_rng",
+    "job_seed",
     "make_python_cmd",
     "make_scheduler",
     "make_server",

@@ -100,7 +100,7 @@ class DaskClientClosedError(JobschedError, RuntimeError):
 # ---------------------------------------------------------------------------------------- on the Dask worker
 
 
-def run_payload(payload: bytes, index: int) -> tuple[int, bytes, int]:
+def run_payload(payload: bytes, index: int, seed: int | None = None) -> tuple[int, bytes, int]:
     """Run one job on a Dask worker exactly as a local remote-call worker runs it.
 
     It never raises: whatever the job raises (``KeyboardInterrupt`` and other ``BaseException`` included) or a
@@ -109,11 +109,23 @@ def run_payload(payload: bytes, index: int) -> tuple[int, bytes, int]:
     Args:
         payload: the pickled ``RemoteCall`` (``Scheduler`` pickled it when the job was added).
         index: the job's index, for the message of a result that cannot be pickled.
+        seed: the job's seed (``Scheduler(seed=...)``): ``random``, numpy's global state if imported, and
+            ``job_seed()`` get it, as in a local worker. These are the process's: exact with one thread per Dask
+            worker; with more, draw from ``job_rng()`` or ``random.Random(job_seed())`` instead.
 
     Returns:
         ``(RESULT, pickled result, pid)`` or ``(ERROR, pickled error triple, pid)``.
     """
-    kind, body = run_to_frame(index, run_remote_call_payload, payload)
+    if seed is None:
+        kind, body = run_to_frame(index, run_remote_call_payload, payload)
+        return kind, body, os.getpid()
+    from .worker import seeding
+
+    seeding.apply(seed)
+    try:
+        kind, body = run_to_frame(index, run_remote_call_payload, payload)
+    finally:
+        seeding.apply(None)
     return kind, body, os.getpid()
 
 
@@ -265,7 +277,8 @@ class DaskBackend:
         slot.key = key = f"jobsched-{_key_name(entry.data)}-{entry.index}-{uuid.uuid4().hex}"
         slot.index = entry.index
         try:
-            future = self._client.submit(run_payload, payload, entry.index, key=key, workers=[slot.seat.address],
+            future = self._client.submit(run_payload, payload, entry.index, entry.seed, key=key,
+                                         workers=[slot.seat.address],
                                          allow_other_workers=False, pure=False, retries=0)
         except Exception as exc:  # reported on the next turn of the loop, not from inside a command
             if self._client.status in ("closing", "closed"):

@@ -32,8 +32,11 @@ class JobError(JobschedError):
         remote_message: ``str()`` of the remote exception.
         remote_traceback: the formatted traceback, as text, from the worker ("" if there is none).
         job_index: index of the failed job, when known.
-        attempts: how many times the job was sent to a worker (more than 1 after its worker died).
+        attempts: how many times the job was started before it failed for good: its worker's deaths and
+            the errors ``retry_on`` retried, plus the last attempt (1 when it was not retried).
     """
+
+    attempts: int = 1
 
     # The job's own exception class, in a class built by combining it with JobError (see _core.remote_errors).
     _jobsched_combined: type[BaseException] | None = None

@@ -54,7 +54,8 @@ class Executor(concurrent.futures.Executor):
         initargs: the initializer's arguments.
         max_tasks_per_child: replace a worker by a fresh process after this many calls (None: never).
         backend: run the calls elsewhere, e.g. ``jobsched.dask.DaskBackend(client_or_address)``.
-        **options: passed to ``Scheduler`` (timeout, max_retries, prefetch, journal, rerun_failed, ...).
+        **options: passed to ``Scheduler`` (timeout, max_retries, prefetch, journal, rerun_failed, seed,
+            retry_on, memory_limit, ...).
             ``prefetch`` defaults to ``"auto"`` here: an executor has no costs and no callbacks to order by,
             so it keeps as many calls in flight per worker as hide the round trip.
 

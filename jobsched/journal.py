@@ -69,6 +69,7 @@ from ._journaling.file import (
     _check_file,
     _connect,
     _retry,
+    extra_columns,
 )
 from ._journaling.file import APPLICATION_ID as APPLICATION_ID
 from ._journaling.file import BUSY_TIMEOUT as BUSY_TIMEOUT
@@ -186,7 +187,7 @@ class Journal:
         """Iterate over the records in the order they were first written; results are unpickled on access."""
         conn = self._read()
         try:
-            for row in conn.execute(f"SELECT {_COLUMNS} FROM {CURRENT} ORDER BY seq"):
+            for row in conn.execute(f"SELECT {_COLUMNS}, {extra_columns(conn)} FROM {CURRENT} ORDER BY seq"):
                 yield JournalRecord._from_row(row)
         finally:
             conn.close()
@@ -196,8 +197,57 @@ class Journal:
 
     def get(self, key: str) -> JournalRecord | None:
         """Return the record of ``key``, or None."""
-        rows = self._query(_BY_KEY, (key,))
-        return JournalRecord._from_row(rows[0]) if rows else None
+        conn = self._read()
+        try:
+            row = conn.execute(_BY_KEY.format(columns=f"{_COLUMNS}, {extra_columns(conn)}"), (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read the journal {self.path}: {exc}") from exc
+        finally:
+            conn.close()
+        return JournalRecord._from_row(tuple(row)) if row is not None else None
+
+    def rerun_here(self, key_or_index: str | int, *, debug: bool = True) -> Any:
+        """Run a failed job's call in this process, with its arguments, seed and working directory.
+
+        Works in a new process, after the scheduler (or the kernel) that ran the job is gone. Returns the
+        result if the call succeeds here; if it raises, the post-mortem debugger opens at the frame that
+        raised (``pdb``, or IPython's ``%debug`` in a kernel; ``debug=False``: none), then the job's own
+        exception is raised, with its own type.
+
+        Args:
+            key_or_index: the job's key (str), or its index (int) in the latest run that recorded it.
+            debug: open the post-mortem debugger on failure.
+
+        Raises:
+            KeyError: no such job in the journal.
+            ValueError: the job succeeded (its result is ``Journal(path).get(key).result``), or the journal
+                keeps no call for it (written by an older jobsched, or data passed through shared memory).
+            RuntimeError: its function can no longer be loaded here.
+        """
+        record = self._find(key_or_index)
+        if record.status == "done":
+            raise ValueError(f"rerun_here: job {key_or_index!r} succeeded; its result is "
+                             f"Journal(path).get({record.key!r}).result")
+        if record.call_bytes is None:
+            raise ValueError(f"rerun_here: the journal {self.path} keeps no call for job {key_or_index!r} (written "
+                             "by an older jobsched, or its data went through shared memory); run it again with "
+                             "this version to record it")
+        from .worker.rerun import rerun_here
+
+        return rerun_here(record.call_bytes, record.seed, record.cwd, f"job {key_or_index!r}", debug=debug)
+
+    def _find(self, key_or_index: str | int) -> JournalRecord:
+        if isinstance(key_or_index, str):
+            record = self.get(key_or_index)
+        elif isinstance(key_or_index, int) and not isinstance(key_or_index, bool):
+            matches = [r for r in self if r.index == key_or_index]
+            record = max(matches, key=lambda r: r.run or 0) if matches else None
+        else:
+            raise TypeError(f"rerun_here: give a job's key (str) or index (int), got {type(key_or_index).__name__}")
+        if record is None:
+            raise KeyError(f"rerun_here: no job {key_or_index!r} in the journal {self.path}; list its failed jobs "
+                           "with Journal(path).failed()")
+        return record
 
     def results(self) -> dict[str, Any]:
         """Return ``{key: result}`` for every done job, in the order they were written.

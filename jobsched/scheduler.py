@@ -39,7 +39,16 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._core.bars import RunBar  # tqdm itself is imported only when a bar is made
-from ._core.checks import check_max_retries, check_n_workers, check_positive_int, check_prefetch, check_timeout, plural
+from ._core.checks import (
+    check_delay,
+    check_max_retries,
+    check_n_workers,
+    check_positive_int,
+    check_prefetch,
+    check_retry_on,
+    check_timeout,
+    plural,
+)
 from ._core.dependencies import futures_in, submit_after
 from ._core.futures import JobFuture, cancel_pending, force_cancel
 from ._core.intake import enqueue, prepare
@@ -49,6 +58,7 @@ from ._core.slot import Progress, Worker
 from ._core.snapshot import Snapshot, take_snapshot
 from ._core.snapshot import counts as stats_of
 from ._core.state import CLOSE_GRACE, Entry, SchedulerState
+from ._keys.seeds import check_seed
 from ._local import wire as _wire
 from ._local.backend import LocalBackend, default_worker_command
 from ._timeline.recorder import Running, Timeline, TimelineView
@@ -80,7 +90,8 @@ class Scheduler:
     Args:
         make_worker_command: ``make_worker_command(worker_index) -> argv`` starting one worker process
             (see ``make_python_cmd``). Default: ``python -m jobsched.worker``, which runs remote calls.
-        max_retries: a job whose worker dies this many times fails with ``JobError`` (default 3).
+        max_retries: the attempts a job has (default 3): a job whose worker dies this many times fails with
+            ``JobError``; the errors ``retry_on`` retries count against the same budget.
         timeout: default per-job time limit in seconds (None: no limit). A job over its limit has its
             worker killed and replaced, and fails with ``JobTimeout``.
         retry_on_timeout: re-run a job that timed out, as if its worker had died (it counts against
@@ -107,6 +118,17 @@ class Scheduler:
             result in it is not run again: its result is delivered with ``job.from_journal`` True.
         rerun_failed: with a journal, run again the jobs that it records as failed (default); False
             delivers their journaled ``JobError`` instead.
+        seed: give each job a seed derived from this int and the job's key (see ``jobsched.job_seed``):
+            the worker seeds ``random``, and numpy's global state if numpy is imported there, before each
+            job, so a job draws the same numbers whichever worker runs it, in whatever order, on a retry or
+            a resume. None (the default): each worker keeps its own random state.
+        retry_on: an exception class, or a tuple of them: a job that raises one of these (or a subclass)
+            goes back to the queue at its cost, while it has attempts left (``max_retries``); per job:
+            ``add_job(..., retry_on=...)``.
+        retry_delay: seconds a job retried by ``retry_on`` waits before it is queued again (default 0).
+        memory_limit: bytes of address space each local worker may use (``RLIMIT_AS``): a job that allocates
+            past it fails with a ``JobError`` of type ``MemoryError`` and the worker runs the next job, where
+            it would otherwise swap until the kernel's OOM killer ends it. None (the default): no limit.
 
     Raises:
         JournalError: the journal cannot be used (missing folder, read-only, not a journal, newer schema);
@@ -117,7 +139,9 @@ class Scheduler:
                  timeout: float | None = None, retry_on_timeout: bool = False,
                  max_jobs_per_worker: int | None = None, max_worker_memory: int | None = None,
                  prefetch: int | Literal["auto"] = 1, echo_output: bool = True, backend: Backend | None = None,
-                 journal: str | os.PathLike[str] | None = None, rerun_failed: bool = True) -> None:
+                 journal: str | os.PathLike[str] | None = None, rerun_failed: bool = True,
+                 seed: int | None = None, retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
+                 retry_delay: float = 0.0, memory_limit: int | None = None) -> None:
         if make_worker_command is not None and not callable(make_worker_command):
             raise TypeError("Scheduler: make_worker_command must be a function worker_index -> argv, "
                             f"got {type(make_worker_command).__name__}; see make_python_cmd")
@@ -128,6 +152,12 @@ class Scheduler:
             check_positive_int("Scheduler: max_jobs_per_worker", max_jobs_per_worker)
         if max_worker_memory is not None:
             check_positive_int("Scheduler: max_worker_memory (bytes)", max_worker_memory)
+        if memory_limit is not None:
+            check_positive_int("Scheduler: memory_limit (bytes)", memory_limit)
+        self.seed = check_seed("Scheduler", seed)
+        self._retry_on = check_retry_on("Scheduler", retry_on)
+        check_delay("Scheduler: retry_delay", retry_delay)
+        self.memory_limit = memory_limit
         self._journal: Resume | None = None
         if journal is not None:  # first: a bad journal fails before anything starts
             from ._journaling.resume import Resume
@@ -142,7 +172,8 @@ class Scheduler:
         self.prefetch: int | Literal["auto"] = prefetch
         self.echo_output = echo_output
         self._secret = _wire.new_secret()
-        self._backend: Backend = backend or LocalBackend(self.make_worker_command, self._secret, echo_output)
+        self._backend: Backend = backend or LocalBackend(self.make_worker_command, self._secret, echo_output,
+                                                         memory_limit=memory_limit)
         try:
             self._backend.attach(self)  # refuses what it cannot run (worker files on Dask) before anything starts
         except BaseException:
@@ -154,6 +185,7 @@ class Scheduler:
         self._state = SchedulerState(prefetch=self.prefetch, max_jobs_per_worker=max_jobs_per_worker,
                                      max_worker_memory=max_worker_memory,
                                      start_timeout=self._backend.start_timeout)
+        self._state.retry_delay = float(retry_delay)
         self._idle = threading.Condition(threading.Lock())
         self._engine = Engine(self, self._state, self._backend, self._lock, self._idle)
         if self._journal is not None:
@@ -169,7 +201,8 @@ class Scheduler:
     # ------------------------------------------------------------------ adding jobs (any thread)
 
     def add_job(self, data: Any, cost: float = 0, key: Any = None, *, timeout: float | None = None,
-                max_retries: int | None = None, retry_on_timeout: bool | None = None) -> int:
+                max_retries: int | None = None, retry_on_timeout: bool | None = None,
+                retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None) -> int:
         """Queue a job; it goes to the next free worker after every job of lower ``cost``.
 
         Args:
@@ -180,6 +213,7 @@ class Scheduler:
             timeout: time limit in seconds for this job (default: the scheduler's).
             max_retries: worker deaths this job may cause before it fails (default: the scheduler's).
             retry_on_timeout: re-run the job if it times out (default: the scheduler's).
+            retry_on: exception classes to retry this job on (default: the scheduler's; ``()``: none).
 
         Returns:
             The number of jobs now waiting in the queue.
@@ -194,17 +228,18 @@ class Scheduler:
             SchedulerBrokenError: its background loop stopped on an error; ``start()`` runs it again.
         """
         enqueue(self, (prepare(self, data, cost=cost, timeout=timeout, max_retries=max_retries,
-                               retry_on_timeout=retry_on_timeout, key=key),))
+                               retry_on_timeout=retry_on_timeout, key=key, retry_on=retry_on),))
         return self.n_queued_jobs
 
     def submit(self, fn: Callable[..., T], /, *args: Any, cost: float = 0, timeout: float | None = None,
                max_retries: int | None = None, retry_on_timeout: bool | None = None, key: Any = None,
+               retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
                **kwargs: Any) -> Future[T]:
         """Run ``fn(*args, **kwargs)`` in a worker; return a ``concurrent.futures.Future`` of its result.
 
         The scheduler's workers must run remote calls (the default worker does). If ``fn`` raises, the
-        future raises a ``JobError`` carrying the remote traceback. ``cost``, ``timeout``, ``max_retries``
-        and ``retry_on_timeout`` are as for ``add_job``; to pass a keyword argument of that name to ``fn``
+        future raises a ``JobError`` carrying the remote traceback. ``cost``, ``timeout``, ``max_retries``,
+        ``retry_on_timeout`` and ``retry_on`` are as for ``add_job``; to pass a keyword argument of that name to ``fn``
         itself, submit a ``remote_call``: ``sched.submit(remote_call(fn, timeout=5), cost=1)``.
         ``future.cancel()`` also stops a running job (its worker is killed and replaced). ``key`` is the
         journal key, as for ``add_job`` (default: derived from ``fn``'s code and the arguments).
@@ -217,12 +252,13 @@ class Scheduler:
         if inputs:
             return submit_after(inputs, lambda a, k: self.submit(fn, *a, cost=cost, timeout=timeout,
                                                                  max_retries=max_retries,
-                                                                 retry_on_timeout=retry_on_timeout, key=key, **k),
+                                                                 retry_on_timeout=retry_on_timeout, key=key,
+                                                                 retry_on=retry_on, **k),
                                 args, kwargs)
         rc = fn if isinstance(fn, RemoteCall) and not args and not kwargs else make_call("submit", fn, args, kwargs)
         future: JobFuture[T] = JobFuture(self._cancel_future)
         enqueue(self, (prepare(self, rc, cost=cost, future=future, timeout=timeout, max_retries=max_retries,
-                               retry_on_timeout=retry_on_timeout, key=key, caller="submit"),))
+                               retry_on_timeout=retry_on_timeout, key=key, retry_on=retry_on, caller="submit"),))
         return future
 
     def _queued_futures(self) -> list[JobFuture[Any]]:
@@ -268,6 +304,27 @@ class Scheduler:
             force_cancel(entry.future)
         self._engine.request_tick()
         return True
+
+    def rerun_here(self, index: int, *, debug: bool = True) -> Any:
+        """Run failed job ``index``'s call in this process, with its arguments, seed and working directory.
+
+        Returns its result if it succeeds here. If it raises, the post-mortem debugger opens at the frame that
+        raised (``pdb``, or IPython's ``%debug`` in a kernel; ``debug=False``: none), then the job's own
+        exception is raised, with its own type. The scheduler keeps the calls of its last 1000 failed jobs;
+        a journal keeps every failed job's call: ``Journal(path).rerun_here(key)``, even after a restart.
+
+        Raises:
+            KeyError: job ``index`` has not failed in this scheduler (or is too old to be kept).
+            RuntimeError: its function can no longer be loaded here.
+        """
+        calls = self._engine.failed_calls or {}
+        info = calls.get(index)
+        if info is None:
+            raise KeyError(f"rerun_here: job {index} has not failed in this scheduler (failed jobs kept: "
+                           f"{sorted(calls)[-5:]}...); with a journal, use Journal(path).rerun_here(key)")
+        from .worker.rerun import rerun_here
+
+        return rerun_here(*info, f"job {index}", debug=debug)
 
     # ------------------------------------------------------------------ reading state (any thread)
 

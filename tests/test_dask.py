@@ -492,3 +492,21 @@ def test_the_journal_works_the_same_on_dask(client: Any, tmp_path: Path) -> None
             assert s.wait(TIMEOUT)
             assert s.stats()["from_journal"] == expected
     assert sorted(jobsched.Journal(journal).results().values()) == [1, 2, 3, 4]
+
+
+def test_seeded_jobs_draw_on_dask_what_they_draw_on_local_workers(client: Any) -> None:
+    """Scheduler(seed=S) on Dask: each job's random and numpy draws equal those of local workers."""
+    import reproduce_jobs
+
+    for fn in (reproduce_jobs.draws, reproduce_jobs.numpy_draws):
+        with Scheduler(seed=2024) as local:
+            local.start(2, wait=False)
+            expected = [f.result(timeout=TIMEOUT) for f in [local.submit(fn, i) for i in range(8)]]
+        s = Scheduler(backend=DaskBackend(client), seed=2024)
+        try:
+            s.start(wait=False)
+            futures = [s.submit(fn, i) for i in reversed(range(8))]
+            got = [f.result(timeout=TIMEOUT) for f in futures][::-1]
+        finally:
+            s.close(timeout=10.0)
+        assert got == expected

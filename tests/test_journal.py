@@ -198,11 +198,38 @@ def test_a_journal_of_schema_1_is_converted_when_a_writer_opens_it(path: Path) -
         done(w, "old", 3, "again")  # no unique key any more: a second row
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert conn.execute("SELECT COUNT(*) FROM records WHERE key = 'old'").fetchone()[0] == 2
     finally:
         conn.close()
     assert Journal(path).results() == {"old": "again"}
+
+
+def test_a_journal_of_schema_2_is_read_as_it_is_and_gains_seed_and_call_columns_when_written(path: Path) -> None:
+    """Schema 2 lacks seed, call and cwd: a reader sees them as None, a writer adds them, rows kept."""
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA_1.replace("key TEXT PRIMARY KEY", "key TEXT NOT NULL"))
+    conn.execute("PRAGMA application_id = 0x4A534348")
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    conn.execute("INSERT INTO runs (started, pid, host, argv) VALUES (1.0, 1, 'h', '[]')")
+    conn.execute("INSERT INTO records (key, idx, cost, status, result, start_ms, stop_ms, worker, attempts, run) "
+                 "VALUES ('old', 3, 1.0, 'done', ?, 5.0, 6.0, 0, 1, 1)", (pickle.dumps("kept", 5),))
+    conn.commit()
+    conn.close()
+    (old,) = list(Journal(path))
+    assert (old.result, old.seed, old.call_bytes, old.cwd) == ("kept", None, None, None)
+    assert Journal(path).get("old") is not None
+    with JournalWriter.open(path) as w:
+        w.record_done("new", 4, 0.0, pickle.dumps("n", 5), 1.0, 2.0, 0, seed=99)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    finally:
+        conn.close()
+    records = {r.key: r for r in Journal(path)}
+    assert (records["old"].result, records["old"].seed) == ("kept", None)
+    assert (records["new"].result, records["new"].seed) == ("n", 99)
 
 
 def test_the_reader_sees_every_field(path: Path) -> None:

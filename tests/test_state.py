@@ -602,3 +602,62 @@ def test_auto_gives_an_idle_worker_a_job_before_deepening_a_busy_one() -> None:
     sends = sent(state.assign(clock.now))
     assert sends[0][0] == 1 and sends[0][1][0] == 1  # the idle worker first
     assert len(w0._inflight) == 2 and len(w1._inflight) == 2
+
+
+# ---------------------------------------------------------------------------------------------- retry_on
+
+RETRY_TYPES = ("builtins.ConnectionResetError", "builtins.ConnectionError", "builtins.OSError",
+               "builtins.Exception", "builtins.BaseException", "builtins.object")
+
+
+def test_retry_on_requeues_a_matching_error_after_its_delay_within_the_attempt_budget() -> None:
+    """A job raising a subclass of a retry_on type waits retry_delay, runs again, and fails on its last attempt."""
+    clock = Clock()
+    state = SchedulerState()
+    state.retry_delay = 2.0
+    (w,) = bring_up(state, clock, 1)
+    job = entry(max_retries=2)
+    job.retry_on = frozenset({"builtins.ConnectionError"})
+    state.add(job)
+    assert sent(state.assign(clock.now)) == [(0, [0])]
+    assert state.job_done(w, 0, clock.now) is job
+    assert state.job_raised(job, RETRY_TYPES, "ConnectionResetError", clock.now) is True
+    assert job.attempts == 1 and state.n_active == 1 and state.n_queued == 0 and not state.is_idle()
+    clock.advance(1.0)
+    state.tick(clock.now)
+    assert state.assign(clock.now) == []  # still waiting out its delay
+    clock.advance(1.5)
+    state.tick(clock.now)
+    assert sent(state.assign(clock.now)) == [(0, [0])]
+    assert state.job_done(w, 0, clock.now) is job
+    assert state.job_raised(job, RETRY_TYPES, "ConnectionResetError", clock.now) is False  # 2 attempts used
+
+
+def test_retry_on_leaves_an_error_it_does_not_name_alone() -> None:
+    clock = Clock()
+    state = SchedulerState()
+    (w,) = bring_up(state, clock, 1)
+    job = entry(max_retries=5)
+    job.retry_on = frozenset({"builtins.TimeoutError"})
+    state.add(job)
+    state.assign(clock.now)
+    state.job_done(w, 0, clock.now)
+    assert state.job_raised(job, RETRY_TYPES, "ConnectionResetError", clock.now) is False
+    assert job.attempts == 0
+
+
+def test_retried_errors_and_deaths_share_one_attempt_budget() -> None:
+    """One retried error, then a death: with max_retries=2 the death is the last attempt (WorkerDied)."""
+    clock = Clock()
+    state = SchedulerState()
+    (w,) = bring_up(state, clock, 1)
+    job = entry(max_retries=2)
+    job.retry_on = frozenset({"builtins.OSError"})
+    state.add(job)
+    state.assign(clock.now)
+    state.job_done(w, 0, clock.now)
+    assert state.job_raised(job, RETRY_TYPES, "ConnectionResetError", clock.now)
+    state.assign(clock.now)
+    cmds = state.worker_exited(w, "killed by signal SIGKILL", False, clock.now)
+    (deliver,) = of(cmds, Deliver)
+    assert deliver.failed and deliver.result.remote_type == "WorkerDied" and deliver.result.attempts == 2

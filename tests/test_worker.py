@@ -47,11 +47,13 @@ ERROR_CASES = [
 def _decode(frame: tuple[int, bytes]) -> tuple[str, str, str]:
     kind, body = frame
     assert kind == _wire.ERROR
-    fields = pickle.loads(body)  # type, message, traceback, and where the class lives: module, qualname
-    assert len(fields) in (3, 5)  # 3: the last line of defence, when the five cannot be pickled
+    fields = pickle.loads(body)  # type, message, traceback, where the class lives (module, qualname), its MRO
+    assert len(fields) in (3, 6)  # 3: the last line of defence, when the six cannot be pickled
     # exact str (or None for a class's place that is not plain text): nothing for a scheduler to import
     assert all(type(part) is str for part in fields[:3]), fields
-    assert all(part is None or type(part) is str for part in fields[3:]), fields
+    assert all(part is None or type(part) is str for part in fields[3:5]), fields
+    types = fields[5] if len(fields) == 6 else ()
+    assert type(types) is tuple and all(type(name) is str for name in types), types  # the MRO, for retry_on
     return fields[:3]  # type: ignore[no-any-return]
 
 

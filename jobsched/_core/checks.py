@@ -82,3 +82,23 @@ def check_n_workers(n: object) -> None:
 def plural(n: int, word: str) -> str:
     """``1 worker``, ``2 workers``."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def type_name(cls: type) -> str:
+    """The name an exception type goes by when matching ``retry_on``: ``module.qualname``."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def check_retry_on(where: str, retry_on: object) -> frozenset[str]:
+    """Return ``retry_on`` (an exception class, or a tuple of them) as the set of their ``type_name``s."""
+    classes = retry_on if isinstance(retry_on, (tuple, list, set, frozenset)) else (retry_on,)
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise TypeError(f"{where}: retry_on must be an exception class or a tuple of them, got "
+                            f"{describe(cls)}; e.g. retry_on=(ConnectionError, TimeoutError)")
+    return frozenset(type_name(cls) for cls in classes)  # type: ignore[arg-type]
+
+
+def check_delay(what: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_SECONDS:
+        raise ValueError(f"{what} must be a number of seconds from 0 to {MAX_SECONDS:g}, got {describe(value)}")

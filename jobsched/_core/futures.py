@@ -36,6 +36,23 @@ class JobFuture(Future[T]):
         self._done_callbacks: list[Callable[[Future[T]], object]] = []
         self._cancel_entry = cancel_entry
         self.entry: Entry | None = None
+        self.rerun: tuple[bytes, int | None, str] | None = None  # a failed job's call, seed and cwd (rerun_here)
+
+    def rerun_here(self, *, debug: bool = True) -> Any:
+        """Run this failed job's call in this process, with its arguments and seed; return its result.
+
+        If it raises, the post-mortem debugger opens at the frame that raised; then the job's exception is
+        raised, with its own type. See ``Scheduler.rerun_here``.
+
+        Raises:
+            RuntimeError: the job has not failed (it is pending, running, cancelled or done).
+        """
+        if self.rerun is None:
+            raise RuntimeError("rerun_here(): this future's job has not failed (it is pending, running, done or "
+                               "cancelled, or its data went through shared memory); call it on a failed job's future")
+        from ..worker.rerun import rerun_here
+
+        return rerun_here(*self.rerun, "this future's job", debug=debug)
 
     def cancel(self) -> bool:
         """Cancel the job, queued or running; False if it has already finished (its result is kept)."""

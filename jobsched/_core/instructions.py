@@ -22,7 +22,8 @@ class Entry:
     """
 
     __slots__ = ("index", "cost", "data", "payload", "future", "timeout", "max_retries", "retry_on_timeout",
-                 "key", "deaths", "timed_out", "sent", "queued", "cancelled", "from_journal", "_job")
+                 "key", "deaths", "timed_out", "sent", "queued", "cancelled", "from_journal", "_job",
+                 "seed", "retry_on", "raised")
 
     def __init__(self, cost: float, data: Any, payload: Any, future: Any, timeout: float | None,
                  max_retries: int, retry_on_timeout: bool, key: str | None = None) -> None:
@@ -42,11 +43,11 @@ class Entry:
         self.cancelled = False
         self.from_journal = False
         self._job: Job | None = None
-
-    @property
-    def attempts(self) -> int:
-        """How many times this job has been sent to a worker: once, and once more after each death."""
-        return len(self.deaths) + 1 if self.deaths else 1
+        self.seed: int | None = None  # the job's seed (Scheduler(seed=...)), sent with it
+        # Exception types to retry the job on, as "module.qualname" (see SchedulerState.job_raised), and the
+        # errors it raised and was retried for: with ``deaths``, its attempts so far.
+        self.retry_on: frozenset[str] = frozenset()
+        self.raised: list[str] | None = None
 
     @property
     def job(self) -> Job:
@@ -56,6 +57,11 @@ class Entry:
             job = self._job = Job(self.index, self.cost, self.data)
             job.from_journal = self.from_journal
         return job
+
+    @property
+    def attempts(self) -> int:
+        """How many times the job ended without a result: its worker's deaths and the errors it was retried for."""
+        return len(self.deaths or ()) + len(self.raised or ())
 
 
 # ---- commands: what the shell must do. Plain records; the shell matches on their type.

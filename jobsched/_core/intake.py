@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._data import shm as _shm
-from .._keys.derive import normalize_key
+from .._keys.derive import derive_key, normalize_key
+from .._keys.seeds import job_seed
 from ..errors import SchedulerBrokenError, SchedulerClosedError
 from ..remote_call import NOT_A_REMOTE_CALL, RemoteCall, payload_of
-from .checks import check_cost, check_max_retries, check_timeout
+from .checks import check_cost, check_max_retries, check_retry_on, check_timeout
 from .futures import JobFuture
 from .state import Entry
 
@@ -34,7 +35,7 @@ Prepared = tuple[Entry, "tuple[Any, bool] | None"]
 
 def prepare(sched: Scheduler, data: Any, *, cost: float = 0, future: JobFuture[Any] | None = None,
             timeout: float | None = None, max_retries: int | None = None, retry_on_timeout: bool | None = None,
-            key: Any = None, caller: str = "add_job") -> Prepared:
+            key: Any = None, retry_on: Any = None, caller: str = "add_job") -> Prepared:
     """Check, key, pickle and store one job's data; nothing is queued yet (``enqueue`` does that).
 
     Raises here, in the caller's thread, for anything wrong with the job, naming ``caller`` (the call the user
@@ -42,6 +43,7 @@ def prepare(sched: Scheduler, data: Any, *, cost: float = 0, future: JobFuture[A
     """
     if cost.__class__ is not int or cost:  # cost 0, the default, is known to be good
         check_cost(cost, caller)
+    retry_names = sched._retry_on if retry_on is None else check_retry_on(caller, retry_on)
     if timeout is not None:
         check_timeout(caller, timeout)
     if max_retries is not None:
@@ -61,6 +63,9 @@ def prepare(sched: Scheduler, data: Any, *, cost: float = 0, future: JobFuture[A
             return entry, settled
     elif key is not None:
         key = normalize_key(key)  # the same TypeError for a bad key, journal or not
+    seed = None
+    if sched.seed is not None:  # from the job's key, or its content: never from when or where it runs
+        seed = job_seed(sched.seed, key if key is not None else derive_key(data))
     payload = payload_of(data) if isinstance(data, RemoteCall) else _shm.dumps(_shm.wrap(data), f"{caller}: data")
     if isinstance(payload, _shm.OutOfBand):  # large buffers: copied into shared memory now (_data.shm)
         shm = getattr(sched._backend, "shm", None)
@@ -68,6 +73,8 @@ def prepare(sched: Scheduler, data: Any, *, cost: float = 0, future: JobFuture[A
     entry = Entry(cost, data, payload, future, sched.timeout if timeout is None else timeout,
                   sched.max_retries if max_retries is None else max_retries,
                   sched.retry_on_timeout if retry_on_timeout is None else retry_on_timeout, key)
+    entry.seed = seed
+    entry.retry_on = retry_names
     if future is not None:
         future.entry = entry
     return entry, None

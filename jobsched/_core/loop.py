@@ -21,6 +21,7 @@ kills the workers and is raised by the next ``start()``/``wait()``.
 from __future__ import annotations
 
 import collections
+import os
 import selectors
 import socket
 import threading
@@ -69,6 +70,8 @@ class Engine:
         self.journal: Resume | None = None  # flushed on this loop's thread, when due and when the loop ends
         self.timeline: Timeline | None = None  # the task timeline's recorder (_timeline/recorder.py): a tuple per job
         self.inbox: collections.deque[Callable[[], None]] = collections.deque()
+        # The last failed jobs' calls, seeds and working directories, by index (Scheduler.rerun_here).
+        self.failed_calls: dict[int, tuple[bytes, int | None, str]] | None = {}
         self.owner: threading.Thread | None = None  # the thread running serve() now
         self.interrupted = False  # Ctrl-C during a blocking start() that runs the loop in its thread
         self.selector: selectors.BaseSelector | None = None
@@ -267,6 +270,8 @@ class Engine:
             # The future and its entry point at each other: a cycle that only the garbage collector would
             # free (a collector pass every few dozen jobs), holding the job's data until then.
             future.entry = None
+            if failed and not entry.cancelled:
+                future.rerun = rerun_info(entry)
             if entry.cancelled:
                 force_cancel(future)  # cancel() said True: cancelled, even if it has not got there itself yet
             else:
@@ -277,6 +282,12 @@ class Engine:
                         future.set_result(result)
                 except InvalidStateError:
                     pass  # cancelled meanwhile (a running job's future.cancel()), or settled: the first stands
+        if failed and not entry.cancelled and self.failed_calls is not None:
+            info = rerun_info(entry)
+            if info is not None:
+                self.failed_calls[entry.index] = info
+                if len(self.failed_calls) > FAILED_CALLS_KEPT:
+                    del self.failed_calls[next(iter(self.failed_calls))]
         after_stop = self.after_stop
         if after_stop is not None:
             try:
@@ -368,23 +379,36 @@ class Engine:
                 self.dispatch(now)
             for entry, kind, body in done:
                 result, failed = self._outcome(w, entry, kind, body)
-                self.deliver(entry, result, failed, w.index)
+                if failed is not None:
+                    self.deliver(entry, result, failed, w.index)
         else:
             # after_stop may add jobs, or raise to stop everything: it runs before the next dispatch.
             for entry, kind, body in done:
                 result, failed = self._outcome(w, entry, kind, body)
-                self.deliver(entry, result, failed, w.index)
+                if failed is not None:
+                    self.deliver(entry, result, failed, w.index)
                 if state.can_dispatch():
                     self.dispatch(time.monotonic())
 
-    def _outcome(self, w: Worker, entry: Entry, kind: int, body: Any) -> tuple[Any, bool]:
-        """Decode a finished job's result (and journal it); a job cancelled meanwhile is ``JobCancelled``."""
+    def _outcome(self, w: Worker, entry: Entry, kind: int, body: Any) -> tuple[Any, bool | None]:
+        """Decode a finished job's result (and journal it); a job cancelled meanwhile is ``JobCancelled``.
+
+        ``failed`` is None when the job raised an error of its ``retry_on`` and went back to the queue.
+        """
         if entry.cancelled:
             # cancel() said True while this result was on its way: the cancel stands, the result is dropped.
             if kind == _RESULT:
                 _shm.discard(body)  # its segments, unread
             return self.state._cancelled_error(entry), True
         result, failed = decode(entry, kind, body)
+        if failed:
+            if entry.retry_on and kind == _ERROR:
+                with self.lock:
+                    retried = self.state.job_raised(entry, _error_types(body), result.remote_type, time.monotonic())
+                if retried:
+                    self.wake()  # the loop looks at the queue again (a delayed retry: at its tick)
+                    return None, None
+            result.attempts = entry.attempts + 1
         if self.on_result is not None:  # a result that cannot be unpickled here is journaled as the failure it is
             self.on_result(w, entry, _ERROR if failed else kind, body, result)
         return result, failed
@@ -415,6 +439,17 @@ class Engine:
         write_stderr(message + "\n")
 
 
+FAILED_CALLS_KEPT = 1000  # failed jobs whose call Scheduler.rerun_here can run (the journal keeps them all)
+
+
+def rerun_info(entry: Entry) -> tuple[bytes, int | None, str] | None:
+    """What ``rerun_here`` needs of a failed job: its call as sent, its seed, the working directory."""
+    payload = entry.payload
+    if not isinstance(payload, (bytes, bytearray)) or _shm.is_oob(payload):
+        return None  # data in shared memory: released with the job
+    return bytes(payload), entry.seed, os.getcwd()
+
+
 def _guarded(log: Callable[[str], None], fn: Callable[..., Any], *args: Any) -> None:
     """Run a step of the loop's emergency stop; report a failure and go on to the next step."""
     try:
@@ -431,9 +466,9 @@ def decode(entry: Entry, kind: int, body: Any) -> tuple[Any, bool]:
     """
     try:
         if kind == _ERROR:
-            fields = loads(body)  # (type, message, traceback[, module, qualname]): plain str or None
-            module, qualname = (fields[3], fields[4]) if len(fields) == 5 else (None, None)
-            return job_error(str(fields[0]), str(fields[1]), str(fields[2]), entry.index, entry.attempts,
+            fields = loads(body)  # (type, message, traceback[, module, qualname, type names]): see _local.wire
+            module, qualname = (fields[3], fields[4]) if len(fields) >= 5 else (None, None)
+            return job_error(str(fields[0]), str(fields[1]), str(fields[2]), entry.index, entry.attempts + 1,
                              module if type(module) is str else None, qualname if type(qualname) is str else None
                              ), True
         return load_result(body, entry.payload), False  # large buffers mapped from shared memory (_shm)
@@ -444,6 +479,16 @@ def decode(entry: Entry, kind: int, body: Any) -> tuple[Any, bool]:
             why = type(exc).__name__
         return JobError(type(exc).__name__, f"the result could not be unpickled here ({why})", "",
                         entry.index), True
+
+
+def _error_types(body: Any) -> tuple[str, ...]:
+    """The ``module.qualname`` of each class in the MRO of the exception an ERROR frame reports (see ``_wire``)."""
+    try:
+        error = loads(body)
+        types = error[5] if len(error) > 5 else ()
+        return tuple(t for t in types if isinstance(t, str))
+    except BaseException:
+        return ()
 
 
 def _decode_progress(body: Any) -> Progress | None:

@@ -57,6 +57,7 @@ class Worker:
 
     __slots__ = (
         "index", "pid", "address", "state", "n_done", "n_restarts", "output", "exit_description", "progress",
+        "last_rss",
         # Policy bookkeeping, owned by the scheduler's state.
         "_generation", "_inflight", "_job_started", "_n_jobs_this_process", "_retiring", "_ready_at",
         "_started_at", "_restart_at", "_deadline", "_fast_deaths", "_kill_reason", "_signalled", "_hungry",
@@ -72,6 +73,7 @@ class Worker:
         self.state = WorkerState.CLOSED
         self.n_done = 0
         self.n_restarts = 0
+        self.last_rss: int | None = None  # resident memory in bytes after its last job, when measured
         self.output: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES)
         self.exit_description: str | None = None
         self.progress: Progress | None = None

@@ -119,6 +119,8 @@ class SchedulerState:
         self.maintain_at = 0.0  # when tick() is next due
         self.rate_samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
         self.started_at: float | None = None
+        self.retry_delay = 0.0  # seconds a job retried by retry_on waits (Scheduler(retry_delay=...))
+        self.delayed: list[tuple[float, int, Entry]] = []  # (due, index, entry): retried jobs not queued yet
 
     # ------------------------------------------------------------------ the queue
 
@@ -162,6 +164,12 @@ class SchedulerState:
                 self.n_active += 1
                 self.ready.append(Deliver(entry, self._cancelled_error(entry), True))
             return CancelOutcome(True, False)
+        if any(item[2] is entry for item in self.delayed):  # waiting out its retry_delay: it ends here
+            self.delayed = [item for item in self.delayed if item[2] is not entry]
+            heapq.heapify(self.delayed)
+            entry.cancelled = True
+            self.ready.append(Deliver(entry, self._cancelled_error(entry), True))  # still counted active
+            return CancelOutcome(True, False)
         for w in self.workers:
             if entry in w._inflight and w.state is not _CLOSED:
                 entry.cancelled = True
@@ -182,7 +190,7 @@ class SchedulerState:
             for entry in w._inflight:
                 if entry.index == index:
                     return entry
-        for _, i, entry in self.heap:
+        for _, i, entry in [*self.heap, *self.delayed]:
             if i == index and not entry.cancelled:
                 return entry
         return None
@@ -196,6 +204,7 @@ class SchedulerState:
         doomed = [entry for _, _, entry in self.heap if entry.future is not None and not entry.cancelled]
         for w in self.workers:
             doomed.extend(entry for entry in w._inflight if entry.future is not None)
+        doomed.extend(entry for _, _, entry in self.delayed if entry.future is not None)
         self.heap[:] = [item for item in self.heap if item[2].future is None and not item[2].cancelled]
         heapq.heapify(self.heap)
         self.n_cancelled_queued = 0
@@ -292,6 +301,8 @@ class SchedulerState:
                         if entry in w._inflight and w.state is not _CLOSED)
             self.withdrawals.clear()
         next_at = now + TICK
+        if self.delayed:
+            next_at = min(next_at, self._requeue_due(now))
         target = 0 if self.closing else self.target
         for index in range(len(self.workers), target):
             self.workers.append(Worker(index))
@@ -492,10 +503,10 @@ class SchedulerState:
             death = f"worker {w.index} (pid {w.pid}) {w.exit_description}"
             running.deaths = deaths = [*(running.deaths or ()), death]
             error: JobError | None = None
-            if running.timed_out and not (running.retry_on_timeout and len(deaths) < running.max_retries):
+            if running.timed_out and not (running.retry_on_timeout and running.attempts < running.max_retries):
                 error = JobTimeout("JobTimeout", f"the job ran longer than its timeout of {running.timeout:g} s; "
-                                   f"{death}", "", running.index, len(deaths))
-            elif len(deaths) >= running.max_retries:
+                                   f"{death}", "", running.index, running.attempts)
+            elif running.attempts >= running.max_retries:  # deaths and retried errors: one budget
                 times = "once" if len(deaths) == 1 else f"{len(deaths)} times"
                 tail = f"Last output of worker {w.index}:\n{output_tail}" if output_tail.strip() else ""
                 error = self.last_worker_died = JobError("WorkerDied", f"its worker died {times}: "
@@ -504,6 +515,7 @@ class SchedulerState:
                 running.timed_out = False
                 requeue.insert(0, running)
             if error is not None:
+                error.attempts = running.attempts
                 cmds.append(Deliver(running, error, True))
         # Back in the queue and out of the active count at once: wait() never sees idle in between.
         self.n_active -= len(requeue)
@@ -730,6 +742,8 @@ class SchedulerState:
             w._pipelined = bool(inflight)
         w._job_started = now
         w.progress = None
+        if rss is not None:
+            w.last_rss = rss  # named in an OOM kill's description
         w.n_done += 1
         w._n_jobs_this_process += 1
         if (self.max_jobs_per_worker is not None and w._n_jobs_this_process >= self.max_jobs_per_worker) or (
@@ -745,6 +759,35 @@ class SchedulerState:
         if not inflight and w.state is _RUNNING:
             w._move(_READY)
         return entry
+
+    def job_raised(self, entry: Entry, types: tuple[str, ...], error: str, now: float) -> bool:
+        """Job ``entry``, just finished (``job_done``), raised an exception whose MRO is ``types``.
+
+        ``types`` are ``module.qualname`` names. If one is in the job's ``retry_on`` and the job has attempts
+        left (``max_retries`` counts deaths and retried errors alike), re-queue it at its cost, after
+        ``retry_delay`` seconds, and return True: its error is not delivered. Otherwise return False.
+        """
+        if entry.cancelled or not entry.retry_on.intersection(types) or entry.attempts + 1 >= entry.max_retries:
+            return False
+        entry.raised = [*(entry.raised or ()), error]
+        if self.retry_delay > 0:  # stays active meanwhile: wait() does not see the scheduler idle
+            heapq.heappush(self.delayed, (now + self.retry_delay, entry.index, entry))
+            self.maintain_at = min(self.maintain_at, now + self.retry_delay)
+        else:
+            self.n_active -= 1
+            entry.queued = True
+            heapq.heappush(self.heap, (entry.cost, entry.index, entry))
+        return True
+
+    def _requeue_due(self, now: float) -> float:
+        """Queue the retried jobs whose delay is over; return when the next one is due."""
+        delayed = self.delayed
+        while delayed and delayed[0][0] <= now:
+            _, index, entry = heapq.heappop(delayed)
+            self.n_active -= 1
+            entry.queued = True
+            heapq.heappush(self.heap, (entry.cost, index, entry))
+        return delayed[0][0] if delayed else float("inf")
 
     def delivered(self, failed: bool, cancelled: bool = False, from_journal: bool = False) -> None:
         """A job's result reached its future and ``after_stop``: count it done."""

@@ -14,11 +14,13 @@ from typing import Any
 
 from ..errors import JournalError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema this jobsched writes; a file of a higher version is refused (by an older jobsched).
 
-1 had one row per key (``key TEXT PRIMARY KEY``); 2 makes ``records`` an append-only log (see ``CURRENT``),
-and a writer converts a file of version 1 when it opens it."""
+1 had one row per key (``key TEXT PRIMARY KEY``); 2 makes ``records`` an append-only log (see ``CURRENT``);
+3 adds a job's ``seed``, and for a failed job its ``call`` (pickled as it was sent) and the scheduler's working
+directory ``cwd`` (for ``Journal.rerun_here``). A writer converts an older file when it opens it; a reader
+reads any version (the columns an older file lacks read as NULL: see ``extra_columns``)."""
 
 APPLICATION_ID = 0x4A534348  # "JSCH", in the SQLite header: a jobsched journal is known by it
 BUSY_TIMEOUT = 60.0
@@ -49,7 +51,10 @@ CREATE TABLE records (
     stop_ms REAL,
     worker INTEGER,
     attempts INTEGER,
-    run INTEGER
+    run INTEGER,
+    seed INTEGER,
+    call BLOB,
+    cwd TEXT
 );
 """
 # Why no PRIMARY KEY on key: keys are hashes, so every batch would insert into index pages all over the
@@ -61,12 +66,21 @@ CREATE TABLE records (
 _COLUMNS = ("key, idx, cost, status, result, error_type, error_message, error_traceback, "
             "start_ms, stop_ms, worker, attempts, run")
 
+EXTRA_COLUMNS = "seed, call, cwd"  # schema 3: after _COLUMNS in a record's row
+
+
+def extra_columns(conn: sqlite3.Connection) -> str:
+    """What to select after ``_COLUMNS`` for ``EXTRA_COLUMNS`` in this file: NULLs in a file of schema < 3."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    return EXTRA_COLUMNS if version >= 3 else "NULL, NULL, NULL"
+
+
 CURRENT = ("(SELECT * FROM (SELECT rowid AS seq, *, row_number() OVER (PARTITION BY key ORDER BY "
            "status = 'done' DESC, rowid DESC) AS nth FROM records) WHERE nth = 1)")
 """The record of each key, as a table to select from (``seq`` is its rowid): ``records`` is an append-only log
 where a key may have several rows (written by several runs or processes); its latest success counts, else
 its latest failure. A failure never replaces a success."""
-_BY_KEY = f"SELECT {_COLUMNS} FROM records WHERE key = ? ORDER BY status = 'done' DESC, rowid DESC LIMIT 1"
+_BY_KEY = ("SELECT {columns} FROM records WHERE key = ? ORDER BY status = 'done' DESC, rowid DESC LIMIT 1")
 
 
 # ---- checks that run before SQLite touches the file
@@ -256,11 +270,15 @@ def _prepare(path: str, conn: sqlite3.Connection) -> None:
             raise JournalError(f"{path} is a SQLite database but not a jobsched journal; choose another path")
         elif version > SCHEMA_VERSION:
             raise JournalError(_too_new(path, version))
-        elif version < SCHEMA_VERSION:  # 1: the same columns, with a unique key; its rows are copied in order
-            conn.execute("ALTER TABLE records RENAME TO records_v1")
-            conn.execute(_SCHEMA[_SCHEMA.index("CREATE TABLE records"):])
-            conn.execute(f"INSERT INTO records ({_COLUMNS}) SELECT {_COLUMNS} FROM records_v1 ORDER BY rowid")
-            conn.execute("DROP TABLE records_v1")
+        elif version < SCHEMA_VERSION:
+            if version < 2:  # 1: the same columns, with a unique key; its rows are copied in order
+                conn.execute("ALTER TABLE records RENAME TO records_v1")
+                conn.execute(_SCHEMA[_SCHEMA.index("CREATE TABLE records"):])
+                conn.execute(f"INSERT INTO records ({_COLUMNS}) SELECT {_COLUMNS} FROM records_v1 ORDER BY rowid")
+                conn.execute("DROP TABLE records_v1")
+            else:  # 2: three columns more, NULL in the rows it has
+                for column in ("seed INTEGER", "call BLOB", "cwd TEXT"):
+                    conn.execute(f"ALTER TABLE records ADD COLUMN {column}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
         conn.execute("COMMIT")

@@ -100,20 +100,23 @@ class Resume:
             return
         job = entry.job
         worker = w.index if w is not None else None
-        deaths = len(entry.deaths or ())
+        ended = entry.attempts  # deaths, and errors that retry_on retried
         # Every death was a start; a result (or an error the job raised) came from one more start, while a
         # failure the scheduler decided ended with the last death (a timeout's kill is a death too).
-        attempts = 1 + deaths if kind is not None else max(1, deaths)
+        attempts = 1 + ended if kind is not None else max(1, ended)
+        seed = entry.seed
         if kind == _RESULT:
             if isinstance(body, (bytes, bytearray, memoryview)) and not _shm.is_oob(body):
                 self.writer.record_done(key, entry.index, entry.cost, body, job.start_ms, job.stop_ms, worker,
-                                        attempts)
+                                        attempts, seed)
             else:  # values, or segments gone once read (_shm): pickled here, or a warning names the job
                 self.writer.record_value(key, entry.index, entry.cost, result, job.start_ms, job.stop_ms, worker,
-                                         attempts)
+                                         attempts, seed)
         elif isinstance(result, JobError):
+            payload = entry.payload  # the call as it was sent, for rerun_here (not data in shared memory)
+            call = bytes(payload) if isinstance(payload, (bytes, bytearray)) and not _shm.is_oob(payload) else None
             self.writer.record_failed(key, entry.index, entry.cost, result, job.start_ms, job.stop_ms, worker,
-                                      attempts)
+                                      attempts, seed, call, os.getcwd())
 
     def on_cancel(self, entry: Entry, worker: int | None) -> None:
         """Note a job that the user cancelled (any thread): not a result, an event for the report.

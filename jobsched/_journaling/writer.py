@@ -21,6 +21,7 @@ from .file import (
     _BY_KEY,
     _COLUMNS,
     BUSY_TIMEOUT,
+    EXTRA_COLUMNS,
     _check_file,
     _connect,
     _new_run,
@@ -34,16 +35,18 @@ FLUSH_INTERVAL = 0.1
 FLUSH_BATCH = 2000
 """Results written in one transaction at most (a flush is due as soon as this many wait). Measured on 20,000
 small results: 500 per transaction cost 6.3 µs a result, 2000 cost 3.9 µs (with the cache below), 5000 3.7 µs."""
-_INSERT = f"INSERT INTO records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = f"INSERT INTO records ({_COLUMNS}, {EXTRA_COLUMNS}) VALUES ({', '.join(['?'] * 16)})"
+_ROW = f"{_COLUMNS}, {EXTRA_COLUMNS}"  # a record's row, as JournalRecord._from_row takes it
 
 # The same for a success, with its constant columns in the statement: 8 parameters bound a row instead of
 # 13, a quarter less CPU per row. Buffered successes are 8-tuples (_DONE_LEN) in this order. And _ROWS_PER_INSERT
 # rows per statement: one statement step per 100 rows instead of per row, 0.9 µs a row instead of 1.25 (measured
 # on 20,000 rows; 800 parameters stay below SQLite's oldest limit of 999).
-_INSERT_DONE = "INSERT INTO records (key, idx, cost, result, start_ms, stop_ms, worker, attempts, status, run) VALUES "
-_DONE_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, 'done', {run})"
-_ROWS_PER_INSERT = 100
-_DONE_LEN = 8
+_INSERT_DONE = ("INSERT INTO records (key, idx, cost, result, start_ms, stop_ms, worker, attempts, seed, status, run) "
+                "VALUES ")
+_DONE_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, 'done', {run})"
+_ROWS_PER_INSERT = 100  # 900 parameters: below SQLite's oldest limit of 999
+_DONE_LEN = 9
 
 
 class JournalWarning(RuntimeWarning):
@@ -66,12 +69,15 @@ class JournalRecord:
         start_ms: wall-clock time in milliseconds when the job was sent to a worker.
         stop_ms: wall-clock time in milliseconds when its result arrived.
         worker: the index of the worker slot that ran it (None if unknown).
-        attempts: how many times it was started (more than 1 if a worker died under it).
+        attempts: how many times it was started (more than 1 if a worker died under it, or ``retry_on``
+            retried it).
         run: the run that wrote the record (see ``Journal.runs()``).
+        seed: the job's seed (``Scheduler(seed=...)``), or None.
+        cwd: for a failed job, the scheduler's working directory when it failed (``Journal.rerun_here``).
     """
 
     __slots__ = ("key", "index", "cost", "status", "start_ms", "stop_ms", "worker", "attempts", "run",
-                 "_result_bytes", "_error_fields", "_value")
+                 "_result_bytes", "_error_fields", "_value", "seed", "call_bytes", "cwd")
 
     def __init__(self, key: str, index: int | None, cost: float | None, status: str, result_bytes: bytes | None,
                  error_fields: tuple[str, str, str] | None, start_ms: float | None, stop_ms: float | None,
@@ -88,12 +94,18 @@ class JournalRecord:
         self.attempts = attempts
         self.run = run
         self._value: Any = _UNREAD
+        self.seed: int | None = None
+        self.call_bytes: bytes | None = None  # a failed job's call, pickled as it was sent
+        self.cwd: str | None = None
 
     @classmethod
     def _from_row(cls, row: tuple[Any, ...]) -> JournalRecord:
-        key, idx, cost, status, result, etype, emsg, etb, start, stop, worker, attempts, run = row
+        key, idx, cost, status, result, etype, emsg, etb, start, stop, worker, attempts, run = row[:13]
         errors = (etype or "", emsg or "", etb or "") if status == "failed" else None
-        return cls(key, idx, cost, status, result, errors, start, stop, worker, attempts, run)
+        record = cls(key, idx, cost, status, result, errors, start, stop, worker, attempts, run)
+        if len(row) > 13:
+            record.seed, record.call_bytes, record.cwd = row[13:16]
+        return record
 
     @property
     def result(self) -> Any:
@@ -248,9 +260,9 @@ class JournalWriter:
                 return None
             row = self._pending.get(key)
             if row is not None and len(row) == _DONE_LEN:  # a buffered success: every column
-                key, index, cost, result, start_ms, stop_ms, worker, attempts = row
+                key, index, cost, result, start_ms, stop_ms, worker, attempts, seed = row
                 row = (key, index, cost, "done", result, None, None, None, start_ms, stop_ms, worker, attempts,
-                       self.run)
+                       self.run, seed, None, None)
             elif row is not None and status:
                 row = None  # a buffered failure does not replace the success in the file
             if row is None:
@@ -277,15 +289,16 @@ class JournalWriter:
             raise JournalError(f"the journal {self.path} is closed")
         rowid = self._rowid.get(key)
         if rowid is not None:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM records WHERE rowid = ?", (rowid,)).fetchone()
+            row = conn.execute(f"SELECT {_ROW} FROM records WHERE rowid = ?", (rowid,)).fetchone()
             if row is not None and row[0] == key:
                 return tuple(row)
             del self._rowid[key]  # deleted meanwhile (Journal.forget in another process)
-        row = conn.execute(_BY_KEY, (key,)).fetchone()
+        row = conn.execute(_BY_KEY.format(columns=_ROW), (key,)).fetchone()
         return None if row is None else tuple(row)
 
     def record_done(self, key: str, index: int, cost: float, result: bytes | bytearray | memoryview,
-                    start_ms: float, stop_ms: float, worker: int | None, attempts: int = 1) -> None:
+                    start_ms: float, stop_ms: float, worker: int | None, attempts: int = 1,
+                    seed: int | None = None) -> None:
         """Buffer a finished job's result: ``result`` is its pickle, as it came from the worker (copied here).
 
         Args:
@@ -297,8 +310,9 @@ class JournalWriter:
             stop_ms: wall-clock milliseconds when its result arrived.
             worker: the worker slot's index.
             attempts: how many times the job was started.
+            seed: the job's seed, if it had one.
         """
-        row = (key, index, cost, bytes(result), start_ms, stop_ms, worker, attempts)  # _DONE_LEN, _INSERT_DONE
+        row = (key, index, cost, bytes(result), start_ms, stop_ms, worker, attempts, seed)  # _DONE_LEN, _INSERT_DONE
         with self._lock:
             self._pending[key] = row
             self._known[key] = True
@@ -306,14 +320,15 @@ class JournalWriter:
                 self._oldest = time.monotonic()
 
     def record_failed(self, key: str, index: int, cost: float, error: JobError, start_ms: float, stop_ms: float,
-                      worker: int | None, attempts: int = 1) -> None:
-        """Buffer a failed job's error (its type, message and traceback).
+                      worker: int | None, attempts: int = 1, seed: int | None = None, call: bytes | None = None,
+                      cwd: str | None = None) -> None:
+        """Buffer a failed job's error (its type, message and traceback), its seed, call and working directory.
 
         A failure never replaces a success recorded for the same key. The scheduler should not record a
         job that the user cancelled: that is not the job's result.
         """
         row = (key, index, cost, "failed", None, error.remote_type, error.remote_message, error.remote_traceback,
-               start_ms, stop_ms, worker, attempts, self.run)
+               start_ms, stop_ms, worker, attempts, self.run, seed, call, cwd)
         with self._lock:
             previous = self._pending.get(key)
             if previous is not None and len(previous) == _DONE_LEN:
@@ -325,7 +340,7 @@ class JournalWriter:
                 self._oldest = time.monotonic()
 
     def record_value(self, key: str, index: int, cost: float, result: Any, start_ms: float, stop_ms: float,
-                     worker: int | None, attempts: int = 1) -> bool:
+                     worker: int | None, attempts: int = 1, seed: int | None = None) -> bool:
         """Pickle ``result`` and buffer it, for a backend that hands over values rather than bytes.
 
         Returns:
@@ -343,7 +358,7 @@ class JournalWriter:
                 warnings.warn(f"the result of job {index} (key {key}) is delivered but not journaled: {exc}",
                               JournalWarning, stacklevel=2)
                 return False
-        self.record_done(key, index, cost, data, start_ms, stop_ms, worker, attempts)
+        self.record_done(key, index, cost, data, start_ms, stop_ms, worker, attempts, seed)
         return True
 
     def next_flush_in(self, now: float) -> float | None:

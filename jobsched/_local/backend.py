@@ -23,6 +23,7 @@ from .._core.slot import Worker
 from .._data import shm as _shm
 from ..states import WorkerState
 from . import wire as _wire
+from .memory import describe_oom, oom_kills
 from .output import OutputLines
 from .processes import Reaper, WorkerProcess, describe_exit, pidfd_open, resident_memory, signal_group
 from .transport import Connection, Listener
@@ -45,7 +46,7 @@ def default_worker_command(worker_index: int) -> list[str]:
 class _Process:
     """What the backend holds for one running worker process."""
 
-    __slots__ = ("proc", "pidfd", "out_fd", "lines", "conn", "exited")
+    __slots__ = ("proc", "pidfd", "out_fd", "lines", "conn", "exited", "signalled", "oom_kills")
 
     def __init__(self, proc: WorkerProcess, lines: OutputLines) -> None:
         self.proc = proc
@@ -54,6 +55,8 @@ class _Process:
         self.lines = lines
         self.conn: Connection | None = None
         self.exited = False
+        self.signalled = False  # we sent it a signal: its SIGKILL is no OOM kill
+        self.oom_kills = oom_kills()  # the cgroup's OOM-kill counter when it started
 
 
 class LocalBackend:
@@ -61,8 +64,10 @@ class LocalBackend:
 
     start_timeout: float | None = 60.0
 
-    def __init__(self, make_worker_command: Callable[[int], list[str]], secret: bytes, echo_output: bool) -> None:
+    def __init__(self, make_worker_command: Callable[[int], list[str]], secret: bytes, echo_output: bool,
+                 memory_limit: int | None = None) -> None:
         self._command = make_worker_command
+        self._memory_limit = memory_limit  # each worker's RLIMIT_AS, set by the worker itself
         self._secret = secret
         self._echo = echo_output
         self._events: BackendEvents | None = None
@@ -116,6 +121,8 @@ class LocalBackend:
             env[_shm.ENV_PREFIX] = self.shm.prefix
         env[_wire.ENV_SYS_PATH] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
         env["PYTHONUNBUFFERED"] = "1"
+        if self._memory_limit is not None:
+            env[_wire.ENV_MEMORY_LIMIT] = str(self._memory_limit)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         try:
             argv = [os.fspath(a) for a in self._command(w.index)]
@@ -154,7 +161,9 @@ class LocalBackend:
         buffers: list[bytes | bytearray | memoryview] = []
         for entry in entries:
             payload, cost = entry.payload, entry.cost
-            if cost.__class__ is float:
+            if entry.seed is not None:
+                header = _seeded_header(entry)
+            elif cost.__class__ is float:
                 header = pack(len(payload) + 8, job, entry.index, cost)
             else:  # an int keeps its type in the worker (JOB_INT), unless it does not fit in int64
                 try:
@@ -192,6 +201,7 @@ class LocalBackend:
         self._forget_waiting(w)
         if p is None or p.exited:
             return
+        p.signalled = True
         signal_group(p.proc, signal.SIGKILL if force else signal.SIGTERM)
         if p.pidfd < 0 and force:  # no pidfd on this system: reap here
             p.proc.wait()
@@ -374,7 +384,22 @@ class LocalBackend:
             # Not its job's doing: the scheduler replaces it and runs its jobs again, with no retry counted.
             self._events.worker_exited(w, DIED_WITH_ZYGOTE, False, crashed=False)
         else:
-            self._events.worker_exited(w, describe_exit(returncode), returncode == 0)
+            oom = describe_oom(returncode, p.signalled, p.oom_kills, oom_kills() if p.oom_kills is not None else None,
+                               w.last_rss)
+            self._events.worker_exited(w, oom or describe_exit(returncode), returncode == 0)
+
+
+
+def _seeded_header(entry: Entry) -> bytes:
+    """The header of a JOB_SEED or JOB_INT_SEED frame: a job of a scheduler with a ``seed``."""
+    size = len(entry.payload) + _wire.COST.size + _wire.SEED.size
+    cost = entry.cost
+    if cost.__class__ is not float:
+        try:
+            return _wire.JOB_INT_SEED_HEADER.pack(size, _wire.JOB_INT_SEED, entry.index, cost, entry.seed)
+        except struct.error:
+            pass
+    return _wire.JOB_SEED_HEADER.pack(size, _wire.JOB_SEED, entry.index, cost, entry.seed)
 
 
 __all__ = ["PACKAGE_ROOT", "LocalBackend", "default_worker_command"]

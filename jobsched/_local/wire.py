@@ -21,8 +21,13 @@ Protocol (one TCP connection per worker, on 127.0.0.1 only):
       JOB_INT (scheduler -> worker): the same, for a cost that is an ``int`` within int64: cost (``!q``), so
              that the worker's ``job.cost`` is the ``int`` the caller gave (1, not 1.0). Any other cost (a
              ``float``, an ``int`` beyond int64) travels as JOB and arrives as a ``float``.
+      JOB_SEED, JOB_INT_SEED (scheduler -> worker): JOB and JOB_INT for a scheduler with a ``seed``: the cost,
+             then the job's seed (``!Q``), then the data. Before running the job, the worker seeds ``random``
+             (and numpy's global state, if numpy is imported) with it; ``jobsched.job_seed()`` returns it.
       RESULT (worker -> scheduler): body = the result, pickled.
-      ERROR  (worker -> scheduler): body = pickled ``(type name, message, traceback text)``, all str.
+      ERROR  (worker -> scheduler): body = pickled ``(type name, message, traceback text, type names)``: three
+             str, then a tuple of str, ``module.qualname`` of each class in the exception type's MRO (matched
+             against the job's ``retry_on``).
       CLOSE  (scheduler -> worker): no body; the worker returns from ``start_worker`` and exits.
       PROGRESS (worker -> scheduler): body = pickled ``(done, total, note)`` reported by the running job
              (``jobsched.progress`` or a tqdm bar inside it); index = that job's index. Any number of
@@ -62,12 +67,15 @@ COST = struct.Struct("!d")
 JOB_HEADER = struct.Struct("!IBQd")  # HEADER + COST: the start of every JOB frame, packed at once
 INT_COST = struct.Struct("!q")
 JOB_INT_HEADER = struct.Struct("!IBQq")  # HEADER + INT_COST: the start of every JOB_INT frame
+SEED = struct.Struct("!Q")  # a job's seed, after its cost (JOB_SEED, JOB_INT_SEED)
+JOB_SEED_HEADER = struct.Struct("!IBQdQ")  # HEADER + COST + SEED
+JOB_INT_SEED_HEADER = struct.Struct("!IBQqQ")  # HEADER + INT_COST + SEED
 # Bytes asked of one recv(). Below glibc's mmap threshold (128 KiB): a larger buffer would cost an
 # mmap/mremap/munmap round per call, i.e. per job.
 RECV_SIZE = 1 << 16
 
-JOB, RESULT, ERROR, CLOSE, PROGRESS, JOB_INT, WITHDRAW, WITHDRAWN = 1, 2, 3, 4, 5, 6, 7, 8
-KINDS = frozenset({JOB, RESULT, ERROR, CLOSE, PROGRESS, JOB_INT, WITHDRAW, WITHDRAWN})
+JOB, RESULT, ERROR, CLOSE, PROGRESS, JOB_INT, WITHDRAW, WITHDRAWN, JOB_SEED, JOB_INT_SEED = range(1, 11)
+KINDS = frozenset({JOB, RESULT, ERROR, CLOSE, PROGRESS, JOB_INT, WITHDRAW, WITHDRAWN, JOB_SEED, JOB_INT_SEED})
 # A job held this long (seconds) since its frame was read is checked for a WITHDRAW before it starts (one
 # non-blocking recv); a job just read had no time to be withdrawn, and costs nothing more.
 WITHDRAW_CHECK_AGE = 0.001
@@ -75,6 +83,7 @@ WITHDRAW_CHECK_AGE = 0.001
 ENV_ADDRESS = "JOBSCHED_ADDRESS"
 ENV_WORKER = "JOBSCHED_WORKER"
 ENV_SYS_PATH = "JOBSCHED_SYS_PATH"
+ENV_MEMORY_LIMIT = "JOBSCHED_MEMORY_LIMIT"  # bytes: the worker sets its RLIMIT_AS (Scheduler(memory_limit=...))
 
 
 def new_secret() -> bytes:
@@ -206,7 +215,7 @@ class FrameDecoder:
 
 
 SCHEDULER_ACCEPTS = frozenset({RESULT, ERROR, PROGRESS, WITHDRAWN})
-WORKER_ACCEPTS = frozenset({JOB, JOB_INT, CLOSE, WITHDRAW})
+WORKER_ACCEPTS = frozenset({JOB, JOB_INT, JOB_SEED, JOB_INT_SEED, CLOSE, WITHDRAW})
 
 
 class BlockingConnection:

@@ -59,10 +59,15 @@ usage:
                              run the jobs on the Dask cluster at ADDRESS (N: its threads to use; default all)
   %jobsched start --journal PATH [-n N]
                              record results in the SQLite journal PATH; jobs already in it are not run again
+  %jobsched start --seed S [-n N]
+                             give each job a seed derived from S and its key (random, numpy, job_seed())
   %jobsched scale N          run N workers from now on (busy workers beyond N finish their job first)
   %jobsched pause            stop handing out jobs (running jobs finish)
   %jobsched resume           hand out jobs again
   %jobsched cancel INDEX     cancel job INDEX, queued or running (its worker is replaced)
+  %jobsched debug N [--journal PATH]
+                             run failed job N (an index, or a journal key) here, with its arguments and seed;
+                             on an error, the post-mortem debugger (%debug) opens where it raised
   %jobsched status           print the counts (workers, queued, active, done, failed; cancelled and from
                              journal when not 0), then per busy worker: its job, how long it has run, progress
   %jobsched wait [TIMEOUT]   block until no job is queued or active and every %%jobsched cell is done
@@ -98,7 +103,7 @@ in the notebook is the last ``CellJob``: ``_jobsched_cell.result()`` returns the
 Bad subcommands or arguments raise ``UsageError`` (a message, no traceback).
 """
 
-_SUBCOMMANDS = ("start", "scale", "pause", "resume", "cancel", "status", "wait", "stop")
+_SUBCOMMANDS = ("start", "scale", "pause", "resume", "cancel", "debug", "status", "wait", "stop")
 # Names IPython puts in the user namespace (outputs, inputs, history): never shipped to a worker.
 _IPYTHON_NAMES = re.compile(r"_+|_i+|_\d+|_i\d+|_[iod]h|In|Out|get_ipython|exit|quit")
 # The frame of run_cell itself, in a remote traceback: plumbing, not the user's code.
@@ -152,6 +157,9 @@ def _parsers() -> dict[str, _Parser]:
     parsers["start"].add_argument("-n", "--workers", type=_count(1), default=None, dest="n")
     parsers["start"].add_argument("--dask", metavar="ADDRESS", default=None, dest="dask")
     parsers["start"].add_argument("--journal", metavar="PATH", default=None, dest="journal")
+    parsers["start"].add_argument("--seed", type=_count(0), default=None, dest="seed")
+    parsers["debug"].add_argument("job")
+    parsers["debug"].add_argument("--journal", metavar="PATH", default=None, dest="journal")
     parsers["scale"].add_argument("n", type=_count(0))
     parsers["cancel"].add_argument("index", type=_count(0))
     parsers["wait"].add_argument("timeout", type=_seconds, nargs="?", default=None)
@@ -170,27 +178,30 @@ def _split(prog: str, line: str) -> list[str]:
         raise UsageError(f"{prog}: cannot parse {line!r}: {exc}\n{USAGE}") from None
 
 
-# How the magics made a default scheduler: (Dask address, journal path), None for "local" / "no journal".
-_made_with: weakref.WeakKeyDictionary[Scheduler, tuple[str | None, str | None]] = weakref.WeakKeyDictionary()
+# How the magics made a default scheduler: (Dask address, journal path, seed), None for "local" / "no journal" /
+# "no seed".
+_made_with: weakref.WeakKeyDictionary[Scheduler, tuple[str | None, str | None, int | None]] = \
+    weakref.WeakKeyDictionary()
 
 
-def _default_with(dask: str | None, journal: str | None) -> Scheduler:
+def _default_with(dask: str | None, journal: str | None, seed: int | None = None) -> Scheduler:
     """Return the default scheduler, replaced by one on ``dask`` / with ``journal`` if those are asked for.
 
     An option not given keeps the current scheduler's. The default scheduler is replaced only while it is
     idle (no worker, no job): its jobs would be lost.
     """
-    if dask is None and journal is None:
+    if dask is None and journal is None and seed is None:
         return default_scheduler()
     if dask is not None and "://" not in dask:
         dask = f"tcp://{dask}"
     if journal is not None:
         journal = os.path.abspath(os.path.expanduser(journal))
-    option = "--dask" if dask is not None else "--journal"
+    option = "--dask" if dask is not None else "--journal" if journal is not None else "--seed"
 
     def factory(current: Scheduler | None) -> Scheduler:
-        old = _made_with.get(current, (None, None)) if current is not None else (None, None)
-        wanted = (dask if dask is not None else old[0], journal if journal is not None else old[1])
+        old = _made_with.get(current, (None, None, None)) if current is not None else (None, None, None)
+        wanted = (dask if dask is not None else old[0], journal if journal is not None else old[1],
+                  seed if seed is not None else old[2])
         if current is not None:
             if wanted == old:
                 return current
@@ -208,10 +219,12 @@ def _default_with(dask: str | None, journal: str | None) -> Scheduler:
     return replace_default_scheduler(factory)
 
 
-def _new_scheduler(option: str, dask: str | None, journal: str | None) -> Scheduler:
+def _new_scheduler(option: str, dask: str | None, journal: str | None, seed: int | None = None) -> Scheduler:
     options: dict[str, Any] = {}
     if journal is not None:
         options["journal"] = journal
+    if seed is not None:
+        options["seed"] = seed
     if dask is not None:
         try:
             from ..dask import DaskBackend
@@ -303,7 +316,7 @@ class JobschedMagics(Magics):
         display(default_scheduler().dashboard())  # type: ignore[no-untyped-call]
 
     def _start(self, args: argparse.Namespace) -> None:
-        sched = _default_with(args.dask, args.journal)
+        sched = _default_with(args.dask, args.journal, args.seed)
         if sched.running and sched.n_workers > 0:  # a second `%jobsched start`: say so, start nothing
             if args.n is not None and args.n != sched.n_workers:
                 print(f"jobsched: already running with {plural(sched.n_workers, 'worker')}; "
@@ -333,6 +346,27 @@ class JobschedMagics(Magics):
             print(f"jobsched: cancelled job {args.index}")
         else:
             print(f"jobsched: job {args.index} is neither queued nor running: nothing to cancel")
+
+    def _debug(self, args: argparse.Namespace) -> None:
+        job: str | int = int(args.job) if args.job.isdigit() else args.job
+        sched = default_scheduler()
+        journal = args.journal or _made_with.get(sched, (None, None, None))[1]
+        if isinstance(job, int) and job in (sched._engine.failed_calls or {}):
+            sched.rerun_here(job)
+            return
+        if journal is None:
+            raise UsageError(f"%jobsched debug {args.job}: the default scheduler has no failed job {args.job}; "
+                             "after a restart, name the journal that recorded it: "
+                             f"%jobsched debug {args.job} --journal PATH")
+        from ..errors import JournalError
+        from ..journal import Journal
+
+        try:
+            reader = Journal(os.path.abspath(os.path.expanduser(journal)))
+            reader._find(job)
+        except (JournalError, KeyError, TypeError) as exc:
+            raise UsageError(f"%jobsched debug {args.job}: {exc}") from None
+        reader.rerun_here(job)
 
     def _status(self, args: argparse.Namespace) -> None:
         snap = default_scheduler().snapshot()

@@ -35,8 +35,9 @@ from .._data import shm as _shm
 from .._data.pickling import dumps
 from .._local import wire as _wire
 from ..job import Job
-from ..remote_call import MissingMainGuardError, load_file, run_remote_call
+from ..remote_call import MissingMainGuardError, RemoteCall, load_file, run_remote_call
 from . import progress as _report
+from . import seeding as _seeding
 
 # Exit status of a worker whose scheduler vanished.
 ORPHAN_EXIT = 70
@@ -105,17 +106,35 @@ def _connect_from_environment() -> _wire.BlockingConnection:
     host, port = address.rsplit(":", 1)
     index, generation = (int(x) for x in ident.split(":"))
     _shm.setup_worker(os.environ.pop(_shm.ENV_PREFIX, None), index, generation)
+    _limit_memory(os.environ.pop(_wire.ENV_MEMORY_LIMIT, None))
     return _wire.connect((host, int(port)), secret, index, generation)
+
+
+def _limit_memory(limit: str | None) -> None:
+    """Cap this process's address space (``Scheduler(memory_limit=...)``): an allocation past it raises
+    ``MemoryError`` in the job, which fails alone, instead of the machine swapping until the OOM killer strikes."""
+    if not limit:
+        return
+    import resource
+
+    n = int(limit)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        n = min(n, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (n, hard))
 
 
 _PLUMBING = (os.path.dirname(os.path.abspath(__file__)), os.path.abspath(run_remote_call.__code__.co_filename))
 
 
 def _error_body(exc: BaseException) -> bytes:
-    """Return the pickled ``(type name, message, traceback text, module, qualname)`` of ``exc``; never raise.
+    """Return the pickled ``(type name, message, traceback text, module, qualname, type names)`` of ``exc``;
+    never raise.
 
-    The last two say where the exception's class lives, so that the caller can raise an instance of it
-    (``_core.remote_errors``); they are None when they are not plain text.
+    ``module`` and ``qualname`` say where the exception's class lives, so that the caller can raise an instance
+    of it (``_core.remote_errors``); they are None when they are not plain text. The type names are
+    ``module.qualname`` of each class in the exception type's MRO: the scheduler matches them against a job's
+    ``retry_on``, so that a subclass of a named type is retried too.
 
     The exception is the job's: its ``__str__``, ``__repr__``, notes, type name or traceback may all be broken
     or hostile. Each part falls back to a placeholder of its own, so the job always fails with an ERROR frame,
@@ -126,6 +145,7 @@ def _error_body(exc: BaseException) -> bytes:
     tb_text = _safe_text(lambda: _format_traceback(exc), "")
     if not tb_text:
         tb_text = f"{name}: {message}\n(the traceback could not be formatted)\n"
+    mro = _safe_mro(exc)
     try:
         cls = type(exc)
         module, qualname = getattr(cls, "__module__", None), getattr(cls, "__qualname__", None)
@@ -134,9 +154,17 @@ def _error_body(exc: BaseException) -> bytes:
     except BaseException:  # a hostile metaclass
         module = qualname = None
     try:
-        return dumps((name, message, tb_text, module, qualname))
+        return dumps((name, message, tb_text, module, qualname, mro))
     except BaseException:  # plain str always pickle; this is the last line of defence
         return dumps(("UnreportableError", "the error of this job could not be reported", ""))
+
+
+def _safe_mro(exc: BaseException) -> tuple[str, ...]:
+    try:
+        return tuple(f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__
+                     if isinstance(c.__module__, str) and isinstance(c.__qualname__, str))
+    except BaseException:  # a hostile metaclass: no retry_on can match it
+        return ()
 
 
 def _safe_text(make: Callable[[], object], fallback: str) -> str:
@@ -190,7 +218,12 @@ def run_to_frame(index: int, run: Callable[..., Any], *args: Any) -> tuple[int, 
 
 def run_remote_call_payload(payload: bytes) -> Any:
     """Unpickle a ``RemoteCall`` and run it (here, so that its frame counts as plumbing in tracebacks)."""
-    return run_remote_call(_shm.loads(payload))
+    call = _shm.loads(payload)
+    if _seeding._current is not None:  # a seeded job on Dask: numpy is seeded after the call's imports
+        if isinstance(call, RemoteCall):
+            call.function  # noqa: B018
+        _seeding.loaded()
+    return run_remote_call(call)
 
 
 def start_worker(run_job: Callable[[Job], Any], silent: bool = False) -> None:
@@ -203,7 +236,10 @@ def start_worker(run_job: Callable[[Job], Any], silent: bool = False) -> None:
     """
 
     def run(index: int, cost: float, data: memoryview) -> Any:
-        return run_job(Job(index, cost, _shm.loads(data), time.time() * 1000.0))
+        job = Job(index, cost, _shm.loads(data), time.time() * 1000.0)
+        if _seeding._current is not None:
+            _seeding.loaded()
+        return run_job(job)
 
     if silent:
         quiet = contextlib.redirect_stdout(open(os.devnull, "w"))  # noqa: SIM115  # reusable: one for every job
@@ -232,14 +268,22 @@ def _serve(run: Callable[[int, float, memoryview], Any]) -> None:
     unpack_cost, unpack_int_cost = _wire.COST.unpack_from, _wire.INT_COST.unpack_from
     job_kind, job_int_kind, cost_size = _wire.JOB, _wire.JOB_INT, _wire.COST.size  # both costs take 8 bytes
     withdrawn = conn.withdrawn  # jobs sent ahead and cancelled before they started here
+    unpack_seed, seeded_size = _wire.SEED.unpack_from, _wire.COST.size + _wire.SEED.size
+    apply_seed = _seeding.apply
+    seeded = False  # the last job had a seed: the next one without resets job_seed()
     try:
         while True:
             kind, index, body = recv_frame()
             cost: float
+            start = cost_size
             if kind == job_int_kind:
                 (cost,) = unpack_int_cost(body)
             elif kind == job_kind:
                 (cost,) = unpack_cost(body)
+            elif kind == _wire.JOB_SEED or kind == _wire.JOB_INT_SEED:
+                (cost,) = (unpack_cost if kind == _wire.JOB_SEED else unpack_int_cost)(body)
+                apply_seed(unpack_seed(body, cost_size)[0])
+                seeded, start = True, seeded_size
             elif kind == _wire.CLOSE:
                 return
             else:
@@ -249,8 +293,11 @@ def _serve(run: Callable[[int, float, memoryview], Any]) -> None:
                 with lock:
                     send_frame(_wire.WITHDRAWN, index)
                 continue
+            if seeded and start == cost_size:
+                apply_seed(None)
+                seeded = False
             reporter.job = index
-            kind, out = run_to_frame(index, run, index, cost, memoryview(body)[cost_size:])
+            kind, out = run_to_frame(index, run, index, cost, memoryview(body)[start:])
             with lock:  # after a progress frame in flight, and no progress frame after the result
                 reporter.job = reporter.pending = None
                 send_frame(kind, index, out)
@@ -307,7 +354,12 @@ def start_remote_call_worker() -> None:
     """Serve ``remote_call`` jobs: import (or unpickle) each function and call it with its arguments."""
 
     def run(index: int, cost: float, data: memoryview) -> Any:
-        return run_remote_call(_shm.loads(data))  # what start_worker does, without a Job nobody looks at
+        call = _shm.loads(data)  # what start_worker does, without a Job nobody looks at
+        if _seeding._current is not None:
+            if isinstance(call, RemoteCall):
+                call.function  # noqa: B018  # imports its module now: numpy is seeded after that import
+            _seeding.loaded()
+        return run_remote_call(call)
 
     _serve(run)
 
