@@ -34,12 +34,12 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._core.bars import RunBar  # tqdm itself is imported only when a bar is made
-from ._core.checks import check_n_workers, check_positive_int, check_prefetch, check_timeout, plural
+from ._core.checks import check_cost, check_n_workers, check_positive_int, check_prefetch, check_timeout, plural
 from ._core.futures import JobFuture, cancel_pending, force_cancel
 from ._core.intake import push, submit_many
 from ._core.loop import Engine
@@ -48,6 +48,8 @@ from ._core.slot import Progress, Worker
 from ._core.snapshot import Snapshot, take_snapshot
 from ._core.snapshot import counts as stats_of
 from ._core.state import CLOSE_GRACE, Entry, SchedulerState
+from ._core.tags import WorkerTags, parse_needs, tags_table, unsatisfied
+from ._core.worker_env import WorkerEnv, env_table
 from ._local import wire as _wire
 from ._local.backend import LocalBackend, default_worker_command
 from ._timeline.recorder import Running, Timeline, TimelineView
@@ -104,6 +106,11 @@ class Scheduler:
             result in it is not run again: its result is delivered with ``job.from_journal`` True.
         rerun_failed: with a journal, run again the jobs that it records as failed (default); False
             delivers their journaled ``JobError`` instead.
+        worker_env: environment variables of each worker slot, set before its process starts (a forked one
+            too) and kept by its replacements: a callable ``index -> dict`` or a list of dicts, one per slot
+            (slots beyond the list get none). E.g. ``worker_env=lambda i: {"CUDA_VISIBLE_DEVICES": str(i)}``.
+        worker_tags: labels of worker slots: a mapping ``tag -> slot indices`` (``{"gpu": [0, 1]}``) or a
+            callable ``index -> tags``. A job submitted with ``needs=TAG`` runs only on a slot with that tag.
 
     Raises:
         JournalError: the journal cannot be used (missing folder, read-only, not a journal, newer schema);
@@ -114,7 +121,8 @@ class Scheduler:
                  timeout: float | None = None, retry_on_timeout: bool = False,
                  max_jobs_per_worker: int | None = None, max_worker_memory: int | None = None,
                  prefetch: int | Literal["auto"] = 1, echo_output: bool = True, backend: Backend | None = None,
-                 journal: str | os.PathLike[str] | None = None, rerun_failed: bool = True) -> None:
+                 journal: str | os.PathLike[str] | None = None, rerun_failed: bool = True,
+                 worker_env: WorkerEnv | None = None, worker_tags: WorkerTags | None = None) -> None:
         if make_worker_command is not None and not callable(make_worker_command):
             raise TypeError("Scheduler: make_worker_command must be a function worker_index -> argv, "
                             f"got {type(make_worker_command).__name__}; see make_python_cmd")
@@ -125,6 +133,8 @@ class Scheduler:
             check_positive_int("Scheduler: max_jobs_per_worker", max_jobs_per_worker)
         if max_worker_memory is not None:
             check_positive_int("Scheduler: max_worker_memory (bytes)", max_worker_memory)
+        self._worker_env_of = env_table(worker_env)
+        tags_of = tags_table(worker_tags)
         self._journal: Resume | None = None
         if journal is not None:  # first: a bad journal fails before anything starts
             from ._journaling.resume import Resume
@@ -151,6 +161,10 @@ class Scheduler:
         self._state = SchedulerState(prefetch=self.prefetch, max_jobs_per_worker=max_jobs_per_worker,
                                      max_worker_memory=max_worker_memory,
                                      start_timeout=self._backend.start_timeout)
+        self._state.tags_of = tags_of
+        # Slots that tags name: before start(), a job's needs= is checked against these.
+        self._tagged_slots = 1 + max((i for ix in worker_tags.values() for i in ix), default=-1) \
+            if isinstance(worker_tags, Mapping) else 0
         self._idle = threading.Condition(threading.Lock())
         self._engine = Engine(self, self._state, self._backend, self._lock, self._idle)
         if self._journal is not None:
@@ -166,7 +180,8 @@ class Scheduler:
     # ------------------------------------------------------------------ adding jobs (any thread)
 
     def add_job(self, data: Any, cost: float = 0, key: Any = None, *, timeout: float | None = None,
-                max_retries: int | None = None, retry_on_timeout: bool | None = None) -> int:
+                max_retries: int | None = None, retry_on_timeout: bool | None = None,
+                needs: str | Iterable[str] | None = None) -> int:
         """Queue a job; it goes to the next free worker after every job of lower ``cost``.
 
         Args:
@@ -177,6 +192,8 @@ class Scheduler:
             timeout: time limit in seconds for this job (default: the scheduler's).
             max_retries: worker deaths this job may cause before it fails (default: the scheduler's).
             retry_on_timeout: re-run the job if it times out (default: the scheduler's).
+            needs: a worker tag (or a list of tags, all needed): only workers with it run the job
+                (see ``worker_tags``). Among the jobs a worker may take, cost order holds.
 
         Returns:
             The number of jobs now waiting in the queue.
@@ -186,16 +203,16 @@ class Scheduler:
                 ``data`` is not a ``remote_call`` while the workers are the default ones, which run only remote
                 calls (the queue is unchanged).
             UnkeyableError: a journal is on and ``data`` cannot be keyed stably: pass ``key=``.
-            ValueError: ``cost`` or ``timeout`` is out of range.
+            ValueError: ``cost`` or ``timeout`` is out of range, or no worker has the tags ``needs`` names.
             SchedulerClosedError: the scheduler is closed.
             SchedulerBrokenError: its background loop stopped on an error; ``start()`` runs it again.
         """
-        self._push(data, cost, None, timeout, max_retries, retry_on_timeout, key)
+        self._push(data, cost, None, timeout, max_retries, retry_on_timeout, key, self._needs(needs, "add_job"))
         return self.n_queued_jobs
 
     def submit(self, fn: Callable[..., T], /, *args: Any, cost: float = 0, timeout: float | None = None,
                max_retries: int | None = None, retry_on_timeout: bool | None = None, key: Any = None,
-               **kwargs: Any) -> Future[T]:
+               needs: str | Iterable[str] | None = None, **kwargs: Any) -> Future[T]:
         """Run ``fn(*args, **kwargs)`` in a worker; return a ``concurrent.futures.Future`` of its result.
 
         The scheduler's workers must run remote calls (the default worker does). If ``fn`` raises, the
@@ -203,12 +220,46 @@ class Scheduler:
         and ``retry_on_timeout`` are as for ``add_job``; to pass a keyword argument of that name to ``fn``
         itself, submit a ``remote_call``: ``sched.submit(remote_call(fn, timeout=5), cost=1)``.
         ``future.cancel()`` also stops a running job (its worker is killed and replaced). ``key`` is the
-        journal key, as for ``add_job`` (default: derived from ``fn``'s code and the arguments).
+        journal key, as for ``add_job`` (default: derived from ``fn``'s code and the arguments). ``needs`` sends
+        the job only to workers with that tag (see ``add_job``). ``future.set_cost(c)`` moves it in the queue
+        while it waits there (see ``set_cost``).
         """
+        tags = self._needs(needs, "submit")
         rc = fn if isinstance(fn, RemoteCall) and not args and not kwargs else remote_call(fn, *args, **kwargs)
         future: JobFuture[T] = JobFuture(self._cancel_future)
-        self._push(rc, cost, future, timeout, max_retries, retry_on_timeout, key)
+        self._push(rc, cost, future, timeout, max_retries, retry_on_timeout, key, tags)
         return future
+
+    def _needs(self, needs: object, what: str) -> frozenset[str] | None:
+        """Check ``needs=``: a tag that some worker has (the workers running now, or those to be started)."""
+        tags = parse_needs(needs, what)
+        if tags is None:
+            return None
+        tags_of = self._state.tags_of
+        n = self._state.target or max(self._tagged_slots, self._backend.default_n_workers())
+        why = unsatisfied(tags, [tags_of(i) if tags_of is not None else frozenset() for i in range(n)])
+        if why is not None:
+            raise ValueError(f"{what}: needs={needs!r} cannot be met: {why}. Pass a tag that a worker has, or "
+                             "give workers tags with Scheduler(worker_tags=...)")
+        return tags
+
+    def set_cost(self, index: int, cost: float) -> bool:
+        """Move queued job ``index`` to ``cost`` in the queue; False if it was already sent or has finished.
+
+        Only a job still waiting in the queue can move: one that a worker has (running, or sent ahead with
+        ``prefetch``) or that has finished keeps its place, and this returns False to say so.
+
+        Raises:
+            TypeError, ValueError: ``cost`` is not a finite number.
+        """
+        check_cost(cost, "set_cost")
+        with self._lock:
+            entry = self._state.find(index)
+            return entry is not None and self._state.set_cost(entry, cost)
+
+    def _set_entry_cost(self, entry: Entry, cost: float) -> bool:
+        with self._lock:
+            return self._state.set_cost(entry, cost)
 
     def _queued_futures(self) -> list[JobFuture[Any]]:
         """The futures of the jobs still queued, not yet sent to a worker (``Executor.shutdown``)."""
@@ -216,8 +267,9 @@ class Scheduler:
             return [entry.future for entry in self._state.queued_entries() if entry.future is not None]
 
     def _push(self, data: Any, cost: float, future: JobFuture[Any] | None, timeout: float | None,
-              max_retries: int | None, retry_on_timeout: bool | None, key: Any = None) -> Entry:
-        return push(self, data, cost, future, timeout, max_retries, retry_on_timeout, key)
+              max_retries: int | None, retry_on_timeout: bool | None, key: Any = None,
+              needs: frozenset[str] | None = None) -> Entry:
+        return push(self, data, cost, future, timeout, max_retries, retry_on_timeout, key, needs)
 
     def _submit_many(self, calls: list[RemoteCall]) -> list[Future[Any]]:
         return submit_many(self, calls)

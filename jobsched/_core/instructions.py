@@ -22,10 +22,11 @@ class Entry:
     """
 
     __slots__ = ("index", "cost", "data", "payload", "future", "timeout", "max_retries", "retry_on_timeout",
-                 "key", "deaths", "timed_out", "sent", "queued", "cancelled", "from_journal", "_job")
+                 "key", "deaths", "timed_out", "sent", "queued", "cancelled", "from_journal", "needs", "_job")
 
     def __init__(self, cost: float, data: Any, payload: Any, future: Any, timeout: float | None,
-                 max_retries: int, retry_on_timeout: bool, key: str | None = None) -> None:
+                 max_retries: int, retry_on_timeout: bool, key: str | None = None,
+                 needs: frozenset[str] | None = None) -> None:
         self.index = -1  # set by SchedulerState.add
         self.cost = cost
         self.data = data
@@ -41,6 +42,7 @@ class Entry:
         self.queued = False  # in the heap now
         self.cancelled = False
         self.from_journal = False
+        self.needs = needs  # the worker tags it needs (``needs=``), or None: any worker
         self._job: Job | None = None
 
     @property

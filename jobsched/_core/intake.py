@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 
 def push(sched: Scheduler, data: Any, cost: float, future: JobFuture[Any] | None, timeout: float | None,
-         max_retries: int | None, retry_on_timeout: bool | None, key: Any = None) -> Entry:
+         max_retries: int | None, retry_on_timeout: bool | None, key: Any = None,
+         needs: frozenset[str] | None = None) -> Entry:
     check_cost(cost)
     check_timeout("add_job", timeout)
     if max_retries is not None:
@@ -47,7 +48,7 @@ def push(sched: Scheduler, data: Any, cost: float, future: JobFuture[Any] | None
         payload = shm.store(payload) if shm is not None else payload.inline()
     entry = Entry(cost, data, payload, future, sched.timeout if timeout is None else timeout,
                   sched.max_retries if max_retries is None else max_retries,
-                  sched.retry_on_timeout if retry_on_timeout is None else retry_on_timeout, key)
+                  sched.retry_on_timeout if retry_on_timeout is None else retry_on_timeout, key, needs)
     if future is not None:
         future.entry = entry
     # The lock is held for as few bytecodes as possible: a caller thread that loses the GIL while holding

@@ -73,13 +73,14 @@ class LocalBackend:
         self._zygote_watch = -1  # our copy of the booting zygote's socket, on the selector while they wait
         self._workers: dict[int, Worker] = {}  # slot index -> slot, for the handshake
         self.shm = _shm.Area()  # the segments of large job data and results
+        self.worker_env: Callable[[int], dict[str, str]] | None = None  # Scheduler(worker_env=): a slot's variables
 
     @property
     def address(self) -> tuple[str, int] | None:
         return self._listener.address if self._listener is not None else None
 
     def attach(self, sched: Scheduler) -> None:
-        pass
+        self.worker_env = sched._worker_env_of
 
     def default_n_workers(self) -> int:
         from ..commands import processor_count
@@ -115,9 +116,13 @@ class LocalBackend:
         env[_wire.ENV_SYS_PATH] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        base_env = None
         try:
+            if self.worker_env is not None:  # the slot's own variables, on top (its replacements get them too)
+                base_env = dict(env)
+                env.update(self.worker_env(w.index))
             argv = [os.fspath(a) for a in self._command(w.index)]
-            proc = self._starter.start(argv, env, self._secret, self._reaper, events.log)
+            proc = self._starter.start(argv, env, self._secret, self._reaper, events.log, base_env)
         except Exception as exc:
             w._io = None
             events.worker_spawn_failed(w, f"{type(exc).__name__}: {exc} (worker command: "
