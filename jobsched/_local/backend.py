@@ -32,8 +32,10 @@ if TYPE_CHECKING:
     from .._core.state import Entry
     from ..scheduler import Scheduler
 
-# Where this jobsched lives: put first on a worker's path so that it runs the same code as its scheduler.
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where this jobsched lives (the folder that holds the package, not the package itself, whose modules would
+# shadow top-level ones: jobsched/joblib.py is not joblib): put first on a worker's path so that it runs the
+# same code as its scheduler.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def default_worker_command(worker_index: int) -> list[str]:
