@@ -29,6 +29,7 @@ _EXPORTS = {
     "InvalidStateError": ".errors",
     "JobCancelled": ".errors",
     "JobError": ".errors",
+    "Handle": "._data.handles",
     "JobschedError": ".errors",
     "JournalError": ".errors",
     "UnkeyableError": ".errors",
@@ -54,6 +55,7 @@ _EXPORTS = {
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from ._core.slot import Worker as Worker
+    from ._data.handles import Handle as Handle
     from .background import default_scheduler as default_scheduler
     from .commands import make_python_cmd as make_python_cmd
     from .commands import processor_count as processor_count
@@ -87,6 +89,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Executor",
+    "Handle",
     "InvalidStateError",
     "Job",
     "JobCancelled",

@@ -18,6 +18,7 @@ from .scheduler import Scheduler
 
 if TYPE_CHECKING:
     from ._core.backend import Backend
+    from ._data.handles import Handle
 
 T = TypeVar("T")
 
@@ -63,6 +64,10 @@ class Executor(concurrent.futures.Executor):
         call = remote_call(fn, *args, **kwargs)
         self._ensure_started()
         return self._scheduler.submit(call)
+
+    def put(self, obj: Any) -> Handle:
+        """Send ``obj`` to the workers once; pass the handle in any call's arguments (see ``Scheduler.put``)."""
+        return self._scheduler.put(obj)
 
     def _ensure_started(self) -> None:
         with self._lock:

@@ -50,6 +50,8 @@ from ._core.snapshot import counts as stats_of
 from ._core.state import CLOSE_GRACE, Entry, SchedulerState
 from ._core.tags import WorkerTags, parse_needs, tags_table, unsatisfied
 from ._core.worker_env import WorkerEnv, env_table
+from ._data.handles import Handle
+from ._data.handles import put as put_handle
 from ._local import wire as _wire
 from ._local.backend import LocalBackend, default_worker_command
 from ._timeline.recorder import Running, Timeline, TimelineView
@@ -133,6 +135,7 @@ class Scheduler:
             check_positive_int("Scheduler: max_jobs_per_worker", max_jobs_per_worker)
         if max_worker_memory is not None:
             check_positive_int("Scheduler: max_worker_memory (bytes)", max_worker_memory)
+        self.worker_env = worker_env
         self._worker_env_of = env_table(worker_env)
         tags_of = tags_table(worker_tags)
         self._journal: Resume | None = None
@@ -229,6 +232,31 @@ class Scheduler:
         future: JobFuture[T] = JobFuture(self._cancel_future)
         self._push(rc, cost, future, timeout, max_retries, retry_on_timeout, key, tags)
         return future
+
+    def put(self, obj: Any) -> Handle:
+        """Send ``obj`` to the workers once; return a handle to pass in any number of jobs' arguments.
+
+        Wherever a job's arguments hold the handle (at any depth), the job receives ``obj`` itself, as with
+        Dask's ``scatter``. ``obj`` is pickled once, its large buffers into shared memory; each worker maps
+        that memory read-only (a numpy array arrives read-only, backed by the shared pages: one copy on the
+        machine, whatever the number of workers), unpickles the object once and keeps it for later jobs. On
+        Dask, the object is broadcast to the workers with Dask's ``scatter``.
+
+        The data lives until ``handle.release()``, until the handle is garbage-collected once no queued or
+        running job refers to it, or until ``close()``. With a journal, the keys of jobs that take the handle
+        use its content digest, computed here once: a resumed run that puts the same data recognises
+        them.
+
+        Raises:
+            TypeError: ``obj`` cannot be pickled (the message names the culprit).
+            SchedulerClosedError: the scheduler is closed.
+        """
+        if self._closed:
+            raise SchedulerClosedError("this scheduler is closed; create a new Scheduler to put data")
+        backend_put = getattr(self._backend, "put", None)
+        if backend_put is not None:  # Dask: its own broadcast
+            return backend_put(obj, self, self._journal is not None)  # type: ignore[no-any-return]
+        return put_handle(obj, getattr(self._backend, "shm", None), self, self._journal is not None)
 
     def _needs(self, needs: object, what: str) -> frozenset[str] | None:
         """Check ``needs=``: a tag that some worker has (the workers running now, or those to be started)."""

@@ -50,6 +50,7 @@ DOCUMENTED_EXTRAS = {
     "UnkeyableError",  # a job that cannot be keyed stably for the journal: pass key=
     "InvalidStateError",  # a worker state change that the transition table forbids
     "ProtocolError",  # a peer that breaks the wire protocol
+    "Handle",  # what put() returns: data sent once, passed in jobs' arguments
 }
 
 

@@ -22,7 +22,8 @@ class Entry:
     """
 
     __slots__ = ("index", "cost", "data", "payload", "future", "timeout", "max_retries", "retry_on_timeout",
-                 "key", "deaths", "timed_out", "sent", "queued", "cancelled", "from_journal", "needs", "_job")
+                 "key", "deaths", "timed_out", "sent", "queued", "cancelled", "from_journal", "needs", "handles",
+                 "_job")
 
     def __init__(self, cost: float, data: Any, payload: Any, future: Any, timeout: float | None,
                  max_retries: int, retry_on_timeout: bool, key: str | None = None,
@@ -43,6 +44,7 @@ class Entry:
         self.cancelled = False
         self.from_journal = False
         self.needs = needs  # the worker tags it needs (``needs=``), or None: any worker
+        self.handles: tuple[Any, ...] = ()  # the ``put`` handles in its data (what a Dask task must be given)
         self._job: Job | None = None
 
     @property

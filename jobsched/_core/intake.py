@@ -10,6 +10,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
+from .._data import handles as _handles
 from .._data import shm as _shm
 from .._keys.derive import normalize_key
 from .._local.backend import default_worker_command
@@ -42,13 +43,25 @@ def push(sched: Scheduler, data: Any, cost: float, future: JobFuture[Any] | None
             return _push_settled(sched, data, cost, future, key, *settled)
     elif key is not None:
         key = normalize_key(key)  # the same TypeError for a bad key, journal or not
-    payload = payload_of(data) if isinstance(data, RemoteCall) else _shm.dumps(_shm.wrap(data), "add_job: data")
+    handles: tuple[Any, ...] = ()
+    if isinstance(data, RemoteCall):
+        payload = payload_of(data)
+        handles = data._handles
+    elif _handles.live:
+        with _handles.collecting() as seen:
+            payload = _shm.dumps(_shm.wrap(data), "add_job: data")
+        handles = tuple(dict.fromkeys(seen))
+    else:
+        payload = _shm.dumps(_shm.wrap(data), "add_job: data")
+    if handles:
+        _handles.check(handles, sched, "submit" if future is not None else "add_job")
     if isinstance(payload, _shm.OutOfBand):  # large buffers: copied into shared memory now (_shm)
         shm = getattr(sched._backend, "shm", None)
         payload = shm.store(payload) if shm is not None else payload.inline()
     entry = Entry(cost, data, payload, future, sched.timeout if timeout is None else timeout,
                   sched.max_retries if max_retries is None else max_retries,
                   sched.retry_on_timeout if retry_on_timeout is None else retry_on_timeout, key, needs)
+    entry.handles = handles
     if future is not None:
         future.entry = entry
     # The lock is held for as few bytecodes as possible: a caller thread that loses the GIL while holding
