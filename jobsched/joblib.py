@@ -24,8 +24,8 @@ from concurrent.futures import Future
 from typing import Any
 
 try:
-    import joblib
-    from joblib.parallel import AutoBatchingMixin, ParallelBackendBase
+    import joblib  # type: ignore[import-untyped]
+    from joblib.parallel import AutoBatchingMixin, ParallelBackendBase  # type: ignore[import-untyped]
 except ImportError as exc:  # pragma: no cover - the optional dependency is missing
     raise ImportError(f"jobsched.joblib needs joblib ({exc}): pip install 'jobsched[joblib]'") from exc
 
