@@ -60,8 +60,6 @@ except ImportError as exc:  # the optional extra: fail when used, and say how to
     raise ImportError(f"jobsched.dask needs dask.distributed ({exc}): pip install 'jobsched[dask]'") from exc
 
 from ._core.slot import Worker
-from ._data import handles as _handles
-from ._data.handles import Handle
 from ._data.pickling import dumps
 from ._local import wire as _wire
 from ._local.backend import default_worker_command
@@ -102,7 +100,7 @@ class DaskClientClosedError(JobschedError, RuntimeError):
 # ---------------------------------------------------------------------------------------- on the Dask worker
 
 
-def run_payload(payload: bytes, index: int, shared: dict[str, Any] | None = None) -> tuple[int, bytes, int]:
+def run_payload(payload: bytes, index: int) -> tuple[int, bytes, int]:
     """Run one job on a Dask worker exactly as a local remote-call worker runs it.
 
     It never raises: whatever the job raises (``KeyboardInterrupt`` and other ``BaseException`` included) or a
@@ -111,16 +109,11 @@ def run_payload(payload: bytes, index: int, shared: dict[str, Any] | None = None
     Args:
         payload: the pickled ``RemoteCall`` (``Scheduler`` pickled it when the job was added).
         index: the job's index, for the message of a result that cannot be pickled.
-        shared: the objects of the ``put`` handles in its arguments, by token (Dask passes the scattered values).
 
     Returns:
         ``(RESULT, pickled result, pid)`` or ``(ERROR, pickled error triple, pid)``.
     """
-    if shared:
-        with _handles.provide(shared):
-            kind, body = run_to_frame(index, run_remote_call_payload, payload)
-    else:
-        kind, body = run_to_frame(index, run_remote_call_payload, payload)
+    kind, body = run_to_frame(index, run_remote_call_payload, payload)
     return kind, body, os.getpid()
 
 
@@ -242,12 +235,6 @@ class DaskBackend:
                              "distributed.nanny.pre-spawn-environ)")
         self._sched = sched
 
-    def put(self, obj: Any, owner: Scheduler, digest: bool) -> Handle:
-        """``Scheduler.put`` on Dask: the object goes to every Dask worker by Dask's own broadcast ``scatter``."""
-        handle = _handles.put(obj, None, owner, digest, carry=False)
-        handle._dask = self._client.scatter(obj, broadcast=True, hash=False)
-        return handle
-
     def default_n_workers(self) -> int:
         """Return the number of threads in the cluster now (at least 1: ``start`` then waits for one)."""
         try:
@@ -279,12 +266,10 @@ class DaskBackend:
         assert slot is not None and slot.seat is not None and len(entries) == 1
         entry = entries[0]
         payload = entry.payload if isinstance(entry.payload, bytes) else b"".join(entry.payload)
-        shared = {h.token: h._dask for h in entry.handles if h._dask is not None}  # put(): Dask resolves them
         slot.key = key = f"jobsched-{_key_name(entry.data)}-{entry.index}-{uuid.uuid4().hex}"
         slot.index = entry.index
         try:
-            future = self._client.submit(run_payload, payload, entry.index, shared or None, key=key,
-                                         workers=[slot.seat.address],
+            future = self._client.submit(run_payload, payload, entry.index, key=key, workers=[slot.seat.address],
                                          allow_other_workers=False, pure=False, retries=0)
         except Exception as exc:  # reported on the next turn of the loop, not from inside a command
             if self._client.status in ("closing", "closed"):

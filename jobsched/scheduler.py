@@ -240,7 +240,8 @@ class Scheduler:
         Dask's ``scatter``. ``obj`` is pickled once, its large buffers into shared memory; each worker maps
         that memory read-only (a numpy array arrives read-only, backed by the shared pages: one copy on the
         machine, whatever the number of workers), unpickles the object once and keeps it for later jobs. On
-        Dask, the object is broadcast to the workers with Dask's ``scatter``.
+        Dask (no shared memory), the handle carries the pickle with each job, and each Dask worker process
+        unpickles it once.
 
         The data lives until ``handle.release()``, until the handle is garbage-collected once no queued or
         running job refers to it, or until ``close()``. With a journal, the keys of jobs that take the handle
@@ -253,9 +254,6 @@ class Scheduler:
         """
         if self._closed:
             raise SchedulerClosedError("this scheduler is closed; create a new Scheduler to put data")
-        backend_put = getattr(self._backend, "put", None)
-        if backend_put is not None:  # Dask: its own broadcast
-            return backend_put(obj, self, self._journal is not None)  # type: ignore[no-any-return]
         return put_handle(obj, getattr(self._backend, "shm", None), self, self._journal is not None)
 
     def _needs(self, needs: object, what: str) -> frozenset[str] | None:

@@ -22,9 +22,8 @@ every segment of ``_data.shm``). A worker lets go of its copy at its next job on
 already released, by ``submit``/``add_job`` (``check``); a worker that cannot map the segments (released while
 its job was queued) fails that job with a ``JobError`` that says so.
 
-Without shared memory (/dev/shm missing or full), the handle carries the pickle itself: it travels with each
-job, and each worker still unpickles it once. On Dask, ``jobsched.dask`` broadcasts it with Dask's ``scatter``
-and hands each task the scattered value (``provide``).
+Without shared memory (/dev/shm missing or full, or on Dask), the handle carries the pickle itself: it
+travels with each job, and each worker process still unpickles it once.
 """
 
 from __future__ import annotations
@@ -59,7 +58,7 @@ class Handle:
             the scheduler has a journal; else on first use).
     """
 
-    __slots__ = ("token", "nbytes", "_wire", "_names", "_digest", "_owner", "_finalizer", "_dask", "__weakref__")
+    __slots__ = ("token", "nbytes", "_wire", "_names", "_digest", "_owner", "_finalizer", "__weakref__")
 
     def __init__(self, token: str, wire: tuple[Any, ...], names: tuple[str, ...], nbytes: int, owner: Any,
                  digest: str | None) -> None:
@@ -70,7 +69,6 @@ class Handle:
         self._names = names
         self._digest = digest
         self._owner = weakref.ref(owner)
-        self._dask: Any = None  # a Dask future of the scattered object (``jobsched.dask``)
         self._finalizer = weakref.finalize(self, _drop, names)
         with _lock:
             live += 1
@@ -88,11 +86,6 @@ class Handle:
         Jobs still queued with this handle fail with a ``JobError`` when they run. Idempotent.
         """
         self._finalizer()
-        dask = self._dask
-        if dask is not None:
-            self._dask = None
-            with contextlib.suppress(Exception):
-                dask.release()
 
     @property
     def digest(self) -> str:
@@ -135,11 +128,10 @@ def _digest_of(parts: list[Any]) -> str:
     return h.hexdigest()
 
 
-def put(obj: Any, area: _shm.Area | None, owner: Any, digest: bool, carry: bool = True) -> Handle:
+def put(obj: Any, area: _shm.Area | None, owner: Any, digest: bool) -> Handle:
     """Pickle ``obj`` once into shared memory (``area``) and return its handle.
 
-    Without ``area`` (or when it is full), the handle carries the pickle itself, unless ``carry`` is False
-    (Dask: the object reaches its workers through Dask's ``scatter``).
+    Without ``area`` (or when it is full), the handle carries the pickle itself.
 
     Raises:
         TypeError: ``obj`` cannot be pickled (the message names the culprit).
@@ -163,7 +155,7 @@ def put(obj: Any, area: _shm.Area | None, owner: Any, digest: bool, carry: bool 
             names = tuple(name for name, _, _ in segments)
             sizes = tuple(size for _, _, size in segments)
             return Handle(token, (names, sizes, None), names, nbytes, owner, key)
-    whole = None if not carry else inband if isinstance(data, bytes) else data.inline()
+    whole = inband if isinstance(data, bytes) else data.inline()
     return Handle(token, ((), (), whole), (), nbytes, owner, key)
 
 
@@ -200,7 +192,6 @@ def check(handles: tuple[Handle, ...], owner: Any, what: str) -> None:
 
 _cache: dict[str, Any] = {}  # token -> the object, unpickled once per process
 _cache_names: dict[str, str] = {}  # token -> its first segment: gone once the handle is released
-_provided = threading.local()  # Dask: token -> object, set around one task (``provide``)
 
 
 def _resolve(token: str, wire: tuple[Any, ...]) -> Any:
@@ -208,13 +199,7 @@ def _resolve(token: str, wire: tuple[Any, ...]) -> Any:
     obj = _cache.get(token, _cache)
     if obj is not _cache:
         return obj
-    provided = getattr(_provided, "objects", None)
-    if provided is not None and token in provided:
-        return provided[token]
     names, sizes, whole = wire
-    if not names and whole is None:
-        raise RuntimeError(f"handle {token[:8]} reached this worker without its data (a Dask task run without "
-                           "the scattered object)")
     if whole is not None:
         obj = pickle.loads(whole)
     else:
@@ -257,12 +242,3 @@ def forget_released() -> None:
             del _cache_names[token]
             _cache.pop(token, None)
 
-
-@contextlib.contextmanager
-def provide(objects: dict[str, Any]) -> Iterator[None]:
-    """Dask: the scattered objects of one task's handles, by token, while it runs."""
-    _provided.objects = objects
-    try:
-        yield
-    finally:
-        _provided.objects = None
