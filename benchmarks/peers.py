@@ -799,6 +799,10 @@ def run_request(peer_name: str, scenario: str, params: dict[str, Any]) -> dict[s
         return journal(**params)
     if scenario == "shm_threshold":
         return shm_threshold(**params)
+    if scenario == "shared_data":
+        from shared_data import shared_data  # benchmarks/ is the child's path: see child.py
+
+        return shared_data(**params)
     peer = make_peer(peer_name)
     functions: dict[str, Callable[..., dict[str, Any]]] = {
         "throughput": throughput, "roundtrip": roundtrip, "cold_start": cold_start,

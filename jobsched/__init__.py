@@ -30,6 +30,7 @@ _EXPORTS = {
     "InvalidStateError": ".errors",
     "JobCancelled": ".errors",
     "JobError": ".errors",
+    "Handle": "._data.handles",
     "JobschedError": ".errors",
     "JournalError": ".errors",
     "UnkeyableError": ".errors",
@@ -58,6 +59,7 @@ _EXPORTS = {
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from ._core.slot import Progress as Progress
     from ._core.slot import Worker as Worker
+    from ._data.handles import Handle as Handle
     from .background import default_scheduler as default_scheduler
     from .commands import make_python_cmd as make_python_cmd
     from .commands import processor_count as processor_count
@@ -93,6 +95,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Executor",
+    "Handle",
     "InvalidStateError",
     "Job",
     "JobCancelled",

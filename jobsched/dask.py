@@ -241,6 +241,10 @@ class DaskBackend:
                 raise ValueError(f"Scheduler: {option}={value!r} is not supported with DaskBackend, which cannot "
                                  "replace Dask worker processes; leave it None and use Dask's own memory limits "
                                  "(memory_limit=, distributed.worker.memory.*)")
+        if sched.worker_env is not None:
+            raise ValueError("Scheduler: worker_env is not supported with DaskBackend, whose worker processes Dask "
+                             "starts; set their environment through Dask (e.g. the cluster's env= or "
+                             "distributed.nanny.pre-spawn-environ)")
         self._sched = sched
 
     def default_n_workers(self) -> int:

@@ -30,6 +30,7 @@ from .scheduler import Scheduler
 
 if TYPE_CHECKING:
     from ._core.backend import Backend
+    from ._data.handles import Handle
 
 T = TypeVar("T")
 
@@ -150,6 +151,10 @@ class Executor(concurrent.futures.Executor):
 
             logging.getLogger("concurrent.futures").critical("Exception in initializer:\n%s",
                                                              getattr(error, "remote_traceback", error))
+
+    def put(self, obj: Any) -> Handle:
+        """Send ``obj`` to the workers once; pass the handle in any call's arguments (see ``Scheduler.put``)."""
+        return self._scheduler.put(obj)
 
     def _ensure_started(self) -> None:
         with self._lock:

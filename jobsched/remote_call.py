@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ._data import handles as _handles
 from ._data import shm as _shm
 from ._data.pickling import dumps
 from ._data.shm import OutOfBand
@@ -45,7 +46,7 @@ class RemoteCall:
             function travels by value.
     """
 
-    __slots__ = ("fun_name", "args", "kwargs", "module", "_function", "_payload")
+    __slots__ = ("fun_name", "args", "kwargs", "module", "_function", "_payload", "_handles")
 
     def __init__(
         self,
@@ -61,6 +62,7 @@ class RemoteCall:
         self.module = module
         self._function = function
         self._payload: bytes | OutOfBand | None = None  # large buffers still out of band (_shm)
+        self._handles: tuple[Any, ...] = ()  # the ``put`` handles among its arguments (``_data.handles``)
 
     @property
     def function(self) -> Callable[..., Any]:
@@ -112,7 +114,12 @@ def make_call(where: str, fun: Callable[..., Any], args: tuple[Any, ...], kwargs
     module = _home_of(fun)
     rc = RemoteCall(getattr(fun, "__qualname__", repr(fun)), args, kwargs, module, fun)
     try:
-        rc._payload = _dumps_shipped(rc)
+        if _handles.live:  # some handle exists: note those among the arguments, as they are pickled
+            with _handles.collecting() as seen:
+                rc._payload = _dumps_shipped(rc)
+            rc._handles = tuple(dict.fromkeys(seen))
+        else:
+            rc._payload = _dumps_shipped(rc)
     except TypeError:
         _raise_for_culprit(where, fun, module, args, kwargs)
         raise

@@ -34,12 +34,13 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._core.bars import RunBar  # tqdm itself is imported only when a bar is made
 from ._core.checks import (
+    check_cost,
     check_delay,
     check_max_retries,
     check_n_workers,
@@ -58,6 +59,10 @@ from ._core.slot import Progress, Worker
 from ._core.snapshot import Snapshot, take_snapshot
 from ._core.snapshot import counts as stats_of
 from ._core.state import CLOSE_GRACE, Entry, SchedulerState
+from ._core.tags import WorkerTags, parse_needs, tags_table, unsatisfied
+from ._core.worker_env import WorkerEnv, env_table
+from ._data.handles import Handle
+from ._data.handles import put as put_handle
 from ._keys.seeds import check_seed
 from ._local import wire as _wire
 from ._local.backend import LocalBackend, default_worker_command
@@ -129,6 +134,11 @@ class Scheduler:
         memory_limit: bytes of address space each local worker may use (``RLIMIT_AS``): a job that allocates
             past it fails with a ``JobError`` of type ``MemoryError`` and the worker runs the next job, where
             it would otherwise swap until the kernel's OOM killer ends it. None (the default): no limit.
+        worker_env: environment variables of each worker slot, set before its process starts (a forked one
+            too) and kept by its replacements: a callable ``index -> dict`` or a list of dicts, one per slot
+            (slots beyond the list get none). E.g. ``worker_env=lambda i: {"CUDA_VISIBLE_DEVICES": str(i)}``.
+        worker_tags: labels of worker slots: a mapping ``tag -> slot indices`` (``{"gpu": [0, 1]}``) or a
+            callable ``index -> tags``. A job submitted with ``needs=TAG`` runs only on a slot with that tag.
 
     Raises:
         JournalError: the journal cannot be used (missing folder, read-only, not a journal, newer schema);
@@ -141,7 +151,8 @@ class Scheduler:
                  prefetch: int | Literal["auto"] = 1, echo_output: bool = True, backend: Backend | None = None,
                  journal: str | os.PathLike[str] | None = None, rerun_failed: bool = True,
                  seed: int | None = None, retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
-                 retry_delay: float = 0.0, memory_limit: int | None = None) -> None:
+                 retry_delay: float = 0.0, memory_limit: int | None = None,
+                 worker_env: WorkerEnv | None = None, worker_tags: WorkerTags | None = None) -> None:
         if make_worker_command is not None and not callable(make_worker_command):
             raise TypeError("Scheduler: make_worker_command must be a function worker_index -> argv, "
                             f"got {type(make_worker_command).__name__}; see make_python_cmd")
@@ -158,6 +169,9 @@ class Scheduler:
         self._retry_on = check_retry_on("Scheduler", retry_on)
         check_delay("Scheduler: retry_delay", retry_delay)
         self.memory_limit = memory_limit
+        self.worker_env = worker_env
+        self._worker_env_of = env_table(worker_env)
+        tags_of = tags_table(worker_tags)
         self._journal: Resume | None = None
         if journal is not None:  # first: a bad journal fails before anything starts
             from ._journaling.resume import Resume
@@ -186,6 +200,10 @@ class Scheduler:
                                      max_worker_memory=max_worker_memory,
                                      start_timeout=self._backend.start_timeout)
         self._state.retry_delay = float(retry_delay)
+        self._state.tags_of = tags_of
+        # Slots that tags name: before start(), a job's needs= is checked against these.
+        self._tagged_slots = 1 + max((i for ix in worker_tags.values() for i in ix), default=-1) \
+            if isinstance(worker_tags, Mapping) else 0
         self._idle = threading.Condition(threading.Lock())
         self._engine = Engine(self, self._state, self._backend, self._lock, self._idle)
         if self._journal is not None:
@@ -202,7 +220,8 @@ class Scheduler:
 
     def add_job(self, data: Any, cost: float = 0, key: Any = None, *, timeout: float | None = None,
                 max_retries: int | None = None, retry_on_timeout: bool | None = None,
-                retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None) -> int:
+                retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+                needs: str | Iterable[str] | None = None) -> int:
         """Queue a job; it goes to the next free worker after every job of lower ``cost``.
 
         Args:
@@ -214,6 +233,8 @@ class Scheduler:
             max_retries: worker deaths this job may cause before it fails (default: the scheduler's).
             retry_on_timeout: re-run the job if it times out (default: the scheduler's).
             retry_on: exception classes to retry this job on (default: the scheduler's; ``()``: none).
+            needs: a worker tag (or a list of tags, all needed): only workers with it run the job
+                (see ``worker_tags``). Among the jobs a worker may take, cost order holds.
 
         Returns:
             The number of jobs now waiting in the queue.
@@ -223,18 +244,19 @@ class Scheduler:
                 ``data`` is not a ``remote_call`` while the workers are the default ones, which run only remote
                 calls (the queue is unchanged).
             UnkeyableError: a journal is on and ``data`` cannot be keyed stably: pass ``key=``.
-            ValueError: ``cost`` or ``timeout`` is out of range.
+            ValueError: ``cost`` or ``timeout`` is out of range, or no worker has the tags ``needs`` names.
             SchedulerClosedError: the scheduler is closed.
             SchedulerBrokenError: its background loop stopped on an error; ``start()`` runs it again.
         """
         enqueue(self, (prepare(self, data, cost=cost, timeout=timeout, max_retries=max_retries,
-                               retry_on_timeout=retry_on_timeout, key=key, retry_on=retry_on),))
+                               retry_on_timeout=retry_on_timeout, key=key, retry_on=retry_on,
+                               needs=self._needs(needs, "add_job")),))
         return self.n_queued_jobs
 
     def submit(self, fn: Callable[..., T], /, *args: Any, cost: float = 0, timeout: float | None = None,
                max_retries: int | None = None, retry_on_timeout: bool | None = None, key: Any = None,
                retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
-               **kwargs: Any) -> Future[T]:
+               needs: str | Iterable[str] | None = None, **kwargs: Any) -> Future[T]:
         """Run ``fn(*args, **kwargs)`` in a worker; return a ``concurrent.futures.Future`` of its result.
 
         The scheduler's workers must run remote calls (the default worker does). If ``fn`` raises, the
@@ -242,24 +264,82 @@ class Scheduler:
         ``retry_on_timeout`` and ``retry_on`` are as for ``add_job``; to pass a keyword argument of that name to ``fn``
         itself, submit a ``remote_call``: ``sched.submit(remote_call(fn, timeout=5), cost=1)``.
         ``future.cancel()`` also stops a running job (its worker is killed and replaced). ``key`` is the
-        journal key, as for ``add_job`` (default: derived from ``fn``'s code and the arguments).
+        journal key, as for ``add_job`` (default: derived from ``fn``'s code and the arguments). ``needs`` sends
+        the job only to workers with that tag (see ``add_job``). ``future.set_cost(c)`` moves it in the queue
+        while it waits there (see ``set_cost``).
 
         A ``Future`` among the arguments (at any depth of lists, tuples and dicts) is a dependency: the job is
         queued once it is done, with its result in its place, and fails with its exception if it failed
         (``jobsched._core.dependencies``).
         """
+        tags = self._needs(needs, "submit")
         inputs = futures_in(args, kwargs) if args or kwargs else None
         if inputs:
             return submit_after(inputs, lambda a, k: self.submit(fn, *a, cost=cost, timeout=timeout,
                                                                  max_retries=max_retries,
                                                                  retry_on_timeout=retry_on_timeout, key=key,
-                                                                 retry_on=retry_on, **k),
+                                                                 retry_on=retry_on, needs=needs, **k),
                                 args, kwargs)
         rc = fn if isinstance(fn, RemoteCall) and not args and not kwargs else make_call("submit", fn, args, kwargs)
         future: JobFuture[T] = JobFuture(self._cancel_future)
         enqueue(self, (prepare(self, rc, cost=cost, future=future, timeout=timeout, max_retries=max_retries,
-                               retry_on_timeout=retry_on_timeout, key=key, retry_on=retry_on, caller="submit"),))
+                               retry_on_timeout=retry_on_timeout, key=key, retry_on=retry_on, needs=tags,
+                               caller="submit"),))
         return future
+
+    def put(self, obj: Any) -> Handle:
+        """Send ``obj`` to the workers once; return a handle to pass in any number of jobs' arguments.
+
+        Wherever a job's arguments hold the handle (at any depth), the job receives ``obj`` itself, as with
+        Dask's ``scatter``. ``obj`` is pickled once, its large buffers into shared memory; each worker maps
+        that memory read-only (a numpy array arrives read-only, backed by the shared pages: one copy on the
+        machine, whatever the number of workers), unpickles the object once and keeps it for later jobs. On
+        Dask (no shared memory), the handle carries the pickle with each job, and each Dask worker process
+        unpickles it once.
+
+        The data lives until ``handle.release()``, until the handle is garbage-collected once no queued or
+        running job refers to it, or until ``close()``. With a journal, the keys of jobs that take the handle
+        use its content digest, computed here once: a resumed run that puts the same data recognises
+        them.
+
+        Raises:
+            TypeError: ``obj`` cannot be pickled (the message names the culprit).
+            SchedulerClosedError: the scheduler is closed.
+        """
+        if self._closed:
+            raise SchedulerClosedError("this scheduler is closed; create a new Scheduler to put data")
+        return put_handle(obj, getattr(self._backend, "shm", None), self, self._journal is not None)
+
+    def _needs(self, needs: object, what: str) -> frozenset[str] | None:
+        """Check ``needs=``: a tag that some worker has (the workers running now, or those to be started)."""
+        tags = parse_needs(needs, what)
+        if tags is None:
+            return None
+        tags_of = self._state.tags_of
+        n = self._state.target or max(self._tagged_slots, self._backend.default_n_workers())
+        why = unsatisfied(tags, [tags_of(i) if tags_of is not None else frozenset() for i in range(n)])
+        if why is not None:
+            raise ValueError(f"{what}: needs={needs!r} cannot be met: {why}. Pass a tag that a worker has, or "
+                             "give workers tags with Scheduler(worker_tags=...)")
+        return tags
+
+    def set_cost(self, index: int, cost: float) -> bool:
+        """Move queued job ``index`` to ``cost`` in the queue; False if it was already sent or has finished.
+
+        Only a job still waiting in the queue can move: one that a worker has (running, or sent ahead with
+        ``prefetch``) or that has finished keeps its place, and this returns False to say so.
+
+        Raises:
+            TypeError, ValueError: ``cost`` is not a finite number.
+        """
+        check_cost(cost, "set_cost")
+        with self._lock:
+            entry = self._state.find(index)
+            return entry is not None and self._state.set_cost(entry, cost)
+
+    def _set_entry_cost(self, entry: Entry, cost: float) -> bool:
+        with self._lock:
+            return self._state.set_cost(entry, cost)
 
     def _queued_futures(self) -> list[JobFuture[Any]]:
         """The futures of the jobs still queued, not yet sent to a worker (``Executor.shutdown``)."""

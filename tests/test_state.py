@@ -661,3 +661,66 @@ def test_retried_errors_and_deaths_share_one_attempt_budget() -> None:
     cmds = state.worker_exited(w, "killed by signal SIGKILL", False, clock.now)
     (deliver,) = of(cmds, Deliver)
     assert deliver.failed and deliver.result.remote_type == "WorkerDied" and deliver.result.attempts == 2
+
+
+# ---------------------------------------------------------------------------------------------- tags, set_cost
+
+
+def tagged_state(tags: dict[str, list[int]], n: int, clock: Clock) -> tuple[SchedulerState, list[Worker]]:
+    from jobsched._core.tags import tags_table
+
+    state = SchedulerState()
+    state.tags_of = tags_table(tags)
+    return state, bring_up(state, clock, n)
+
+
+def needing(cost: float, *tags: str) -> Entry:
+    e = entry(cost)
+    e.needs = frozenset(tags)
+    return e
+
+
+def test_a_job_that_needs_a_tag_goes_only_to_a_worker_with_it_and_cost_order_holds_among_what_each_can_take() -> None:
+    clock = Clock()
+    state, (w0, w1) = tagged_state({"gpu": [1]}, 2, clock)
+    assert (w0.tags, w1.tags) == (frozenset(), frozenset({"gpu"}))
+    gpu_cheap, plain, gpu_dear = needing(0, "gpu"), entry(1), needing(5, "gpu")
+    for e in (gpu_dear, plain, gpu_cheap):
+        state.add(e)
+    assert state.n_queued == 3
+    assert sorted(sent(state.assign(clock.now))) == [(0, [plain.index]), (1, [gpu_cheap.index])]
+    finish(state, w0, clock)
+    assert state.assign(clock.now) == []  # worker 0 cannot take the gpu job: it waits for worker 1
+    finish(state, w1, clock)
+    assert sent(state.assign(clock.now)) == [(1, [gpu_dear.index])]
+    finish(state, w1, clock)
+    assert state.is_idle()
+
+
+def test_scaling_away_the_last_worker_with_a_tag_settles_its_queued_jobs_with_an_error() -> None:
+    clock = Clock()
+    state, _ = tagged_state({"gpu": [1]}, 2, clock)
+    waiting, other = needing(0, "gpu"), entry(0)
+    state.paused = True  # nothing is sent
+    state.add(waiting)
+    state.add(other)
+    state.set_target(1)
+    (settled,) = list(state.ready)
+    assert settled.entry is waiting and settled.failed
+    assert settled.result.remote_type == "NoWorkerWithTags" and "gpu" in settled.result.remote_message
+    assert state.n_queued == 1 and not waiting.queued
+
+
+def test_set_cost_moves_a_queued_job_and_refuses_one_already_sent() -> None:
+    state, clock = SchedulerState(), Clock()
+    jobs = [entry(c) for c in (1, 2, 3)]
+    for e in jobs:
+        state.add(e)
+    assert state.set_cost(jobs[2], 0)
+    assert jobs[2].cost == 0
+    (w,) = bring_up(state, clock, 1)
+    assert sent(state.assign(clock.now)) == [(0, [jobs[2].index])]
+    assert not state.set_cost(jobs[2], 9)  # sent: it keeps its place
+    assert state.set_cost(jobs[0], 5)
+    finish(state, w, clock)
+    assert sent(state.assign(clock.now)) == [(0, [jobs[1].index])]

@@ -15,6 +15,8 @@ from concurrent.futures import Future
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, PENDING, RUNNING
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .checks import check_cost
+
 if TYPE_CHECKING:
     from .state import Entry
 
@@ -60,6 +62,21 @@ class JobFuture(Future[T]):
         if entry is None or self.cancelled():
             return super().cancel()
         return self._cancel_entry(entry)
+
+    def set_cost(self, cost: float) -> bool:
+        """Move the job to ``cost`` in its scheduler's queue; False if it was already sent or has finished.
+
+        See ``Scheduler.set_cost``.
+
+        Raises:
+            TypeError, ValueError: ``cost`` is not a finite number.
+        """
+        check_cost(cost, "set_cost")
+        entry = self.entry
+        if entry is None or self.done():
+            return False
+        owner: Any = getattr(self._cancel_entry, "__self__", None)  # the scheduler (its bound _cancel_entry)
+        return owner is not None and bool(owner._set_entry_cost(entry, cost))
 
     def cancel_queued(self) -> bool:
         """Cancel the job only if it has not started (``concurrent.futures``' meaning of ``cancel``)."""

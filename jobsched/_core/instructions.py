@@ -22,11 +22,12 @@ class Entry:
     """
 
     __slots__ = ("index", "cost", "data", "payload", "future", "timeout", "max_retries", "retry_on_timeout",
-                 "key", "deaths", "timed_out", "sent", "queued", "cancelled", "from_journal", "_job",
-                 "seed", "retry_on", "raised")
+                 "key", "deaths", "timed_out", "sent", "queued", "cancelled", "from_journal", "needs", "handles",
+                 "_job", "seed", "retry_on", "raised")
 
     def __init__(self, cost: float, data: Any, payload: Any, future: Any, timeout: float | None,
-                 max_retries: int, retry_on_timeout: bool, key: str | None = None) -> None:
+                 max_retries: int, retry_on_timeout: bool, key: str | None = None,
+                 needs: frozenset[str] | None = None) -> None:
         self.index = -1  # set by SchedulerState.add
         self.cost = cost
         self.data = data
@@ -42,6 +43,8 @@ class Entry:
         self.queued = False  # in the heap now
         self.cancelled = False
         self.from_journal = False
+        self.needs = needs  # the worker tags it needs (``needs=``), or None: any worker
+        self.handles: tuple[Any, ...] = ()  # the ``put`` handles in its data (what a Dask task must be given)
         self._job: Job | None = None
         self.seed: int | None = None  # the job's seed (Scheduler(seed=...)), sent with it
         # Exception types to retry the job on, as "module.qualname" (see SchedulerState.job_raised), and the

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._data import handles as _handles
 from .._data import shm as _shm
 from .._keys.derive import derive_key, normalize_key
 from .._keys.seeds import job_seed
@@ -35,11 +36,12 @@ Prepared = tuple[Entry, "tuple[Any, bool] | None"]
 
 def prepare(sched: Scheduler, data: Any, *, cost: float = 0, future: JobFuture[Any] | None = None,
             timeout: float | None = None, max_retries: int | None = None, retry_on_timeout: bool | None = None,
-            key: Any = None, retry_on: Any = None, caller: str = "add_job") -> Prepared:
+            key: Any = None, retry_on: Any = None, needs: frozenset[str] | None = None,
+            caller: str = "add_job") -> Prepared:
     """Check, key, pickle and store one job's data; nothing is queued yet (``enqueue`` does that).
 
     Raises here, in the caller's thread, for anything wrong with the job, naming ``caller`` (the call the user
-    made): the queue is unchanged.
+    made): the queue is unchanged. ``needs`` is already checked (``_core.tags.parse_needs``).
     """
     if cost.__class__ is not int or cost:  # cost 0, the default, is known to be good
         check_cost(cost, caller)
@@ -66,13 +68,25 @@ def prepare(sched: Scheduler, data: Any, *, cost: float = 0, future: JobFuture[A
     seed = None
     if sched.seed is not None:  # from the job's key, or its content: never from when or where it runs
         seed = job_seed(sched.seed, key if key is not None else derive_key(data))
-    payload = payload_of(data) if isinstance(data, RemoteCall) else _shm.dumps(_shm.wrap(data), f"{caller}: data")
+    handles: tuple[Any, ...] = ()
+    if isinstance(data, RemoteCall):
+        payload = payload_of(data)
+        handles = data._handles
+    elif _handles.live:
+        with _handles.collecting() as seen:
+            payload = _shm.dumps(_shm.wrap(data), f"{caller}: data")
+        handles = tuple(dict.fromkeys(seen))
+    else:
+        payload = _shm.dumps(_shm.wrap(data), f"{caller}: data")
+    if handles:
+        _handles.check(handles, sched, caller)
     if isinstance(payload, _shm.OutOfBand):  # large buffers: copied into shared memory now (_data.shm)
         shm = getattr(sched._backend, "shm", None)
         payload = shm.store(payload) if shm is not None else payload.inline()
     entry = Entry(cost, data, payload, future, sched.timeout if timeout is None else timeout,
                   sched.max_retries if max_retries is None else max_retries,
-                  sched.retry_on_timeout if retry_on_timeout is None else retry_on_timeout, key)
+                  sched.retry_on_timeout if retry_on_timeout is None else retry_on_timeout, key, needs)
+    entry.handles = handles
     entry.seed = seed
     entry.retry_on = retry_names
     if future is not None:

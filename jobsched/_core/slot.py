@@ -53,10 +53,12 @@ class Worker:
         output: the last lines the worker printed (stdout and stderr).
         exit_description: how the last process ended ("exit code 0", "killed by signal SIGKILL"), or None.
         progress: the running job's last ``Progress(done, total, note)``, or None.
+        tags: the slot's tags (``Scheduler(worker_tags=...)``): jobs with ``needs=`` go only to slots that have
+            them.
     """
 
     __slots__ = (
-        "index", "pid", "address", "state", "n_done", "n_restarts", "output", "exit_description", "progress",
+        "index", "pid", "address", "state", "n_done", "n_restarts", "output", "exit_description", "progress", "tags",
         "last_rss",
         # Policy bookkeeping, owned by the scheduler's state.
         "_generation", "_inflight", "_job_started", "_n_jobs_this_process", "_retiring", "_ready_at",
@@ -77,6 +79,7 @@ class Worker:
         self.output: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES)
         self.exit_description: str | None = None
         self.progress: Progress | None = None
+        self.tags: frozenset[str] = frozenset()
         self._generation = 0
         self._inflight: collections.deque[Entry] = collections.deque()  # sent, oldest first = running
         self._job_started = 0.0  # monotonic time when _inflight[0] began to run

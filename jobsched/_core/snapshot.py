@@ -34,6 +34,7 @@ class WorkerRow:
     n_restarts: int
     output: tuple[str, ...]  # its last OUTPUT_TAIL lines
     exit_description: str | None
+    tags: tuple[str, ...] = ()  # its tags (``worker_tags=``), sorted
 
 
 @dataclass(frozen=True)
@@ -91,5 +92,5 @@ def take_snapshot(state: SchedulerState, now: float, broken: BaseException | Non
             w.index, w.pid, w.address, w.state.value,
             None if entry is None else entry.index, None if entry is None else entry.cost,
             now - w._job_started if entry is not None else 0.0, w.progress, w.n_done, w.n_restarts,
-            tuple(list(w.output)[-OUTPUT_TAIL:]), w.exit_description))
+            tuple(list(w.output)[-OUTPUT_TAIL:]), w.exit_description, tuple(sorted(w.tags))))
     return Snapshot(stats, tuple(rows))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
+from collections.abc import Callable
 from typing import Any, Literal
 
 from ..errors import JobCancelled, JobError, JobTimeout, WorkerStartupError
@@ -48,6 +49,7 @@ from .instructions import (
 )
 from .pacing import AUTO_MAX, AUTO_START, AutoDepth
 from .slot import Progress, Worker
+from .tags import TagQueues, assign_tagged
 
 STARTUP_FAILURE_LIMIT = 3  # workers dying before READY, in a row, before the scheduler gives up
 CLOSE_GRACE = 10.0  # seconds a closing worker has to exit before SIGTERM
@@ -90,7 +92,9 @@ class SchedulerState:
         self.max_jobs_per_worker = max_jobs_per_worker
         self.max_worker_memory = max_worker_memory
         self.start_timeout = start_timeout
-        self.heap: list[tuple[float, int, Entry]] = []
+        self.heap: list[tuple[float, int, Entry]] = []  # the jobs any worker may run
+        self.tagged = TagQueues()  # the jobs that need tags (``needs=``), one heap per set of tags
+        self.tags_of: Callable[[int], frozenset[str]] | None = None  # a slot's tags (``worker_tags=``)
         self._counter = itertools.count()
         self.ready: collections.deque[Deliver] = collections.deque()  # settled without a worker (journal, cancel)
         self.n_cancelled_queued = 0  # cancelled entries still in the heap (skipped when popped)
@@ -126,18 +130,42 @@ class SchedulerState:
 
     @property
     def n_queued(self) -> int:
-        return len(self.heap) - self.n_cancelled_queued
+        return len(self.heap) + self.tagged.n - self.n_cancelled_queued
 
     def is_idle(self) -> bool:
-        return len(self.heap) == self.n_cancelled_queued and not self.n_active
+        return len(self.heap) + self.tagged.n == self.n_cancelled_queued and not self.n_active
 
     def add(self, entry: Entry) -> bool:
         """Queue ``entry`` (numbering it); return whether the queue was empty (the loop may need a wake-up)."""
         entry.index = index = next(self._counter)
-        was_empty = not self.heap
         entry.queued = True
+        if entry.needs is not None:
+            return self.tagged.push(entry)
+        was_empty = not self.heap
         heapq.heappush(self.heap, (entry.cost, index, entry))
         return was_empty
+
+    def _requeue(self, entry: Entry) -> None:
+        entry.queued = True
+        if entry.needs is not None:
+            self.tagged.push(entry)
+        else:
+            heapq.heappush(self.heap, (entry.cost, entry.index, entry))
+
+    def set_cost(self, entry: Entry, cost: float) -> bool:
+        """Move a queued job to ``cost`` in the queue; False if it is not queued (sent, finished, cancelled)."""
+        if not entry.queued or entry.cancelled:
+            return False
+        heap = self.heap if entry.needs is None else self.tagged.heaps[entry.needs]
+        for i, item in enumerate(heap):
+            if item[2] is entry:
+                heap[i] = (cost, entry.index, entry)
+                heapq.heapify(heap)
+                entry.cost = cost
+                if entry._job is not None:
+                    entry._job.cost = cost
+                return True
+        return False
 
     def add_settled(self, entry: Entry, result: Any, failed: bool) -> None:
         """Number ``entry`` and settle it without running it (its result came from the journal)."""
@@ -190,23 +218,26 @@ class SchedulerState:
             for entry in w._inflight:
                 if entry.index == index:
                     return entry
-        for _, i, entry in [*self.heap, *self.delayed]:
+        for _, i, entry in [*self.tagged.items(self.heap), *self.delayed]:
             if i == index and not entry.cancelled:
                 return entry
         return None
 
     def queued_entries(self) -> list[Entry]:
         """The jobs waiting in the queue (``close()`` cancels their futures; the jobs stay queued)."""
-        return [entry for _, _, entry in self.heap if not entry.cancelled]
+        return [entry for _, _, entry in self.tagged.items(self.heap) if not entry.cancelled]
 
     def drain_futures(self) -> list[Entry]:
         """Take every job with a future out of the queue and off the workers (a fatal error: they get it)."""
-        doomed = [entry for _, _, entry in self.heap if entry.future is not None and not entry.cancelled]
+        doomed = [entry for _, _, entry in self.tagged.items(self.heap)
+                  if entry.future is not None and not entry.cancelled]
         for w in self.workers:
             doomed.extend(entry for entry in w._inflight if entry.future is not None)
         doomed.extend(entry for _, _, entry in self.delayed if entry.future is not None)
-        self.heap[:] = [item for item in self.heap if item[2].future is None and not item[2].cancelled]
-        heapq.heapify(self.heap)
+        for heap in (self.heap, *self.tagged.heaps.values()):
+            heap[:] = [item for item in heap if item[2].future is None and not item[2].cancelled]
+            heapq.heapify(heap)
+        self.tagged.recount()
         self.n_cancelled_queued = 0
         for entry in doomed:
             entry.queued = False
@@ -226,8 +257,20 @@ class SchedulerState:
         """Keep ``n`` workers (the slots exist at once, so that ``workers`` lists them before they start)."""
         self.target = n
         for index in range(len(self.workers), n):
-            self.workers.append(Worker(index))
+            self.workers.append(self._slot(index))
         self.maintain_at = 0.0
+        if self.tagged.n:  # jobs whose tags no remaining worker has: settled now, not left waiting forever
+            orphans, n_cancelled = self.tagged.take_orphans(self.workers[:n])
+            self.n_cancelled_queued -= n_cancelled
+            for entry, error in orphans:
+                self.n_active += 1
+                self.ready.append(Deliver(entry, error, True))
+
+    def _slot(self, index: int) -> Worker:
+        w = Worker(index)
+        if self.tags_of is not None:
+            w.tags = self.tags_of(index)
+        return w
 
     def begin_close(self, grace: float) -> None:
         """``close()``: every worker finishes what it holds within ``grace`` seconds, then the loop ends."""
@@ -305,7 +348,7 @@ class SchedulerState:
             next_at = min(next_at, self._requeue_due(now))
         target = 0 if self.closing else self.target
         for index in range(len(self.workers), target):
-            self.workers.append(Worker(index))
+            self.workers.append(self._slot(index))
         for w in self.workers:
             state = w.state
             if w.index < target:
@@ -520,8 +563,7 @@ class SchedulerState:
         # Back in the queue and out of the active count at once: wait() never sees idle in between.
         self.n_active -= len(requeue)
         for entry in requeue:
-            entry.queued = True
-            heapq.heappush(self.heap, (entry.cost, entry.index, entry))
+            self._requeue(entry)
         return cmds
 
     def _cancelled_error(self, entry: Entry) -> JobCancelled:
@@ -556,14 +598,18 @@ class SchedulerState:
                 pass
 
     def can_dispatch(self) -> bool:
-        return bool(self.heap and self.hungry) and not self.paused and not self.closing and self.stopped_on is None
+        return bool((self.heap or self.tagged.n) and self.hungry) and not self.paused and not self.closing \
+            and self.stopped_on is None
 
     def assign(self, now: float, limit: int | None = None) -> list[SendJobs]:
         """Hand queued jobs to workers with room, lowest ``(cost, index)`` first, up to ``prefetch`` each.
 
         A job leaves the queue only here. ``limit`` caps the number of jobs (1 when ``before_start`` must run
-        before each job is sent). Cancelled jobs are dropped on the way.
+        before each job is sent). Cancelled jobs are dropped on the way. Jobs that need tags go through
+        ``_core.tags.assign_tagged``, which leaves this loop as it is when there are none.
         """
+        if self.tagged.n:
+            return assign_tagged(self, now, limit)
         heap, prefetch = self.heap, self.prefetch
         out: list[SendJobs] = []
         n = 0
@@ -713,8 +759,7 @@ class SchedulerState:
             w._move(_READY)
         self._make_hungry(w)
         self.n_active -= 1
-        entry.queued = True
-        heapq.heappush(self.heap, (entry.cost, entry.index, entry))
+        self._requeue(entry)
 
     def job_done(self, w: Worker, index: int, now: float, rss: int | None = None) -> Entry | None:
         """``w`` reported the result of job ``index``: take it off ``w`` and make room for the next one.
@@ -775,18 +820,16 @@ class SchedulerState:
             self.maintain_at = min(self.maintain_at, now + self.retry_delay)
         else:
             self.n_active -= 1
-            entry.queued = True
-            heapq.heappush(self.heap, (entry.cost, entry.index, entry))
+            self._requeue(entry)
         return True
 
     def _requeue_due(self, now: float) -> float:
         """Queue the retried jobs whose delay is over; return when the next one is due."""
         delayed = self.delayed
         while delayed and delayed[0][0] <= now:
-            _, index, entry = heapq.heappop(delayed)
+            entry = heapq.heappop(delayed)[2]
             self.n_active -= 1
-            entry.queued = True
-            heapq.heappush(self.heap, (entry.cost, index, entry))
+            self._requeue(entry)
         return delayed[0][0] if delayed else float("inf")
 
     def delivered(self, failed: bool, cancelled: bool = False, from_journal: bool = False) -> None:

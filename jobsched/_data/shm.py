@@ -84,6 +84,7 @@ MAGIC = 0  # first byte of a body with segments; a pickle (protocol 2+) starts w
 _COUNT = struct.Struct("!BH")  # MAGIC, number of segments
 _SEGMENT = struct.Struct("!QQB")  # where the buffer starts in the segment, its size, name length; then the name
 DATA = "a"  # the kind of a job's data segment: <prefix>a<random>; a worker's results are <prefix>w<i>g<g>-<random>
+HANDLE = "h"  # the kind of a handle's segment (``put``, see ``_data.handles``): <prefix>h<random>
 _NAME = re.compile(r"jobsched-[0-9]+-[0-9a-f]{16}-[0-9a-z]+-?[0-9a-f]{32}")
 _STALE = re.compile(r"jobsched-([0-9]+)-[0-9a-f]{16}-")
 
@@ -301,8 +302,9 @@ def check_name(name: str, prefix: str | None) -> None:
 
 
 def _is_data(name: str, prefix: str | None) -> bool:
-    """Whether ``name`` is a job's data segment of the scheduler ``prefix`` (its job releases it, nobody else)."""
-    return prefix is not None and name.startswith(prefix + DATA)
+    """Whether ``name`` is a job's data or a handle's segment of the scheduler ``prefix`` (its owner releases it,
+    nobody else: a result may not name it)."""
+    return prefix is not None and (name.startswith(prefix + DATA) or name.startswith(prefix + HANDLE))
 
 
 def _unlink(name: str) -> None:

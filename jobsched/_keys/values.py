@@ -118,6 +118,9 @@ class _Encoder(FunctionEncoder):
         np = sys.modules.get("numpy")
         if np is not None and isinstance(v, (np.ndarray, np.generic)):
             return self._numpy(np, v)
+        handles = sys.modules.get("jobsched._data.handles")
+        if handles is not None and isinstance(v, handles.Handle):  # its content, digested once at put()
+            return _frame(b"H", _str(v.digest))
         pd = sys.modules.get("pandas")
         if pd is not None and isinstance(v, (pd.DataFrame, pd.Series, pd.Index)):
             return self._pandas(pd, v)

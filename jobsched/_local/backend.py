@@ -34,8 +34,10 @@ if TYPE_CHECKING:
     from .._core.state import Entry
     from ..scheduler import Scheduler
 
-# Where this jobsched lives: put first on a worker's path so that it runs the same code as its scheduler.
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where this jobsched lives (the folder that holds the package, not the package itself, whose modules would
+# shadow top-level ones: jobsched/joblib.py is not joblib): put first on a worker's path so that it runs the
+# same code as its scheduler.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def default_worker_command(worker_index: int) -> list[str]:
@@ -80,13 +82,14 @@ class LocalBackend:
         self._workers: dict[int, Worker] = {}  # slot index -> slot, for the handshake
         self._reaper_lock = threading.Lock()  # the first segment may be written from any caller's thread
         self.shm = _shm.Area(self._start_reaper)  # the segments of large job data and results
+        self.worker_env: Callable[[int], dict[str, str]] | None = None  # Scheduler(worker_env=): a slot's variables
 
     @property
     def address(self) -> tuple[str, int] | None:
         return self._listener.address if self._listener is not None else None
 
     def attach(self, sched: Scheduler) -> None:
-        pass
+        self.worker_env = sched._worker_env_of
 
     def default_n_workers(self) -> int:
         from ..commands import processor_count
@@ -124,14 +127,18 @@ class LocalBackend:
         if self._memory_limit is not None:
             env[_wire.ENV_MEMORY_LIMIT] = str(self._memory_limit)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        base_env = None
         try:
+            if self.worker_env is not None:  # the slot's own variables, on top (its replacements get them too)
+                base_env = dict(env)
+                env.update(self.worker_env(w.index))
             argv = [os.fspath(a) for a in self._command(w.index)]
         except Exception as exc:  # the command itself failed (make_python_cmd's checks): its message says it all
             w._io = None
             events.worker_spawn_failed(w, f"make_worker_command({w.index}) raised {type(exc).__name__}: {exc}")
             return
         try:
-            proc = self._starter.start(argv, env, self._secret, self._reaper, events.log)
+            proc = self._starter.start(argv, env, self._secret, self._reaper, events.log, base_env)
         except Exception as exc:
             w._io = None
             events.worker_spawn_failed(w, f"{type(exc).__name__}: {exc} (worker command: "

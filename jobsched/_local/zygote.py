@@ -331,19 +331,23 @@ class Starter:
         return z if z is not None and not z.ready and not z.closed else None
 
     def start(self, argv: list[str], env: dict[str, str], secret: bytes, reaper: Reaper,
-              log: Callable[[str], None]) -> WorkerProcess | None:
+              log: Callable[[str], None], base_env: dict[str, str] | None = None) -> WorkerProcess | None:
         """Start one worker: fork it if ``argv`` and ``env`` allow, else spawn it.
+
+        ``base_env`` is ``env`` without the slot's own variables (``Scheduler(worker_env=...)``): the zygote is
+        started with it and compared to it, and a forked worker gets ``env``, as a spawned one does.
 
         Returns:
             Its process; None if it is to be forked once the zygote, which is booting, is ready: call again
             then (``booting`` is readable, or ``settle`` says so).
         """
-        if self._forks(argv, env, reaper, log):
+        shared = env if base_env is None else base_env
+        if self._forks(argv, shared, reaper, log):
             if self._zygote is None:
                 if self._spawned < DIRECT_SPAWNS:  # one per core, side by side: see the module's docstring
                     self._spawned += 1
                     return spawn(argv, env, secret)
-                self._launch(env, reaper, log)  # if it cannot start, we spawn from now on
+                self._launch(shared, reaper, log)  # if it cannot start, we spawn from now on
             zygote = self._zygote
             if zygote is not None:
                 try:

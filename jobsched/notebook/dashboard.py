@@ -31,12 +31,13 @@ paused / stopping / stopped / closed; ``jobsched-progress`` is the ``IntProgress
 max = done + queued + active); ``jobsched-rate`` shows jobs/s and ETA; ``jobsched-workers`` is an
 ``HTML`` whose value is a ``<table>`` with one ``<tr class="jobsched-worker" data-worker="I"
 data-state="S">`` per worker, whose ``<td>`` cells carry ``data-col`` = ``worker``, ``pid``, ``address``
-(only when some worker has one: on Dask), ``state``, ``job``, ``elapsed``, ``progress``, ``done``,
-``restarts``; a busy worker's ``progress`` cell holds a ``<progress class="jobsched-worker-progress"
-data-worker="I">`` element (with ``value`` and ``max`` when the job reported a total; without them,
-indeterminate) and its report as text (``40/100 (40%) note``); ``jobsched-log`` holds the workers' recent
-output; ``jobsched-error`` the scheduler's error, else the last job whose worker died (its ``WorkerDied``
-error with the worker's last output: a fatal-error stack), hidden when there is neither; the buttons are ``Pause``,
+(only when some worker has one: on Dask), ``tags`` (only when some worker has tags), ``state``, ``job``,
+``elapsed``, ``progress``, ``done``, ``restarts``; a busy worker's ``progress`` cell holds a
+``<progress class="jobsched-worker-progress" data-worker="I">`` element (with ``value`` and ``max`` when
+the job reported a total; without them, indeterminate) and its report as text (``40/100 (40%) note``);
+``jobsched-log`` holds the workers' recent output; ``jobsched-error`` the scheduler's error, else the last
+job whose worker died (its ``WorkerDied`` error with the worker's last output: a fatal-error stack), hidden
+when there is neither; the buttons are ``Pause``,
 ``Resume``, ``Scale −``, ``Scale +`` and ``Stop`` with the classes ``jobsched-pause``,
 ``jobsched-resume``, ``jobsched-scale-down``, ``jobsched-scale-up`` and ``jobsched-stop``; the box
 ``jobsched-cancel-buttons`` holds one ``Button`` per worker with the classes ``jobsched-cancel`` and
@@ -86,7 +87,9 @@ _CELL_STYLE = "padding: 0.1em 0.9em; text-align: left"
 def render_workers(rows: tuple[WorkerRow, ...]) -> str:
     """Return the HTML ``<table>`` of the workers: one ``<tr class="jobsched-worker">`` each."""
     with_address = any(r.address for r in rows)
-    columns = [("worker", "worker"), ("pid", "pid")] + ([("address", "address")] if with_address else []) + [
+    with_tags = any(r.tags for r in rows)
+    columns = [("worker", "worker"), ("pid", "pid")] + ([("address", "address")] if with_address else []) + (
+        [("tags", "tags")] if with_tags else []) + [
         ("state", "state"), ("job", "job"), ("elapsed", "running for"), ("progress", "progress"),
         ("done", "done"), ("restarts", "restarts")]
     head = "".join(f"<th>{title}</th>" for _, title in columns)
@@ -97,6 +100,7 @@ def render_workers(rows: tuple[WorkerRow, ...]) -> str:
             "worker": str(r.index),
             "pid": "" if r.pid is None else str(r.pid),
             "address": html.escape(r.address or ""),
+            "tags": html.escape(", ".join(r.tags)),
             "state": html.escape(r.state),
             "job": str(r.job) if busy else "",
             "elapsed": format_duration(r.job_elapsed) if busy else "",

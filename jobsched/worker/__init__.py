@@ -265,6 +265,7 @@ def _serve(run: Callable[[int, float, memoryview], Any]) -> None:
     environ_data = getattr(os.environ, "_data", os.environ)  # CPython's encoded mapping: == without decoding
     environ_snapshot = dict(environ_data)
     recv_frame, send_frame, lock = conn.recv_frame, conn.send_frame, reporter.lock
+    modules = sys.modules
     unpack_cost, unpack_int_cost = _wire.COST.unpack_from, _wire.INT_COST.unpack_from
     job_kind, job_int_kind, cost_size = _wire.JOB, _wire.JOB_INT, _wire.COST.size  # both costs take 8 bytes
     withdrawn = conn.withdrawn  # jobs sent ahead and cancelled before they started here
@@ -309,6 +310,9 @@ def _serve(run: Callable[[int, float, memoryview], Any]) -> None:
                 _chdir_quietly(home)
             if environ_data != environ_snapshot:
                 _restore_environ(saved_environ)
+            handles = modules.get("jobsched._data.handles")  # loaded by the first job that took a handle
+            if handles is not None and handles._cache_names:
+                handles.forget_released()  # released handles: their objects go (a stat per handle)
     except ConnectionError:
         # The scheduler went away between jobs: nothing to report to anyone.
         os._exit(ORPHAN_EXIT)
