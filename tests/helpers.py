@@ -26,6 +26,15 @@ from typing import Any
 # ---------------------------------------------------------------- ordinary jobs
 
 
+
+def host_port(sched: Any) -> tuple[str, int]:
+    """``sched.address`` ("HOST:PORT") as the ``(host, port)`` that ``socket.create_connection`` takes."""
+    from jobsched._local.wire import parse_address
+
+    assert sched.address is not None, "the scheduler does not listen yet"
+    return parse_address(sched.address, "sched.address")
+
+
 def add(x: int, y: int = 1) -> int:
     return x + y
 
