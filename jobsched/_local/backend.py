@@ -47,6 +47,24 @@ def default_worker_command(worker_index: int) -> list[str]:
     return [sys.executable, "-m", "jobsched.worker"]
 
 
+def send_job_frames(conn: Connection, entries: list[Entry]) -> None:
+    """Put JOB (or JOB_INT) frames for ``entries`` on ``conn``, in one send."""
+    pack, pack_int, job, job_int = _wire.JOB_HEADER.pack, _wire.JOB_INT_HEADER.pack, _wire.JOB, _wire.JOB_INT
+    buffers: list[bytes | bytearray | memoryview] = []
+    for entry in entries:
+        payload, cost = entry.payload, entry.cost
+        if cost.__class__ is float:
+            header = pack(len(payload) + 8, job, entry.index, cost)
+        else:  # an int keeps its type in the worker (JOB_INT), unless it does not fit in int64
+            try:
+                header = pack_int(len(payload) + 8, job_int, entry.index, cost)
+            except struct.error:
+                header = pack(len(payload) + 8, job, entry.index, cost)
+        buffers.append(header)
+        buffers.append(payload)
+    conn.send(buffers)
+
+
 class _Process:
     """What the backend holds for one running worker process."""
 
@@ -191,20 +209,7 @@ class LocalBackend:
         p: _Process | None = w._io
         if p is None or p.conn is None:
             return
-        pack, pack_int, job, job_int = _wire.JOB_HEADER.pack, _wire.JOB_INT_HEADER.pack, _wire.JOB, _wire.JOB_INT
-        buffers: list[bytes | bytearray | memoryview] = []
-        for entry in entries:
-            payload, cost = entry.payload, entry.cost
-            if cost.__class__ is float:
-                header = pack(len(payload) + 8, job, entry.index, cost)
-            else:  # an int keeps its type in the worker (JOB_INT), unless it does not fit in int64
-                try:
-                    header = pack_int(len(payload) + 8, job_int, entry.index, cost)
-                except struct.error:
-                    header = pack(len(payload) + 8, job, entry.index, cost)
-            buffers.append(header)
-            buffers.append(payload)
-        p.conn.send(buffers)
+        send_job_frames(p.conn, entries)
 
     def close_worker(self, w: Worker) -> None:
         p: _Process | None = w._io

@@ -1,0 +1,5 @@
+"""The Dask backend's private parts; ``jobsched.dask`` is its public face.
+
+``resident``: resident jobsched workers that Dask places and that connect back to the scheduler over TLS.
+Imports ``distributed`` (only ever through ``jobsched.dask``), ``_core``, ``_local`` and ``worker``.
+"""
