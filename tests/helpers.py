@@ -503,3 +503,10 @@ class Box:
 
     def __init__(self, value: Any) -> None:
         self.value = value
+
+
+def append_then_sleep(path: str, text: str, seconds: float) -> str:
+    """Append ``text`` to ``path`` as the job starts (a job run twice shows twice), sleep, return ``text``."""
+    append_line(path, text)
+    time.sleep(seconds)
+    return text

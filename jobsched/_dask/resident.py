@@ -73,7 +73,7 @@ _running: dict[str, subprocess.Popen[bytes]] = {}  # token -> the jobsched worke
 _running_lock = threading.Lock()
 
 
-def run_resident(address: str, credentials: str, ident: str, token: str, grace: float) -> int:
+def run_resident(address: str, credentials: str, ident: str, token: str, grace: float, topic: str) -> int:
     """The Dask task of a resident slot: run a jobsched worker process until it exits; return its status.
 
     Args:
@@ -82,10 +82,13 @@ def run_resident(address: str, credentials: str, ident: str, token: str, grace: 
         ident: ``index:generation`` of the slot (the worker names it in the handshake).
         token: the slot's name here, for ``signal_resident``.
         grace: seconds a retiring worker has before it is killed.
+        topic: the Dask event topic on which the scheduler learns the worker's pid.
     """
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env[_wire.ENV_WORKER] = ident
+    # The Dask worker's import path: a job finds the modules it would find as a per-task job.
+    env[_wire.ENV_SYS_PATH] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen([sys.executable, "-m", "jobsched.worker", "--connect", address, "--credentials", "-"],
                             stdin=subprocess.PIPE, env=env, start_new_session=True)
@@ -97,6 +100,7 @@ def run_resident(address: str, credentials: str, ident: str, token: str, grace: 
         proc.stdin.flush()
         try:
             worker = distributed.get_worker()
+            worker.log_event(topic, {"token": token, "pid": proc.pid})
         except ValueError:
             worker = None
         while True:
@@ -198,6 +202,8 @@ class ResidentSlots:
         self._selector: selectors.BaseSelector | None = None
         self._listener: Listener | None = None
         self._workers: dict[int, Worker] = {}
+        self._topic = f"jobsched-resident-{uuid.uuid4().hex}"  # where the tasks tell their workers' pids
+        self._subscribed = False
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -205,6 +211,9 @@ class ResidentSlots:
 
     def open(self, events: BackendEvents, selector: selectors.BaseSelector) -> None:
         self._events = events
+        if not self._subscribed:
+            self._subscribed = True
+            self._client.subscribe_topic(self._topic, self._on_pid_event)
         if self._selector is selector and self._listener is not None:
             return
         self._selector = selector
@@ -223,7 +232,7 @@ class ResidentSlots:
         credentials = Credentials(address, self._secret, self._identity.certificate).to_json()
         try:
             seat.future = self._client.submit(run_resident, address, credentials, f"{w.index}:{w.generation}",
-                                              seat.token, self._grace, key=f"jobsched-resident-{seat.token}",
+                                              seat.token, self._grace, self._topic, key=f"jobsched-resident-{seat.token}",
                                               pure=False, retries=0)
         except Exception as exc:
             w._io = None
@@ -269,6 +278,11 @@ class ResidentSlots:
         self._selector = None
 
     def close(self) -> None:
+        if self._subscribed and self._client.status == "running":
+            try:
+                self._client.unsubscribe_topic(self._topic)
+            except Exception:
+                pass
         for w in list(self._workers.values()):
             seat: _Seat | None = w._io
             if seat is not None and seat.future is not None:
@@ -316,6 +330,18 @@ class ResidentSlots:
             self._gone(w, seat, "exit code 0", crashed=False, clean=True)
         else:
             self._gone(w, seat, "lost its connection" if error is None else f"broke the protocol ({error})")
+
+    def _on_pid_event(self, event: Any) -> None:
+        """The client's IO loop: a task started its worker process; tell the slot its pid."""
+        msg = event[1] if isinstance(event, tuple) and len(event) == 2 else None
+        if isinstance(msg, dict) and self._events is not None:
+            self._events.post(functools.partial(self._set_pid, str(msg.get("token")), int(msg.get("pid", 0))))
+
+    def _set_pid(self, token: str, pid: int) -> None:
+        for w in self._workers.values():
+            seat: _Seat | None = w._io
+            if seat is not None and seat.token == token and self._events is not None:
+                self._events.worker_spawned(w, pid)
 
     def _on_task_done(self, w: Worker, seat: _Seat, future: distributed.Future[Any]) -> None:
         """Dask's thread: the slot's task ended (its worker exited, or never started)."""
