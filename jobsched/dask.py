@@ -38,6 +38,12 @@ off. A Dask worker that its cluster retires on purpose, or a closed client, cost
 (``crashed=False``). A Dask thread cannot be stopped: a slot killed for a timeout gives its task up and the seat
 takes no other job until the task ends; at the end of ``close()``'s grace period the task is cancelled.
 
+**Resident mode** (``DaskBackend(client, resident=True)``): each slot is instead a long-running jobsched worker
+that Dask places (one Dask task, holding one thread, that runs ``python -m jobsched.worker --connect`` as a
+subprocess); it connects back over TLS and serves jobs with jobsched's own protocol and prefetch, at local per-job
+cost. Dask places, restarts and scales the workers; a retired Dask worker's jobsched workers leave gracefully.
+See ``_dask/resident.py`` for how and why.
+
 **Threads.** Dask calls back on its own threads; those callbacks only ``events.post`` closures, so slots and
 this backend's tables change on the scheduler's loop thread alone.
 """
@@ -60,6 +66,7 @@ except ImportError as exc:  # the optional extra: fail when used, and say how to
     raise ImportError(f"jobsched.dask needs dask.distributed ({exc}): pip install 'jobsched[dask]'") from exc
 
 from ._core.slot import Worker
+from ._dask.resident import RETIRE_GRACE, ResidentSlots
 from ._data.pickling import dumps
 from ._local import wire as _wire
 from ._local.backend import default_worker_command
@@ -169,6 +176,13 @@ class DaskBackend:
             for the last two jobsched creates the client and closes it in ``Scheduler.close()`` (never the
             cluster).
         result_timeout: seconds to fetch a finished task's result before the job counts as lost.
+        resident: run each slot as a resident jobsched worker that Dask places and that connects back to this
+            process (over TLS, pinned to a per-run certificate): jobs then cost what they cost locally, and
+            ``prefetch`` works; the default (False) runs each job as one Dask task.
+        listen: resident mode: where the workers connect, ``"HOST"`` or ``"HOST:PORT"`` (default: this machine's
+            address on the route to the Dask scheduler, 127.0.0.1 for a local cluster).
+        retire_grace: resident mode: seconds a worker on a retiring Dask worker has to finish its job before it
+            is stopped (its job is then re-queued, counting no crash).
 
     Raises:
         TypeError: ``client_or_address`` is none of those, or the client is asynchronous.
@@ -178,7 +192,8 @@ class DaskBackend:
     start_timeout: float | None = None  # a slot may wait for a free Dask thread as long as it takes
 
     def __init__(self, client_or_address: distributed.Client | Cluster | str, *,
-                 result_timeout: float = RESULT_TIMEOUT) -> None:
+                 result_timeout: float = RESULT_TIMEOUT, resident: bool = False, listen: str | None = None,
+                 retire_grace: float = RETIRE_GRACE) -> None:
         if isinstance(client_or_address, distributed.Client):
             client, owned = client_or_address, False
         elif isinstance(client_or_address, (str, Cluster)):
@@ -193,6 +208,15 @@ class DaskBackend:
                             "(created without asynchronous=True)")
         self._client = client
         self._owns_client = owned
+        self._resident: ResidentSlots | None = None
+        if resident:
+            from .scheduler import _parse_listen
+
+            self._resident = ResidentSlots(client, _parse_listen(listen), retire_grace)
+            self.start_timeout = ResidentSlots.start_timeout
+        elif listen is not None:
+            raise ValueError(f"DaskBackend: listen={listen!r} needs resident=True (per-task jobs travel as Dask "
+                             "tasks, nothing connects back)")
         self._result_timeout = result_timeout
         self._sched: Scheduler | None = None
         self._events: BackendEvents | None = None
@@ -208,6 +232,16 @@ class DaskBackend:
         self._waiting: list[Worker] = []  # slots started but without a free seat yet
         self._abandoned: dict[str, tuple[_Seat, distributed.Future[Any]]] = {}  # given up, still running
         self._failure_reported = False
+
+    @property
+    def resident(self) -> bool:
+        """Whether slots are resident jobsched workers (True) or one Dask task per job (False)."""
+        return self._resident is not None
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """Resident mode: where the workers connect, once started."""
+        return self._resident.address if self._resident is not None else None
 
     @property
     def client(self) -> distributed.Client:
@@ -226,6 +260,12 @@ class DaskBackend:
                              "Scheduler (they may share one Client)")
         if sched.make_worker_command is not default_worker_command:
             raise ValueError(WORKER_FILE_REFUSAL.format(command=sched.make_worker_command))
+        if self._resident is not None:
+            if sched.max_worker_memory is not None:
+                raise ValueError(f"Scheduler: max_worker_memory={sched.max_worker_memory!r} is not supported with "
+                                 "DaskBackend; leave it None and use Dask's own memory limits (memory_limit=)")
+            self._sched = sched
+            return
         if sched.prefetch == "auto":
             # What keeps a Dask thread busy is Dask's own queue: jobsched keeps one job per thread (attach runs
             # before the scheduler makes its state, which then sees 1).
@@ -261,12 +301,18 @@ class DaskBackend:
         """Keep the events sink and follow the cluster's membership (nothing goes on the selector)."""
         self._events = events
         self._failure_reported = False
+        if self._resident is not None:
+            self._resident.open(events, selector)
+            return
         if not self._subscribed and not self._closed:
             self._subscribed = True
             _hub_for(self._client).add(self)
 
     def start_worker(self, w: Worker) -> None:
         """Seat ``w`` on a free Dask thread and report it ready at once; or let it wait for one."""
+        if self._resident is not None:
+            self._resident.start_worker(w)
+            return
         w._io = _Slot()
         w.address = None
         self._waiting.append(w)
@@ -274,6 +320,9 @@ class DaskBackend:
 
     def send_jobs(self, w: Worker, entries: list[Entry]) -> None:
         """Submit the job (prefetch is 1: one entry) to the Dask worker behind ``w``, pinned there."""
+        if self._resident is not None:
+            self._resident.send_jobs(w, entries)
+            return
         slot: _Slot = w._io
         assert slot is not None and slot.seat is not None and len(entries) == 1
         entry = entries[0]
@@ -296,6 +345,9 @@ class DaskBackend:
 
     def close_worker(self, w: Worker) -> None:
         """An idle slot exits now (a Dask thread has nothing to shut down); a busy one after its result."""
+        if self._resident is not None:
+            self._resident.close_worker(w)
+            return
         slot: _Slot | None = w._io
         if slot is None:
             return
@@ -312,8 +364,11 @@ class DaskBackend:
 
         A Dask thread cannot be stopped. ``force`` (a timeout, a stop): the task runs on and its seat takes no
         other job until it ends. Otherwise (the end of ``close()``'s grace period, a cancelled job) the task is
-        cancelled: Dask drops it if it has not started, and forgets its result.
+        cancelled: Dask drops it if it has not started, and forgets its result. A resident worker is killed.
         """
+        if self._resident is not None:
+            self._resident.kill_worker(w, force)
+            return
         slot: _Slot | None = w._io
         if slot is None:
             return
@@ -339,6 +394,10 @@ class DaskBackend:
 
     def poll(self, now: float) -> float:
         """Follow the cluster; return when to be called next."""
+        if self._resident is not None:
+            if self._client.status in ("closing", "closed"):
+                self._resident_client_gone()
+            return min(now + TICK, self._resident.poll(now))
         if self._client.status in ("closing", "closed"):
             self._client_gone()
             return now + TICK
@@ -351,12 +410,16 @@ class DaskBackend:
     def shutdown(self) -> None:
         """The loop ends with every slot exited: nothing waits for a seat any more."""
         self._waiting.clear()
+        if self._resident is not None:
+            self._resident.shutdown()
 
     def close(self) -> None:
         """Forget the cluster's events; cancel tasks still running; close the client if jobsched created it."""
         if self._closed:
             return
         self._closed = True
+        if self._resident is not None:
+            self._resident.close()
         futures = [future for _, future in self._abandoned.values()]
         self._abandoned.clear()
         for w in self._seated.values():
@@ -499,6 +562,15 @@ class DaskBackend:
                 f"the Dask client {self._client.id} was closed while the scheduler ran; {sched.n_queued_jobs} jobs "
                 "stay queued. Keep the Client open until Scheduler.close(), or pass an address to DaskBackend so "
                 "that jobsched owns the client"))
+
+    def _resident_client_gone(self) -> None:
+        sched, events = self._sched, self._events
+        assert sched is not None and events is not None
+        if not self._failure_reported and not sched.stats()["closed"]:
+            self._failure_reported = True
+            events.backend_failed(DaskClientClosedError(
+                f"the Dask client {self._client.id} was closed while the scheduler ran; its resident workers stay "
+                "until their Dask workers go. Keep the Client open until Scheduler.close()"))
 
     # ---- other threads: post to the loop's thread
 

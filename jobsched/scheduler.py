@@ -117,6 +117,11 @@ class Scheduler:
             is idle or still starting. On Dask, ``"auto"`` is 1.
         echo_output: copy each line that a worker prints to this process's stderr, prefixed with
             ``[worker N]`` (in a Jupyter kernel: to the kernel's own stderr, never into a cell).
+        listen: where workers connect: ``"HOST"`` (an ephemeral port) or ``"HOST:PORT"``. None (the default)
+            listens on 127.0.0.1 with plain TCP and the HMAC handshake. Any explicit ``listen=``, loopback
+            included, wraps every connection in TLS with a per-run self-signed certificate that workers pin,
+            plus the same handshake (needs ``pip install 'jobsched[cluster]'``). Workers on other machines join
+            with ``python -m jobsched.worker --connect HOST:PORT --credentials FILE`` (``write_credentials``).
         backend: run the jobs somewhere else than local worker processes, e.g.
             ``jobsched.dask.DaskBackend(client_or_address)``; ``workers`` then lists the backend's slots.
         journal: a SQLite file that records every result (see ``jobsched.journal``); a job whose key has a
@@ -152,7 +157,8 @@ class Scheduler:
                  journal: str | os.PathLike[str] | None = None, rerun_failed: bool = True,
                  seed: int | None = None, retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
                  retry_delay: float = 0.0, memory_limit: int | None = None,
-                 worker_env: WorkerEnv | None = None, worker_tags: WorkerTags | None = None) -> None:
+                 worker_env: WorkerEnv | None = None, worker_tags: WorkerTags | None = None,
+                 listen: str | None = None) -> None:
         if make_worker_command is not None and not callable(make_worker_command):
             raise TypeError("Scheduler: make_worker_command must be a function worker_index -> argv, "
                             f"got {type(make_worker_command).__name__}; see make_python_cmd")
@@ -185,9 +191,13 @@ class Scheduler:
         self.max_worker_memory = max_worker_memory
         self.prefetch: int | Literal["auto"] = prefetch
         self.echo_output = echo_output
+        listen_at = _parse_listen(listen)
+        if listen_at is not None and backend is not None:
+            raise ValueError("Scheduler: listen= applies to local and hand-started workers; a backend listens on its "
+                             f"own (got backend={backend!r}): pass listen= to the backend, or drop one of the two")
         self._secret = _wire.new_secret()
         self._backend: Backend = backend or LocalBackend(self.make_worker_command, self._secret, echo_output,
-                                                         memory_limit=memory_limit)
+                                                         memory_limit=memory_limit, listen=listen_at)
         try:
             self._backend.attach(self)  # refuses what it cannot run (worker files on Dask) before anything starts
         except BaseException:
@@ -440,10 +450,40 @@ class Scheduler:
         return self._state.paused
 
     @property
-    def address(self) -> tuple[str, int] | None:
-        """The (host, port) local workers connect to, once started."""
+    def address(self) -> str | None:
+        """Where workers connect, as ``"HOST:PORT"``, once started (None before the first ``start()``)."""
         address = getattr(self._backend, "address", None)
-        return address if isinstance(address, tuple) else None
+        if not isinstance(address, tuple):
+            return None
+        host, port = address
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def write_credentials(self, path: str | os.PathLike[str]) -> None:
+        """Write what a hand-started worker needs to join this scheduler, to a file created with mode 0600.
+
+        ``python -m jobsched.worker --connect HOST:PORT --credentials FILE`` reads it: the run's secret and,
+        with ``listen=``, the certificate the worker pins. The secret never goes on a command line. Anyone who
+        can read the file can run jobs' code in your workers' place: keep it private (a home directory on a
+        shared file system is the usual place on a cluster).
+
+        Raises:
+            SchedulerClosedError: the scheduler is closed.
+            RuntimeError: the scheduler does not listen yet (call ``start(0, wait=False)`` first), or its
+                backend takes no hand-started workers.
+        """
+        if self._closed:
+            raise SchedulerClosedError("write_credentials: the scheduler is closed; create a new Scheduler")
+        credentials = getattr(self._backend, "credentials", None)
+        if credentials is None:
+            raise RuntimeError(f"write_credentials: {type(self._backend).__name__} takes no hand-started workers; "
+                               "use the default backend (Scheduler(listen=...))")
+        found = credentials()
+        if found is None:
+            raise RuntimeError("write_credentials: the scheduler does not listen yet; call start(0, wait=False) "
+                               "first, then write the credentials")
+        from ._local.tls import write_private
+
+        write_private(path, found.to_json() + "\n")
 
     def stats(self) -> dict[str, Any]:
         """Return a snapshot: queued, active, done, failed, workers, jobs_per_s, and a few more."""
@@ -653,6 +693,19 @@ class Scheduler:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _parse_listen(listen: str | None) -> tuple[str, int] | None:
+    """``listen=``: ``"HOST"`` or ``"HOST:PORT"`` (``"[::1]:PORT"``) -> ``(host, port)``; port 0 is ephemeral."""
+    if listen is None:
+        return None
+    if not isinstance(listen, str) or not listen.strip():
+        raise TypeError(f"Scheduler: listen must be 'HOST' or 'HOST:PORT', for example '10.0.0.5:7000', got "
+                        f"{listen!r}")
+    text = listen.strip()
+    if text.count(":") == 1 or text.startswith("["):
+        return _wire.parse_address(text, "Scheduler: listen")
+    return text, 0
 
 
 def make_scheduler(make_worker_command: Callable[[int], list[str]] | None = None, **options: Any) -> Scheduler:

@@ -26,6 +26,15 @@ from typing import Any
 # ---------------------------------------------------------------- ordinary jobs
 
 
+
+def host_port(sched: Any) -> tuple[str, int]:
+    """``sched.address`` ("HOST:PORT") as the ``(host, port)`` that ``socket.create_connection`` takes."""
+    from jobsched._local.wire import parse_address
+
+    assert sched.address is not None, "the scheduler does not listen yet"
+    return parse_address(sched.address, "sched.address")
+
+
 def add(x: int, y: int = 1) -> int:
     return x + y
 
@@ -494,3 +503,10 @@ class Box:
 
     def __init__(self, value: Any) -> None:
         self.value = value
+
+
+def append_then_sleep(path: str, text: str, seconds: float) -> str:
+    """Append ``text`` to ``path`` as the job starts (a job run twice shows twice), sleep, return ``text``."""
+    append_line(path, text)
+    time.sleep(seconds)
+    return text

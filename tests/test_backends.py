@@ -1,8 +1,9 @@
 """One conformance suite for every backend: the same scenarios on local worker processes and on Dask.
 
 Each test runs once per backend (``local``: the default worker processes; ``dask``: a ``LocalCluster`` of two
-single-threaded worker processes on loopback, started once for this module) and expects the same behaviour:
-the backends differ in how they run a job, never in what the scheduler promises.
+single-threaded worker processes on loopback, started once for this module, one Dask task per job;
+``dask-resident``: the same cluster, with resident jobsched workers placed by Dask that connect back) and
+expects the same behaviour: the backends differ in how they run a job, never in what the scheduler promises.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from waiting import TIMEOUT, eventually
 
 from jobsched import Job, JobError, JobTimeout, Scheduler, SchedulerClosedError, WorkerState, remote_call
 
-BACKENDS = ["local", "dask"]
+BACKENDS = ["local", "dask", "dask-resident"]
 
 pytestmark = [
     pytest.mark.timeout(180),
     pytest.mark.filterwarnings("ignore:Port 8787 is already in use"),
 ]
+
+
+RESIDENT = False  # the dask_client fixture's mode, for new_sched
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -36,6 +40,7 @@ def dask_client(request: pytest.FixtureRequest) -> Iterator[Any]:
     if request.param == "local":
         yield None
         return
+    request.module.RESIDENT = request.param == "dask-resident"
     cluster, pids = _start_cluster(2)
     try:
         import distributed
@@ -53,7 +58,7 @@ def new_sched(dask_client: Any) -> Iterator[Scheduler]:
     if dask_client is not None:
         from jobsched.dask import DaskBackend
 
-        s = Scheduler(backend=DaskBackend(dask_client))
+        s = Scheduler(backend=DaskBackend(dask_client, resident=RESIDENT))
     else:
         s = Scheduler()
     try:

@@ -411,8 +411,8 @@ def test_hostile_connections_are_refused_while_jobs_run(tmp_path: Path, capfd: p
         eventually(lambda: all(w.state in (WorkerState.READY, WorkerState.RUNNING) for w in sched.workers),
                    "both workers to connect")
         live = sched.workers[0]
-        address = sched.address
-        assert address is not None and address[0] == "127.0.0.1"
+        address = helpers.host_port(sched)
+        assert address[0] == "127.0.0.1"
         feeder = Feeder(sched)
         attacks: dict[str, Callable[[tuple[str, int]], tuple[bytes, str]]] = {
             "no handshake": attack_idle,

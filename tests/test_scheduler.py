@@ -335,7 +335,7 @@ def test_add_job_is_safe_from_other_threads_while_running(sched: Scheduler) -> N
 
 def test_the_scheduler_listens_on_loopback_only(sched: Scheduler) -> None:
     sched.start(1, wait=False)
-    host, port = sched.address  # type: ignore[misc]
+    host, port = helpers.host_port(sched)
     assert host == "127.0.0.1" and port > 0
     listening = [c for c in psutil.Process().net_connections(kind="tcp")
                  if c.status == psutil.CONN_LISTEN and c.laddr.port == port]

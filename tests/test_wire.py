@@ -60,8 +60,7 @@ def test_hostile_connections_are_refused_and_nothing_is_unpickled(tmp_path: Path
     with Scheduler() as sched:
         sched.start(1, wait=False)
         assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
-        address = sched.address
-        assert address is not None
+        address = helpers.host_port(sched)
         for name, payload in attacks.items():
             received = _hostile(address, payload)
             # Only the 32-byte challenge came back: no proof of the scheduler's identity, no job.
@@ -86,8 +85,7 @@ def test_a_silent_connection_is_dropped_after_the_handshake_timeout(monkeypatch:
     monkeypatch.setattr(_wire, "HANDSHAKE_TIMEOUT", 0.5)
     with Scheduler() as sched:
         sched.start(1, wait=False)
-        assert sched.address is not None
-        with socket.create_connection(sched.address, timeout=10) as sock:
+        with socket.create_connection(helpers.host_port(sched), timeout=10) as sock:
             sock.settimeout(10)
             started = time.monotonic()
             assert sock.recv(_wire.NONCE_BYTES)

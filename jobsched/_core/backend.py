@@ -42,6 +42,12 @@ class BackendEvents(Protocol):
     def post(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the loop's thread soon (callable from any thread)."""
 
+    def adopt_worker(self) -> Worker | None:
+        """A worker started by hand authenticated: return a new slot for it (STARTING), or None if the run ends.
+
+        The backend then reports it ``worker_spawned`` and ``worker_ready``; when it leaves, ``worker_exited``.
+        """
+
     def worker_spawned(self, w: Worker, pid: int | None) -> None:
         """A process (or seat) for ``w`` was started; it is not connected yet."""
 

@@ -333,6 +333,10 @@ class Engine:
         self.inbox.append(fn)
         self.wake()
 
+    def adopt_worker(self) -> Worker | None:
+        with self.lock:
+            return self.state.adopt(time.monotonic())
+
     def worker_spawned(self, w: Worker, pid: int | None) -> None:
         with self.lock:
             self.state.worker_spawned(w, pid)

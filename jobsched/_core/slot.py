@@ -63,7 +63,7 @@ class Worker:
         # Policy bookkeeping, owned by the scheduler's state.
         "_generation", "_inflight", "_job_started", "_n_jobs_this_process", "_retiring", "_ready_at",
         "_started_at", "_restart_at", "_deadline", "_fast_deaths", "_kill_reason", "_signalled", "_hungry",
-        "_pipelined", "_span",
+        "_pipelined", "_span", "_adopted",
         # What the backend keeps for this slot (a process and its socket, a Dask task): opaque here.
         "_io",
     )
@@ -95,6 +95,7 @@ class Worker:
         self._hungry = False  # in the state's queue of workers with room for a job
         self._pipelined = False  # _inflight[0] was sent before the previous result came (prefetch="auto")
         self._span: tuple[float, float, int, bool] | None = None  # prefetch="auto": the last results' timing
+        self._adopted = False  # a worker started by hand took this slot: not counted in n_workers, never restarted
         self._io: Any = None
 
     @property

@@ -315,7 +315,7 @@ class SchedulerState:
 
     def live_workers(self) -> list[Worker]:
         """The slots that exist now: those below the target, and those still winding down."""
-        return [w for w in self.workers if w.index < self.target or w.state is not _CLOSED]
+        return [w for w in self.workers if (w.index < self.target and not w._adopted) or w.state is not _CLOSED]
 
     def all_closed(self, start: int = 0) -> bool:
         return all(w.state is _CLOSED for w in self.workers[start:])
@@ -351,7 +351,9 @@ class SchedulerState:
             self.workers.append(self._slot(index))
         for w in self.workers:
             state = w.state
-            if w.index < target:
+            if w._adopted and state is _CLOSED:
+                continue  # a hand-started worker's slot ends with it
+            if self._wanted(w, target):
                 if state is _CLOSED:
                     if now >= w._restart_at:
                         cmds.append(self._start(w, now))
@@ -385,6 +387,26 @@ class SchedulerState:
         self.maintain_at = next_at
         return cmds
 
+    def _wanted(self, w: Worker, target: int) -> bool:
+        """Whether ``w`` should run: a slot below the target, or a hand-started worker while the run goes on."""
+        if w._adopted:
+            return not self.closing and self.stopped_on is None and not (self.until_idle and not self.target)
+        return w.index < target
+
+    def adopt(self, now: float) -> Worker | None:
+        """A worker started by hand authenticated: give it a new slot of its own (None: the run is ending).
+
+        The slot is STARTING; the backend reports it spawned and ready at once. It is not counted in the
+        target (``n_workers``) and is never restarted: when its worker leaves, the slot ends.
+        """
+        if self.closing or self.stopped_on is not None:
+            return None
+        w = Worker(len(self.workers))
+        w._adopted = True
+        self.workers.append(w)
+        self._start(w, now)
+        return w
+
     def _start(self, w: Worker, now: float) -> StartWorker:
         w._generation += 1
         w._retiring = False
@@ -413,7 +435,7 @@ class SchedulerState:
         w._ready_at = now
         self.startup_failures = 0
         w._move(_READY)
-        if w._retiring or w.index >= self.target or self.closing or w._kill_reason is not None:
+        if w._retiring or not self._wanted(w, self.target) or self.closing or w._kill_reason is not None:
             return self._close(w, now)
         self._make_hungry(w)
         return []
@@ -518,7 +540,7 @@ class SchedulerState:
             return cmds
         if reason is KillReason.STOPPING:
             return cmds
-        if not expected:
+        if not expected and not w._adopted:
             self.n_restarts += 1
             w.n_restarts += 1
             # Back off only from workers that die before they are READY (a crash loop at start-up): a worker
@@ -794,7 +816,7 @@ class SchedulerState:
         if (self.max_jobs_per_worker is not None and w._n_jobs_this_process >= self.max_jobs_per_worker) or (
                 self.max_worker_memory is not None and rss is not None and rss > self.max_worker_memory):
             w._retiring = True  # a fresh process takes its slot once it holds no job
-        if w._retiring or w.index >= self.target or self.closing:
+        if w._retiring or not self._wanted(w, self.target) or self.closing:
             w._retiring = True
             self._unhunger(w)
             if not inflight:

@@ -4,6 +4,11 @@ Per slot, on the loop's selector: the process's pidfd (readable when it exits, s
 once, never by polling), its output pipe (``_local.output``) and, once it has authenticated, its ``Connection``
 (``_local.transport``). The listener and the handshake live in ``_local.transport.Listener``; spawning, signals and
 process groups in ``_local.processes``; forking workers from a zygote in ``_local.zygote``.
+
+**Workers started by hand** (``python -m jobsched.worker --connect``) have no process here: once one has
+authenticated as ``ADOPT`` (``_local.wire``), the state gives it a slot of its own (``adopt_worker``), and its
+connection is all the backend holds (``_Remote``): its end is the worker's exit, CLOSE asks it to leave, and
+a kill closes the connection (the worker exits when it next reads or writes it).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ if TYPE_CHECKING:
     from .._core.backend import BackendEvents
     from .._core.state import Entry
     from ..scheduler import Scheduler
+    from .tls import Credentials, ServerIdentity
 
 # Where this jobsched lives (the folder that holds the package, not the package itself, whose modules would
 # shadow top-level ones: jobsched/joblib.py is not joblib): put first on a worker's path so that it runs the
@@ -43,6 +49,26 @@ PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(_
 def default_worker_command(worker_index: int) -> list[str]:
     """The default worker: ``python -m jobsched.worker``, which runs remote calls."""
     return [sys.executable, "-m", "jobsched.worker"]
+
+
+def send_job_frames(conn: Connection, entries: list[Entry]) -> None:
+    """Put JOB (or JOB_INT, JOB_SEED, JOB_INT_SEED) frames for ``entries`` on ``conn``, in one send."""
+    pack, pack_int, job, job_int = _wire.JOB_HEADER.pack, _wire.JOB_INT_HEADER.pack, _wire.JOB, _wire.JOB_INT
+    buffers: list[bytes | bytearray | memoryview] = []
+    for entry in entries:
+        payload, cost = entry.payload, entry.cost
+        if entry.seed is not None:
+            header = _seeded_header(entry)
+        elif cost.__class__ is float:
+            header = pack(len(payload) + 8, job, entry.index, cost)
+        else:  # an int keeps its type in the worker (JOB_INT), unless it does not fit in int64
+            try:
+                header = pack_int(len(payload) + 8, job_int, entry.index, cost)
+            except struct.error:
+                header = pack(len(payload) + 8, job, entry.index, cost)
+        buffers.append(header)
+        buffers.append(payload)
+    conn.send(buffers)
 
 
 class _Process:
@@ -61,17 +87,37 @@ class _Process:
         self.oom_kills = oom_kills()  # the cgroup's OOM-kill counter when it started
 
 
+class _Remote:
+    """What the backend holds for a worker started by hand: only its connection."""
+
+    __slots__ = ("conn", "exited")
+
+    def __init__(self) -> None:
+        self.conn: Connection | None = None
+        self.exited = False
+
+
 class LocalBackend:
-    """Run workers as local processes started by ``make_worker_command(worker_index) -> argv``."""
+    """Run workers as local processes started by ``make_worker_command(worker_index) -> argv``.
+
+    Args:
+        listen: ``(host, port)`` to listen on behind TLS (``Scheduler(listen=...)``); None: 127.0.0.1, plain.
+    """
 
     start_timeout: float | None = 60.0
 
     def __init__(self, make_worker_command: Callable[[int], list[str]], secret: bytes, echo_output: bool,
-                 memory_limit: int | None = None) -> None:
+                 memory_limit: int | None = None, listen: tuple[str, int] | None = None) -> None:
         self._command = make_worker_command
         self._memory_limit = memory_limit  # each worker's RLIMIT_AS, set by the worker itself
         self._secret = secret
         self._echo = echo_output
+        self._listen = listen
+        self._identity: ServerIdentity | None = None
+        if listen is not None:
+            from .tls import ServerIdentity
+
+            self._identity = ServerIdentity(listen[0])
         self._events: BackendEvents | None = None
         self._selector: selectors.BaseSelector | None = None
         self._listener: Listener | None = None
@@ -82,11 +128,24 @@ class LocalBackend:
         self._workers: dict[int, Worker] = {}  # slot index -> slot, for the handshake
         self._reaper_lock = threading.Lock()  # the first segment may be written from any caller's thread
         self.shm = _shm.Area(self._start_reaper)  # the segments of large job data and results
+        if listen is not None:  # a worker on another machine cannot map this one's /dev/shm: data goes in band
+            self.shm.enabled = False
         self.worker_env: Callable[[int], dict[str, str]] | None = None  # Scheduler(worker_env=): a slot's variables
 
     @property
     def address(self) -> tuple[str, int] | None:
         return self._listener.address if self._listener is not None else None
+
+    def credentials(self) -> Credentials | None:
+        """What a hand-started worker needs to join (None until the scheduler listens)."""
+        from .tls import Credentials
+
+        address = self.address
+        if address is None:
+            return None
+        host = address[0] if ":" not in address[0] else f"[{address[0]}]"
+        return Credentials(f"{host}:{address[1]}", self._secret,
+                           self._identity.certificate if self._identity is not None else None)
 
     def attach(self, sched: Scheduler) -> None:
         self.worker_env = sched._worker_env_of
@@ -101,7 +160,13 @@ class LocalBackend:
         if self._selector is selector and self._listener is not None:
             return
         self._selector = selector
-        self._listener = Listener(selector, self._secret, self._on_hello, events.log, time.monotonic)
+        if self._listener is not None:
+            self._listener.close()
+        host, port = self._listen or (_wire.HOST, 0)
+        self._listener = Listener(selector, self._secret, self._on_hello, events.log, time.monotonic, host, port,
+                                  self._identity.context if self._identity is not None else None)
+        if self._listen is not None:  # a later run listens where this one does: written credentials stay true
+            self._listen = self._listener.address
 
     def describe_command(self, index: int) -> str:
         try:
@@ -120,6 +185,8 @@ class LocalBackend:
         env = dict(os.environ)
         env[_wire.ENV_ADDRESS] = f"{host}:{port}"
         env[_wire.ENV_WORKER] = f"{w.index}:{w.generation}"
+        if self._identity is not None:
+            env[_wire.ENV_CERTIFICATE] = self._identity.certificate
         if self.shm.enabled:
             env[_shm.ENV_PREFIX] = self.shm.prefix
         env[_wire.ENV_SYS_PATH] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
@@ -164,22 +231,7 @@ class LocalBackend:
         p: _Process | None = w._io
         if p is None or p.conn is None:
             return
-        pack, pack_int, job, job_int = _wire.JOB_HEADER.pack, _wire.JOB_INT_HEADER.pack, _wire.JOB, _wire.JOB_INT
-        buffers: list[bytes | bytearray | memoryview] = []
-        for entry in entries:
-            payload, cost = entry.payload, entry.cost
-            if entry.seed is not None:
-                header = _seeded_header(entry)
-            elif cost.__class__ is float:
-                header = pack(len(payload) + 8, job, entry.index, cost)
-            else:  # an int keeps its type in the worker (JOB_INT), unless it does not fit in int64
-                try:
-                    header = pack_int(len(payload) + 8, job_int, entry.index, cost)
-                except struct.error:
-                    header = pack(len(payload) + 8, job, entry.index, cost)
-            buffers.append(header)
-            buffers.append(payload)
-        p.conn.send(buffers)
+        send_job_frames(p.conn, entries)
 
     def close_worker(self, w: Worker) -> None:
         p: _Process | None = w._io
@@ -208,6 +260,9 @@ class LocalBackend:
         self._forget_waiting(w)
         if p is None or p.exited:
             return
+        if isinstance(p, _Remote):  # no process of ours to signal: hang up
+            self._remote_gone(w, p, None)
+            return
         p.signalled = True
         signal_group(p.proc, signal.SIGKILL if force else signal.SIGTERM)
         if p.pidfd < 0 and force:  # no pidfd on this system: reap here
@@ -215,7 +270,7 @@ class LocalBackend:
             self._on_exit(w, p)
 
     def worker_rss(self, w: Worker) -> int | None:
-        return resident_memory(w.pid) if w.pid is not None else None
+        return resident_memory(w.pid) if w.pid is not None and not isinstance(w._io, _Remote) else None
 
     def poll(self, now: float) -> float:
         next_at = self._listener.expire(now) if self._listener is not None else float("inf")
@@ -223,7 +278,7 @@ class LocalBackend:
             self._on_zygote()  # a zygote that never says it is ready is given up at its deadline
         for w in list(self._workers.values()):  # no pidfd on this system: a timer is how an exit is noticed
             p: _Process | None = w._io
-            if p is not None and p.pidfd < 0 and not p.exited:
+            if isinstance(p, _Process) and p.pidfd < 0 and not p.exited:
                 if p.proc.poll() is not None:
                     self._on_exit(w, p)
                 else:
@@ -239,7 +294,9 @@ class LocalBackend:
         self._end_zygote_watch()
         for w in list(self._workers.values()):
             p: _Process | None = w._io
-            if p is not None and not p.exited:
+            if isinstance(p, _Remote) and not p.exited:
+                self._remote_gone(w, p, None)
+            elif p is not None and not p.exited:
                 signal_group(p.proc, signal.SIGKILL)
                 p.proc.wait()
                 self._on_exit(w, p)
@@ -308,6 +365,8 @@ class LocalBackend:
 
     def _on_hello(self, index: int, generation: int) -> tuple[Callable[[socket.socket], None] | None, bool]:
         """A connection proved the secret as worker ``index:generation``: take it if that one is expected."""
+        if index == _wire.ADOPT:
+            return self._adopt, False
         w = self._workers.get(index)
         p: _Process | None = w._io if w is not None else None
         if w is None or p is None or w.generation != generation or w.state is not WorkerState.STARTING \
@@ -324,6 +383,41 @@ class LocalBackend:
             events.worker_ready(w)
 
         return accept, False
+
+    def _adopt(self, sock: socket.socket) -> None:
+        """A worker started by hand authenticated: give it a slot of its own (or hang up: the run is ending)."""
+        assert self._selector is not None and self._events is not None
+        events, selector = self._events, self._selector
+        w = events.adopt_worker()
+        if w is None:
+            sock.close()
+            return
+        p = _Remote()
+        w._io = p
+        self._workers[w.index] = w
+        p.conn = Connection(sock, selector, lambda frames: events.frames(w, frames),
+                            lambda error: self._remote_gone(w, p, error))
+        events.worker_spawned(w, None)
+        events.worker_ready(w)
+
+    def _remote_gone(self, w: Worker, p: _Remote, error: str | None) -> None:
+        """A hand-started worker's connection ended (or we hung up): that is its exit."""
+        if p.exited:
+            return
+        p.exited = True
+        assert self._events is not None
+        conn = p.conn
+        if conn is not None and not conn.closed:
+            conn.close()
+        if self._workers.get(w.index) is w:
+            del self._workers[w.index]
+        if w._io is p:
+            w._io = None
+        leaving = w.state is WorkerState.CLOSING
+        if error is not None:
+            self._events.connection_lost(w, error)
+        self._events.worker_exited(w, "disconnected" if error is None else f"broke the protocol ({error})",
+                                   leaving and error is None, crashed=not leaving)
 
     @staticmethod
     def _read_output(p: _Process) -> bytes | None:

@@ -1,12 +1,18 @@
 """The wire between the scheduler and a worker: an HMAC handshake, then length-prefixed frames.
 
-Protocol (one TCP connection per worker, on 127.0.0.1 only):
+Protocol (one TCP connection per worker; on 127.0.0.1 unless ``Scheduler(listen=...)`` says otherwise):
 
  1. The scheduler listens on 127.0.0.1 on an ephemeral port. It starts each worker process with
     ``JOBSCHED_ADDRESS=127.0.0.1:<port>`` and ``JOBSCHED_WORKER=<index>:<generation>`` in its
     environment, and writes the 32-byte random secret of this scheduler, hex-encoded, as the first line
     of the worker's stdin. The secret never appears on a command line. The scheduler keeps the stdin
     pipe open: when the scheduler's process dies, the worker reads EOF there and exits (watchdog).
+ 1b. With an explicit ``listen=`` (any address, loopback too), every connection is TLS 1.3 first, with this
+    run's self-signed certificate, which workers pin (``_local.tls``); steps 2-8 then run inside TLS. A
+    worker started by hand (``python -m jobsched.worker --connect HOST:PORT --credentials FILE``) reads the
+    secret and the certificate from a 0600 credential file (or stdin with ``--credentials -``), never
+    from its command line, and says ``index`` = ``ADOPT`` (0xFFFFFFFF), ``generation`` = 0 in step 3: the
+    scheduler gives it a slot of its own once it has authenticated.
  2. The worker connects. The scheduler sends CHALLENGE: 32 random bytes ``nonce_s``.
  3. The worker answers with exactly 72 bytes: ``index`` (u32), ``generation`` (u32), its own 32 random
     bytes ``nonce_w``, and ``HMAC-SHA256(secret, b"worker" + nonce_s + index + generation + nonce_w)``.
@@ -38,6 +44,10 @@ Protocol (one TCP connection per worker, on 127.0.0.1 only):
     WITHDRAWN for a job whose WITHDRAW it received before starting it (it looks for one just before it starts a
     job it has held for a while). A WITHDRAW that comes too late (the job has started) is ignored: the
     scheduler sees no WITHDRAWN right after the previous job's answer, and stops the job by killing the worker.
+      RETIRE (worker -> scheduler, kind 11; resident Dask workers only): no body, index 0. The machine under the
+             worker is being retired (its Dask worker closes gracefully). The worker finishes the job it runs,
+             if any, sends its result, runs no other job and exits; the scheduler sends it CLOSE (an idle
+             worker leaves at once) and re-queues the jobs it had sent ahead, and its exit counts no crash.
  8. A pickled job's data or result whose large buffers went through shared memory (``_data.shm``) starts with a
     0 byte (a pickle starts with 0x80): ``!BH`` = 0, number of segments; per segment ``!QQB`` = where its
     buffer starts in the segment, the buffer's size, the name's length, then the name (ASCII); then the
@@ -74,16 +84,18 @@ JOB_INT_SEED_HEADER = struct.Struct("!IBQqQ")  # HEADER + INT_COST + SEED
 # mmap/mremap/munmap round per call, i.e. per job.
 RECV_SIZE = 1 << 16
 
-JOB, RESULT, ERROR, CLOSE, PROGRESS, JOB_INT, WITHDRAW, WITHDRAWN, JOB_SEED, JOB_INT_SEED = range(1, 11)
-KINDS = frozenset({JOB, RESULT, ERROR, CLOSE, PROGRESS, JOB_INT, WITHDRAW, WITHDRAWN, JOB_SEED, JOB_INT_SEED})
+JOB, RESULT, ERROR, CLOSE, PROGRESS, JOB_INT, WITHDRAW, WITHDRAWN, JOB_SEED, JOB_INT_SEED, RETIRE = range(1, 12)
+KINDS = frozenset({JOB, RESULT, ERROR, CLOSE, PROGRESS, JOB_INT, WITHDRAW, WITHDRAWN, JOB_SEED, JOB_INT_SEED, RETIRE})
 # A job held this long (seconds) since its frame was read is checked for a WITHDRAW before it starts (one
 # non-blocking recv); a job just read had no time to be withdrawn, and costs nothing more.
 WITHDRAW_CHECK_AGE = 0.001
+ADOPT = 0xFFFFFFFF  # the hello's index of a worker started by hand: it asks for a slot of its own
 
 ENV_ADDRESS = "JOBSCHED_ADDRESS"
 ENV_WORKER = "JOBSCHED_WORKER"
 ENV_SYS_PATH = "JOBSCHED_SYS_PATH"
 ENV_MEMORY_LIMIT = "JOBSCHED_MEMORY_LIMIT"  # bytes: the worker sets its RLIMIT_AS (Scheduler(memory_limit=...))
+ENV_CERTIFICATE = "JOBSCHED_CERTIFICATE"  # the scheduler's certificate (public) to pin, with listen=
 
 
 def new_secret() -> bytes:
@@ -215,6 +227,7 @@ class FrameDecoder:
 
 
 SCHEDULER_ACCEPTS = frozenset({RESULT, ERROR, PROGRESS, WITHDRAWN})
+RESIDENT_ACCEPTS = SCHEDULER_ACCEPTS | {RETIRE}  # what a resident Dask worker may send
 WORKER_ACCEPTS = frozenset({JOB, JOB_INT, JOB_SEED, JOB_INT_SEED, CLOSE, WITHDRAW})
 
 
@@ -333,12 +346,30 @@ class BlockingConnection:
             self.sock.sendall(body)
 
 
+def parse_address(text: str, what: str) -> tuple[str, int]:
+    """Split ``"HOST:PORT"`` (``"[::1]:PORT"`` for IPv6).
+
+    Raises:
+        ValueError: no port, or a port that is not a number in 0..65535; the message names ``what``.
+    """
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{what}: {text!r} is not HOST:PORT (for example '10.0.0.5:7000' or '127.0.0.1:0')")
+    return host, int(port)
+
+
 def connect(address: tuple[str, int], secret: bytes, index: int, generation: int,
-            timeout: float = HANDSHAKE_TIMEOUT) -> BlockingConnection:
-    """Connect a worker to its scheduler and authenticate both ways."""
+            timeout: float = HANDSHAKE_TIMEOUT, certificate: str | None = None) -> BlockingConnection:
+    """Connect a worker to its scheduler and authenticate both ways (over TLS pinned to ``certificate``)."""
     sock = socket.create_connection(address, timeout=timeout)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if certificate is not None:
+            from . import tls as _tls
+
+            sock = _tls.client_context(certificate).wrap_socket(sock)
+            _tls.check_pin(sock, certificate)
         conn = BlockingConnection(sock)
         nonce_s = conn.recv_exactly(NONCE_BYTES)
         nonce_w = new_nonce()

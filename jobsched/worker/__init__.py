@@ -103,11 +103,68 @@ def _connect_from_environment() -> _wire.BlockingConnection:
     os.dup2(devnull, 0)
     os.close(devnull)
     threading.Thread(target=_watch_scheduler, args=(stdin,), name="jobsched-watchdog", daemon=True).start()
-    host, port = address.rsplit(":", 1)
+    host, port = _wire.parse_address(address, _wire.ENV_ADDRESS)
     index, generation = (int(x) for x in ident.split(":"))
     _shm.setup_worker(os.environ.pop(_shm.ENV_PREFIX, None), index, generation)
     _limit_memory(os.environ.pop(_wire.ENV_MEMORY_LIMIT, None))
-    return _wire.connect((host, int(port)), secret, index, generation)
+    return _wire.connect((host, port), secret, index, generation,
+                         certificate=os.environ.pop(_wire.ENV_CERTIFICATE, None))
+
+
+# A worker started by hand (``--connect``): where to connect, and the credential file ("-": stdin).
+_by_hand: tuple[str, str] | None = None
+# Set when the launcher of a resident worker says "retire" on stdin: run no other job, then exit.
+_retiring = threading.Event()
+
+
+def _connect_by_hand(address: str, credentials: str) -> tuple[_wire.BlockingConnection, Any]:
+    """``--connect ADDRESS --credentials FILE``: authenticate with the file's secret, pinning its certificate.
+
+    Returns the connection, and with ``--credentials -`` the standard input its launcher holds (watched for
+    "retire" and for its end), else None: a hand-started worker's stdin may be /dev/null.
+    """
+    from .._local.tls import Credentials
+
+    launcher = None
+    if credentials == "-":
+        launcher = os.fdopen(os.dup(0), "rb", buffering=0)
+        text, source = launcher.readline().decode(), "the credentials on standard input"
+        devnull = os.open(os.devnull, os.O_RDONLY)  # jobs reading stdin see EOF, not the launcher's pipe
+        os.dup2(devnull, 0)
+        os.close(devnull)
+    else:
+        try:
+            with open(credentials) as f:
+                text = f.read()
+        except OSError as exc:
+            sys.exit(f"jobsched worker: cannot read the credential file {credentials!r} ({exc}); write it with "
+                     "Scheduler.write_credentials(path)")
+        source = f"the file {credentials!r}"
+    try:
+        found = Credentials.from_json(text, source)
+        host, port = _wire.parse_address(address, "--connect")
+    except ValueError as exc:
+        sys.exit(f"jobsched worker: {exc}")
+    ident = os.environ.pop(_wire.ENV_WORKER, None)  # a resident Dask worker has a slot waiting for it
+    index, generation = (int(x) for x in ident.split(":")) if ident else (_wire.ADOPT, 0)
+    try:
+        conn = _wire.connect((host, port), found.secret, index, generation, certificate=found.certificate)
+    except (OSError, ConnectionError) as exc:
+        sys.exit(f"jobsched worker: could not join the scheduler at {address} ({type(exc).__name__}: {exc})")
+    return conn, launcher
+
+
+def _watch_launcher(launcher: Any, conn: _wire.BlockingConnection, lock: threading.Lock) -> None:
+    """A resident worker's launcher holds our stdin: "retire" says its machine is leaving; EOF, that it died."""
+    try:
+        for line in iter(launcher.readline, b""):
+            if line.strip() == b"retire" and not _retiring.is_set():
+                _retiring.set()
+                with lock:
+                    conn.send_frame(_wire.RETIRE, 0)
+    except (OSError, ValueError):
+        pass
+    os._exit(ORPHAN_EXIT)
 
 
 def _limit_memory(limit: str | None) -> None:
@@ -254,10 +311,18 @@ def start_worker(run_job: Callable[[Job], Any], silent: bool = False) -> None:
 
 def _serve(run: Callable[[int, float, memoryview], Any]) -> None:
     """The job loop: ``run(index, cost, pickled data)`` for each JOB frame, until CLOSE."""
-    _DieWithScheduler(os.getppid()).arm()
     _enable_faulthandler()
-    conn = _connect_from_environment()
+    launcher = None
+    if _by_hand is None:
+        _DieWithScheduler(os.getppid()).arm()
+        conn = _connect_from_environment()
+    else:
+        conn, launcher = _connect_by_hand(*_by_hand)
     reporter = _report.attach(conn.send_frame, _wire.PROGRESS)
+    if launcher is not None:
+        threading.Thread(target=_watch_launcher, args=(launcher, conn, reporter.lock), name="jobsched-launcher",
+                         daemon=True).start()
+    retiring = _retiring.is_set
     _report.install_tqdm_hook()
     # What each job starts from, restored after it (see the module docstring).
     home, getcwd, chdir = os.getcwd(), os.getcwd, os.chdir
@@ -289,6 +354,8 @@ def _serve(run: Callable[[int, float, memoryview], Any]) -> None:
                 return
             else:
                 raise ConnectionError(f"unexpected frame kind {kind} from the scheduler")
+            if retiring():  # the jobs sent ahead go back to the queue: the scheduler re-queues them
+                return
             if withdrawn and index in withdrawn:  # dropped unstarted: the job before it is left alone
                 withdrawn.discard(index)
                 with lock:
@@ -313,7 +380,7 @@ def _serve(run: Callable[[int, float, memoryview], Any]) -> None:
             handles = modules.get("jobsched._data.handles")  # loaded by the first job that took a handle
             if handles is not None and handles._cache_names:
                 handles.forget_released()  # released handles: their objects go (a stat per handle)
-    except ConnectionError:
+    except (ConnectionError, OSError):
         # The scheduler went away between jobs: nothing to report to anyone.
         os._exit(ORPHAN_EXIT)
     finally:
@@ -388,10 +455,22 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m jobsched.worker",
                                      description="A jobsched worker (started by a scheduler).")
+    parser.add_argument("--connect", metavar="HOST:PORT",
+                        help="join the scheduler at this address (a worker started by hand: srun, ssh, a batch "
+                             "script); needs --credentials")
+    parser.add_argument("--credentials", metavar="FILE",
+                        help="the credential file of Scheduler.write_credentials (mode 0600), or - to read it "
+                             "from standard input")
     parser.add_argument("--file", help="worker file to load as a module (not as __main__)")
     parser.add_argument("--entry", default="worker", help="function of the file to call (default: worker)")
     parser.add_argument("args", nargs="*", help="arguments for the worker file (its sys.argv[1:])")
     ns = parser.parse_args(argv)
+    if (ns.connect is None) != (ns.credentials is None):
+        parser.error("--connect HOST:PORT and --credentials FILE go together (the file comes from "
+                     "Scheduler.write_credentials)")
+    if ns.connect is not None:
+        global _by_hand
+        _by_hand = (ns.connect, ns.credentials)
     _extend_sys_path()
     if ns.file is None:
         start_remote_call_worker()
