@@ -20,11 +20,13 @@ def _starts(log: Path) -> list[str]:
     return log.read_text().split() if log.exists() else []
 
 
+@pytest.mark.parametrize("seed", [None, 7], ids=["unseeded", "seeded"])  # seeded jobs travel in frames of their own
 @pytest.mark.parametrize("prefetch", [2, "auto"])
-def test_cancelling_a_job_sent_ahead_leaves_the_job_before_it_alone(tmp_path: Path, prefetch: int | str) -> None:
+def test_cancelling_a_job_sent_ahead_leaves_the_job_before_it_alone(tmp_path: Path, prefetch: int | str,
+                                                                    seed: int | None) -> None:
     """The running job's side effects happen once; the withdrawn job never starts; the worker stays."""
     log, release = tmp_path / "log", tmp_path / "release"
-    with Scheduler(prefetch=prefetch) as sched:  # type: ignore[arg-type]
+    with Scheduler(prefetch=prefetch, seed=seed) as sched:  # type: ignore[arg-type]
         sched.start(1, wait=False)
         first = sched.submit(helpers.record_start_then_wait, str(log), str(release), "A")
         ahead = sched.submit(helpers.record_start_then_wait, str(log), str(release), "B")

@@ -89,6 +89,7 @@ KINDS = frozenset({JOB, RESULT, ERROR, CLOSE, PROGRESS, JOB_INT, WITHDRAW, WITHD
 # A job held this long (seconds) since its frame was read is checked for a WITHDRAW before it starts (one
 # non-blocking recv); a job just read had no time to be withdrawn, and costs nothing more.
 WITHDRAW_CHECK_AGE = 0.001
+_JOB_KINDS = frozenset({JOB, JOB_INT, JOB_SEED, JOB_INT_SEED})  # the frames that carry a job
 ADOPT = 0xFFFFFFFF  # the hello's index of a worker started by hand: it asks for a slot of its own
 
 ENV_ADDRESS = "JOBSCHED_ADDRESS"
@@ -296,21 +297,32 @@ class BlockingConnection:
         self._read_at = monotonic()
         decoder, sock = self._decoder, self.sock
         new: list[tuple[int, int, bytes | bytearray | memoryview]] = []
+        # A TLS socket takes no recv flags: it reads without waiting in non-blocking mode, for this poll only.
+        tls = type(sock) is not socket.socket
+        flags = 0 if tls else socket.MSG_DONTWAIT
+        if tls:
+            sock.setblocking(False)
         try:
             while True:
                 view = decoder.body_view()
                 if view is not None:
-                    k = sock.recv_into(view, 0, socket.MSG_DONTWAIT)
+                    k = sock.recv_into(view, 0, flags)
                     if not k:
                         break  # EOF: the next blocking read reports it
                     new += decoder.filled(k)
                 else:
-                    chunk = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+                    chunk = sock.recv(RECV_SIZE, flags)
                     if not chunk:
                         break
                     new += decoder.feed(chunk)
         except (BlockingIOError, InterruptedError):
             pass
+        except OSError as exc:  # TLS: no whole record yet (ssl.SSLWantReadError, a subclass of OSError)
+            if not tls or type(exc).__name__ != "SSLWantReadError":
+                raise
+        finally:
+            if tls:
+                sock.setblocking(True)
         if new:
             waiting = self._frames[self._next:]
             self._frames = waiting + self._sift(new, waiting)
@@ -325,13 +337,13 @@ class BlockingConnection:
                 break
         else:
             return new
-        held = {index for kind, index, _ in waiting if kind in (JOB, JOB_INT)}
+        held = {index for kind, index, _ in waiting if kind in _JOB_KINDS}
         kept: list[tuple[int, int, bytes | bytearray | memoryview]] = []
         for frame in new:
             kind, index, _ = frame
             if kind != WITHDRAW:
                 kept.append(frame)
-                if kind in (JOB, JOB_INT):
+                if kind in _JOB_KINDS:
                     held.add(index)
             elif index in held:  # else it has started already: too late, the scheduler kills it if it runs
                 self.withdrawn.add(index)
