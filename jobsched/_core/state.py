@@ -23,18 +23,23 @@ drives this class with a fake clock and starts no process.
 
 The hot path (``job_done`` and ``assign``) uses plain method calls and short lists, no event objects: one
 job costs two calls here.
+
+The class is written in three files, one per concept, all one object under one lock: ``_core/jobqueue.py``
+(``JobQueue``: numbering, cost order, cancel, delayed retries), ``_core/dispatch.py`` (``Dispatch``: which job
+goes to which worker, how many ahead, ``prefetch="auto"``'s measurements) and this file (worker lifecycle,
+results, deaths, close, stats). ``SchedulerState`` is ``Dispatch``'s subclass, which is ``JobQueue``'s.
 """
 
 from __future__ import annotations
 
 import collections
-import heapq
 import itertools
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
-from ..errors import JobCancelled, JobError, JobTimeout, WorkerStartupError
+from ..errors import JobError, JobTimeout, WorkerStartupError
 from ..states import KillReason, WorkerState
+from .dispatch import Dispatch
 from .instructions import (
     CancelOutcome,
     CloseWorker,
@@ -49,7 +54,7 @@ from .instructions import (
 )
 from .pacing import AUTO_MAX, AUTO_START, AutoDepth
 from .slot import Progress, Worker
-from .tags import TagQueues, assign_tagged
+from .tags import TagQueues
 
 STARTUP_FAILURE_LIMIT = 3  # workers dying before READY, in a row, before the scheduler gives up
 CLOSE_GRACE = 10.0  # seconds a closing worker has to exit before SIGTERM
@@ -71,7 +76,7 @@ _STARTING, _READY, _RUNNING = WorkerState.STARTING, WorkerState.READY, WorkerSta
 _CLOSING, _CLOSED = WorkerState.CLOSING, WorkerState.CLOSED
 
 
-class SchedulerState:
+class SchedulerState(Dispatch):
     """The queue, the jobs and the worker slots, and every decision about them (see the module docstring).
 
     Args:
@@ -125,123 +130,6 @@ class SchedulerState:
         self.started_at: float | None = None
         self.retry_delay = 0.0  # seconds a job retried by retry_on waits (Scheduler(retry_delay=...))
         self.delayed: list[tuple[float, int, Entry]] = []  # (due, index, entry): retried jobs not queued yet
-
-    # ------------------------------------------------------------------ the queue
-
-    @property
-    def n_queued(self) -> int:
-        return len(self.heap) + self.tagged.n - self.n_cancelled_queued
-
-    def is_idle(self) -> bool:
-        return len(self.heap) + self.tagged.n == self.n_cancelled_queued and not self.n_active
-
-    def add(self, entry: Entry) -> bool:
-        """Queue ``entry`` (numbering it); return whether the queue was empty (the loop may need a wake-up)."""
-        entry.index = index = next(self._counter)
-        entry.queued = True
-        if entry.needs is not None:
-            return self.tagged.push(entry)
-        was_empty = not self.heap
-        heapq.heappush(self.heap, (entry.cost, index, entry))
-        return was_empty
-
-    def _requeue(self, entry: Entry) -> None:
-        entry.queued = True
-        if entry.needs is not None:
-            self.tagged.push(entry)
-        else:
-            heapq.heappush(self.heap, (entry.cost, entry.index, entry))
-
-    def set_cost(self, entry: Entry, cost: float) -> bool:
-        """Move a queued job to ``cost`` in the queue; False if it is not queued (sent, finished, cancelled)."""
-        if not entry.queued or entry.cancelled:
-            return False
-        heap = self.heap if entry.needs is None else self.tagged.heaps[entry.needs]
-        for i, item in enumerate(heap):
-            if item[2] is entry:
-                heap[i] = (cost, entry.index, entry)
-                heapq.heapify(heap)
-                entry.cost = cost
-                if entry._job is not None:
-                    entry._job.cost = cost
-                return True
-        return False
-
-    def add_settled(self, entry: Entry, result: Any, failed: bool) -> None:
-        """Number ``entry`` and settle it without running it (its result came from the journal)."""
-        entry.index = next(self._counter)
-        entry.from_journal = True
-        self.n_active += 1  # active until delivered, so that wait() does not see idle before its callback
-        self.ready.append(Deliver(entry, result, failed))
-
-    def cancel(self, entry: Entry, *, settle: bool) -> CancelOutcome:
-        """Cancel a job, queued or running.
-
-        A queued job is skipped when it reaches the head of the queue; with ``settle`` (``Scheduler.cancel``)
-        it is also delivered as ``JobCancelled``. A job that a worker runs is settled as ``JobCancelled``
-        when that worker, killed by the ``KillWorker`` that ``tick`` returns next, has exited. A job sent ahead
-        to a worker, behind the one it runs, is withdrawn (``WithdrawJob``): the worker drops it unstarted
-        and the job before it is left alone (see ``job_done``). A job already finished is left alone.
-        """
-        if entry.cancelled:
-            return CancelOutcome(False, False)
-        if entry.queued:
-            entry.cancelled = True
-            self.n_cancelled_queued += 1
-            if settle:
-                self.n_active += 1
-                self.ready.append(Deliver(entry, self._cancelled_error(entry), True))
-            return CancelOutcome(True, False)
-        if any(item[2] is entry for item in self.delayed):  # waiting out its retry_delay: it ends here
-            self.delayed = [item for item in self.delayed if item[2] is not entry]
-            heapq.heapify(self.delayed)
-            entry.cancelled = True
-            self.ready.append(Deliver(entry, self._cancelled_error(entry), True))  # still counted active
-            return CancelOutcome(True, False)
-        for w in self.workers:
-            if entry in w._inflight and w.state is not _CLOSED:
-                entry.cancelled = True
-                if entry is not w._inflight[0]:  # not started yet: withdraw it, do not kill the running job
-                    self.withdrawals.append((w, entry))
-                    self.maintain_at = 0.0
-                    return CancelOutcome(True, False, w.index)
-                if w._kill_reason is None or not w._kill_reason.blames_job:
-                    w._kill_reason = KillReason.CANCELLED
-                w._deadline = 0.0  # tick() sends the signals
-                self.maintain_at = 0.0
-                return CancelOutcome(True, True, w.index)
-        return CancelOutcome(False, False)
-
-    def find(self, index: int) -> Entry | None:
-        """Return the queued or running job ``index`` (for ``Scheduler.cancel``), or None."""
-        for w in self.workers:
-            for entry in w._inflight:
-                if entry.index == index:
-                    return entry
-        for _, i, entry in [*self.tagged.items(self.heap), *self.delayed]:
-            if i == index and not entry.cancelled:
-                return entry
-        return None
-
-    def queued_entries(self) -> list[Entry]:
-        """The jobs waiting in the queue (``close()`` cancels their futures; the jobs stay queued)."""
-        return [entry for _, _, entry in self.tagged.items(self.heap) if not entry.cancelled]
-
-    def drain_futures(self) -> list[Entry]:
-        """Take every job with a future out of the queue and off the workers (a fatal error: they get it)."""
-        doomed = [entry for _, _, entry in self.tagged.items(self.heap)
-                  if entry.future is not None and not entry.cancelled]
-        for w in self.workers:
-            doomed.extend(entry for entry in w._inflight if entry.future is not None)
-        doomed.extend(entry for _, _, entry in self.delayed if entry.future is not None)
-        for heap in (self.heap, *self.tagged.heaps.values()):
-            heap[:] = [item for item in heap if item[2].future is None and not item[2].cancelled]
-            heapq.heapify(heap)
-        self.tagged.recount()
-        self.n_cancelled_queued = 0
-        for entry in doomed:
-            entry.queued = False
-        return doomed
 
     # ------------------------------------------------------------------ control
 
@@ -588,9 +476,6 @@ class SchedulerState:
             self._requeue(entry)
         return cmds
 
-    def _cancelled_error(self, entry: Entry) -> JobCancelled:
-        return JobCancelled("JobCancelled", "the job was cancelled", "", entry.index)
-
     def _startup_failure(self, w: Worker, output: str) -> list[Command]:
         self.startup_failures += 1
         if self.startup_failures < STARTUP_FAILURE_LIMIT or self.stopped_on is not None:
@@ -604,184 +489,7 @@ class SchedulerState:
         self.fail(error)
         return [Fail(error)]
 
-    # ------------------------------------------------------------------ the hot path: dispatch and results
-
-    def _make_hungry(self, w: Worker) -> None:
-        if not w._hungry:
-            w._hungry = True
-            self.hungry.append(w)
-
-    def _unhunger(self, w: Worker) -> None:
-        if w._hungry:
-            w._hungry = False
-            try:
-                self.hungry.remove(w)
-            except ValueError:
-                pass
-
-    def can_dispatch(self) -> bool:
-        return bool((self.heap or self.tagged.n) and self.hungry) and not self.paused and not self.closing \
-            and self.stopped_on is None
-
-    def assign(self, now: float, limit: int | None = None) -> list[SendJobs]:
-        """Hand queued jobs to workers with room, lowest ``(cost, index)`` first, up to ``prefetch`` each.
-
-        A job leaves the queue only here. ``limit`` caps the number of jobs (1 when ``before_start`` must run
-        before each job is sent). Cancelled jobs are dropped on the way. Jobs that need tags go through
-        ``_core.tags.assign_tagged``, which leaves this loop as it is when there are none.
-        """
-        if self.tagged.n:
-            return assign_tagged(self, now, limit)
-        heap, prefetch = self.heap, self.prefetch
-        out: list[SendJobs] = []
-        n = 0
-        if (prefetch > 1 or self.auto) and heap:
-            # A job beyond a worker's first goes out only once no worker is idle or starting: every idle
-            # worker gets one first, and a worker still starting will want one too (a fresh pool of long
-            # calls runs fully parallel). Then "auto" keeps at least the next job on each worker.
-            out, n = self._assign_first_jobs(now, limit)
-            if self._someone_waits():
-                prefetch = 1
-                self._held_back = True
-            else:
-                if self.auto:
-                    prefetch = max(prefetch, 2)
-                if self._held_back:  # the workers held to one job may take more now
-                    self._held_back = False
-                    self._rehunger(prefetch)
-            if out:
-                return self._merge(out, self._assign_more(now, limit, prefetch, n))
-        return self._assign_more(now, limit, prefetch, n)
-
-    @staticmethod
-    def _merge(first: list[SendJobs], more: list[SendJobs]) -> list[SendJobs]:
-        """One ``SendJobs`` per worker: its first job and the ones sent ahead go out together."""
-        by_worker = {s.worker.index: s for s in first}
-        for s in more:
-            head = by_worker.get(s.worker.index)
-            if head is None:
-                first.append(s)
-            else:
-                head.entries.extend(s.entries)
-        return first
-
-    def _assign_more(self, now: float, limit: int | None, prefetch: int, n: int) -> list[SendJobs]:
-        """Fill workers with room up to ``prefetch`` jobs each (``assign``'s main pass)."""
-        heap, hungry = self.heap, self.hungry
-        out: list[SendJobs] = []
-        while hungry and heap and not self.paused and not self.closing and self.stopped_on is None:
-            w = hungry[0]
-            if w._retiring or (w.state is not _READY and w.state is not _RUNNING):
-                w._hungry = False
-                hungry.popleft()
-                continue
-            inflight = w._inflight
-            batch: list[Entry] = []
-            while len(inflight) < prefetch and heap and (limit is None or n < limit):
-                _, _, entry = heapq.heappop(heap)
-                entry.queued = False
-                if entry.cancelled:
-                    self.n_cancelled_queued -= 1
-                    continue
-                self.n_active += 1
-                if not inflight:
-                    w._job_started = now
-                    w._pipelined = False
-                    w._move(_RUNNING)
-                    if entry.timeout is not None:
-                        self.maintain_at = min(self.maintain_at, now + entry.timeout)
-                inflight.append(entry)
-                batch.append(entry)
-                n += 1
-            if batch:
-                out.append(SendJobs(w, batch))
-            if len(inflight) >= prefetch:
-                w._hungry = False
-                hungry.popleft()
-            if limit is not None and n >= limit:
-                break
-        return out
-
-    def _assign_first_jobs(self, now: float, limit: int | None) -> tuple[list[SendJobs], int]:
-        """Give one job to each hungry worker that holds none (``assign`` with a depth above 1)."""
-        heap = self.heap
-        out: list[SendJobs] = []
-        n = 0
-        for w in self.hungry:
-            if not heap or (limit is not None and n >= limit) or self.paused or self.closing \
-                    or self.stopped_on is not None:
-                break
-            if w._inflight or w._retiring or w.state is not _READY:
-                continue
-            while heap:
-                _, _, entry = heapq.heappop(heap)
-                entry.queued = False
-                if entry.cancelled:
-                    self.n_cancelled_queued -= 1
-                    continue
-                self.n_active += 1
-                w._job_started = now
-                w._pipelined = False
-                w._move(_RUNNING)
-                if entry.timeout is not None:
-                    self.maintain_at = min(self.maintain_at, now + entry.timeout)
-                w._inflight.append(entry)
-                out.append(SendJobs(w, [entry]))
-                n += 1
-                break
-        return out, n
-
-    def _rehunger(self, depth: int) -> None:
-        for w in self.workers:
-            if (w.state is _READY or w.state is _RUNNING) and not w._retiring and w.index < self.target \
-                    and len(w._inflight) < depth:
-                self._make_hungry(w)
-
-    def _someone_waits(self) -> bool:
-        """Whether a wanted worker is starting, or idle (holds no job) and free to take one."""
-        target = self.target
-        for w in self.workers:
-            if w.index < target and (w.state is _STARTING or (w.state is _READY and not w._inflight
-                                                               and not w._retiring)):
-                return True
-        return False
-
-    def _time_result(self, w: Worker, now: float) -> None:
-        """Time the job ``w`` just finished (prefetch="auto").
-
-        Results that arrive at the same instant (a worker sends several in one go) share the time since the
-        previous ones: a span is measured once its last result is in, when the next result comes.
-        """
-        span = w._span
-        if span is not None and span[0] == now and w._pipelined:
-            w._span = (now, span[1], span[2] + 1, span[3])
-            return
-        if span is not None:
-            self._measure(span[1], span[2], span[3])
-        w._span = (now, now - w._job_started, 1, w._pipelined)
-
-    def _measure(self, seconds: float, n: int, pipelined: bool) -> None:
-        """Learn from ``n`` results that took ``seconds`` (see ``_core.pacing.AutoDepth``)."""
-        self.prefetch = self._pacing.measure(seconds, n, pipelined, self.prefetch)
-
-    @property
-    def job_seconds(self) -> float | None:
-        """``prefetch="auto"``: the moving average of a job's duration in a worker."""
-        return self._pacing.job_seconds
-
-    @property
-    def round_trip(self) -> float | None:
-        """``prefetch="auto"``: the moving average of send -> result, minus the job."""
-        return self._pacing.round_trip
-
-    def unassign(self, w: Worker, entry: Entry) -> None:
-        """Put back a job that ``assign`` gave ``w`` but that was not sent (``before_start`` raised)."""
-        w._inflight.remove(entry)
-        if not w._inflight and w.state is _RUNNING:
-            w._move(_READY)
-        self._make_hungry(w)
-        self.n_active -= 1
-        self._requeue(entry)
+    # ------------------------------------------------------------------ results (the hot path, with Dispatch)
 
     def job_done(self, w: Worker, index: int, now: float, rss: int | None = None) -> Entry | None:
         """``w`` reported the result of job ``index``: take it off ``w`` and make room for the next one.
@@ -826,33 +534,6 @@ class SchedulerState:
         if not inflight and w.state is _RUNNING:
             w._move(_READY)
         return entry
-
-    def job_raised(self, entry: Entry, types: tuple[str, ...], error: str, now: float) -> bool:
-        """Job ``entry``, just finished (``job_done``), raised an exception whose MRO is ``types``.
-
-        ``types`` are ``module.qualname`` names. If one is in the job's ``retry_on`` and the job has attempts
-        left (``max_retries`` counts deaths and retried errors alike), re-queue it at its cost, after
-        ``retry_delay`` seconds, and return True: its error is not delivered. Otherwise return False.
-        """
-        if entry.cancelled or not entry.retry_on.intersection(types) or entry.attempts + 1 >= entry.max_retries:
-            return False
-        entry.raised = [*(entry.raised or ()), error]
-        if self.retry_delay > 0:  # stays active meanwhile: wait() does not see the scheduler idle
-            heapq.heappush(self.delayed, (now + self.retry_delay, entry.index, entry))
-            self.maintain_at = min(self.maintain_at, now + self.retry_delay)
-        else:
-            self.n_active -= 1
-            self._requeue(entry)
-        return True
-
-    def _requeue_due(self, now: float) -> float:
-        """Queue the retried jobs whose delay is over; return when the next one is due."""
-        delayed = self.delayed
-        while delayed and delayed[0][0] <= now:
-            entry = heapq.heappop(delayed)[2]
-            self.n_active -= 1
-            self._requeue(entry)
-        return delayed[0][0] if delayed else float("inf")
 
     def delivered(self, failed: bool, cancelled: bool = False, from_journal: bool = False) -> None:
         """A job's result reached its future and ``after_stop``: count it done."""

@@ -20,9 +20,9 @@ from ..states import WorkerState
 from .instructions import SendJobs
 
 if TYPE_CHECKING:
+    from .dispatch import Dispatch
     from .instructions import Entry
     from .slot import Worker
-    from .state import SchedulerState
 
 Item = tuple[float, int, "Entry"]
 WorkerTags = Mapping[str, Iterable[int]] | Callable[[int], Iterable[str]]
@@ -150,7 +150,7 @@ class TagQueues:
                                             "(after scale() or start() with fewer workers)", "", entry.index)))
         return out, n_cancelled
 
-    def pop_for(self, state: SchedulerState, tags: frozenset[str]) -> Entry | None:
+    def pop_for(self, state: Dispatch, tags: frozenset[str]) -> Entry | None:
         """Pop the lowest ``(cost, index)`` job that a worker with ``tags`` may run (None: there is none).
 
         Cancelled jobs at the heads are dropped on the way, as ``assign`` drops them.
@@ -173,7 +173,7 @@ class TagQueues:
         return entry
 
 
-def assign_tagged(state: SchedulerState, now: float, limit: int | None) -> list[SendJobs]:
+def assign_tagged(state: Dispatch, now: float, limit: int | None) -> list[SendJobs]:
     """``SchedulerState.assign`` while some queued job needs tags: each worker takes what its tags allow.
 
     A worker that can take none of the queued jobs stays hungry, for the next job it can take.
