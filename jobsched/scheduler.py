@@ -19,6 +19,10 @@ state changes and commands into I/O; ``_local/backend.py`` runs local worker pro
 process groups, reaper) and ``_local/output.py`` (what workers print); ``_core/interrupt.py`` holds Ctrl-C
 back to safe points; ``_local/wire.py`` is the protocol.
 
+This file is longer than the others on purpose: ``Scheduler`` is the public API in one class, and most of
+its length is the docstrings that the API reference is built from; each method is a few lines of checks that
+hand over to ``_core``, where the behaviour lives.
+
 **One owner.** Exactly one thread runs a scheduler's loop: a blocking ``start()`` runs it in its own thread
 (as the manual's scheduler-start does: no thread hop per job), ``start(wait=False)`` on the background
 thread "jobsched-scheduler". A second blocking ``start()`` from another thread joins a background loop, or
