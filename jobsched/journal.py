@@ -69,6 +69,7 @@ from ._journaling.file import (
     _check_file,
     _connect,
     _retry,
+    connect_reader,
     extra_columns,
 )
 from ._journaling.file import APPLICATION_ID as APPLICATION_ID
@@ -165,10 +166,7 @@ class Journal:
             raise JournalError(f"{self.path} is an empty file, not a jobsched journal; check the path")
 
     def _read(self) -> sqlite3.Connection:
-        try:
-            return _connect(self.path, read_only=True)
-        except sqlite3.Error as exc:
-            raise JournalError(f"cannot open the journal {self.path}: {exc}") from exc
+        return connect_reader(self.path)  # a read-only file, folder or mount too
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         conn = self._read()
