@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._core.remote_errors import job_error
 from ._journaling import cancels as _journal_cancels
+from ._journaling import changes as _journal_changes
 from ._journaling.cancels import JournalCancellation as JournalCancellation
 from ._journaling.file import (
     _BY_KEY,
@@ -80,6 +81,7 @@ from ._journaling.writer import FLUSH_INTERVAL as FLUSH_INTERVAL
 from ._journaling.writer import JournalRecord as JournalRecord
 from ._journaling.writer import JournalWarning as JournalWarning
 from ._journaling.writer import JournalWriter as JournalWriter
+from ._journaling.writer import discard_buffered
 from .errors import JobError
 from .errors import JournalError as JournalError
 
@@ -327,6 +329,9 @@ class Journal:
     def forget(self, keys: str | int | tuple[Any, ...] | Iterable[object]) -> int:
         """Delete the records of ``keys``, so that their jobs run again; return how many were deleted.
 
+        Results of those keys that a running scheduler received before the call but had not written yet are
+        dropped too: they never reappear.
+
         Args:
             keys: one key as ``key=`` accepts it (a str, an int, a tuple of them: a tuple is *one* key),
                 or a list, set or other iterable of keys.
@@ -336,47 +341,54 @@ class Journal:
         single = isinstance(keys, (str, int, tuple))
         keyed = [normalize_key(keys)] if single else [normalize_key(k) for k in keys]  # type: ignore[union-attr]
 
-        def delete(conn: sqlite3.Connection) -> int:
+        def delete(conn: sqlite3.Connection, at: float) -> set[str]:
             # records has no index on key: one pass over it for all the keys, not one per key.
             conn.execute("CREATE TEMP TABLE forgotten (key TEXT PRIMARY KEY)")
             conn.executemany("INSERT OR IGNORE INTO forgotten VALUES (?)", [(k,) for k in keyed])
             chosen = "WHERE key IN (SELECT key FROM forgotten)"
-            n = conn.execute(f"SELECT COUNT(DISTINCT key) FROM records {chosen}").fetchone()[0]
+            deleted = {key for (key,) in conn.execute(f"SELECT DISTINCT key FROM records {chosen}")}
             conn.execute(f"DELETE FROM records {chosen}")
             if _journal_cancels.exists(conn):
                 conn.execute(f"DELETE FROM cancellations {chosen}")
-            return int(n)
+            _journal_changes.note(conn, keyed, at)  # results still buffered by a running writer stay forgotten
+            return deleted
 
-        return self._write(delete)
+        return self._write(delete, keyed)
 
     def clear(self) -> int:
         """Delete every record (and every cancel), so that every job runs again; return how many records were
         deleted.
 
-        The list of runs is kept.
+        Results that a running scheduler (in this process or another) received before the call but had not
+        written yet are dropped too: they never reappear. The list of runs is kept.
         """
-        def delete(conn: sqlite3.Connection) -> int:
-            n = conn.execute("SELECT COUNT(DISTINCT key) FROM records").fetchone()[0]
+        def delete(conn: sqlite3.Connection, at: float) -> set[str]:
+            deleted = {key for (key,) in conn.execute("SELECT DISTINCT key FROM records")}
             conn.execute("DELETE FROM records")
             if _journal_cancels.exists(conn):
                 conn.execute("DELETE FROM cancellations")
-            return int(n)
+            _journal_changes.note(conn, None, at)
+            return deleted
 
-        return self._write(delete)
+        return self._write(delete, None)
 
-    def _write(self, change: Any) -> int:
+    def _write(self, change: Callable[[sqlite3.Connection, float], set[str]], keys: list[str] | None) -> int:
+        """Run ``change`` in one transaction, then drop what this process's writers hold of the same keys;
+        return how many keys lost their record, written or still buffered."""
         _check_file(self.path, writing=True)
         conn = _connect(self.path)
         try:
-            def work() -> int:
+            def work() -> tuple[set[str], float]:
                 conn.execute("BEGIN IMMEDIATE")
-                n = int(change(conn))
+                at = time.time()  # taken under the write lock: after every flush before, before every one after
+                deleted = change(conn, at)
                 conn.execute("COMMIT")
-                return n
+                return deleted, at
 
-            return int(_retry(self.path, conn, work, BUSY_TIMEOUT))
+            deleted, at = _retry(self.path, conn, work, BUSY_TIMEOUT)
         finally:
             conn.close()
+        return len(deleted | discard_buffered(self.path, keys, at))
 
     def __repr__(self) -> str:
         return f"Journal({self.path!r})"

@@ -85,6 +85,12 @@ _BY_KEY = ("SELECT {columns} FROM records WHERE key = ? ORDER BY status = 'done'
 
 # ---- checks that run before SQLite touches the file
 
+IN_USE: dict[str, int] = {}
+"""Journal paths that this process's writers hold open (path -> how many writers), whose bytes are not read
+here again: closing *any* descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+too, and without them another process may checkpoint and delete the -wal under the open connection. The
+writer's open checked the file already."""
+
 
 def _read_only(path: str) -> bool:
     # os.access says yes to root for any file; a file without a write bit is meant to stay as it is.
@@ -112,7 +118,7 @@ def _check_file(path: str, *, writing: bool) -> None:
     elif os.path.isdir(path):
         raise JournalError(f"the journal path {path} is a folder; give a file name, e.g. "
                            f"{os.path.join(path, 'runs.sqlite')}")
-    else:
+    elif not IN_USE.get(path):
         _check_header(path)
         _check_intact(path)
     if writing and _on_read_only_mount(folder):
