@@ -45,7 +45,13 @@ overwrites a success; a later success overwrites an earlier one.
 
 **Bad files.** Every check that can fail (missing folder, read-only file or folder, a file that is
 not a jobsched journal, a journal of a newer schema) runs before the file is opened for writing, and
-raises ``JournalError`` naming the path and the fix, leaving the file byte-identical.
+raises ``JournalError`` naming the path and the fix, leaving the file byte-identical. A finished journal on
+a read-only file, folder or mount is still read (``_journaling.file.connect_reader``); writing there is
+refused with advice that fits the cause (chmod for a file or folder, another place for a read-only mount).
+
+**Clear and forget** win against results a writer still buffers, in this process or another
+(``_journaling.changes``). **A result the journal cannot store** (too big, disk full) fails only its own
+record (``JournalWriter.flush``): the caller has it, the run goes on, and the job runs again next time.
 """
 
 from __future__ import annotations
