@@ -2,9 +2,9 @@
 ``len()``, ``results()``, ``failed()``, the report and the command-line summary. Writing there is refused with
 advice that fits the cause (chmod for a file or folder, another place for a read-only mount).
 
-Tests run as root, which SQLite's permission checks do not stop: the file and folder cases read in a forked
-child that became ``nobody`` first; the mount case mounts a small tmpfs and remounts it read-only, which stops
-root too (it is skipped, saying why, where mounting is not allowed).
+Root ignores file permissions: run as root, the file and folder cases read in a forked child that became
+``nobody`` first. The mount case mounts a small tmpfs and remounts it read-only, which stops root too (it is
+skipped, saying why, where this user may not mount).
 """
 
 from __future__ import annotations
@@ -14,16 +14,18 @@ import hashlib
 import io
 import json
 import os
+import select
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import helpers
 import pytest
-from conftest import skip_or_fail
 from waiting import TIMEOUT
 
 import jobsched._journaling.report  # imported here: the child that drops to nobody cannot read the stdlib
@@ -63,7 +65,10 @@ def _read_everything(path: Path, html_out: Path) -> dict[str, Any]:
 
 
 def _as_nobody(work: Callable[[], Any]) -> Any:
-    """Run ``work()`` in a forked child that became ``nobody`` (no root privileges); return its JSON result."""
+    """Run ``work()`` without root's privileges: in a forked child that became ``nobody`` if this process is
+    root (root reads and writes whatever the permissions say), else here; return its (JSON) result."""
+    if os.geteuid() != 0:
+        return json.loads(json.dumps(work()))
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover  (the child)
@@ -81,11 +86,20 @@ def _as_nobody(work: Callable[[], Any]) -> Any:
             os._exit(0)
     os.close(write)
     data = b""
-    with os.fdopen(read, "rb") as pipe:
-        data = pipe.read()
+    deadline = time.monotonic() + TIMEOUT
+    with os.fdopen(read, "rb", buffering=0) as pipe:
+        while time.monotonic() < deadline:
+            if select.select([pipe], [], [], 0.5)[0]:
+                chunk = pipe.read(65536)
+                if not chunk:
+                    break
+                data += chunk
+        else:
+            os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
+    assert data, f"the reader without privileges did not answer within {TIMEOUT} s"
     status, value = json.loads(data)
-    assert status == "ok", f"reading as nobody failed: {value}"
+    assert status == "ok", f"reading without privileges failed: {value}"
     return value
 
 
@@ -93,8 +107,6 @@ def _as_nobody(work: Callable[[], Any]) -> Any:
 def shared_folder() -> Iterator[Path]:
     """A folder that ``nobody`` can reach (pytest's tmp_path is root's alone), with ``out/`` that it may write
     to; removed afterwards."""
-    if os.geteuid() != 0:
-        skip_or_fail("the reader must drop to nobody, which needs root")
     folder = Path(tempfile.mkdtemp(prefix="jobsched-ro-"))
     os.chmod(folder, 0o755)
     (folder / "out").mkdir()
@@ -175,7 +187,7 @@ def read_only_mount(tmp_path: Path) -> Iterator[Callable[[], Path]]:
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(where)], check=True,
                        capture_output=True, timeout=30)
     except (OSError, subprocess.SubprocessError) as exc:
-        skip_or_fail(f"a read-only mount needs permission to mount a tmpfs here, which was refused: {exc}")
+        pytest.skip(f"a read-only mount needs permission to mount a tmpfs, which this user lacks: {exc}")
 
     def remount() -> Path:
         subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True, capture_output=True, timeout=30)
