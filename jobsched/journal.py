@@ -45,7 +45,13 @@ overwrites a success; a later success overwrites an earlier one.
 
 **Bad files.** Every check that can fail (missing folder, read-only file or folder, a file that is
 not a jobsched journal, a journal of a newer schema) runs before the file is opened for writing, and
-raises ``JournalError`` naming the path and the fix, leaving the file byte-identical.
+raises ``JournalError`` naming the path and the fix, leaving the file byte-identical. A finished journal on
+a read-only file, folder or mount is still read (``_journaling.file.connect_reader``); writing there is
+refused with advice that fits the cause (chmod for a file or folder, another place for a read-only mount).
+
+**Clear and forget** win against results a writer still buffers, in this process or another
+(``_journaling.changes``). **A result the journal cannot store** (too big, disk full) fails only its own
+record (``JournalWriter.flush``): the caller has it, the run goes on, and the job runs again next time.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._core.remote_errors import job_error
 from ._journaling import cancels as _journal_cancels
+from ._journaling import changes as _journal_changes
 from ._journaling.cancels import JournalCancellation as JournalCancellation
 from ._journaling.file import (
     _BY_KEY,
@@ -69,6 +76,7 @@ from ._journaling.file import (
     _check_file,
     _connect,
     _retry,
+    connect_reader,
     extra_columns,
 )
 from ._journaling.file import APPLICATION_ID as APPLICATION_ID
@@ -79,6 +87,7 @@ from ._journaling.writer import FLUSH_INTERVAL as FLUSH_INTERVAL
 from ._journaling.writer import JournalRecord as JournalRecord
 from ._journaling.writer import JournalWarning as JournalWarning
 from ._journaling.writer import JournalWriter as JournalWriter
+from ._journaling.writer import discard_buffered
 from .errors import JobError
 from .errors import JournalError as JournalError
 
@@ -165,10 +174,7 @@ class Journal:
             raise JournalError(f"{self.path} is an empty file, not a jobsched journal; check the path")
 
     def _read(self) -> sqlite3.Connection:
-        try:
-            return _connect(self.path, read_only=True)
-        except sqlite3.Error as exc:
-            raise JournalError(f"cannot open the journal {self.path}: {exc}") from exc
+        return connect_reader(self.path)  # a read-only file, folder or mount too
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         conn = self._read()
@@ -329,6 +335,9 @@ class Journal:
     def forget(self, keys: str | int | tuple[Any, ...] | Iterable[object]) -> int:
         """Delete the records of ``keys``, so that their jobs run again; return how many were deleted.
 
+        Results of those keys that a running scheduler received before the call but had not written yet are
+        dropped too: they never reappear.
+
         Args:
             keys: one key as ``key=`` accepts it (a str, an int, a tuple of them: a tuple is *one* key),
                 or a list, set or other iterable of keys.
@@ -338,47 +347,54 @@ class Journal:
         single = isinstance(keys, (str, int, tuple))
         keyed = [normalize_key(keys)] if single else [normalize_key(k) for k in keys]  # type: ignore[union-attr]
 
-        def delete(conn: sqlite3.Connection) -> int:
+        def delete(conn: sqlite3.Connection, at: float) -> set[str]:
             # records has no index on key: one pass over it for all the keys, not one per key.
             conn.execute("CREATE TEMP TABLE forgotten (key TEXT PRIMARY KEY)")
             conn.executemany("INSERT OR IGNORE INTO forgotten VALUES (?)", [(k,) for k in keyed])
             chosen = "WHERE key IN (SELECT key FROM forgotten)"
-            n = conn.execute(f"SELECT COUNT(DISTINCT key) FROM records {chosen}").fetchone()[0]
+            deleted = {key for (key,) in conn.execute(f"SELECT DISTINCT key FROM records {chosen}")}
             conn.execute(f"DELETE FROM records {chosen}")
             if _journal_cancels.exists(conn):
                 conn.execute(f"DELETE FROM cancellations {chosen}")
-            return int(n)
+            _journal_changes.note(conn, keyed, at)  # results still buffered by a running writer stay forgotten
+            return deleted
 
-        return self._write(delete)
+        return self._write(delete, keyed)
 
     def clear(self) -> int:
         """Delete every record (and every cancel), so that every job runs again; return how many records were
         deleted.
 
-        The list of runs is kept.
+        Results that a running scheduler (in this process or another) received before the call but had not
+        written yet are dropped too: they never reappear. The list of runs is kept.
         """
-        def delete(conn: sqlite3.Connection) -> int:
-            n = conn.execute("SELECT COUNT(DISTINCT key) FROM records").fetchone()[0]
+        def delete(conn: sqlite3.Connection, at: float) -> set[str]:
+            deleted = {key for (key,) in conn.execute("SELECT DISTINCT key FROM records")}
             conn.execute("DELETE FROM records")
             if _journal_cancels.exists(conn):
                 conn.execute("DELETE FROM cancellations")
-            return int(n)
+            _journal_changes.note(conn, None, at)
+            return deleted
 
-        return self._write(delete)
+        return self._write(delete, None)
 
-    def _write(self, change: Any) -> int:
+    def _write(self, change: Callable[[sqlite3.Connection, float], set[str]], keys: list[str] | None) -> int:
+        """Run ``change`` in one transaction, then drop what this process's writers hold of the same keys;
+        return how many keys lost their record, written or still buffered."""
         _check_file(self.path, writing=True)
         conn = _connect(self.path)
         try:
-            def work() -> int:
+            def work() -> tuple[set[str], float]:
                 conn.execute("BEGIN IMMEDIATE")
-                n = int(change(conn))
+                at = time.time()  # taken under the write lock: after every flush before, before every one after
+                deleted = change(conn, at)
                 conn.execute("COMMIT")
-                return n
+                return deleted, at
 
-            return int(_retry(self.path, conn, work, BUSY_TIMEOUT))
+            deleted, at = _retry(self.path, conn, work, BUSY_TIMEOUT)
         finally:
             conn.close()
+        return len(deleted | discard_buffered(self.path, keys, at))
 
     def __repr__(self) -> str:
         return f"Journal({self.path!r})"

@@ -85,10 +85,24 @@ _BY_KEY = ("SELECT {columns} FROM records WHERE key = ? ORDER BY status = 'done'
 
 # ---- checks that run before SQLite touches the file
 
+IN_USE: dict[str, int] = {}
+"""Journal paths that this process's writers hold open (path -> how many writers), whose bytes are not read
+here again: closing *any* descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+too, and without them another process may checkpoint and delete the -wal under the open connection. The
+writer's open checked the file already."""
+
 
 def _read_only(path: str) -> bool:
     # os.access says yes to root for any file; a file without a write bit is meant to stay as it is.
     return not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o222
+
+
+def _on_read_only_mount(path: str) -> bool:
+    """Whether ``path`` lies on a file system mounted read-only (where no chmod can help)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _check_file(path: str, *, writing: bool) -> None:
@@ -104,16 +118,23 @@ def _check_file(path: str, *, writing: bool) -> None:
     elif os.path.isdir(path):
         raise JournalError(f"the journal path {path} is a folder; give a file name, e.g. "
                            f"{os.path.join(path, 'runs.sqlite')}")
-    else:
+    elif not IN_USE.get(path):
         _check_header(path)
         _check_intact(path)
-        if writing and _read_only(path):
-            raise JournalError(f"the journal {path} is read-only; make it writable (chmod u+w {path}) "
-                               "or choose another path")
+    if writing and _on_read_only_mount(folder):
+        exists = os.path.exists(path)
+        raise JournalError(f"cannot write the journal {path}: {'it' if exists else 'its folder'} is on a file "
+                           "system mounted read-only, which no chmod can change; "
+                           + ("copy it to a writable place and give that path (its results come along), or "
+                              "choose another path; reading it where it is works (Journal(path), "
+                              "python -m jobsched.journal)" if exists else "choose a path on a writable one"))
+    if writing and os.path.exists(path) and _read_only(path):
+        raise JournalError(f"the journal {path} is read-only; make it writable (chmod u+w {path}) "
+                           "or choose another path")
     if writing and _read_only(folder):
         raise JournalError(f"cannot write the journal {path}: its folder {folder} is read-only, and SQLite "
                            "needs to create files beside the journal (-wal, -shm); make the folder writable "
-                           "or choose another path")
+                           f"(chmod u+w {folder}) or choose another path")
 
 
 def _check_header(path: str) -> None:
@@ -216,6 +237,42 @@ def _connect(path: str, *, read_only: bool = False) -> sqlite3.Connection:
     # Autocommit (isolation_level=None): every transaction is an explicit BEGIN IMMEDIATE ... COMMIT.
     conn = sqlite3.connect(target, timeout=5.0, isolation_level=None, check_same_thread=False, uri=uri)
     return conn
+
+
+def connect_reader(path: str) -> sqlite3.Connection:
+    """Open the journal at ``path`` to read it, wherever it lies: a read-only file, folder or mount too.
+
+    A WAL database is read through its ``-shm`` index, which SQLite creates beside the file: in a folder the
+    reader cannot write (or on a read-only mount) that fails with "unable to open database file". Then, if no
+    ``-wal`` holds transactions (no writer is running, none was killed mid-run: a writer could not have
+    written there either), the file holds everything, and is read as immutable, with no ``-shm`` at all.
+
+    Raises:
+        JournalError: the file cannot be read (the message says why and what to do).
+    """
+    from pathlib import Path
+
+    uri = Path(path).absolute().as_uri()
+    try:
+        conn = sqlite3.connect(uri + "?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # the -shm is opened here
+            return conn
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if "unable to open" not in str(exc) and "readonly" not in str(exc):
+                raise
+            wal = path + "-wal"
+            if os.path.exists(wal) and os.path.getsize(wal) > 0:
+                raise JournalError(
+                    f"cannot read the journal {path}: its -wal file holds transactions (a writer is running, or "
+                    "was killed), and reading them needs a -shm file that cannot be created in its folder "
+                    f"({exc}); copy the journal with its -wal file to a writable folder and read it there, or "
+                    "let its writer finish") from exc
+        return sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, isolation_level=None,
+                               check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot open the journal {path}: {exc}") from exc
 
 
 def _retry(path: str, conn: sqlite3.Connection, work: Any, busy_timeout: float) -> Any:

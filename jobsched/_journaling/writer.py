@@ -13,15 +13,18 @@ import sqlite3
 import threading
 import time
 import warnings
+import weakref
 from typing import Any
 
 from .._core.remote_errors import job_error
 from ..errors import JobError, JournalError
+from . import changes as _changes
 from .file import (
     _BY_KEY,
     _COLUMNS,
     BUSY_TIMEOUT,
     EXTRA_COLUMNS,
+    IN_USE,
     _check_file,
     _connect,
     _new_run,
@@ -47,6 +50,14 @@ _INSERT_DONE = ("INSERT INTO records (key, idx, cost, result, start_ms, stop_ms,
 _DONE_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, 'done', {run})"
 _ROWS_PER_INSERT = 100  # 900 parameters: below SQLite's oldest limit of 999
 _DONE_LEN = 9
+
+
+NOT_STORED = "JournalError"
+"""The error type of a failure record that stands for a result the journal could not store (too big for
+SQLite, disk full...): the job succeeded and its result was delivered, so it runs again next time, even with
+``rerun_failed=False``."""
+
+_OPEN: weakref.WeakSet[JournalWriter] = weakref.WeakSet()  # this process's open writers (Journal.clear tells them)
 
 
 class JournalWarning(RuntimeWarning):
@@ -184,6 +195,8 @@ class JournalWriter:
         self._known = done  # key -> True if done, False if failed (failed keys only if rerun_failed=False)
         self._rowid = rowids  # key -> the rowid of its record in the file, where known (lookup reads it)
         self._pending: dict[str, tuple[Any, ...]] = {}
+        self._recorded_at: dict[str, float] = {}  # key -> time.time() its pending row was recorded (_changes)
+        self._seen_change = 0.0  # the latest clear or forget in the file that flush() has applied
         self._oldest: float | None = None  # time.monotonic() of the oldest unwritten result
         self._lock = threading.Lock()
         values = _DONE_VALUES.format(run=int(run))
@@ -233,8 +246,11 @@ class JournalWriter:
             raise
         if rerun_failed:
             known = {key: True for key, done in known.items() if done}
-        return cls(path, conn, run, known, rowids, rerun_failed=rerun_failed, flush_interval=flush_interval,
-                   flush_batch=flush_batch, busy_timeout=busy_timeout)
+        writer = cls(path, conn, run, known, rowids, rerun_failed=rerun_failed, flush_interval=flush_interval,
+                     flush_batch=flush_batch, busy_timeout=busy_timeout)
+        _OPEN.add(writer)
+        IN_USE[path] = IN_USE.get(path, 0) + 1
+        return writer
 
     def __len__(self) -> int:
         """The number of keys this run will not run again (done, and failed with rerun_failed=False)."""
@@ -271,8 +287,8 @@ class JournalWriter:
                 del self._known[key]
                 return None
         record = JournalRecord._from_row(row)
-        if record.status == "failed" and self.rerun_failed:
-            return None
+        if record.status == "failed" and (self.rerun_failed or row[5] == NOT_STORED):
+            return None  # a result that could not be stored is no failure to replay: the job runs again
         if record.status == "done":
             try:
                 record.result  # noqa: B018  # unpickled now, and kept: outcome() hands it over
@@ -315,6 +331,7 @@ class JournalWriter:
         row = (key, index, cost, bytes(result), start_ms, stop_ms, worker, attempts, seed)  # _DONE_LEN, _INSERT_DONE
         with self._lock:
             self._pending[key] = row
+            self._recorded_at[key] = time.time()
             self._known[key] = True
             if self._oldest is None:
                 self._oldest = time.monotonic()
@@ -334,6 +351,7 @@ class JournalWriter:
             if previous is not None and len(previous) == _DONE_LEN:
                 return
             self._pending[key] = row
+            self._recorded_at[key] = time.time()
             if not self.rerun_failed and key not in self._known:
                 self._known[key] = False
             if self._oldest is None:
@@ -392,9 +410,15 @@ class JournalWriter:
     def flush(self) -> None:
         """Write every buffered result in one transaction (waiting out another process's lock).
 
+        Buffered results that a ``Journal.clear()`` or ``forget()`` made since they were recorded covers are
+        dropped first, in the same transaction (``_journaling.changes``). A result the journal cannot store
+        (over SQLite's size limit, disk full, an I/O error) fails only its own record: the batch is written
+        row by row, and such a row becomes a failure record of type ``NOT_STORED`` naming the cause (or, if
+        even that cannot be written, only a ``JournalWarning``); its job runs again next time.
+
         Raises:
-            JournalError: the journal stayed locked for ``busy_timeout`` seconds, or cannot be written (disk
-                full...); the results stay buffered, and the next flush tries again.
+            JournalError: the journal stayed locked for ``busy_timeout`` seconds (the results stay buffered,
+                and the next flush tries again), or it is closed.
         """
         with self._lock:
             if not self._pending:
@@ -402,26 +426,25 @@ class JournalWriter:
             conn = self._conn
             if conn is None:
                 raise JournalError(f"the journal {self.path} is closed; results cannot be recorded any more")
-            rows = list(self._pending.values())
-            done = [row for row in rows if len(row) == _DONE_LEN]
-            failed = [row for row in rows if len(row) != _DONE_LEN]
 
-            def write() -> tuple[int, int]:
+            def write() -> tuple[list[tuple[Any, ...]], int, int]:
                 conn.execute("BEGIN IMMEDIATE")
-                first = conn.execute("SELECT ifnull(max(rowid), 0) + 1 FROM records").fetchone()[0]
-                whole = len(done) - len(done) % _ROWS_PER_INSERT
-                if whole:  # in order: the rowids below follow the rows
-                    flat = list(itertools.chain.from_iterable(done[:whole]))
-                    step = _DONE_LEN * _ROWS_PER_INSERT
-                    conn.executemany(self._insert_done_many, [flat[i:i + step] for i in range(0, len(flat), step)])
-                conn.executemany(self._insert_done, done[whole:])
-                if failed:
-                    conn.executemany(_INSERT, failed)
-                last = conn.execute("SELECT max(rowid) FROM records").fetchone()[0]
+                self._apply_changes(conn)
+                rows = list(self._pending.values())
+                first, last = self._insert(conn, rows)
                 conn.execute("COMMIT")
-                return first, last
+                return rows, first, last
 
-            first, last = _retry(self.path, conn, write, self.busy_timeout)
+            try:
+                rows, first, last = _retry(self.path, conn, write, self.busy_timeout)
+            except (sqlite3.Error, JournalError) as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if _locked(exc):
+                    raise
+                self._write_apart(conn)
+                return
+            done = [row for row in rows if len(row) == _DONE_LEN]
             # SQLite gives a new row max(rowid) + 1, and this transaction held the write lock: the batch's
             # successes are first, first + 1, ... (lookup reads them by rowid). Checked, never assumed.
             if last == first + len(rows) - 1:
@@ -429,21 +452,129 @@ class JournalWriter:
             else:
                 for row in done:
                     self._rowid.pop(row[0], None)
-            for row in failed:  # a newer failure: read by key (a success, known, stays the record)
-                if self._known.get(row[0]) is not True:
+            for row in rows:  # a newer failure: read by key (a success, known, stays the record)
+                if len(row) != _DONE_LEN and self._known.get(row[0]) is not True:
                     self._rowid.pop(row[0], None)
             self._pending.clear()
+            self._recorded_at.clear()
             self._oldest = None
             self.n_written += len(rows)
+
+    def _insert(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> tuple[int, int]:
+        """Insert ``rows`` (successes first, in order) in the open transaction; return the first and last rowid."""
+        done = [row for row in rows if len(row) == _DONE_LEN]
+        failed = [row for row in rows if len(row) != _DONE_LEN]
+        first = conn.execute("SELECT ifnull(max(rowid), 0) + 1 FROM records").fetchone()[0]
+        whole = len(done) - len(done) % _ROWS_PER_INSERT
+        if whole:  # in order: the rowids below follow the rows
+            flat = list(itertools.chain.from_iterable(done[:whole]))
+            step = _DONE_LEN * _ROWS_PER_INSERT
+            conn.executemany(self._insert_done_many, [flat[i:i + step] for i in range(0, len(flat), step)])
+        conn.executemany(self._insert_done, done[whole:])
+        if failed:
+            conn.executemany(_INSERT, failed)
+        last = conn.execute("SELECT max(rowid) FROM records").fetchone()[0]
+        return int(first), int(last or 0)
+
+    def _write_apart(self, conn: sqlite3.Connection) -> None:
+        """Write the buffered rows one transaction each, after the batch failed: a row that cannot be stored
+        becomes a ``NOT_STORED`` failure record (or a warning), and the others are written as usual."""
+        for key, row in list(self._pending.items()):
+            if key not in self._pending:  # cleared or forgotten meanwhile
+                continue
+
+            def one(rows: list[tuple[Any, ...]], key: str = key) -> None:
+                conn.execute("BEGIN IMMEDIATE")
+                self._apply_changes(conn)
+                if key in self._pending:  # not cleared meanwhile
+                    self._insert(conn, rows)
+                conn.execute("COMMIT")
+
+            try:
+                _retry(self.path, conn, lambda row=row: one([row]), self.busy_timeout)
+            except (sqlite3.Error, JournalError) as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if _locked(exc):
+                    raise  # the rows not written yet stay buffered
+                self._not_stored(conn, row, exc, one)
+            self._pending.pop(key, None)
+            self._recorded_at.pop(key, None)
+            self._rowid.pop(key, None)
+            self.n_written += 1
+        if not self._pending:
+            self._oldest = None
+
+    def _not_stored(self, conn: sqlite3.Connection, row: tuple[Any, ...], exc: BaseException,
+                    write: Any) -> None:
+        """Record that ``row``'s result could not be stored: a failure record naming the cause, and a warning."""
+        key, index = row[0], row[1]
+        cause = exc.__cause__ if isinstance(exc, JournalError) and exc.__cause__ is not None else exc
+        size = f", {len(row[3]):,} bytes pickled" if len(row) == _DONE_LEN else ""
+        message = (f"the result of job {index} (key {key}{size}) could not be stored in the journal "
+                   f"{self.path}: {type(cause).__name__}: {cause}; it was delivered, and the job runs again "
+                   "next time")
+        if len(row) == _DONE_LEN:
+            _key, _index, cost, _result, start_ms, stop_ms, worker, attempts, seed = row
+        else:
+            cost, start_ms, stop_ms, worker, attempts, seed = row[2], row[8], row[9], row[10], row[11], row[13]
+        failure = (key, index, cost, "failed", None, NOT_STORED, message, "", start_ms, stop_ms, worker, attempts,
+                   self.run, seed, None, None)
+        try:
+            _retry(self.path, conn, lambda: write([failure]), self.busy_timeout)
+        except (sqlite3.Error, JournalError) as again:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            message += f" (not even this failure could be recorded there: {again})"
+        self._known.pop(key, None)  # the file holds no result to serve: the job runs again
+        warnings.warn(message, JournalWarning, stacklevel=3)
+
+    def _apply_changes(self, conn: sqlite3.Connection) -> None:
+        """In a flush's transaction: drop buffered rows that a clear or forget since they were recorded covers."""
+        changed = _changes.changed_at(conn)
+        if changed > self._seen_change:
+            cleared, forgotten = _changes.since(conn, self._seen_change)
+            self._drop(cleared, forgotten)
+            self._seen_change = changed
+
+    def _drop(self, cleared: float | None, forgotten: dict[str, float]) -> set[str]:
+        """Drop the buffered rows recorded at or before ``cleared``, or before their key's time in ``forgotten``,
+        and forget those keys as done; return the keys of the rows dropped. Called with the lock held."""
+        dropped = set()
+        for key, at in list(self._recorded_at.items()):
+            if (cleared is not None and at <= cleared) or at <= forgotten.get(key, -1.0):
+                del self._pending[key], self._recorded_at[key]
+                dropped.add(key)
+        for key in (self._known if cleared is not None else forgotten).copy():
+            if key not in self._pending:
+                self._known.pop(key, None)
+                self._rowid.pop(key, None)
+        if not self._pending:
+            self._oldest = None
+        return dropped
+
+    def discard_buffered(self, keys: list[str] | None, at: float) -> set[str]:
+        """Drop the buffered results that ``Journal.clear()`` (``keys`` None) or ``forget(keys)``, committed at
+        ``at`` (``time.time()``) in this process, covers; return their keys.
+
+        The next flush would drop them too (``_journaling.changes``); doing it at once keeps a ``lookup`` in
+        the meantime from serving them.
+        """
+        with self._lock:
+            return self._drop(at if keys is None else None, {} if keys is None else dict.fromkeys(keys, at))
 
     def close(self) -> None:
         """Flush, mark the run finished and close the file. Idempotent."""
         try:
             self.flush()
         finally:
+            _OPEN.discard(self)
             with self._lock:
                 conn, self._conn = self._conn, None
                 if conn is not None:
+                    IN_USE[self.path] -= 1
+                    if not IN_USE[self.path]:
+                        del IN_USE[self.path]
                     try:
                         _retry(self.path, conn, lambda: conn.execute(
                             "UPDATE runs SET finished = ? WHERE run = ?", (time.time(), self.run)), 5.0)
@@ -457,3 +588,18 @@ class JournalWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _locked(exc: BaseException) -> bool:
+    """Whether a flush failed because another process held the journal's lock for ``busy_timeout`` seconds."""
+    return isinstance(exc, JournalError) and "stayed locked" in str(exc)
+
+
+def discard_buffered(path: str, keys: list[str] | None, at: float) -> set[str]:
+    """Tell this process's writers of ``path`` about a clear or forget committed at ``at``; return the keys whose
+    buffered results they dropped (see ``JournalWriter.discard_buffered``)."""
+    dropped: set[str] = set()
+    for writer in list(_OPEN):
+        if writer.path == path:
+            dropped |= writer.discard_buffered(keys, at)
+    return dropped
