@@ -18,11 +18,12 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._core.bars import job_bar  # tqdm itself is imported only when a bar is made
 from ._core.checks import check_positive_int
 from ._core.dependencies import futures_in, submit_after
+from ._core.interrupt import say_waiting
 from .commands import processor_count
 from .errors import WorkerInitializerError
 from .remote_call import RemoteCall, make_call, remote_call
@@ -257,6 +258,16 @@ class Executor(concurrent.futures.Executor):
             self._finished.set()
             _live.discard(self)
 
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> Literal[False]:
+        """Shut down, waiting for the calls submitted; after a Ctrl-C, first say what is waited for."""
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            state = self._scheduler._state  # read without the lock: a second Ctrl-C must never leave it held
+            if self._started and state.n_queued + state.n_active:
+                say_waiting(f"for the calls pending in {self!r} ({state.n_queued} queued, {state.n_active} "
+                            "running) to finish, as concurrent.futures does")
+        self.shutdown(wait=True)
+        return False
+
     def _wait_at_exit(self) -> None:
         """Finish what is pending (at interpreter exit); a second Ctrl-C stops the calls now.
 
@@ -280,11 +291,8 @@ class Executor(concurrent.futures.Executor):
                     sched.close(timeout=0)
                     return
                 told = True
-                sys.stderr.write(
-                    f"jobsched: the interpreter is exiting and waits for the calls pending in {self!r} "
-                    f"({state.n_queued} queued, {state.n_active} running), as concurrent.futures "
-                    "does; press Ctrl-C again to stop them now\n")
-                sys.stderr.flush()
+                say_waiting(f"for the calls pending in {self!r} ({state.n_queued} queued, {state.n_active} "
+                            "running) to finish, as concurrent.futures does at interpreter exit")
 
     def __repr__(self) -> str:
         return f"<jobsched.Executor max_workers={self._max_workers}>"

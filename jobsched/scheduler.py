@@ -57,6 +57,7 @@ from ._core.checks import (
 from ._core.dependencies import futures_in, submit_after
 from ._core.futures import JobFuture, cancel_pending, force_cancel
 from ._core.intake import enqueue, prepare
+from ._core.interrupt import say_waiting
 from ._core.loop import Engine
 from ._core.owner import LoopOwner, can_hold_sigint
 from ._core.slot import Progress, Worker
@@ -695,8 +696,19 @@ class Scheduler:
     def __enter__(self) -> Scheduler:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self._say_close_wait(CLOSE_GRACE)
         self.close()
+
+    def _say_close_wait(self, grace: float) -> None:
+        """A Ctrl-C left the ``with`` block: say what ``close()`` waits for, if anything (one line on stderr).
+
+        Read without the lock: a second Ctrl-C must never leave it held, and the count is only shown.
+        """
+        running = self._state.n_active
+        if running and not self._closed and self._engine.owner is not threading.current_thread():
+            say_waiting(f"up to {grace:g} s for {plural(running, 'running job')} to finish")
 
 
 def _parse_listen(listen: str | None) -> tuple[str, int] | None:

@@ -232,7 +232,9 @@ MAY_IMPORT = {
                                           "jobsched._timeline"},
     "jobsched._dask": VOCABULARY | {"jobsched._dask", "jobsched._core", "jobsched._data", "jobsched._local",
                                     "jobsched.worker"},
-    "jobsched.worker": VOCABULARY | {"jobsched.worker", "jobsched._data", "jobsched._local.wire"},
+    # Both ends use the wire protocol and the process tree (a worker is a subreaper and kills its own strays).
+    "jobsched.worker": VOCABULARY | {"jobsched.worker", "jobsched._data", "jobsched._local.wire",
+                                     "jobsched._local.tree"},
     # The notebook layer reads the public API, snapshots and timeline views; it runs cells through the worker's
     # cell runner, by reference.
     "jobsched.notebook": {f"jobsched.{name}" for name in PUBLIC_MODULES} | VOCABULARY | {

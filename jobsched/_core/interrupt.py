@@ -8,6 +8,10 @@ KeyboardInterrupt itself where nothing is half done.
 What then happens to the jobs is one policy (``Scheduler._after_interrupt``): in a Jupyter kernel the ■
 button must give control back and leave the jobs running in the background; in a script, Ctrl-C ends the
 program, so every worker is closed.
+
+A Ctrl-C that leaves a ``with Scheduler()`` block (or an interpreter exit that waits for an ``Executor``'s
+pending calls) must not turn into a silent wait: ``say_waiting`` prints one line on stderr saying what is
+waited for and that a second Ctrl-C stops it now.
 """
 
 from __future__ import annotations
@@ -17,6 +21,15 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+
+
+def say_waiting(what: str) -> None:
+    """Print the one line that says what a Ctrl-C'd exit still waits for: ``jobsched: waiting WHAT; press ...``."""
+    try:
+        sys.stderr.write(f"jobsched: waiting {what}; press Ctrl-C again to stop them now\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):  # no usable stderr: the wait goes on all the same
+        pass
 
 
 def in_kernel() -> bool:

@@ -30,7 +30,15 @@ from ..states import WorkerState
 from . import wire as _wire
 from .memory import describe_oom, oom_kills
 from .output import OutputLines
-from .processes import Reaper, WorkerProcess, describe_exit, pidfd_open, resident_memory, signal_group
+from .processes import (
+    Reaper,
+    WorkerProcess,
+    describe_exit,
+    pidfd_open,
+    resident_memory,
+    signal_group,
+    signal_tree,
+)
 from .transport import Connection, Listener
 from .zygote import DIED_WITH_ZYGOTE, ForkedProcess, Starter
 
@@ -264,7 +272,7 @@ class LocalBackend:
             self._remote_gone(w, p, None)
             return
         p.signalled = True
-        signal_group(p.proc, signal.SIGKILL if force else signal.SIGTERM)
+        signal_tree(p.proc, signal.SIGKILL if force else signal.SIGTERM)
         if p.pidfd < 0 and force:  # no pidfd on this system: reap here
             p.proc.wait()
             self._on_exit(w, p)
@@ -297,7 +305,7 @@ class LocalBackend:
             if isinstance(p, _Remote) and not p.exited:
                 self._remote_gone(w, p, None)
             elif p is not None and not p.exited:
-                signal_group(p.proc, signal.SIGKILL)
+                signal_tree(p.proc, signal.SIGKILL)
                 p.proc.wait()
                 self._on_exit(w, p)
         if self._listener is not None:

@@ -2,10 +2,11 @@
 
 Each worker runs in a session and process group of its own, so that Ctrl-C in a terminal or Jupyter's
 interrupt (sent to our process group) does not reach it, and so that one signal to the group stops the
-worker *and the processes its job started*. A ``Reaper`` (a tiny ``sh`` process per scheduler) kills those
-groups if this process dies without closing them, even by SIGKILL: the workers themselves die with their
-scheduler through ``PR_SET_PDEATHSIG`` (a forked worker with its zygote, which dies with the scheduler:
-``_local.zygote``), but a job's own children would not.
+worker *and the processes its job started*; those that left the group (``setsid``) are found through the
+worker's subtree and killed too (``_local.tree``, ``signal_tree``). A ``Reaper`` (a tiny ``sh`` process per
+scheduler) kills those groups if this process dies without closing them, even by SIGKILL: the workers
+themselves die with their scheduler through ``PR_SET_PDEATHSIG`` (a forked worker with its zygote, which dies
+with the scheduler: ``_local.zygote``), but a job's own children would not.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import IO, Any, Protocol, TypeVar
+
+from . import tree as _tree
 
 T = TypeVar("T")
 
@@ -152,6 +155,19 @@ def signal_group(proc: WorkerProcess, sig: int) -> None:
             proc.send_signal(sig)
         except (ProcessLookupError, OSError):
             pass
+
+
+def signal_tree(proc: WorkerProcess, sig: int) -> None:
+    """Send ``sig`` to the worker's process group, and SIGKILL its descendants that left the group.
+
+    For a worker not yet reaped (its pid still names it). The descendants that called ``setsid`` are found
+    through the worker's subtree, which it keeps whole by being a child subreaper (``_local.tree``); the
+    group is frozen while they are looked for, then signalled, then let go (a SIGTERM is delivered then).
+    """
+    _tree.kill_strays(proc.pid, freeze_group=True)
+    signal_group(proc, sig)
+    if sig != signal.SIGKILL:
+        signal_group(proc, signal.SIGCONT)
 
 
 # Reads "+PGID" / "-PGID" lines; when its stdin closes (our process exited, or close()), it SIGKILLs every

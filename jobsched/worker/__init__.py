@@ -33,6 +33,7 @@ from typing import Any
 
 from .._data import shm as _shm
 from .._data.pickling import dumps
+from .._local import tree as _tree
 from .._local import wire as _wire
 from ..job import Job
 from ..remote_call import MissingMainGuardError, RemoteCall, load_file, run_remote_call
@@ -318,6 +319,9 @@ def _serve(run: Callable[[int, float, memoryview], Any]) -> None:
         conn = _connect_from_environment()
     else:
         conn, launcher = _connect_by_hand(*_by_hand)
+    # Orphans among the processes jobs start (a daemon, a setsid child whose parent exited) come back to this
+    # process instead of init: the scheduler finds them all in our subtree when it kills us (``_local.tree``).
+    subreaper = _tree.become_subreaper()
     reporter = _report.attach(conn.send_frame, _wire.PROGRESS)
     if launcher is not None:
         threading.Thread(target=_watch_launcher, args=(launcher, conn, reporter.lock), name="jobsched-launcher",
@@ -385,6 +389,8 @@ def _serve(run: Callable[[int, float, memoryview], Any]) -> None:
         os._exit(ORPHAN_EXIT)
     finally:
         conn.sock.close()
+        if subreaper:  # what jobs started and left running outside our group ends with us, not after us
+            _tree.kill_strays(os.getpid(), freeze_group=False)
 
 
 def _chdir_quietly(path: str) -> None:
