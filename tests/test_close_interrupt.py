@@ -81,7 +81,7 @@ def test_ctrl_c_in_a_with_scheduler_block_says_what_close_waits_for_and_a_second
 def test_ctrl_c_in_a_with_executor_block_says_what_it_waits_for_and_a_second_one_stops_now(
         tmp_path: Path) -> None:
     """Leaving ``with Executor()`` by Ctrl-C says which calls it waits for; a second Ctrl-C stops them."""
-    lines, told, stopped = run_and_interrupt(tmp_path, EXECUTOR_SCRIPT)
+    lines, _told, stopped = run_and_interrupt(tmp_path, EXECUTOR_SCRIPT)
     waiting = [line for line in lines if line.startswith("jobsched: waiting")]
     assert len(waiting) == 1, lines
     counts = re.search(r"\((\d+) queued, (\d+) running\)", waiting[0])
