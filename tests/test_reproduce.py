@@ -54,6 +54,49 @@ def test_job_seed_outside_a_job_is_a_clear_error() -> None:
         jobsched.job_seed()
 
 
+def test_seeding_a_job_sets_the_states_that_random_seed_and_numpy_seed_set() -> None:
+    """The worker's fast seeding gives exactly random.seed(s) and numpy.random.seed(s folded to 32 bits),
+    gauss_next included, whatever the previous job left; a job without a seed leaves the states alone."""
+    import random
+
+    import numpy as np
+
+    from jobsched.worker import seeding
+
+    try:
+        for s in (0, 1, 2**32 + 5, job_seed(2024, "a"), 2**63 - 1):
+            random.gauss(0, 1)  # leaves gauss_next set, as a job may
+            np.random.standard_normal()  # leaves numpy's cached gaussian set
+            seeding.apply(s)
+            seeding.loaded()
+            ours = random.getstate(), random.gauss(0, 1), np.random.standard_normal(3).tolist()
+            random.seed(s)
+            np.random.seed((s ^ (s >> 32)) & 0xFFFFFFFF)
+            assert ours == (random.getstate(), random.gauss(0, 1), np.random.standard_normal(3).tolist())
+            assert jobsched.job_seed() == s
+        seeding.apply(None)
+        before = random.getstate()
+        seeding.loaded()
+        assert random.getstate() == before
+    finally:
+        seeding.apply(None)
+
+
+def test_job_seed_is_blake2b_over_the_run_seed_and_the_key_for_every_run_seed() -> None:
+    """job_seed keeps its documented value when one process derives seeds for several run seeds."""
+    import hashlib
+
+    def reference(seed: int, key: str) -> int:
+        h = hashlib.blake2b(digest_size=8)
+        h.update(seed.to_bytes((seed.bit_length() + 8) // 8, "big") + b"\0" + key.encode("utf-8", "surrogatepass"))
+        return int.from_bytes(h.digest(), "big") >> 1
+
+    for key in ("", "trial-1", "\udcff", "k" * 300):
+        for seed in (0, 7, 2**64 + 1, *range(100)):  # more run seeds than the cache holds
+            assert job_seed(seed, key) == reference(seed, key)
+    assert job_seed(7, "trial-1") != job_seed(8, "trial-1") != job_seed(8, "trial-2")
+
+
 def test_a_job_retried_after_its_worker_died_draws_the_same_numbers(tmp_path: Path) -> None:
     """A SIGKILL mid-job: the retry on a fresh worker gets the job's seed again."""
     with Scheduler(seed=11) as sched:
