@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import sys
+import time
 
 import numpy as np  # at the top: imported when a worker loads this module, before the job's seed applies
 
@@ -71,3 +72,16 @@ def draw_then_fail(i: int) -> float:
     if i % 2:
         raise ValueError(f"job {i} drew {drawn!r} with seed {jobsched.job_seed()} in {os.getcwd()}")
     return drawn
+
+
+def fails_then_waits(log: str, n: int, release: str) -> int:
+    """Raise ``ConnectionResetError`` on the first ``n - 1`` runs; then wait (60 s at most) for the file
+    ``release``, and return the run count."""
+    run = count_run(log)
+    if run < n:
+        raise ConnectionResetError(f"run {run} of {n}")
+    for _ in range(6000):
+        if os.path.exists(release):
+            break
+        time.sleep(0.01)
+    return run

@@ -168,6 +168,25 @@ def test_an_error_not_named_is_not_retried(tmp_path: Path) -> None:
     assert (tmp_path / "log").read_text().count("x") == 1
 
 
+def test_the_journal_records_the_attempts_of_retried_jobs(tmp_path: Path) -> None:
+    """A job that succeeds on its third attempt, and one that used up its three, are journaled with 3
+    attempts; the failed one's JobError, read back from the journal, says 3 too; a plain job has 1."""
+    path = tmp_path / "runs.sqlite"
+    with Scheduler(journal=path, retry_on=ConnectionError, max_retries=3) as sched:
+        sched.start(1, wait=False)
+        ok = sched.submit(jobs.fails_until, str(tmp_path / "ok"), 3, key="ok")
+        bad = sched.submit(jobs.fails_until, str(tmp_path / "bad"), 10, key="bad")
+        plain = sched.submit(jobs.fails_until, str(tmp_path / "plain"), 1, key="plain")
+        assert ok.result(timeout=TIMEOUT) == 3 and plain.result(timeout=TIMEOUT) == 1
+        with pytest.raises(JobError) as info:
+            bad.result(timeout=TIMEOUT)
+        assert info.value.attempts == 3
+    journal = jobsched.Journal(path)
+    records = {key: journal.get(key) for key in ("ok", "bad", "plain")}
+    assert {key: r.attempts for key, r in records.items() if r is not None} == {"ok": 3, "bad": 3, "plain": 1}
+    assert journal.failed()["bad"].attempts == 3
+
+
 def test_retry_on_per_job_overrides_the_schedulers_and_waits_its_delay(tmp_path: Path) -> None:
     with Scheduler(retry_delay=0.3, max_retries=3) as sched:
         sched.start(1, wait=False)
