@@ -23,13 +23,21 @@ def numpy_draws(i: int) -> tuple[int, list[float], list[float]]:
     return i, np.random.random(3).tolist(), jobsched.job_rng().random(3).tolist()
 
 
-def draws_after_dying_once(marker: str, i: int) -> tuple[int, list[float]]:
-    """Kill this worker with SIGKILL on the first run (``marker`` is created), then return three draws."""
+def draws_after_dying_once(marker: str, i: int) -> tuple[int, list[float], list[float]]:
+    """Kill this worker with SIGKILL on the first run (``marker`` is created), then return three draws of
+    ``random`` and three of numpy's global state."""
     if not os.path.exists(marker):
         with open(marker, "w"):
             pass
         os.kill(os.getpid(), signal.SIGKILL)
-    return i, [random.random() for _ in range(3)]
+    return i, [random.random() for _ in range(3)], np.random.random(3).tolist()
+
+
+def slow_draws(i: int) -> tuple[int, list[float], list[float], list[float]]:
+    """Sleep 0.2 s, then return ``i`` and three draws each of ``random``, numpy's global state and ``job_rng()``."""
+    time.sleep(0.2)
+    return (i, [random.random() for _ in range(3)], np.random.random(3).tolist(),
+            jobsched.job_rng().random(3).tolist())
 
 
 def count_run(log: str) -> int:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import reproduce_jobs as jobs
 
@@ -119,6 +125,63 @@ def test_a_resumed_run_draws_what_a_whole_run_draws(tmp_path: Path) -> None:
     with Scheduler(seed=3, journal=journal) as second:
         resumed = run_all(second, jobs.draws, list(range(8)), 1)
     assert resumed == expected
+
+
+SWEEP = """
+import sys
+
+import reproduce_jobs
+
+from jobsched import Scheduler
+
+with Scheduler(seed=3, journal=sys.argv[1]) as sched:
+    sched.start(2, wait=False)
+    for i in range(12):
+        sched.submit(reproduce_jobs.slow_draws, i)
+    sched.wait()
+"""
+
+
+def test_a_run_killed_by_sigkill_then_resumed_draws_what_a_whole_run_draws(tmp_path: Path) -> None:
+    """A seeded run with a journal, its scheduler process killed by SIGKILL half-way, then resumed: every
+    job's random, numpy and job_rng() draws are those of one whole run, whichever jobs the crash cut."""
+    with Scheduler(seed=3) as whole:
+        expected = run_all(whole, jobs.slow_draws, list(range(12)), 2)
+    script, journal = tmp_path / "sweep.py", tmp_path / "runs.sqlite"
+    script.write_text(SWEEP)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")])}
+    proc = subprocess.Popen([sys.executable, str(script), str(journal)], env=env, start_new_session=True)
+    family: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline and len(committed(journal)) < 3 and proc.poll() is None:
+            time.sleep(0.05)
+        family = psutil.Process(proc.pid).children(recursive=True)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=TIMEOUT)
+        # Its workers exit by themselves once their scheduler is gone: wait for them before going on.
+        _, alive = psutil.wait_procs(family, timeout=30)
+        for p in alive:
+            p.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert not alive, f"workers outlived their SIGKILLed scheduler: {alive}"
+    before = committed(journal)
+    assert 3 <= len(before) < 12
+    with Scheduler(seed=3, journal=journal) as second:
+        resumed = run_all(second, jobs.slow_draws, list(range(12)), 1)
+        assert second.stats()["from_journal"] == len(before)
+    assert resumed == expected
+
+
+def committed(journal: Path) -> dict[str, object]:
+    """The results in ``journal`` (none while its writer has not made it yet)."""
+    try:
+        return jobsched.Journal(journal).results()
+    except (FileNotFoundError, jobsched.JournalError):
+        return {}
 
 
 def test_executor_takes_a_seed() -> None:
