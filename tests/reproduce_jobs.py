@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import sys
+import time
 
 import numpy as np  # at the top: imported when a worker loads this module, before the job's seed applies
 
@@ -22,13 +23,21 @@ def numpy_draws(i: int) -> tuple[int, list[float], list[float]]:
     return i, np.random.random(3).tolist(), jobsched.job_rng().random(3).tolist()
 
 
-def draws_after_dying_once(marker: str, i: int) -> tuple[int, list[float]]:
-    """Kill this worker with SIGKILL on the first run (``marker`` is created), then return three draws."""
+def draws_after_dying_once(marker: str, i: int) -> tuple[int, list[float], list[float]]:
+    """Kill this worker with SIGKILL on the first run (``marker`` is created), then return three draws of
+    ``random`` and three of numpy's global state."""
     if not os.path.exists(marker):
         with open(marker, "w"):
             pass
         os.kill(os.getpid(), signal.SIGKILL)
-    return i, [random.random() for _ in range(3)]
+    return i, [random.random() for _ in range(3)], np.random.random(3).tolist()
+
+
+def slow_draws(i: int) -> tuple[int, list[float], list[float], list[float]]:
+    """Sleep 0.2 s, then return ``i`` and three draws each of ``random``, numpy's global state and ``job_rng()``."""
+    time.sleep(0.2)
+    return (i, [random.random() for _ in range(3)], np.random.random(3).tolist(),
+            jobsched.job_rng().random(3).tolist())
 
 
 def count_run(log: str) -> int:
@@ -71,3 +80,16 @@ def draw_then_fail(i: int) -> float:
     if i % 2:
         raise ValueError(f"job {i} drew {drawn!r} with seed {jobsched.job_seed()} in {os.getcwd()}")
     return drawn
+
+
+def fails_then_waits(log: str, n: int, release: str) -> int:
+    """Raise ``ConnectionResetError`` on the first ``n - 1`` runs; then wait (60 s at most) for the file
+    ``release``, and return the run count."""
+    run = count_run(log)
+    if run < n:
+        raise ConnectionResetError(f"run {run} of {n}")
+    for _ in range(6000):
+        if os.path.exists(release):
+            break
+        time.sleep(0.01)
+    return run

@@ -139,6 +139,18 @@ def test_cpu_per_job_prints_the_cpu_of_the_scheduler_and_its_worker_per_job() ->
         assert abs(float(user) + float(system) + float(worker) - float(total)) < 0.2
 
 
+def test_seeding_prints_the_microseconds_per_job_with_and_without_a_seed() -> None:
+    """benchmarks/seeding.py runs and prints each row: the worker's part, numpy's, and the scheduler's."""
+    env = {**os.environ, "PYTHONPATH": str(RUN.parent.parent)}
+    proc = run_bench("--jobs", "200", "--repeat", "1", script=RUN.with_name("seeding.py"), env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = dict(re.findall(r"^(\S.*?)  +([\d.]+)  +[+-][\d.]+$", proc.stdout, re.M))
+    assert set(rows) == {"worker, no seed", "worker, seed: random", "worker, seed: random + numpy",
+                         "scheduler, seed from a key (journal or key=)",
+                         "scheduler, seed from the job's content (no key)"}, proc.stdout
+    assert float(rows["worker, seed: random"]) > float(rows["worker, no seed"])  # it does seed
+
+
 def test_unknown_names_are_refused_with_the_list_of_valid_ones() -> None:
     done = run_bench("--only", "throughput,nonsense")
     assert done.returncode == 2

@@ -81,3 +81,24 @@ def test_a_slurm_cluster_job_script_runs_dask_workers_that_host_resident_workers
     assert "#SBATCH -t 01:00:00" in script
     assert "distributed.cli.dask_worker" in script and "--lifetime 55m" in script
 
+
+
+def test_seeded_jobs_draw_on_resident_workers_what_they_draw_on_local_workers(fresh_cluster: Any) -> None:  # noqa: F811
+    """Scheduler(seed=S) with resident Dask workers: each job's random and numpy draws, in any order, equal
+    those of local workers."""
+    import reproduce_jobs
+
+    from jobsched.dask import DaskBackend
+
+    for fn in (reproduce_jobs.draws, reproduce_jobs.numpy_draws):
+        with Scheduler(seed=2024) as local:
+            local.start(1, wait=False)
+            expected = [f.result(timeout=TIMEOUT) for f in [local.submit(fn, i) for i in range(8)]]
+        with distributed.Client(fresh_cluster, set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=TIMEOUT)
+            with Scheduler(backend=DaskBackend(client, resident=True), seed=2024) as sched:
+                sched.start(2, wait=False)
+                futures = [sched.submit(fn, i) for i in reversed(range(8))]
+                got = [f.result(timeout=TIMEOUT) for f in futures][::-1]
+        assert got == expected
+        assert len({repr(draws) for _, draws, _ in got}) == 8  # each job its own stream

@@ -660,6 +660,33 @@ def test_the_worker_table_shows_an_address_when_a_worker_has_one() -> None:
     assert "<progress" not in table
 
 
+def test_the_worker_table_shows_which_attempt_a_retried_job_is_on(tmp_path: Path) -> None:
+    """A job retried by retry_on twice runs its third attempt: the worker's row says so; a first attempt
+    shows the job's index alone."""
+    import reproduce_jobs
+
+    from jobsched._core.snapshot import WorkerRow
+
+    release = tmp_path / "release"
+    with Scheduler(retry_on=ConnectionError, max_retries=5) as sched:
+        sched.start(1, wait=False)
+        future = sched.submit(reproduce_jobs.fails_then_waits, str(tmp_path / "log"), 3, str(release))
+        rows: list[WorkerRow] = []
+
+        def third_attempt_runs() -> bool:
+            rows[:] = sched.snapshot().workers
+            return any(r.job is not None and r.attempt == 3 for r in rows)
+
+        eventually(third_attempt_runs, "the job's third attempt on a worker")
+        table = dashboard_module.render_workers(tuple(rows))
+        assert re.search(r'<td data-col="job">\d+ <span class="jobsched-attempt" data-attempt="3">'
+                         r"\(attempt 3\)</span></td>", table), table
+        release.touch()
+        assert future.result(timeout=TIMEOUT) == 3
+    first = WorkerRow(0, 4242, None, "running", 7, 0.0, 1.5, None, 2, 0, (), None)
+    assert '<td data-col="job">7</td>' in dashboard_module.render_workers((first,))
+
+
 def test_start_journal_makes_a_default_scheduler_with_a_journal(ip: Any, capsys: pytest.CaptureFixture[str],
                                                                 tmp_path: Path) -> None:
     path = tmp_path / "run.sqlite"

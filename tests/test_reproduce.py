@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import reproduce_jobs as jobs
 
@@ -54,6 +60,49 @@ def test_job_seed_outside_a_job_is_a_clear_error() -> None:
         jobsched.job_seed()
 
 
+def test_seeding_a_job_sets_the_states_that_random_seed_and_numpy_seed_set() -> None:
+    """The worker's fast seeding gives exactly random.seed(s) and numpy.random.seed(s folded to 32 bits),
+    gauss_next included, whatever the previous job left; a job without a seed leaves the states alone."""
+    import random
+
+    import numpy as np
+
+    from jobsched.worker import seeding
+
+    try:
+        for s in (0, 1, 2**32 + 5, job_seed(2024, "a"), 2**63 - 1):
+            random.gauss(0, 1)  # leaves gauss_next set, as a job may
+            np.random.standard_normal()  # leaves numpy's cached gaussian set
+            seeding.apply(s)
+            seeding.loaded()
+            ours = random.getstate(), random.gauss(0, 1), np.random.standard_normal(3).tolist()
+            random.seed(s)
+            np.random.seed((s ^ (s >> 32)) & 0xFFFFFFFF)
+            assert ours == (random.getstate(), random.gauss(0, 1), np.random.standard_normal(3).tolist())
+            assert jobsched.job_seed() == s
+        seeding.apply(None)
+        before = random.getstate()
+        seeding.loaded()
+        assert random.getstate() == before
+    finally:
+        seeding.apply(None)
+
+
+def test_job_seed_is_blake2b_over_the_run_seed_and_the_key_for_every_run_seed() -> None:
+    """job_seed keeps its documented value when one process derives seeds for several run seeds."""
+    import hashlib
+
+    def reference(seed: int, key: str) -> int:
+        h = hashlib.blake2b(digest_size=8)
+        h.update(seed.to_bytes((seed.bit_length() + 8) // 8, "big") + b"\0" + key.encode("utf-8", "surrogatepass"))
+        return int.from_bytes(h.digest(), "big") >> 1
+
+    for key in ("", "trial-1", "\udcff", "k" * 300):
+        for seed in (0, 7, 2**64 + 1, *range(100)):  # more run seeds than the cache holds
+            assert job_seed(seed, key) == reference(seed, key)
+    assert job_seed(7, "trial-1") != job_seed(8, "trial-1") != job_seed(8, "trial-2")
+
+
 def test_a_job_retried_after_its_worker_died_draws_the_same_numbers(tmp_path: Path) -> None:
     """A SIGKILL mid-job: the retry on a fresh worker gets the job's seed again."""
     with Scheduler(seed=11) as sched:
@@ -76,6 +125,63 @@ def test_a_resumed_run_draws_what_a_whole_run_draws(tmp_path: Path) -> None:
     with Scheduler(seed=3, journal=journal) as second:
         resumed = run_all(second, jobs.draws, list(range(8)), 1)
     assert resumed == expected
+
+
+SWEEP = """
+import sys
+
+import reproduce_jobs
+
+from jobsched import Scheduler
+
+with Scheduler(seed=3, journal=sys.argv[1]) as sched:
+    sched.start(2, wait=False)
+    for i in range(12):
+        sched.submit(reproduce_jobs.slow_draws, i)
+    sched.wait()
+"""
+
+
+def test_a_run_killed_by_sigkill_then_resumed_draws_what_a_whole_run_draws(tmp_path: Path) -> None:
+    """A seeded run with a journal, its scheduler process killed by SIGKILL half-way, then resumed: every
+    job's random, numpy and job_rng() draws are those of one whole run, whichever jobs the crash cut."""
+    with Scheduler(seed=3) as whole:
+        expected = run_all(whole, jobs.slow_draws, list(range(12)), 2)
+    script, journal = tmp_path / "sweep.py", tmp_path / "runs.sqlite"
+    script.write_text(SWEEP)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")])}
+    proc = subprocess.Popen([sys.executable, str(script), str(journal)], env=env, start_new_session=True)
+    family: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline and len(committed(journal)) < 3 and proc.poll() is None:
+            time.sleep(0.05)
+        family = psutil.Process(proc.pid).children(recursive=True)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=TIMEOUT)
+        # Its workers exit by themselves once their scheduler is gone: wait for them before going on.
+        _, alive = psutil.wait_procs(family, timeout=30)
+        for p in alive:
+            p.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert not alive, f"workers outlived their SIGKILLed scheduler: {alive}"
+    before = committed(journal)
+    assert 3 <= len(before) < 12
+    with Scheduler(seed=3, journal=journal) as second:
+        resumed = run_all(second, jobs.slow_draws, list(range(12)), 1)
+        assert second.stats()["from_journal"] == len(before)
+    assert resumed == expected
+
+
+def committed(journal: Path) -> dict[str, object]:
+    """The results in ``journal`` (none while its writer has not made it yet)."""
+    try:
+        return jobsched.Journal(journal).results()
+    except (FileNotFoundError, jobsched.JournalError):
+        return {}
 
 
 def test_executor_takes_a_seed() -> None:
@@ -123,6 +229,25 @@ def test_an_error_not_named_is_not_retried(tmp_path: Path) -> None:
     assert info.value.remote_type == "ValueError"
     assert info.value.attempts == 1
     assert (tmp_path / "log").read_text().count("x") == 1
+
+
+def test_the_journal_records_the_attempts_of_retried_jobs(tmp_path: Path) -> None:
+    """A job that succeeds on its third attempt, and one that used up its three, are journaled with 3
+    attempts; the failed one's JobError, read back from the journal, says 3 too; a plain job has 1."""
+    path = tmp_path / "runs.sqlite"
+    with Scheduler(journal=path, retry_on=ConnectionError, max_retries=3) as sched:
+        sched.start(1, wait=False)
+        ok = sched.submit(jobs.fails_until, str(tmp_path / "ok"), 3, key="ok")
+        bad = sched.submit(jobs.fails_until, str(tmp_path / "bad"), 10, key="bad")
+        plain = sched.submit(jobs.fails_until, str(tmp_path / "plain"), 1, key="plain")
+        assert ok.result(timeout=TIMEOUT) == 3 and plain.result(timeout=TIMEOUT) == 1
+        with pytest.raises(JobError) as info:
+            bad.result(timeout=TIMEOUT)
+        assert info.value.attempts == 3
+    journal = jobsched.Journal(path)
+    records = {key: journal.get(key) for key in ("ok", "bad", "plain")}
+    assert {key: r.attempts for key, r in records.items() if r is not None} == {"ok": 3, "bad": 3, "plain": 1}
+    assert journal.failed()["bad"].attempts == 3
 
 
 def test_retry_on_per_job_overrides_the_schedulers_and_waits_its_delay(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ class WorkerRow:
     output: tuple[str, ...]  # its last OUTPUT_TAIL lines
     exit_description: str | None
     tags: tuple[str, ...] = ()  # its tags (``worker_tags=``), sorted
+    attempt: int = 1  # which attempt of its job this is: 2 after a death or an error that retry_on retried
 
 
 @dataclass(frozen=True)
@@ -92,5 +93,6 @@ def take_snapshot(state: SchedulerState, now: float, broken: BaseException | Non
             w.index, w.pid, w.address, w.state.value,
             None if entry is None else entry.index, None if entry is None else entry.cost,
             now - w._job_started if entry is not None else 0.0, w.progress, w.n_done, w.n_restarts,
-            tuple(list(w.output)[-OUTPUT_TAIL:]), w.exit_description, tuple(sorted(w.tags))))
+            tuple(list(w.output)[-OUTPUT_TAIL:]), w.exit_description, tuple(sorted(w.tags)),
+            1 if entry is None else entry.attempts + 1))
     return Snapshot(stats, tuple(rows))

@@ -32,7 +32,9 @@ max = done + queued + active); ``jobsched-rate`` shows jobs/s and ETA; ``jobsche
 ``HTML`` whose value is a ``<table>`` with one ``<tr class="jobsched-worker" data-worker="I"
 data-state="S">`` per worker, whose ``<td>`` cells carry ``data-col`` = ``worker``, ``pid``, ``address``
 (only when some worker has one: on Dask), ``tags`` (only when some worker has tags), ``state``, ``job``,
-``elapsed``, ``progress``, ``done``, ``restarts``; a busy worker's ``progress`` cell holds a
+``elapsed``, ``progress``, ``done``, ``restarts``; a busy worker's ``job`` cell holds the job's index and,
+from its second attempt on (a retry after a death or a ``retry_on`` error), ``<span class="jobsched-attempt"
+data-attempt="N">(attempt N)</span>``; a busy worker's ``progress`` cell holds a
 ``<progress class="jobsched-worker-progress" data-worker="I">`` element (with ``value`` and ``max`` when
 the job reported a total; without them, indeterminate) and its report as text (``40/100 (40%) note``);
 ``jobsched-log`` holds the workers' recent output; ``jobsched-error`` the scheduler's error, else the last
@@ -102,7 +104,7 @@ def render_workers(rows: tuple[WorkerRow, ...]) -> str:
             "address": html.escape(r.address or ""),
             "tags": html.escape(", ".join(r.tags)),
             "state": html.escape(r.state),
-            "job": str(r.job) if busy else "",
+            "job": render_job(r) if busy else "",
             "elapsed": format_duration(r.job_elapsed) if busy else "",
             "progress": render_worker_progress(r) if busy else "",
             "done": str(r.n_done),
@@ -114,6 +116,14 @@ def render_workers(rows: tuple[WorkerRow, ...]) -> str:
     return (f'<style>.jobsched-worker-table th, .jobsched-worker-table td {{{_CELL_STYLE}}}</style>'
             f'<table class="jobsched-worker-table"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def render_job(r: WorkerRow) -> str:
+    """Return a busy worker's job cell: its index, and which attempt this is when it is not the first (the job
+    was retried after its worker died, or after an error named in ``retry_on``)."""
+    if r.attempt <= 1:
+        return str(r.job)
+    return f'{r.job} <span class="jobsched-attempt" data-attempt="{r.attempt}">(attempt {r.attempt})</span>'
 
 
 def render_worker_progress(r: WorkerRow) -> str:
