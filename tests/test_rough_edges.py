@@ -222,8 +222,8 @@ def test_worker_keeps_its_internals_private(sched: Scheduler) -> None:
     assert sched.submit(helpers.add, 1).result(timeout=60) == 2
     (w,) = sched.workers
     public = {name for name in dir(w) if not name.startswith("_")}
-    assert public == {"address", "exit_description", "generation", "index", "job", "job_elapsed", "n_done",
-                      "n_restarts", "output", "pid", "progress", "state"}
+    assert public == {"address", "exit_description", "generation", "index", "job", "job_elapsed", "last_rss",
+                      "n_done", "n_restarts", "output", "pid", "progress", "state", "tags"}
     assert Scheduler.paused.__doc__
 
 
