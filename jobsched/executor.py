@@ -189,10 +189,16 @@ class Executor(concurrent.futures.Executor):
 
         Args:
             timeout: seconds from this call after which ``__next__`` raises ``TimeoutError``.
-            chunksize: accepted for compatibility; every item is one job.
+            chunksize: accepted for compatibility (an integer >= 1, as ``ProcessPoolExecutor`` checks); every
+                item is one job.
             buffersize: items in flight (default ``max(64, 8 * max_workers)``).
             progress: show a tqdm bar (a widget in a notebook).
+
+        Raises:
+            ValueError: ``chunksize`` or ``buffersize`` is below 1.
         """
+        if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError(f"Executor.map: chunksize must be an integer >= 1, got {chunksize!r}")
         if buffersize is None:
             buffersize = max(64, 8 * self._max_workers)
         if buffersize < 1:

@@ -78,3 +78,33 @@ class Box:
 
 def make_box(n: int) -> Box:
     return Box(n)
+
+
+class FailsToPickle:
+    """A result whose pickling raises ``pickle.PicklingError`` in the worker."""
+
+    def __reduce__(self) -> Any:
+        import pickle
+
+        raise pickle.PicklingError("refused by __reduce__")
+
+
+def _raise_unpickling_error() -> None:
+    import pickle
+
+    raise pickle.UnpicklingError("refused at unpickling")
+
+
+class FailsToUnpickle:
+    """A result that pickles in the worker and raises ``pickle.UnpicklingError`` when the caller unpickles it."""
+
+    def __reduce__(self) -> Any:
+        return _raise_unpickling_error, ()
+
+
+def make(cls: type) -> Any:
+    return cls()
+
+
+def raise_with_comment() -> None:
+    raise RuntimeError(123)  # the line a remote traceback shows

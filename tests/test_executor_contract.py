@@ -82,6 +82,36 @@ def test_a_jobs_exit_or_ctrl_c_is_a_plain_job_error(executor: Executor, fn: obje
     assert not isinstance(error, (SystemExit, KeyboardInterrupt))
 
 
+def test_a_result_that_cannot_be_pickled_raises_the_picklers_own_error(executor: Executor) -> None:
+    """As with ProcessPoolExecutor, ``except PicklingError`` catches it; the message names the result."""
+    error = executor.submit(jobs.make, jobs.FailsToPickle).exception(TIMEOUT)
+    assert isinstance(error, pickle.PicklingError) and isinstance(error, JobError), error
+    assert "the result of job" in str(error) and "FailsToPickle" in str(error)
+    assert executor.submit(jobs.divide, 4, 2).result(TIMEOUT) == 2
+
+
+def test_a_result_that_cannot_be_unpickled_here_fails_that_call_alone_with_its_type(executor: Executor) -> None:
+    error = executor.submit(jobs.make, jobs.FailsToUnpickle).exception(TIMEOUT)
+    assert isinstance(error, pickle.UnpicklingError) and isinstance(error, JobError), error
+    assert "refused at unpickling" in str(error)
+    assert executor.submit(jobs.divide, 4, 2).result(TIMEOUT) == 2
+
+
+def test_an_uncaught_call_error_prints_the_workers_source_line(executor: Executor) -> None:
+    """The remote traceback is the ``__cause__``, so ``sys.excepthook`` shows the worker's frames first."""
+    error = executor.submit(jobs.raise_with_comment).exception(TIMEOUT)
+    assert isinstance(error, RuntimeError) and error.__cause__ is not None
+    assert "raise RuntimeError(123)  # the line a remote traceback shows" in error.__cause__.tb
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):
+        sys.excepthook(type(error), error, error.__traceback__)
+    text = printed.getvalue()
+    assert text.index("# the line a remote traceback shows") < text.index("job ")
+
+
 def test_after_stop_and_the_journal_give_the_same_exception(tmp_path: Path) -> None:
     journal = str(tmp_path / "j.sqlite")
     got: list[object] = []
@@ -162,6 +192,20 @@ def test_map_holds_no_reference_to_a_result_it_has_yielded(executor: Executor) -
     gc.collect()
     assert ref() is None  # the generator, still alive, kept nothing of it
     assert [box.n for box in results] == [2, 3]
+
+
+@pytest.mark.parametrize("chunksize", [0, -1, 1.5])
+def test_map_refuses_a_chunksize_below_one_at_once(executor: Executor, chunksize: object) -> None:
+    with pytest.raises(ValueError, match=f"chunksize must be an integer >= 1, got {chunksize!r}"):
+        executor.map(jobs.divide, [1], [1], chunksize=chunksize)  # type: ignore[arg-type]
+    assert list(executor.map(jobs.divide, [4, 6], [2, 3], chunksize=50, timeout=TIMEOUT)) == [2, 2]
+
+
+def test_max_tasks_per_child_with_an_early_shutdown_finishes_every_call() -> None:
+    ex = Executor(3, max_tasks_per_child=1)
+    futures = [ex.submit(jobs.divide, i * i, 1) for i in range(6)]
+    ex.shutdown()
+    assert [f.result(TIMEOUT) for f in futures] == [i * i for i in range(6)]
 
 
 def test_a_future_argument_is_a_dependency_at_any_depth(executor: Executor) -> None:

@@ -466,7 +466,8 @@ def decode(entry: Entry, kind: int, body: Any) -> tuple[Any, bool]:
     """Return ``(result, failed)`` from a RESULT or ERROR frame's body.
 
     Nothing in the body can escape: a result whose unpickling raises anything, ``SystemExit`` and
-    ``KeyboardInterrupt`` included, becomes this job's ``JobError``.
+    ``KeyboardInterrupt`` included, becomes this job's ``JobError``, of that error's class too where
+    ``remote_errors.job_error`` can combine it (an ``UnpicklingError`` stays one).
     """
     try:
         if kind == _ERROR:
@@ -481,8 +482,13 @@ def decode(entry: Entry, kind: int, body: Any) -> tuple[Any, bool]:
             why = f"{type(exc).__name__}: {exc}"
         except BaseException:
             why = type(exc).__name__
-        return JobError(type(exc).__name__, f"the result could not be unpickled here ({why})", "",
-                        entry.index), True
+        message = f"the result could not be unpickled here ({why})"
+        try:  # the error's own class, as for a job's error (it is a class of this process)
+            cls = type(exc)
+            return job_error(cls.__name__, message, "", entry.index, entry.attempts + 1, cls.__module__,
+                             cls.__qualname__), True
+        except BaseException:
+            return JobError(type(exc).__name__, message, "", entry.index), True
 
 
 def _error_types(body: Any) -> tuple[str, ...]:

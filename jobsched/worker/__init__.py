@@ -185,9 +185,12 @@ def _limit_memory(limit: str | None) -> None:
 _PLUMBING = (os.path.dirname(os.path.abspath(__file__)), os.path.abspath(run_remote_call.__code__.co_filename))
 
 
-def _error_body(exc: BaseException) -> bytes:
+def _error_body(exc: BaseException, kind: BaseException | None = None) -> bytes:
     """Return the pickled ``(type name, message, traceback text, module, qualname, type names)`` of ``exc``;
     never raise.
+
+    ``kind``, if given, is the exception whose class is reported (its name, place and MRO), while the
+    message and traceback stay ``exc``'s.
 
     ``module`` and ``qualname`` say where the exception's class lives, so that the caller can raise an instance
     of it (``_core.remote_errors``); they are None when they are not plain text. The type names are
@@ -198,14 +201,15 @@ def _error_body(exc: BaseException) -> bytes:
     or hostile. Each part falls back to a placeholder of its own, so the job always fails with an ERROR frame,
     once, instead of killing the worker (which would have the job re-run and end as ``WorkerDied``).
     """
-    name = _safe_text(lambda: type(exc).__name__, "<unnamed exception type>")
+    kind = exc if kind is None else kind
+    name = _safe_text(lambda: type(kind).__name__, "<unnamed exception type>")
     message = _safe_text(lambda: str(exc), f"<str() of the {name} raised an exception>")
     tb_text = _safe_text(lambda: _format_traceback(exc), "")
     if not tb_text:
         tb_text = f"{name}: {message}\n(the traceback could not be formatted)\n"
-    mro = _safe_mro(exc)
+    mro = _safe_mro(kind)
     try:
-        cls = type(exc)
+        cls = type(kind)
         module, qualname = getattr(cls, "__module__", None), getattr(cls, "__qualname__", None)
         if type(module) is not str or type(qualname) is not str:
             module = qualname = None
@@ -271,7 +275,10 @@ def run_to_frame(index: int, run: Callable[..., Any], *args: Any) -> tuple[int, 
     try:
         return _wire.RESULT, _shm.dumps_result(result, f"the result of job {index}", dumps)
     except BaseException as exc:  # TypeError, or a __reduce__ that raises anything else
-        return _wire.ERROR, _error_body(exc)
+        # The call fails as the pickler's own error (a PicklingError, or what a __reduce__ raised), as with
+        # ProcessPoolExecutor, so that `except PicklingError` catches it; the message names the value.
+        cause = exc.__cause__ if isinstance(exc, TypeError) else None
+        return _wire.ERROR, _error_body(exc, cause if isinstance(cause, Exception) else None)
 
 
 def run_remote_call_payload(payload: bytes) -> Any:
