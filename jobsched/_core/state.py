@@ -47,6 +47,7 @@ from .instructions import (
     StartWorker,
     WithdrawJob,
 )
+from .outcomes import NO_WORKER, Outcomes
 from .pacing import AUTO_MAX, AUTO_START, AutoDepth
 from .slot import Progress, Worker
 from .tags import TagQueues, assign_tagged
@@ -103,6 +104,7 @@ class SchedulerState:
         self.n_failed = 0
         self.n_cancelled = 0
         self.n_from_journal = 0
+        self.outcomes = Outcomes()  # the same jobs in disjoint counts, and per worker (the views show these)
         self.n_restarts = 0
         self.workers: list[Worker] = []
         self.hungry: collections.deque[Worker] = collections.deque()  # READY/RUNNING with room for a job
@@ -807,6 +809,7 @@ class SchedulerState:
         if self.auto:
             self._time_result(w, now)
             w._pipelined = bool(inflight)
+        self.outcomes.ran(now - w._job_started)
         w._job_started = now
         w.progress = None
         if rss is not None:
@@ -854,8 +857,9 @@ class SchedulerState:
             self._requeue(entry)
         return delayed[0][0] if delayed else float("inf")
 
-    def delivered(self, failed: bool, cancelled: bool = False, from_journal: bool = False) -> None:
-        """A job's result reached its future and ``after_stop``: count it done."""
+    def delivered(self, failed: bool, cancelled: bool = False, from_journal: bool = False,
+                  worker: int = NO_WORKER) -> None:
+        """A job's result reached its future and ``after_stop``: count it done (``worker`` ran it)."""
         self.n_active -= 1
         self.n_done += 1
         if failed:
@@ -864,6 +868,7 @@ class SchedulerState:
             self.n_cancelled += 1
         if from_journal:
             self.n_from_journal += 1
+        self.outcomes.count(failed, cancelled, from_journal, worker)
 
     def set_progress(self, w: Worker, index: int, progress: Progress) -> None:
         if w._inflight and w._inflight[0].index == index:
