@@ -136,6 +136,25 @@ def test_start_status_wait_stop(ip: Any, capsys: pytest.CaptureFixture[str]) -> 
     assert jobsched.default_scheduler() is sched
 
 
+def test_status_and_stop_report_the_same_disjoint_counts(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """25 succeeded, 4 raised, 1 cancelled: `%jobsched status` and `%jobsched stop` say exactly that."""
+    ip.run_line_magic("jobsched", "start -n 2")
+    sched = jobsched.default_scheduler()
+    sched.pause()
+    futures = [sched.submit(helpers.add, i) for i in range(25)]
+    futures += [sched.submit(helpers.raise_value_error, "expected") for _ in range(4)]
+    doomed = sched.submit(helpers.add, -1)
+    ip.run_line_magic("jobsched", f"cancel {len(futures)}")
+    sched.resume()
+    ip.run_line_magic("jobsched", "wait 60")
+    assert doomed.cancelled() and sum(f.exception(timeout=0) is None for f in futures) == 25
+    capsys.readouterr()
+    ip.run_line_magic("jobsched", "status")
+    assert capsys.readouterr().out == "jobsched: 2 workers, 0 queued, 0 active, 25 succeeded, 4 failed, 1 cancelled\n"
+    ip.run_line_magic("jobsched", "stop")
+    assert capsys.readouterr().out == "jobsched: stopped (25 succeeded, 4 failed, 1 cancelled)\n"
+
+
 def test_a_second_start_says_it_is_already_running_and_with_how_many_workers(ip: Any,
                                                                            capsys: pytest.CaptureFixture[str]) -> None:
     ip.run_line_magic("jobsched", "start -n 2")

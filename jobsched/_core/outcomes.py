@@ -2,9 +2,11 @@
 
 ``stats()`` keeps its overlapping counts (``done`` is every delivered job, ``failed`` includes the cancelled
 ones and the journal's failures). The views need counts that add up: each delivered job is counted here
-exactly once, as ``succeeded``, ``failed``, ``cancelled`` or ``from_journal``::
+exactly once, as ``succeeded``, ``failed``, ``cancelled`` or ``from_journal``, and so is a queued job
+whose future was cancelled (``future.cancel()``: its future is settled at once, nothing is delivered and
+``done`` does not count it), so that the counts add up to every job that left the queue::
 
-    succeeded + failed + cancelled + from_journal == done
+    succeeded + failed + cancelled + from_journal == done + queued jobs cancelled by their future
 
 A job that ran to an outcome (succeeded, or failed: it raised, timed out or its worker died) is also
 counted for the worker that ran it, so that the workers' counts add up to ``succeeded + failed``. A
@@ -60,7 +62,7 @@ class Outcomes:
         return self.busy_s / self.n_timed if self.n_timed else None
 
     def as_dict(self) -> dict[str, int]:
-        """``{"succeeded", "failed", "cancelled", "from_journal"}``: disjoint, summing to ``stats()["done"]``."""
+        """``{"succeeded", "failed", "cancelled", "from_journal"}``: disjoint, each finished job in one of them."""
         return {"succeeded": self.succeeded, "failed": self.failed, "cancelled": self.cancelled,
                 "from_journal": self.from_journal}
 

@@ -193,6 +193,8 @@ class SchedulerState:
             if settle:
                 self.n_active += 1
                 self.ready.append(Deliver(entry, self._cancelled_error(entry), True))
+            else:  # its future is cancelled and nothing is delivered: count it among the outcomes here
+                self.outcomes.cancelled += 1
             return CancelOutcome(True, False)
         if any(item[2] is entry for item in self.delayed):  # waiting out its retry_delay: it ends here
             self.delayed = [item for item in self.delayed if item[2] is not entry]

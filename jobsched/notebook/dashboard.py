@@ -250,7 +250,7 @@ def render_bar(stats: dict[str, Any]) -> str:
     """
     outcomes = stats["outcomes"]
     counts = {**outcomes, "active": stats["active"]}
-    total = stats["done"] + stats["queued"] + stats["active"]
+    total = sum(outcomes.values()) + stats["queued"] + stats["active"]
     parts = []
     for name, colour in BAR_PARTS:
         n = counts[name]
@@ -315,7 +315,7 @@ class _Poller:
 
 
 _EMPTY: dict[str, Any] = {"outcomes": {"succeeded": 0, "failed": 0, "cancelled": 0, "from_journal": 0},
-                          "done": 0, "queued": 0, "active": 0}  # what the bar shows before the first update
+                          "queued": 0, "active": 0}  # what the bar shows before the first update
 _registry_lock = threading.Lock()
 _pollers: dict[Scheduler, _Poller] = {}  # the live pollers; an entry goes when its thread ends
 
