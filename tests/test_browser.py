@@ -69,7 +69,7 @@ N_GATED = 12
 GATED_JOB_S = 0.2
 PAUSE_HOLD_S = 3.0  # how long the done count must stand still while paused (many times GATED_JOB_S)
 
-STATUS_RE = re.compile(r"jobsched: (\d+) workers?, (\d+) queued, (\d+) active, (\d+) done, (\d+) failed")
+STATUS_RE = re.compile(r"jobsched: (\d+) workers?, (\d+) queued, (\d+) active, (\d+) succeeded, (\d+) failed")
 WIDGET_ERRORS = ("Error displaying widget", "model not found")
 
 T = TypeVar("T")
@@ -409,14 +409,18 @@ READ_DASHBOARD_JS = """
     return (input ? input.value : el.textContent).trim();
   };
   const r = {};
-  for (const k of ['queued', 'active', 'done', 'failed']) r[k] = text(root.querySelector('.jobsched-' + k));
+  // "done" reads the succeeded count: these runs have no failed, cancelled or journaled job.
+  for (const [k, css] of [['queued', 'queued'], ['active', 'active'], ['done', 'succeeded'], ['failed', 'failed']])
+    r[k] = text(root.querySelector('.jobsched-' + css));
   // One string per row, its cells joined by " | " (textContent alone would glue "0" and "16248" together).
   r.rows = Array.from(root.querySelectorAll('.jobsched-workers tr.jobsched-worker'))
     .map(tr => Array.from(tr.cells).map(td => td.textContent.trim()).join(' | '));
   r.status = text(root.querySelector('.jobsched-status'));
   r.state = text(root.querySelector('.jobsched-state'));
-  const bar = root.querySelector('.jobsched-progress .progress-bar');
-  r.progress = bar ? bar.style.width : null;
+  // The overall bar's finished parts (every part but "active"), as the width they fill: "100%" when full.
+  const parts = Array.from(root.querySelectorAll('.jobsched-progress .jobsched-progress-part'))
+    .filter(p => p.dataset.part !== 'active');
+  r.progress = parts.length ? Math.round(parts.reduce((sum, p) => sum + parseFloat(p.style.width), 0)) + '%' : null;
   const log = root.querySelector('.jobsched-log');
   r.log = log ? log.textContent : null;
   // One <progress> per busy worker in the table; how many carry a value (a job that reported a total).
@@ -805,8 +809,8 @@ READ_TIMELINE_JS = """
   for (const b of bars) outcomes[b.dataset.outcome] = (outcomes[b.dataset.outcome] || 0) + 1;
   const box = svg ? svg.getBoundingClientRect() : null;
   const first = bars.length ? bars[0].getBoundingClientRect() : null;
-  const input = root.querySelector('.jobsched-done input');
-  const done = root.querySelector('.jobsched-done');
+  const input = root.querySelector('.jobsched-succeeded input');
+  const done = root.querySelector('.jobsched-succeeded');
   return {
     svg: !!svg, bars: bars.length, outcomes, running: svg ? svg.querySelectorAll('rect.jobsched-running').length : 0,
     width: box ? box.width : 0, bar_width: first ? first.width : 0,
@@ -868,8 +872,9 @@ def test_timeline_in_browser(flavor: str, tmp_path: Path) -> None:
             dash.screenshot(path=str(ARTIFACTS / f"dashboard-timeline-{flavor}-during.png"))
             # After it: every job is a bar, nothing runs.
             gate.touch()
-            after = _poll(read, lambda r: r["done"] == "34" and r["running"] == 0 and r["bars"] == 34, 60,
-                          "34 jobs done, 34 bars and no open bar", page)
+            # 34 jobs ended, 29 of them succeeded (the count beside the failed, timed-out and cancelled ones).
+            after = _poll(read, lambda r: r["done"] == "29" and r["running"] == 0 and r["bars"] == 34, 60,
+                          "29 jobs succeeded, 34 bars and no open bar", page)
             assert after["outcomes"]["done"] == 30 - 3 + 2, after
             dash.screenshot(path=str(ARTIFACTS / f"dashboard-timeline-{flavor}-after.png"))
             _type_new_cell_and_run(page, page.locator(".jp-Notebook .jp-Cell").first, "sched.close()")

@@ -40,7 +40,7 @@ from traitlets.config import Config  # noqa: E402
 from jobsched.notebook import dashboard as dashboard_module  # noqa: E402
 from jobsched.notebook.dashboard import UPDATE_INTERVAL, Dashboard  # noqa: E402
 
-STATUS = re.compile(r"^jobsched: (\d+) workers?, (\d+) queued, (\d+) active, (\d+) done, (\d+) failed$")
+STATUS = re.compile(r"^jobsched: (\d+) workers?, (\d+) queued, (\d+) active, (\d+) succeeded, (\d+) failed$")
 
 
 
@@ -113,16 +113,16 @@ def test_start_status_wait_stop(ip: Any, capsys: pytest.CaptureFixture[str]) -> 
     futures.append(sched.submit(helpers.raise_value_error, "expected"))
     ip.run_line_magic("jobsched", "wait 60")
     assert [f.result(timeout=0) for f in futures[:10]] == list(range(1, 11))
-    assert status(ip, capsys) == (2, 0, 0, 11, 1)
+    assert status(ip, capsys) == (2, 0, 0, 10, 1)
     pids = [w.pid for w in sched.workers]
     assert len(pids) == 2 and not gone(pids)
     ip.run_line_magic("jobsched", "stop")
-    assert capsys.readouterr().out == "jobsched: stopped (11 done, 1 failed)\n"
+    assert capsys.readouterr().out == "jobsched: stopped (10 succeeded, 1 failed)\n"
     assert not sched.stats()["closed"] and sched.snapshot().workers == ()
     assert gone(pids), "%jobsched stop returns once the workers have exited"
     # The scheduler kept from before stop is still the default one, with its counts.
     assert jobsched.default_scheduler() is sched
-    assert status(ip, capsys) == (0, 0, 0, 11, 1)
+    assert status(ip, capsys) == (0, 0, 0, 10, 1)
     queued = sched.submit(helpers.add, 100)  # queued while stopped: it waits for the next start
     assert sched.n_queued_jobs == 1 and not queued.done()
     with pytest.raises(UsageError, match="no worker runs them; `%jobsched start` first"):
@@ -132,8 +132,27 @@ def test_start_status_wait_stop(ip: Any, capsys: pytest.CaptureFixture[str]) -> 
     assert queued.result(timeout=TIMEOUT) == 101
     assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
     ip.run_line_magic("jobsched", "wait 60")
-    assert status(ip, capsys) == (1, 0, 0, 13, 1)
+    assert status(ip, capsys) == (1, 0, 0, 12, 1)
     assert jobsched.default_scheduler() is sched
+
+
+def test_status_and_stop_report_the_same_disjoint_counts(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """25 succeeded, 4 raised, 1 cancelled: `%jobsched status` and `%jobsched stop` say exactly that."""
+    ip.run_line_magic("jobsched", "start -n 2")
+    sched = jobsched.default_scheduler()
+    sched.pause()
+    futures = [sched.submit(helpers.add, i) for i in range(25)]
+    futures += [sched.submit(helpers.raise_value_error, "expected") for _ in range(4)]
+    doomed = sched.submit(helpers.add, -1)
+    ip.run_line_magic("jobsched", f"cancel {len(futures)}")
+    sched.resume()
+    ip.run_line_magic("jobsched", "wait 60")
+    assert doomed.cancelled() and sum(f.exception(timeout=0) is None for f in futures) == 25
+    capsys.readouterr()
+    ip.run_line_magic("jobsched", "status")
+    assert capsys.readouterr().out == "jobsched: 2 workers, 0 queued, 0 active, 25 succeeded, 4 failed, 1 cancelled\n"
+    ip.run_line_magic("jobsched", "stop")
+    assert capsys.readouterr().out == "jobsched: stopped (25 succeeded, 4 failed, 1 cancelled)\n"
 
 
 def test_a_second_start_says_it_is_already_running_and_with_how_many_workers(ip: Any,
@@ -338,13 +357,19 @@ def test_cell_magic_bad_input_is_a_usage_error(ip: Any, line: str, body: str, me
 # ====================================================================== the dashboard widget
 
 
+def bar_parts(dash: Dashboard) -> dict[str, float]:
+    """The overall bar's parts that are not 0: ``{"succeeded": 80.0, "failed": 20.0}`` (percent of the width)."""
+    return {part: float(width) for part, width in re.findall(
+        r'data-part="(\w+)" data-count="\d+" title="[^"]*" style="width:([\d.]+)%', dash.progress.value)}
+
+
 def values(dash: Dashboard) -> dict[str, Any]:
     """Everything the dashboard shows, read from its widgets."""
     return {
         **{name: w.value for name, w in dash.counts.items()},
         "status": dash.status.value,
         "state": dash.state.value,
-        "progress": (dash.progress.value, dash.progress.max, dash.progress.bar_style),
+        "progress": bar_parts(dash),
         "workers": dash.worker_table.value,
         "log": dash.output_log.value,
         "error": (dash.error.value, dash.error.layout.display),
@@ -367,11 +392,11 @@ def test_dom_contract_classes_and_buttons(dash: Dashboard) -> None:
     for w in dash._descendants():
         for css in w._dom_classes:
             found.setdefault(css, []).append(w)
-    for css in ("jobsched-queued", "jobsched-active", "jobsched-done", "jobsched-failed", "jobsched-cancelled",
+    for css in ("jobsched-queued", "jobsched-active", "jobsched-succeeded", "jobsched-failed", "jobsched-cancelled",
                 "jobsched-from-journal", "jobsched-status", "jobsched-workers", "jobsched-log", "jobsched-progress",
                 "jobsched-cancel-buttons"):
         assert len(found.get(css, [])) == 1, css
-    assert isinstance(found["jobsched-progress"][0], widgets.IntProgress)
+    assert isinstance(found["jobsched-progress"][0], widgets.HTML)
     assert isinstance(found["jobsched-workers"][0], widgets.HTML)
     buttons = {css: found[css][0] for css in ("jobsched-pause", "jobsched-resume", "jobsched-scale-down",
                                               "jobsched-scale-up", "jobsched-stop")}
@@ -383,10 +408,10 @@ def test_dom_contract_classes_and_buttons(dash: Dashboard) -> None:
 
 def test_a_never_started_scheduler(dash: Dashboard) -> None:
     v = values(dash)
-    assert (v["queued"], v["active"], v["done"], v["failed"]) == ("0", "0", "0", "0")
-    assert v["status"] == "jobsched: 0 workers, 0 queued, 0 active, 0 done, 0 failed"
+    assert (v["queued"], v["active"], v["succeeded"], v["failed"]) == ("0", "0", "0", "0")
+    assert v["status"] == "jobsched: 0 workers, 0 queued, 0 active, 0 succeeded, 0 failed"
     assert "stopped" in v["state"]
-    assert v["progress"] == (0, 1, "")
+    assert v["progress"] == {}
     assert v["workers"].count('<tr class="jobsched-worker"') == 0
     assert v["error"] == ("", "none")
 
@@ -398,25 +423,25 @@ def test_widget_values_follow_the_jobs(sched: Scheduler, dash: Dashboard) -> Non
     futures.append(sched.submit(helpers.raise_value_error, "expected"))
     dash.refresh()
     v = values(dash)
-    assert (v["queued"], v["active"], v["done"], v["failed"]) == ("5", "0", "0", "0")
-    assert v["progress"] == (0, 5, "warning") and "paused" in v["state"]
+    assert (v["queued"], v["active"], v["succeeded"], v["failed"]) == ("5", "0", "0", "0")
+    assert v["progress"] == {} and "paused" in v["state"]
     assert v["disabled"] == {"Pause": True, "Resume": False, "Scale −": False, "Scale +": False, "Stop": False}
     sched.resume()
     # No refresh() from here: the dashboard's own thread must bring the values.
-    eventually(lambda: int(dash.counts["done"].value) >= 1, "done >= 1 on the dashboard")
-    eventually(lambda: dash.counts["done"].value == "5", "done = 5 on the dashboard")
+    eventually(lambda: int(dash.counts["succeeded"].value) >= 1, "succeeded >= 1 on the dashboard")
+    eventually(lambda: dash.counts["succeeded"].value == "4", "succeeded = 4 on the dashboard")
     for f in futures[:4]:
         f.result(timeout=TIMEOUT)
     eventually(lambda: dash.counts["failed"].value == "1", "failed = 1 on the dashboard")
     v = values(dash)
-    assert (v["queued"], v["active"], v["done"], v["failed"]) == ("0", "0", "5", "1")
-    assert v["status"] == "jobsched: 1 worker, 0 queued, 0 active, 5 done, 1 failed"
-    assert v["progress"] == (5, 5, "success") and "running" in v["state"]
+    assert (v["queued"], v["active"], v["succeeded"], v["failed"]) == ("0", "0", "4", "1")
+    assert v["status"] == "jobsched: 1 worker, 0 queued, 0 active, 4 succeeded, 1 failed"
+    assert v["progress"] == {"succeeded": 80.0, "failed": 20.0} and "running" in v["state"]
     rows = re.findall(r'<tr class="jobsched-worker"[^>]*>(.*?)</tr>', v["workers"])
     assert len(rows) == 1
     cells = re.findall(r"<td[^>]*>(.*?)</td>", rows[0])
     (w,) = sched.workers
-    assert cells == ["0", str(w.pid), "ready", "", "", "", "5", "0"]
+    assert cells == ["0", str(w.pid), "ready", "", "", "", "5 (1 failed)", "0"]
     assert "address" not in v["workers"], "local workers have no address column"
     assert "ETA —" in dash.rate.value
 
@@ -477,7 +502,7 @@ def test_buttons_drive_the_scheduler(sched: Scheduler, dash: Dashboard) -> None:
     assert dash.updating
     dash.buttons["Scale +"].click()  # and it runs again
     assert sched.submit(helpers.add, 2).result(timeout=TIMEOUT) == 3
-    eventually(lambda: dash.counts["done"].value == "2", "the counts kept across Stop")
+    eventually(lambda: dash.counts["succeeded"].value == "2", "the counts kept across Stop")
     sched.close()
     eventually(lambda: "closed" in dash.state.value, "the dashboard to show the closed scheduler")
     assert all(b.disabled for b in dash.buttons.values())
@@ -497,7 +522,7 @@ def test_the_scheduler_error_is_shown(sched: Scheduler, dash: Dashboard) -> None
     sched.add_job(jobsched.remote_call(helpers.add, 1))
     sched.start(1, after_stop=after_stop, wait=False)
     eventually(lambda: "after_stop broke" in dash.error.value, "the error on the dashboard")
-    assert dash.error.layout.display is None and dash.progress.bar_style == "danger"
+    assert dash.error.layout.display is None
 
 
 def report_then_wait() -> Any:
@@ -545,9 +570,10 @@ def test_a_bar_per_busy_worker_determinate_or_not(sched: Scheduler, dash: Dashbo
     assert progress_cell(dash, w_counted) == (
         f'<progress class="jobsched-worker-progress" data-worker="{w_counted}" value="40" max="100">'
         "</progress> 40/100 (40%) loading")
-    # No total: shown as at work (no bar that would look like a fraction), and the note escaped.
-    assert progress_cell(dash, w_open) == (
-        f'<span class="jobsched-worker-activity" data-worker="{w_open}">working</span> 12 &lt;rows&gt;')
+    # No total: shown as at work for so long (no bar that would look like a fraction), and the note escaped.
+    cell = progress_cell(dash, w_open)
+    assert re.fullmatch(rf'<span class="jobsched-worker-activity" data-worker="{w_open}">running [\d.]+ s</span> '
+                        r'12 &lt;rows&gt;', cell), cell
     gate.touch()
     assert (counted.result(timeout=TIMEOUT), open_ended.result(timeout=TIMEOUT)) == (40, 12)
     eventually(lambda: "jobsched-worker-progress" not in dash.worker_table.value, "no bar once the workers are idle")
@@ -564,7 +590,7 @@ def test_status_shows_each_busy_worker_with_its_job_time_and_progress(ip: Any, c
     capsys.readouterr()
     ip.run_line_magic("jobsched", "status")
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "jobsched: 2 workers, 0 queued, 1 active, 0 done, 0 failed"
+    assert lines[0] == "jobsched: 2 workers, 0 queued, 1 active, 0 succeeded, 0 failed"
     assert len(lines) == 2, lines
     assert re.fullmatch(rf"  worker {worker}: job 0, \d+\.\d s, 3/4 \(75%\) step 3", lines[1]), lines
     gate.touch()
@@ -597,8 +623,8 @@ def test_cancel_magic_and_the_cancelled_count(ip: Any, capsys: pytest.CaptureFix
     capsys.readouterr()
     ip.run_line_magic("jobsched", "status")
     out = capsys.readouterr().out
-    # A cancelled job is finished (done) with a JobCancelled (failed), and counted apart as well.
-    assert out == "jobsched: 1 worker, 0 queued, 0 active, 2 done, 2 failed, 2 cancelled\n", out
+    # A cancelled job is counted once, as cancelled: not also as failed.
+    assert out == "jobsched: 1 worker, 0 queued, 0 active, 0 succeeded, 0 failed, 2 cancelled\n", out
     assert sched.submit(helpers.add, 2).result(timeout=TIMEOUT) == 3, "the replaced worker runs the next job"
 
 
@@ -655,8 +681,8 @@ def test_the_worker_table_shows_an_address_when_a_worker_has_one() -> None:
     table = dashboard_module.render_workers(rows)
     assert "<th>address</th>" in table
     assert '<td data-col="address">tcp://10.0.0.5:40001</td>' in table and '<td data-col="address"></td>' in table
-    # A job that reported nothing yet: shown as at work, with no bar.
-    assert '<span class="jobsched-worker-activity" data-worker="0">working</span>' in table
+    # A job that reported nothing yet: shown as at work for so long, with no bar.
+    assert '<span class="jobsched-worker-activity" data-worker="0">running 1.5 s</span>' in table
     assert "<progress" not in table
 
 
@@ -724,7 +750,7 @@ def test_two_dashboards_of_one_scheduler_agree(sched: Scheduler, dash: Dashboard
             f.result(timeout=TIMEOUT)
         dash.refresh()
         assert values(dash) == values(other)
-        assert dash.counts["done"].value == "20"
+        assert dash.counts["succeeded"].value == "20"
         assert len(dashboard_threads()) == 1, "one update thread per scheduler, whatever the number of dashboards"
     finally:
         other.close()
@@ -742,7 +768,7 @@ def test_updates_stay_bounded_during_5000_quick_jobs(sched: Scheduler, dash: Das
     # the time taken, never on the number of jobs.
     assert updates <= elapsed / UPDATE_INTERVAL + 2, (updates, elapsed)
     assert updates < 5000 / 10
-    eventually(lambda: dash.counts["done"].value == "5000", "the final count")
+    eventually(lambda: dash.counts["succeeded"].value == "5000", "the final count")
 
 
 def test_closing_the_dashboard_stops_its_thread(sched: Scheduler) -> None:
@@ -765,7 +791,7 @@ def test_a_dashboard_opened_just_after_the_last_one_closed_still_updates(sched: 
         try:
             done = sched.stats()["done"]
             sched.submit(helpers.add, 1).result(timeout=TIMEOUT)
-            eventually(lambda new=new, want=str(done + 1): new.counts["done"].value == want,
+            eventually(lambda new=new, want=str(done + 1): new.counts["succeeded"].value == want,
                        "the new dashboard to update itself")
             assert new.updating
         finally:
@@ -777,8 +803,8 @@ def test_closing_the_scheduler_ends_the_updates_after_the_final_state(sched: Sch
     assert sched.submit(helpers.add, 1).result(timeout=TIMEOUT) == 2
     sched.close()
     eventually(lambda: not dashboard_threads(), "the dashboard thread to end")
-    assert "closed" in dash.state.value and dash.counts["done"].value == "1"
-    assert dash.status.value == "jobsched: 0 workers, 0 queued, 0 active, 1 done, 0 failed"
+    assert "closed" in dash.state.value and dash.counts["succeeded"].value == "1"
+    assert dash.status.value == "jobsched: 0 workers, 0 queued, 0 active, 1 succeeded, 0 failed"
 
 
 def test_dashboard_rejects_what_is_not_a_scheduler() -> None:
@@ -941,7 +967,7 @@ def test_kernel_magics_outputs(in_kernel: Kernel) -> None:
                  "fs = [sched.submit(abs, -i) for i in range(10)]\n"
                  "%jobsched wait 60").error is None
     reply = k.run("%jobsched status")
-    assert (reply.stdout, reply.stderr) == ("jobsched: 2 workers, 0 queued, 0 active, 10 done, 0 failed\n", "")
+    assert (reply.stdout, reply.stderr) == ("jobsched: 2 workers, 0 queued, 0 active, 10 succeeded, 0 failed\n", "")
     assert k.run("%jobsched pause").stdout.startswith("jobsched: paused")
     assert k.value("sched.paused") is True
     assert k.run("%jobsched resume").stdout == "jobsched: resumed\n"
@@ -960,15 +986,15 @@ def test_kernel_magics_outputs(in_kernel: Kernel) -> None:
     eventually(lambda: len(k.worker_pids()) == 3, "3 worker processes")
     pids = k.worker_pids()
     assert len(pids) == 3
-    assert k.run("%jobsched stop").stdout == "jobsched: stopped (10 done, 0 failed)\n"
+    assert k.run("%jobsched stop").stdout == "jobsched: stopped (10 succeeded, 0 failed)\n"
     assert k.worker_pids() == []
     assert gone(pids)
     # The `sched` kept from before stop goes on working after start, with its counts.
-    assert k.run("%jobsched status").stdout == "jobsched: 0 workers, 0 queued, 0 active, 10 done, 0 failed\n"
+    assert k.run("%jobsched status").stdout == "jobsched: 0 workers, 0 queued, 0 active, 10 succeeded, 0 failed\n"
     assert k.run("%jobsched start -n 1").error is None
     assert k.value("sched.submit(abs, -5).result(60)") == 5
     assert k.value("sched is jobsched.default_scheduler()") is True
-    assert k.run("%jobsched wait 60\n%jobsched stop").stdout == "jobsched: stopped (11 done, 0 failed)\n"
+    assert k.run("%jobsched wait 60\n%jobsched stop").stdout == "jobsched: stopped (11 succeeded, 0 failed)\n"
 
 
 def test_kernel_cell_magic_binds_the_value_and_shows_the_outcome_in_its_cell(in_kernel: Kernel) -> None:
@@ -1020,8 +1046,8 @@ def test_kernel_display_of_the_scheduler_is_the_dashboard(in_kernel: Kernel) -> 
           "fs = [jobsched.default_scheduler().submit(abs, -i) for i in range(30)]\n"
           "%jobsched wait 60")
     # Idle kernel: the dashboards' thread must still bring the final count.
-    eventually(lambda: k.value("sorted({d.counts['done'].value for d in dashes})") == ["30"],
-               "every dashboard to show done = 30")
+    eventually(lambda: k.value("sorted({d.counts['succeeded'].value for d in dashes})") == ["30"],
+               "every dashboard to show succeeded = 30")
     assert k.value("len(dashes)") == 3
     k.run("for d in dashes: d.close()")
 

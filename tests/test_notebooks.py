@@ -93,7 +93,7 @@ def test_notebook_runs_top_to_bottom(path: Path) -> None:
                 "deadline = time.monotonic() + 30\n"
                 "while any(d.updating for d in dashes) and time.monotonic() < deadline:\n"
                 "    time.sleep(0.05)\n"
-                "print(sorted(d.counts['done'].value for d in dashes))")
+                "print(sorted(d.counts['succeeded'].value for d in dashes))")
             nb.cells.append(probe)
             client.execute_cell(probe, len(nb.cells) - 1)
             nb.cells.pop()

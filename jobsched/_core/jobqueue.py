@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import JobCancelled
 from ..states import KillReason, WorkerState
 from .instructions import CancelOutcome, Deliver, Entry
+from .outcomes import Outcomes
 from .slot import Worker
 from .tags import TagQueues
 
@@ -38,6 +39,7 @@ class JobQueue:
     withdrawals: list[tuple[Worker, Entry]]
     maintain_at: float
     retry_delay: float
+    outcomes: Outcomes
 
     @property
     def n_queued(self) -> int:
@@ -102,6 +104,8 @@ class JobQueue:
             if settle:
                 self.n_active += 1
                 self.ready.append(Deliver(entry, self._cancelled_error(entry), True))
+            else:  # its future is cancelled and nothing is delivered: count it among the outcomes here
+                self.outcomes.cancelled += 1
             return CancelOutcome(True, False)
         if any(item[2] is entry for item in self.delayed):  # waiting out its retry_delay: it ends here
             self.delayed = [item for item in self.delayed if item[2] is not entry]

@@ -298,7 +298,7 @@ class Engine:
                 if not first:
                     self.log(f"jobsched: another callback error while stopping: {type(exc).__name__}: {exc}")
         with self.lock:
-            self.state.delivered(failed, cancelled=entry.cancelled, from_journal=entry.from_journal)
+            self.state.delivered(failed, cancelled=entry.cancelled, from_journal=entry.from_journal, worker=worker)
             idle = self.state.is_idle()
         if idle:
             with self.idle:

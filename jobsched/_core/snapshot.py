@@ -36,6 +36,8 @@ class WorkerRow:
     exit_description: str | None
     tags: tuple[str, ...] = ()  # its tags (``worker_tags=``), sorted
     attempt: int = 1  # which attempt of its job this is: 2 after a death or an error that retry_on retried
+    n_succeeded: int = 0  # the jobs it ran to an outcome (``n_done`` counts retried attempts too, and no
+    n_failed: int = 0  # job its death failed): over all the slots, these add up to the whole
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ def counts(state: SchedulerState, now: float) -> dict[str, Any]:
         "failed": state.n_failed,
         "cancelled": state.n_cancelled,
         "from_journal": state.n_from_journal,
+        # The same jobs in disjoint counts that add up to "done" (what the dashboard and the magics show).
+        "outcomes": state.outcomes.as_dict(),
+        "mean_job_s": state.outcomes.mean_duration(),
         "workers": len(live),
         "busy": sum(1 for w in live if w.state is WorkerState.RUNNING),
         "target_workers": state.target,
@@ -94,5 +99,5 @@ def take_snapshot(state: SchedulerState, now: float, broken: BaseException | Non
             None if entry is None else entry.index, None if entry is None else entry.cost,
             now - w._job_started if entry is not None else 0.0, w.progress, w.n_done, w.n_restarts,
             tuple(list(w.output)[-OUTPUT_TAIL:]), w.exit_description, tuple(sorted(w.tags)),
-            1 if entry is None else entry.attempts + 1))
+            1 if entry is None else entry.attempts + 1, *state.outcomes.of_worker(w.index)))
     return Snapshot(stats, tuple(rows))

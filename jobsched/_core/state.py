@@ -52,6 +52,7 @@ from .instructions import (
     StartWorker,
     WithdrawJob,
 )
+from .outcomes import NO_WORKER, Outcomes
 from .pacing import AUTO_MAX, AUTO_START, AutoDepth
 from .slot import Progress, Worker
 from .tags import TagQueues
@@ -108,6 +109,7 @@ class SchedulerState(Dispatch):
         self.n_failed = 0
         self.n_cancelled = 0
         self.n_from_journal = 0
+        self.outcomes = Outcomes()  # the same jobs in disjoint counts, and per worker (the views show these)
         self.n_restarts = 0
         self.workers: list[Worker] = []
         self.hungry: collections.deque[Worker] = collections.deque()  # READY/RUNNING with room for a job
@@ -515,6 +517,7 @@ class SchedulerState(Dispatch):
         if self.auto:
             self._time_result(w, now)
             w._pipelined = bool(inflight)
+        self.outcomes.ran(now - w._job_started)
         w._job_started = now
         w.progress = None
         if rss is not None:
@@ -545,6 +548,7 @@ class SchedulerState(Dispatch):
             self.n_cancelled += 1
         if from_journal:
             self.n_from_journal += 1
+        self.outcomes.count(failed, cancelled, from_journal, worker)
 
     def set_progress(self, w: Worker, index: int, progress: Progress) -> None:
         if w._inflight and w._inflight[0].index == index:

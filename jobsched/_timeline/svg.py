@@ -26,6 +26,8 @@ MAX_SHAPES = 3_000  # bars + buckets + running bars
 MAX_BARS = 1_500
 COLOURS = {"done": "#4c9a2a", "failed": "#d62728", "timeout": "#ff7f0e", "cancelled": "#8c8c8c",
            "journal": "#1f77b4", "running": "#9ecae1"}
+# What the legend calls an outcome: the words of the counts beside it (``data-outcome`` keeps the short names).
+LEGEND = {"done": "succeeded", "journal": "from journal"}
 _FONT = 'font-family="sans-serif" font-size="10"'
 
 
@@ -85,7 +87,7 @@ def render_timeline(view: TimelineView, width: int = 900, max_shapes: int = MAX_
         if i % label_every == 0:
             out.append(f'<text x="{left - 3}" y="{y + min(lane_h, 11) - 1:.1f}" text-anchor="end" {_FONT}>'
                        f'{lane_name(w)}</text>')
-    n_shapes = 0
+    n_jobs = 0  # the jobs drawn, one by one or summed in a bucket: what the legend counts
     # buckets: older jobs summed; merged further (k buckets in one) if there are too many to draw
     bars = list(view.spans)
     if len(bars) > max_bars:
@@ -110,7 +112,7 @@ def render_timeline(view: TimelineView, width: int = 900, max_shapes: int = MAX_
                    f'fill-opacity="{0.25 + 0.65 * busy:.2f}">'
                    f'<title>{lane_name(b.worker)} · {_clock(b.start_ms)}–{_clock(b.start_ms + span_ms)} · {n} jobs: '
                    f'{parts} · busy {busy:.0%}</title></rect>')
-        n_shapes += 1
+        n_jobs += n
     for s in bars:
         if s.worker not in row or s.stop_ms < t0:
             continue
@@ -123,7 +125,7 @@ def render_timeline(view: TimelineView, width: int = 900, max_shapes: int = MAX_
                    '>'
                    f'<title>job {s.job} · cost {s.cost:g} · {_seconds(s.stop_ms - s.start_ms)} · '
                    f'{lane_name(s.worker)} · {outcome}</title></rect>')
-        n_shapes += 1
+        n_jobs += 1
     for r in view.running:
         if r.worker not in row:
             continue
@@ -135,7 +137,7 @@ def render_timeline(view: TimelineView, width: int = 900, max_shapes: int = MAX_
                    f'fill="{COLOURS["running"]}" stroke="#3182bd" stroke-dasharray="3,2">'
                    f'<title>job {r.job}{cost} · running for {_seconds(view.end_ms - r.start_ms)} · '
                    f'{lane_name(r.worker)}</title></rect>')
-        n_shapes += 1
+        n_jobs += 1
     # the time axis
     y_axis = top + n_lanes * lane_h
     out.append(f'<line x1="{left}" y1="{y_axis:.1f}" x2="{left + plot_w:.1f}" y2="{y_axis:.1f}" stroke="#555"/>')
@@ -152,10 +154,11 @@ def render_timeline(view: TimelineView, width: int = 900, max_shapes: int = MAX_
         out.append(f'<text x="{x}" y="11" {_FONT} font-weight="bold">{html.escape(title)}</text>')
         x += 7 * len(title) + 12
     for name in (*OUTCOMES, "running"):
+        label = LEGEND.get(name, name)
         out.append(f'<rect x="{x}" y="3" width="9" height="9" fill="{COLOURS[name]}"/>'
-                   f'<text x="{x + 12}" y="11" {_FONT}>{name}</text>')
-        x += 18 + 6 * len(name)
-    out.append(f'<text x="{x + 4}" y="11" {_FONT} fill="#666">{n_shapes} shapes'
+                   f'<text x="{x + 12}" y="11" {_FONT}>{label}</text>')
+        x += 18 + 6 * len(label)
+    out.append(f'<text x="{x + 4}" y="11" {_FONT} fill="#666">{n_jobs} job{"" if n_jobs == 1 else "s"} shown'
                f'{f" · {view.dropped} unrecorded" if view.dropped else ""}</text>')
     out.append("</svg>")
     return "".join(out)

@@ -20,19 +20,30 @@ if TYPE_CHECKING:
 STOP_TIMEOUT = 10.0  # seconds ``%jobsched stop`` and the Stop button wait for running jobs to finish
 
 
+def outcome_text(stats: dict[str, Any]) -> str:
+    """Return how the finished jobs ended, in disjoint counts: ``25 succeeded, 4 failed, 1 cancelled``.
+
+    Each finished job is in exactly one count (``stats()["outcomes"]``): a cancelled job is not also failed,
+    and a result taken from the journal is in neither; those two are added when there are any
+    (``, 8 from journal``).
+    """
+    o = stats["outcomes"]
+    text = f"{o['succeeded']} succeeded, {o['failed']} failed"
+    if o["cancelled"]:
+        text += f", {o['cancelled']} cancelled"
+    if o["from_journal"]:
+        text += f", {o['from_journal']} from journal"
+    return text
+
+
 def status_line(stats: dict[str, Any]) -> str:
     """Return the one-line summary printed by ``%jobsched status`` and shown by the dashboard.
 
-    Example: ``jobsched: 2 workers, 0 queued, 0 active, 10 done, 0 failed``; the cancelled jobs and those
-    whose result came from the journal are added when there are any (``, 2 cancelled, 8 from journal``).
+    Example: ``jobsched: 2 workers, 0 queued, 0 active, 10 succeeded, 0 failed``, then the cancelled jobs
+    and those whose result came from the journal when there are any (see ``outcome_text``).
     """
-    line = (f"jobsched: {plural(stats['workers'], 'worker')}, {stats['queued']} queued, {stats['active']} active, "
-            f"{stats['done']} done, {stats['failed']} failed")
-    if stats.get("cancelled"):
-        line += f", {stats['cancelled']} cancelled"
-    if stats.get("from_journal"):
-        line += f", {stats['from_journal']} from journal"
-    return line
+    return (f"jobsched: {plural(stats['workers'], 'worker')}, {stats['queued']} queued, {stats['active']} active, "
+            f"{outcome_text(stats)}")
 
 
 def mode(stats: dict[str, Any]) -> str:

@@ -23,20 +23,29 @@ its ``snapshot`` method, so the core and the notebook layer cannot form an impor
 
 DOM contract (a browser test relies on it; keep it stable): the root box has the CSS class
 ``jobsched-dashboard``; the count widgets (``ipywidgets.HTML``) have the classes ``jobsched-queued``,
-``jobsched-active``, ``jobsched-done``, ``jobsched-failed``, ``jobsched-cancelled`` and
+``jobsched-active``, ``jobsched-succeeded``, ``jobsched-failed``, ``jobsched-cancelled`` and
 ``jobsched-from-journal`` and their value is the bare integer (their captions are separate ``Label``
-widgets before them; the last two, with their captions, are hidden while they are 0);
+widgets before them; the last two, with their captions, are hidden while they are 0); the last four are
+``stats()["outcomes"]``: each finished job is in exactly one of them;
 ``jobsched-status`` is the one-line summary of ``%jobsched status``; ``jobsched-state`` says running /
-paused / stopping / stopped / closed; ``jobsched-progress`` is the ``IntProgress`` bar (value = done,
-max = done + queued + active); ``jobsched-rate`` shows jobs/s and ETA; ``jobsched-workers`` is an
+paused / stopping / stopped / closed; ``jobsched-progress`` is an ``HTML`` holding the overall bar, a
+``<div class="jobsched-progress-bar">`` with a ``<div class="jobsched-progress-part" data-part="P"
+data-count="N">`` per part (``from_journal``, ``succeeded``, ``failed``, ``cancelled``, ``active``; a
+part of 0 is left out) whose width is its share of all the jobs (the rest is queued); ``jobsched-rate``
+shows jobs/s and ETA (which counts what the running jobs have left of the mean job duration);
+``jobsched-workers`` is an
 ``HTML`` whose value is a ``<table>`` with one ``<tr class="jobsched-worker" data-worker="I"
 data-state="S">`` per worker, whose ``<td>`` cells carry ``data-col`` = ``worker``, ``pid``, ``address``
 (only when some worker has one: on Dask), ``tags`` (only when some worker has tags), ``state``, ``job``,
 ``elapsed``, ``progress``, ``done``, ``restarts``; a busy worker's ``job`` cell holds the job's index and,
 from its second attempt on (a retry after a death or a ``retry_on`` error), ``<span class="jobsched-attempt"
-data-attempt="N">(attempt N)</span>``; a busy worker's ``progress`` cell holds a
-``<progress class="jobsched-worker-progress" data-worker="I">`` element (with ``value`` and ``max`` when
-the job reported a total; without them, indeterminate) and its report as text (``40/100 (40%) note``);
+data-attempt="N">(attempt N)</span>``; ``done`` counts the jobs that worker ran to an outcome
+(``12``, or ``12 (1 failed)``), and ``<tfoot>`` rows ``tr.jobsched-workers-other`` (jobs of workers no
+longer shown) and ``tr.jobsched-workers-journal`` (results from the journal, which no worker ran) make
+the column add up to the counts; a busy worker's ``progress`` cell holds a ``<progress
+class="jobsched-worker-progress" data-worker="I" value=".." max="..">`` element and its report as text
+(``40/100 (40%) note``) when the job reported a total, else a pulsing ``<span
+class="jobsched-worker-activity" data-worker="I">running 12 s</span>`` and its report, if any;
 ``jobsched-log`` holds the workers' recent output; ``jobsched-error`` the scheduler's error, else the last
 job whose worker died (its ``WorkerDied`` error with the worker's last output: a fatal-error stack), hidden
 when there is neither; the buttons are ``Pause``,
@@ -63,7 +72,17 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets  # type: ignore[import-untyped]
 
-from ._common import format_duration, format_progress, mode, progress_fraction, scale_to, status_line, stop_workers
+from .._timeline.svg import COLOURS
+from ._common import (
+    format_duration,
+    format_progress,
+    mode,
+    outcome_text,
+    progress_fraction,
+    scale_to,
+    status_line,
+    stop_workers,
+)
 from .live_timeline import LiveTimeline
 
 if TYPE_CHECKING:
@@ -81,13 +100,29 @@ BUTTONS = (  # (description, CSS class)
     ("Scale +", "jobsched-scale-up"),
     ("Stop", "jobsched-stop"),
 )
-COUNTS = ("queued", "active", "done", "failed", "cancelled", "from_journal")
+# The counts shown: queued and active, then how the finished jobs ended, in disjoint counts that add up
+# (``stats()["outcomes"]``): a cancelled job is not also failed, a journal hit is neither.
+COUNTS = ("queued", "active", "succeeded", "failed", "cancelled", "from_journal")
 OPTIONAL_COUNTS = ("cancelled", "from_journal")  # shown only when not 0
 _CELL_STYLE = "padding: 0.1em 0.9em; text-align: left"
+# The overall bar's parts, in order, with their colours (those of the timeline's legend); the rest is queued.
+BAR_PARTS = (("from_journal", COLOURS["journal"]), ("succeeded", COLOURS["done"]), ("failed", COLOURS["failed"]),
+             ("cancelled", COLOURS["cancelled"]), ("active", COLOURS["running"]))
+_BAR_STYLE = "display:flex;width:100%;height:14px;background:#e8e8e8;border-radius:3px;overflow:hidden"
+# A busy worker whose job gave no total: a pulsing dot and the time it has run, not a bar with no meaning.
+_ACTIVITY_STYLE = ("@keyframes jobsched-pulse{0%,100%{opacity:1}50%{opacity:.25}}"
+                   ".jobsched-worker-activity::before{content:'\\25CF  ';color:#3182bd;"
+                   "animation:jobsched-pulse 1.2s ease-in-out infinite}")
 
 
-def render_workers(rows: tuple[WorkerRow, ...]) -> str:
-    """Return the HTML ``<table>`` of the workers: one ``<tr class="jobsched-worker">`` each."""
+def render_workers(rows: tuple[WorkerRow, ...], outcomes: dict[str, int] | None = None) -> str:
+    """Return the HTML ``<table>`` of the workers: one ``<tr class="jobsched-worker">`` each.
+
+    A worker's ``done`` cell counts the jobs it ran to an outcome (``12``, or ``12 (1 failed)``). With
+    ``outcomes`` (``stats()["outcomes"]``), rows below the workers make the column add up to the whole: a
+    ``jobsched-workers-other`` row for jobs of workers no longer shown (or that no worker could run), and a
+    ``jobsched-workers-journal`` row for the results taken from the journal, which no worker ran.
+    """
     with_address = any(r.address for r in rows)
     with_tags = any(r.tags for r in rows)
     columns = [("worker", "worker"), ("pid", "pid")] + ([("address", "address")] if with_address else []) + (
@@ -107,15 +142,40 @@ def render_workers(rows: tuple[WorkerRow, ...]) -> str:
             "job": render_job(r) if busy else "",
             "elapsed": format_duration(r.job_elapsed) if busy else "",
             "progress": render_worker_progress(r) if busy else "",
-            "done": str(r.n_done),
+            "done": ran_text(r.n_succeeded, r.n_failed),
             "restarts": str(r.n_restarts),
         }
         body.append(f'<tr class="jobsched-worker" data-worker="{r.index}" data-state="{html.escape(r.state)}">'
                     + "".join(f'<td data-col="{col}">{cells[col]}</td>' for col, _ in columns) + "</tr>")
+    foot = [] if outcomes is None else _apart_rows(rows, outcomes, [col for col, _ in columns])
     # JupyterLab's CSS leaves table cells touching, so the headers would run together.
-    return (f'<style>.jobsched-worker-table th, .jobsched-worker-table td {{{_CELL_STYLE}}}</style>'
+    return (f'<style>.jobsched-worker-table th, .jobsched-worker-table td {{{_CELL_STYLE}}}{_ACTIVITY_STYLE}</style>'
             f'<table class="jobsched-worker-table"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
+            f"<tbody>{''.join(body)}</tbody>{'<tfoot>' + ''.join(foot) + '</tfoot>' if foot else ''}</table>")
+
+
+def ran_text(succeeded: int, failed: int) -> str:
+    """``12``, or ``12 (1 failed)``: the jobs a worker ran to an outcome."""
+    return f"{succeeded + failed} ({failed} failed)" if failed else str(succeeded)
+
+
+def _apart_rows(rows: tuple[WorkerRow, ...], outcomes: dict[str, int], columns: list[str]) -> list[str]:
+    """The rows that make the ``done`` column add up: other workers' jobs, and the journal's results."""
+    succeeded = outcomes["succeeded"] - sum(r.n_succeeded for r in rows)
+    failed = outcomes["failed"] - sum(r.n_failed for r in rows)
+    found = []
+    if succeeded or failed:
+        found.append(("other", "other workers", "workers no longer running (and jobs no worker could run)",
+                      ran_text(succeeded, failed)))
+    if outcomes["from_journal"]:
+        found.append(("journal", "journal", "results taken from the journal: no worker ran them",
+                      str(outcomes["from_journal"])))
+    out = []
+    for css, name, title, done in found:
+        cells = {"worker": f'<i title="{title}">{name}</i>', "done": done}
+        out.append(f'<tr class="jobsched-workers-{css}">'
+                   + "".join(f'<td data-col="{col}">{cells.get(col, "")}</td>' for col in columns) + "</tr>")
+    return out
 
 
 def render_job(r: WorkerRow) -> str:
@@ -128,12 +188,14 @@ def render_job(r: WorkerRow) -> str:
 
 def render_worker_progress(r: WorkerRow) -> str:
     """Return a busy worker's progress: a ``<progress>`` bar and its report when the job gave a total, else an
-    activity mark (``working``) and its report, if any. Odd values (beyond a float, ``nan``) are shown as text."""
+    activity mark that says how long it has run (``running 12 s``) and its report, if any. Odd values (beyond a
+    float, ``nan``) are shown as text."""
     p = r.progress
     fraction = None if p is None else progress_fraction(p.done, p.total)
     text = html.escape(format_progress(r))
     if fraction is None:
-        return (f'<span class="jobsched-worker-activity" data-worker="{r.index}">working</span> {text}').rstrip()
+        return (f'<span class="jobsched-worker-activity" data-worker="{r.index}">running '
+                f'{format_duration(r.job_elapsed)}</span> {text}').rstrip()
     assert p is not None
     try:
         done, total = float(p.done), float(p.total)  # type: ignore[arg-type]
@@ -159,17 +221,55 @@ def render_log(rows: tuple[WorkerRow, ...]) -> str:
     return "".join(blocks) or "<i>no output yet</i>"
 
 
-def render_rate(stats: dict[str, Any]) -> str:
-    """Return ``"12.3 jobs/s · ETA 0:42"`` (ETA left out while the rate is unknown)."""
-    rate = float(stats["jobs_per_s"])
+def render_rate(stats: dict[str, Any], rows: tuple[WorkerRow, ...] = ()) -> str:
+    """Return ``"12.3 jobs/s · ETA 0:42"`` (``ETA ?`` while it cannot be told; see ``eta_text``)."""
+    return f"{float(stats['jobs_per_s']):.1f} jobs/s · {eta_text(stats, rows)}"
+
+
+def eta_text(stats: dict[str, Any], rows: tuple[WorkerRow, ...]) -> str:
+    """Return the time left: ``ETA 0:42``, ``ETA —`` when nothing is left, ``ETA ?`` when it cannot be told.
+
+    The jobs running now count for what they have left of the mean job duration (a job that has run 8 s of
+    a 10 s mean has 2 s left), the jobs queued or sent ahead for a whole mean each, spread over the workers.
+    A job that has run longer than the mean has an unknown time left: the text says so
+    (``ETA ? (1 job running longer than the mean 2.0 s)``) rather than counting it as nearly done.
+    """
     remaining = stats["queued"] + stats["active"]
     if remaining == 0:
-        eta = "ETA —"
-    elif rate > 0 and not stats["paused"] and stats["target_workers"]:
-        eta = f"ETA {format_duration(remaining / rate)}"
-    else:
-        eta = "ETA ?"
-    return f"{rate:.1f} jobs/s · {eta}"
+        return "ETA —"
+    mean = stats.get("mean_job_s")
+    if stats["paused"] or not stats["target_workers"] or mean is None:
+        return "ETA ?"
+    elapsed = [r.job_elapsed for r in rows if r.job is not None]
+    over = sum(1 for e in elapsed if e >= mean)
+    if over:
+        return f"ETA ? ({over} job{'' if over == 1 else 's'} running longer than the mean {format_duration(mean)})"
+    left = [mean - e for e in elapsed]
+    waiting = max(0, stats["queued"] + stats["active"] - len(elapsed))  # queued, or sent ahead and not started
+    workers = max(1, stats["target_workers"])
+    eta = max(max(left, default=0.0), (waiting * mean + sum(left)) / workers)
+    return f"ETA {format_duration(eta)}"
+
+
+def render_bar(stats: dict[str, Any]) -> str:
+    """Return the overall progress bar: one part per outcome, in proportion, and the rest (queued) empty.
+
+    ``<div class="jobsched-progress-bar">`` holds a ``<div class="jobsched-progress-part" data-part="P"
+    data-count="N">`` per part that is not 0, P being ``from_journal``, ``succeeded``, ``failed``,
+    ``cancelled`` or ``active`` (running or sent to a worker): a failure is a red part, not a red bar.
+    """
+    outcomes = stats["outcomes"]
+    counts = {**outcomes, "active": stats["active"]}
+    total = sum(outcomes.values()) + stats["queued"] + stats["active"]
+    parts = []
+    for name, colour in BAR_PARTS:
+        n = counts[name]
+        if n:
+            parts.append(f'<div class="jobsched-progress-part" data-part="{name}" data-count="{n}" '
+                         f'title="{n} {name.replace("_", " ")}" '
+                         f'style="width:{100.0 * n / total:.2f}%;background:{colour}"></div>')
+    title = html.escape(f"{outcome_text(stats)}, {stats['active']} active, {stats['queued']} queued")
+    return f'<div class="jobsched-progress-bar" title="{title}" style="{_BAR_STYLE}">{"".join(parts)}</div>'
 
 
 class _Poller:
@@ -224,6 +324,8 @@ class _Poller:
         self.thread = None
 
 
+_EMPTY: dict[str, Any] = {"outcomes": {"succeeded": 0, "failed": 0, "cancelled": 0, "from_journal": 0},
+                          "queued": 0, "active": 0}  # what the bar shows before the first update
 _registry_lock = threading.Lock()
 _pollers: dict[Scheduler, _Poller] = {}  # the live pollers; an entry goes when its thread ends
 
@@ -262,14 +364,17 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
 
     Attributes:
         scheduler: the scheduler shown.
-        counts: the count widgets by name (``"queued"``, ``"active"``, ``"done"``, ``"failed"``,
+        counts: the count widgets by name (``"queued"``, ``"active"``, ``"succeeded"``, ``"failed"``,
             ``"cancelled"``, ``"from_journal"``); each ``value`` is the bare integer as a string (the last two
-            are hidden while 0).
+            are hidden while 0). The last four are disjoint: each finished job is in exactly one.
         status: the one-line summary (as printed by ``%jobsched status``).
         state: ``running``, ``paused``, ``stopping``, ``stopped`` or ``closed``.
-        progress: an ``IntProgress``: value = done, max = done + queued + active.
-        rate: jobs per second and the estimated time left.
-        worker_table: an ``HTML`` widget holding the workers' ``<table>``, with a progress bar per busy worker.
+        progress: an ``HTML`` widget holding the overall bar: a part per outcome (green succeeded, red failed,
+            grey cancelled, blue from the journal, light blue active) in proportion to all the jobs.
+        rate: jobs per second and the estimated time left (running jobs count for what they have left of
+            the mean job duration).
+        worker_table: an ``HTML`` widget holding the workers' ``<table>``, with a progress bar per busy worker
+            (or, when its job gave no total, how long it has run) and the jobs each ran, adding up to the counts.
         cancel_buttons: a "Cancel job J" button per worker index (disabled while that worker is idle).
         timeline: an ``HTML`` widget holding the task timeline (SVG): a lane per worker, a bar per recent job
             coloured by outcome, older jobs summed per time bucket, running jobs as open bars.
@@ -305,7 +410,7 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
         self.state.add_class("jobsched-state")
         self.status = widgets.HTML("")
         self.status.add_class("jobsched-status")
-        self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="50%"))
+        self.progress = widgets.HTML(render_bar(_EMPTY), layout=widgets.Layout(width="50%"))
         self.progress.add_class("jobsched-progress")
         self.rate = widgets.HTML("")
         self.rate.add_class("jobsched-rate")
@@ -368,29 +473,25 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]  # ipywidgets has no type h
         if self._closed:
             return
         stats = snap.stats
-        total = stats["done"] + stats["queued"] + stats["active"]
         error = stats["error"] or self._action_error
         state = mode(stats)
         closed = stats["closed"]
+        shown = {**stats["outcomes"], "queued": stats["queued"], "active": stats["active"]}
         for name, widget in self.counts.items():
-            widget.value = str(stats.get(name, 0))
+            widget.value = str(shown[name])
         for name, (label, count) in self._optional.items():
-            label.layout.display = count.layout.display = None if stats.get(name) else "none"
+            label.layout.display = count.layout.display = None if shown[name] else "none"
         self.state.value = f"<b>{state}</b>"
         notice = self._notice
         self.status.value = html.escape(status_line(stats) + (f" · {notice}" if notice else ""))
-        with self.progress.hold_sync():
-            self.progress.max = max(total, 1)  # max first: ipywidgets clamps value to max
-            self.progress.value = stats["done"]
-            self.progress.bar_style = ("danger" if error else "warning" if stats["paused"]
-                                       else "success" if total and stats["done"] == total else "")
-        self.rate.value = html.escape(render_rate(stats))
-        self.worker_table.value = render_workers(snap.workers)
+        self.progress.value = render_bar(stats)
+        self.rate.value = html.escape(render_rate(stats, snap.workers))
+        self.worker_table.value = render_workers(snap.workers, stats["outcomes"])
         self._render_cancel_buttons(snap.workers, closed)
         self.output_log.value = render_log(snap.workers)
-        shown = error or stats.get("last_worker_died")  # the scheduler's own error first, else the last crash
-        self.error.value = f"<pre>{html.escape(shown)}</pre>" if shown else ""
-        self.error.layout.display = None if shown else "none"
+        problem = error or stats.get("last_worker_died")  # the scheduler's own error first, else the last crash
+        self.error.value = f"<pre>{html.escape(problem)}</pre>" if problem else ""
+        self.error.layout.display = None if problem else "none"
         buttons = self.buttons
         buttons["Pause"].disabled = closed or stats["paused"]
         buttons["Resume"].disabled = closed or not stats["paused"]

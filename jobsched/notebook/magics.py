@@ -49,7 +49,7 @@ from ..background import default_scheduler, replace_default_scheduler
 from ..errors import JobError
 from ..scheduler import Scheduler
 from ..worker.cell import run_cell
-from ._common import STOP_TIMEOUT, busy_lines, scale_to, status_line, stop_workers
+from ._common import STOP_TIMEOUT, busy_lines, outcome_text, scale_to, status_line, stop_workers
 
 USAGE = """\
 usage:
@@ -68,8 +68,9 @@ usage:
   %jobsched debug N [--journal PATH]
                              run failed job N (an index, or a journal key) here, with its arguments and seed;
                              on an error, the post-mortem debugger (%debug) opens where it raised
-  %jobsched status           print the counts (workers, queued, active, done, failed; cancelled and from
-                             journal when not 0), then per busy worker: its job, how long it has run, progress
+  %jobsched status           print the counts (workers, queued, active, succeeded, failed; cancelled and
+                             from journal when not 0: each finished job in one of them), then per busy
+                             worker: its job, how long it has run, progress
   %jobsched wait [TIMEOUT]   block until no job is queued or active and every %%jobsched cell is done
   %jobsched stop             close the workers (running jobs finish first); the scheduler, its queue and
                              counts stay: `%jobsched start` runs it again
@@ -398,7 +399,7 @@ class JobschedMagics(Magics):
     def _stop(self, args: argparse.Namespace) -> None:
         snap = stop_workers(default_scheduler(), STOP_TIMEOUT)
         stats = snap.stats
-        counts = f"{stats['done']} done, {stats['failed']} failed"
+        counts = outcome_text(stats)
         queued = f"; {stats['queued']} queued jobs wait for `%jobsched start`" if stats["queued"] else ""
         busy = [r for r in snap.workers if r.job is not None]
         if not snap.workers:
