@@ -44,6 +44,9 @@ subprocess); it connects back over TLS and serves jobs with jobsched's own proto
 cost. Dask places, restarts and scales the workers; a retired Dask worker's jobsched workers leave gracefully.
 See ``_dask/resident.py`` for how and why.
 
+**Parts.** ``_dask/pertask.py`` holds the job step that runs on the Dask worker (``run_payload``) and the slot
+records; ``_dask/hub.py`` the shared subscription to the cluster's events; ``_dask/resident.py`` resident mode.
+
 **Threads.** Dask calls back on its own threads; those callbacks only ``events.post`` closures, so slots and
 this backend's tables change on the scheduler's loop thread alone.
 """
@@ -51,13 +54,10 @@ this backend's tables change on the scheduler's loop thread alone.
 from __future__ import annotations
 
 import functools
-import os
-import re
-import threading
 import time
 import traceback
 import uuid
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 try:
     import distributed
@@ -66,13 +66,19 @@ except ImportError as exc:  # the optional extra: fail when used, and say how to
     raise ImportError(f"jobsched.dask needs dask.distributed ({exc}): pip install 'jobsched[dask]'") from exc
 
 from ._core.slot import Worker
+from ._dask.hub import hub_for as _hub_for
+from ._dask.pertask import Lost as _Lost
+from ._dask.pertask import Outcome as _Outcome
+from ._dask.pertask import Seat as _Seat
+from ._dask.pertask import Slot as _Slot
+from ._dask.pertask import cancel as _cancel
+from ._dask.pertask import key_name as _key_name
+from ._dask.pertask import run_payload
 from ._dask.resident import RETIRE_GRACE, ResidentSlots
 from ._data.pickling import dumps
 from ._local import wire as _wire
 from ._local.backend import default_worker_command
 from .errors import JobschedError
-from .remote_call import RemoteCall
-from .worker import run_remote_call_payload, run_to_frame
 
 if TYPE_CHECKING:
     import selectors
@@ -104,64 +110,7 @@ class DaskClientClosedError(JobschedError, RuntimeError):
     """The Dask client closed under a running scheduler; its queued jobs stay queued."""
 
 
-# ---------------------------------------------------------------------------------------- on the Dask worker
-
-
-def run_payload(payload: bytes, index: int, seed: int | None = None) -> tuple[int, bytes, int]:
-    """Run one job on a Dask worker exactly as a local remote-call worker runs it.
-
-    It never raises: whatever the job raises (``KeyboardInterrupt`` and other ``BaseException`` included) or a
-    result that cannot be pickled travels as the same ERROR frame body as from a local worker.
-
-    Args:
-        payload: the pickled ``RemoteCall`` (``Scheduler`` pickled it when the job was added).
-        index: the job's index, for the message of a result that cannot be pickled.
-        seed: the job's seed (``Scheduler(seed=...)``): ``random``, numpy's global state if imported, and
-            ``job_seed()`` get it, as in a local worker. These are the process's: exact with one thread per Dask
-            worker; with more, draw from ``job_rng()`` or ``random.Random(job_seed())`` instead.
-
-    Returns:
-        ``(RESULT, pickled result, pid)`` or ``(ERROR, pickled error triple, pid)``.
-    """
-    if seed is None:
-        kind, body = run_to_frame(index, run_remote_call_payload, payload)
-        return kind, body, os.getpid()
-    from .worker import seeding
-
-    seeding.apply(seed)
-    try:
-        kind, body = run_to_frame(index, run_remote_call_payload, payload)
-    finally:
-        seeding.apply(None)
-    return kind, body, os.getpid()
-
-
 # ---------------------------------------------------------------------------------------- in the client process
-
-
-class _Seat(NamedTuple):
-    address: str  # the Dask worker
-    thread: int  # which of its threads (0 .. nthreads-1)
-
-
-class _Slot:
-    """What the backend holds for one incarnation of a slot (``Worker._io``): its seat and its task."""
-
-    __slots__ = ("seat", "key", "index", "future", "closing")
-
-    def __init__(self) -> None:
-        self.seat: _Seat | None = None  # None while waiting for a free thread
-        self.key: str | None = None  # the Dask key of the job in flight
-        self.index = -1  # that job's index
-        self.future: distributed.Future[Any] | None = None
-        self.closing = False  # close_worker came while busy: exit after the result
-
-
-class _Lost(NamedTuple):
-    why: str  # the task's result will never come (its worker died, it was cancelled)
-
-
-_Outcome = tuple[int, bytes, "int | None"] | _Lost
 
 
 class DaskBackend:
@@ -612,83 +561,3 @@ class DaskBackend:
     def _log(self, message: str) -> None:
         if self._events is not None:
             self._events.log(message)
-
-
-def _cancel(future: distributed.Future[Any]) -> None:
-    try:
-        future.cancel()
-    except Exception:
-        pass  # the client or the cluster is gone: nothing is left to cancel
-
-
-def _key_name(data: object) -> str:
-    """A readable prefix for the Dask key (the Dask dashboard groups tasks by it)."""
-    name = data.fun_name if isinstance(data, RemoteCall) else "job"
-    return re.sub(r"[^0-9A-Za-z_]+", "_", name)[:40] or "job"
-
-
-# ---------------------------------------------------------------------------------------- cluster events
-
-
-class _Hub:
-    """One subscription to a client's "all" event topic, shared by every backend on that client.
-
-    ``Client.subscribe_topic`` keeps one handler per topic, so two schedulers on one client (or a handler of
-    the user's) would replace each other; the hub calls each of them.
-    """
-
-    def __init__(self, client: distributed.Client) -> None:
-        self.client = client
-        self.backends: set[DaskBackend] = set()
-        self.lock = threading.Lock()
-        self.previous: Callable[[Any], Any] | None = None
-
-    def add(self, backend: DaskBackend) -> None:
-        with self.lock:
-            first = not self.backends
-            self.backends.add(backend)
-        if first:
-            handlers = getattr(self.client, "_event_handlers", {})
-            self.previous = handlers.get("all")
-            self.client.subscribe_topic("all", self.handle)
-
-    def discard(self, backend: DaskBackend) -> None:
-        with self.lock:
-            self.backends.discard(backend)
-            last = not self.backends
-        if last:
-            with _hubs_lock:
-                _hubs.pop(self.client.id, None)
-            if self.client.status not in ("running", "connecting"):
-                return
-            try:
-                if self.previous is not None:
-                    self.client.subscribe_topic("all", self.previous)
-                else:
-                    # Unsubscribe, or the scheduler keeps sending events to this client; the client keeps
-                    # the handler after unsubscribing, so drop it too (a later hub must not chain to it).
-                    self.client.unsubscribe_topic("all")
-                    handlers = getattr(self.client, "_event_handlers", {})
-                    if handlers.get("all") == self.handle:
-                        del handlers["all"]
-            except Exception:
-                pass
-
-    def handle(self, event: Any) -> Any:
-        with self.lock:
-            backends = list(self.backends)
-        for backend in backends:
-            backend._on_event(event)
-        return self.previous(event) if self.previous is not None else None
-
-
-_hubs: dict[str, _Hub] = {}
-_hubs_lock = threading.Lock()
-
-
-def _hub_for(client: distributed.Client) -> _Hub:
-    with _hubs_lock:
-        hub = _hubs.get(client.id)
-        if hub is None:
-            hub = _hubs[client.id] = _Hub(client)
-        return hub
