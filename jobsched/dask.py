@@ -57,6 +57,7 @@ import functools
 import time
 import traceback
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any
 
 try:
@@ -74,7 +75,9 @@ from ._dask.pertask import Slot as _Slot
 from ._dask.pertask import cancel as _cancel
 from ._dask.pertask import key_name as _key_name
 from ._dask.pertask import run_payload
-from ._dask.resident import RETIRE_GRACE, ResidentSlots
+from ._dask.resident import RETIRE_GRACE, ResidentSlots, check_share
+from ._dask.shared import Shared
+from ._data import handles as _handles
 from ._data.pickling import dumps
 from ._local import wire as _wire
 from ._local.backend import default_worker_command
@@ -86,6 +89,7 @@ if TYPE_CHECKING:
 
     from ._core.backend import BackendEvents
     from ._core.state import Entry
+    from ._data.handles import Handle
     from .scheduler import Scheduler
 
 __all__ = ["DaskBackend", "DaskClientClosedError", "DaskWorker", "run_payload"]
@@ -181,6 +185,7 @@ class DaskBackend:
         self._waiting: list[Worker] = []  # slots started but without a free seat yet
         self._abandoned: dict[str, tuple[_Seat, distributed.Future[Any]]] = {}  # given up, still running
         self._failure_reported = False
+        self._shared: weakref.WeakSet[Handle] = weakref.WeakSet()  # put's handles: released by close()
 
     @property
     def resident(self) -> bool:
@@ -244,6 +249,23 @@ class DaskBackend:
             n = sum(self._threads.values())
         return max(1, n)
 
+    def share(self, handle: Handle, obj: Any) -> None:
+        """``put``: send ``obj`` once to each Dask worker (``_dask/shared.py``), or to each resident worker.
+
+        Per task, each job that takes the handle gets its Dask worker's copy, unpickled once on arrival.
+        Resident workers get the handle's pickle once each, ahead of their first job that takes it.
+
+        Raises:
+            ValueError: resident, the pickle is larger than one message (2 GiB).
+        """
+        if self._resident is not None:
+            check_share(handle)
+        else:
+            shared = Shared(self._client, obj)
+            _handles.hold(handle, shared)  # released with the handle, even if this scatter fails
+            shared.scatter_to_all()
+        self._shared.add(handle)
+
     # ---- the Backend protocol: the loop's thread
 
     def open(self, events: BackendEvents, selector: selectors.BaseSelector) -> None:
@@ -278,8 +300,12 @@ class DaskBackend:
         payload = entry.payload if isinstance(entry.payload, bytes) else b"".join(entry.payload)
         slot.key = key = f"jobsched-{_key_name(entry.data)}-{entry.index}-{uuid.uuid4().hex}"
         slot.index = entry.index
+        args: tuple[Any, ...] = (payload, entry.index, entry.seed)
         try:
-            future = self._client.submit(run_payload, payload, entry.index, entry.seed, key=key,
+            if entry.handles:  # the objects its Dask worker holds: a released handle's job fails, saying so
+                args = (*args, {h.token: s.future_for(slot.seat.address) for h in entry.handles
+                                if (s := _handles.held(h)) is not None})
+            future = self._client.submit(run_payload, *args, key=key,
                                          workers=[slot.seat.address],
                                          allow_other_workers=False, pure=False, retries=0)
         except Exception as exc:  # reported on the next turn of the loop, not from inside a command
@@ -367,6 +393,8 @@ class DaskBackend:
         if self._closed:
             return
         self._closed = True
+        for handle in list(self._shared):
+            handle.release()  # its data leaves the cluster (or the resident workers) with the scheduler
         if self._resident is not None:
             self._resident.close()
         futures = [future for _, future in self._abandoned.values()]

@@ -18,7 +18,8 @@ from ..worker import run_remote_call_payload, run_to_frame
 # ---------------------------------------------------------------------------------------- on the Dask worker
 
 
-def run_payload(payload: bytes, index: int, seed: int | None = None) -> tuple[int, bytes, int]:
+def run_payload(payload: bytes, index: int, seed: int | None = None,
+                shared: dict[str, Any] | None = None) -> tuple[int, bytes, int]:
     """Run one job on a Dask worker exactly as a local remote-call worker runs it.
 
     It never raises: whatever the job raises (``KeyboardInterrupt`` and other ``BaseException`` included) or a
@@ -30,9 +31,17 @@ def run_payload(payload: bytes, index: int, seed: int | None = None) -> tuple[in
         seed: the job's seed (``Scheduler(seed=...)``): ``random``, numpy's global state if imported, and
             ``job_seed()`` get it, as in a local worker. These are the process's: exact with one thread per Dask
             worker; with more, draw from ``job_rng()`` or ``random.Random(job_seed())`` instead.
+        shared: the objects of the ``put`` handles the job takes, by token: Dask gives this task the objects of
+            the futures that ``DaskBackend.share`` scattered, held once by the Dask worker.
+
     Returns:
         ``(RESULT, pickled result, pid)`` or ``(ERROR, pickled error triple, pid)``.
     """
+    if shared:
+        from .._data import handles
+
+        with handles.lent(shared):
+            return run_payload(payload, index, seed)
     if seed is None:
         kind, body = run_to_frame(index, run_remote_call_payload, payload)
         return kind, body, os.getpid()
