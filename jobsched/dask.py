@@ -30,6 +30,8 @@ jobsched never starts or stops Dask workers (use ``cluster.scale`` / ``cluster.a
 remote-call worker's job step (``run_to_frame`` of ``jobsched.worker``), so results and ``JobError`` tracebacks are the
 same as on local workers, whatever the job raises (``BaseException`` included). A Dask task that fails is
 therefore Dask's own failure (e.g. jobsched cannot be imported there), reported as the job's ``JobError``.
+A job's progress reports come back as Dask events, and ``put`` data as one copy per Dask worker
+(``_dask/pertask.py``, ``_dask/shared.py``).
 Worker-file mode is refused at once: a Dask worker runs tasks, not a worker file's ``start_worker`` loop.
 
 **Failures.** A slot whose Dask worker died (or whose task was lost) is reported exited, and the state re-queues
@@ -55,7 +57,6 @@ from __future__ import annotations
 
 import functools
 import time
-import traceback
 import uuid
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -70,15 +71,14 @@ from ._core.slot import Worker
 from ._dask.hub import hub_for as _hub_for
 from ._dask.pertask import Lost as _Lost
 from ._dask.pertask import Outcome as _Outcome
+from ._dask.pertask import ProgressRelay, outcome, run_payload
 from ._dask.pertask import Seat as _Seat
 from ._dask.pertask import Slot as _Slot
 from ._dask.pertask import cancel as _cancel
 from ._dask.pertask import key_name as _key_name
-from ._dask.pertask import run_payload
 from ._dask.resident import RETIRE_GRACE, ResidentSlots, check_share
 from ._dask.shared import Shared
 from ._data import handles as _handles
-from ._data.pickling import dumps
 from ._local import wire as _wire
 from ._local.backend import default_worker_command
 from .errors import JobschedError
@@ -186,6 +186,7 @@ class DaskBackend:
         self._abandoned: dict[str, tuple[_Seat, distributed.Future[Any]]] = {}  # given up, still running
         self._failure_reported = False
         self._shared: weakref.WeakSet[Handle] = weakref.WeakSet()  # put's handles: released by close()
+        self._progress = ProgressRelay(client, self._on_progress)
 
     @property
     def resident(self) -> bool:
@@ -278,6 +279,7 @@ class DaskBackend:
         if not self._subscribed and not self._closed:
             self._subscribed = True
             _hub_for(self._client).add(self)
+            self._progress.open()
 
     def start_worker(self, w: Worker) -> None:
         """Seat ``w`` on a free Dask thread and report it ready at once; or let it wait for one."""
@@ -305,7 +307,7 @@ class DaskBackend:
             if entry.handles:  # the objects its Dask worker holds: a released handle's job fails, saying so
                 args = (*args, {h.token: s.future_for(slot.seat.address) for h in entry.handles
                                 if (s := _handles.held(h)) is not None})
-            future = self._client.submit(run_payload, *args, key=key,
+            future = self._client.submit(run_payload, *args, progress_topic=self._progress.topic, key=key,
                                          workers=[slot.seat.address],
                                          allow_other_workers=False, pure=False, retries=0)
         except Exception as exc:  # reported on the next turn of the loop, not from inside a command
@@ -408,6 +410,7 @@ class DaskBackend:
         self._waiting.clear()
         if self._subscribed:
             _hub_for(self._client).discard(self)
+            self._progress.close()
         for future in futures:
             _cancel(future)
         if self._owns_client:
@@ -514,6 +517,14 @@ class DaskBackend:
         if slot.closing and w._io is slot and slot.key is None:
             self._exit(w, slot, "retired", clean=True)
 
+    def _progress_frame(self, index: int, body: bytes) -> None:
+        """A job's progress report: the slot's, while that job is still in flight there."""
+        for w in self._seated.values():
+            slot: _Slot = w._io
+            if slot.index == index and slot.key is not None and self._events is not None:
+                self._events.frames(w, [(_wire.PROGRESS, index, body)])
+                return
+
     def _on_membership(self, action: str, address: str, expected: bool) -> None:
         if action == "remove-worker":
             self._threads.pop(address, None)
@@ -555,29 +566,15 @@ class DaskBackend:
         if self._events is not None and not self._closed:
             self._events.post(fn)
 
+    def _on_progress(self, index: int, body: bytes) -> None:
+        self._post(functools.partial(self._progress_frame, index, body))
+
     def _on_done(self, w: Worker, slot: _Slot, key: str, future: distributed.Future[Any]) -> None:
         """Dask's callback thread: fetch the outcome, then hand it to the loop's thread."""
         self._post(functools.partial(self._settle, w, slot, key, self._outcome(future)))
 
     def _outcome(self, future: distributed.Future[Any]) -> _Outcome:
-        status = future.status
-        try:
-            if status == "finished":
-                kind, body, pid = future.result(timeout=self._result_timeout)
-                return int(kind), bytes(body), int(pid)
-            if status != "error":
-                return _Lost(f"its Dask task was {status}")
-            error = future.exception(timeout=self._result_timeout)
-            if error is None or isinstance(error, distributed.KilledWorker):
-                return _Lost(f"Dask gave up on it ({error})")
-            tb = "".join(traceback.format_exception(type(error), error, future.traceback()))
-        except Exception as exc:
-            return _Lost(f"its result could not be fetched ({type(exc).__name__}: {exc})")
-        # run_payload never raises: Dask itself failed to run the task (e.g. to unpickle run_payload there).
-        hint = (": are jobsched and the job's modules installed on the Dask workers?"
-                if isinstance(error, (ImportError, AttributeError)) else "")
-        message = f"{error} (raised by Dask while running the job's task, not by the job{hint})"
-        return _wire.ERROR, dumps((type(error).__name__, message, tb)), None
+        return outcome(future, self._result_timeout)
 
     def _on_event(self, event: tuple[float, Any]) -> None:
         """The client's IO loop: a Dask worker joined or left the cluster."""
