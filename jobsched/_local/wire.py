@@ -302,21 +302,33 @@ class BlockingConnection:
         self._read_at = monotonic()
         decoder, sock = self._decoder, self.sock
         new: list[tuple[int, int, bytes | bytearray | memoryview]] = []
+        # A TLS socket (``listen=``, resident workers) takes no recv flags: it is made non-blocking meanwhile,
+        # and says "nothing more" with SSLWantReadError (an OSError).
+        tls = hasattr(sock, "pending")
+        flags, timeout = (0, sock.gettimeout()) if tls else (socket.MSG_DONTWAIT, None)
+        if tls:
+            sock.setblocking(False)
         try:
             while True:
                 view = decoder.body_view()
                 if view is not None:
-                    k = sock.recv_into(view, 0, socket.MSG_DONTWAIT)
+                    k = sock.recv_into(view, 0, flags)
                     if not k:
                         break  # EOF: the next blocking read reports it
                     new += decoder.filled(k)
                 else:
-                    chunk = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+                    chunk = sock.recv(RECV_SIZE, flags)
                     if not chunk:
                         break
                     new += decoder.feed(chunk)
         except (BlockingIOError, InterruptedError):
             pass
+        except OSError as exc:
+            if not tls or type(exc).__name__ != "SSLWantReadError":
+                raise
+        finally:
+            if tls:
+                sock.settimeout(timeout)
         if new:
             waiting = self._frames[self._next:]
             self._frames = waiting + self._sift(new, waiting)
