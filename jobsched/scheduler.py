@@ -314,6 +314,7 @@ class Scheduler:
 
         Raises:
             TypeError: ``obj`` cannot be pickled (the message names the culprit).
+            ValueError: resident Dask workers, and ``obj`` pickles to more than 2 GiB (one message).
             SchedulerClosedError: the scheduler is closed.
         """
         if self._closed:
