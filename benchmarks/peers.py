@@ -803,6 +803,10 @@ def run_request(peer_name: str, scenario: str, params: dict[str, Any]) -> dict[s
         from shared_data import shared_data  # benchmarks/ is the child's path: see child.py
 
         return shared_data(**params)
+    if scenario == "cluster":
+        from cluster import cluster  # benchmarks/ is the child's path: see child.py
+
+        return cluster(**params)
     peer = make_peer(peer_name)
     functions: dict[str, Callable[..., dict[str, Any]]] = {
         "throughput": throughput, "roundtrip": roundtrip, "cold_start": cold_start,

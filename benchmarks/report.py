@@ -129,6 +129,30 @@ def evaluate(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
     ratio("cold start / baseline", (cs, "jobsched", "seconds"), (cs, BASE + "jobsched", "seconds"),
           "<=", 1.0 + NOISE)
 
+    # Data sent once, and a cluster at local speed.
+    group = 'Shared data and the cluster'
+    sd = results.get("shared_data", {}).get("jobsched", {}).get("median", {})
+    if sd.get("ratio") is not None:
+        targets.append({"target": f"{int(sd['n']):,} jobs reading a {int(sd['size_mb'])} MiB handle / tiny argument",
+                        "value": sd["ratio"], "bound": "<= 1.2", "met": sd["ratio"] <= 1.2, "group": group,
+                        "detail": f"{sd['jobsched_put_s']:.3g} / {sd['jobsched_tiny_s']:.3g} s; Dask scatter "
+                                  f"{sd.get('dask_ratio', float('nan')):.3g}x"})
+    if sd.get("pss_copies") is not None:
+        targets.append({"target": "copies of the handle's array held (PSS / size)", "value": sd["pss_copies"],
+                        "bound": "<= 1.3", "met": sd["pss_copies"] <= 1.3, "group": group,
+                        "detail": f"Dask scatter {sd.get('dask_pss_copies', float('nan')):.3g}"})
+    cl = results.get("cluster", {}).get("jobsched", {}).get("median", {})
+    if cl.get("resident_jobs_per_s") is not None:
+        rate = cl["resident_jobs_per_s"]
+        targets.append({"target": "resident Dask workers: tiny jobs/s (LocalCluster)", "value": rate,
+                        "bound": ">= 10000", "met": rate >= 10_000, "group": group,
+                        "detail": f"round trip {cl['resident_rt_us']:,.0f} µs; Dask's own "
+                                  f"{cl['dask_jobs_per_s']:,.0f} jobs/s, {cl['dask_rt_us']:,.0f} µs"})
+        targets.append({"target": "resident / per-task Dask jobs/s", "value": cl["speedup"], "bound": ">= 15",
+                        "met": cl["speedup"] >= 15, "group": group,
+                        "detail": f"{rate:,.0f} / {cl['pertask_jobs_per_s']:,.0f} jobs/s; per-task round trip "
+                                  f"{cl['pertask_rt_us']:,.0f} µs"})
+
     # What a results journal costs.
     group = 'The journal'
     jr = results.get("journal", {}).get("jobsched", {}).get("median", {})

@@ -25,6 +25,7 @@ SCENARIO_HELP = {
     "payload": "arrays of 1 KiB, 1 MiB, 100 MiB there and back vs one memcpy",
     "shm_threshold": "16 KiB to 8 MiB arrays, shared memory forced on vs off",
     "shared_data": "200 MiB put() once, read by 1,000 jobs; PSS; Dask scatter",
+    "cluster": "tiny jobs on a LocalCluster: resident, per-task, Dask itself",
 }
 PEER_HELP = {
     "floor1": "raw TCP ping-pong, 1 job in flight per worker",
@@ -45,11 +46,11 @@ SCENARIOS = list(SCENARIO_HELP)
 PEERS = list(PEER_HELP)
 # Where the manual's add_job + start loop is measured too.
 MANUAL_SCENARIOS = {"throughput", "roundtrip", "efficiency", "many", "payload"}
-# Once, not per peer (shared_data compares Dask inside its one measurement).
-JOBSCHED_ONLY = {"queue_memory", "executor_map", "dashboard", "journal", "shm_threshold", "shared_data"}
+# Once, not per peer (shared_data and cluster compare Dask inside their one measurement).
+JOBSCHED_ONLY = {"queue_memory", "executor_map", "dashboard", "journal", "shm_threshold", "shared_data", "cluster"}
 # A fresh child per run: they report this process's peak memory, or import numpy (a child that goes on to
 # fork pools for other scenarios must not carry numpy into every forked worker).
-FRESH_PROCESS = {"many", "queue_memory", "executor_map", "payload", "shm_threshold", "shared_data"}
+FRESH_PROCESS = {"many", "queue_memory", "executor_map", "payload", "shm_threshold", "shared_data", "cluster"}
 # Who sends arrays in the payload scenario: the issue's peers (the raw floors' workers do x + 1 only).
 PAYLOAD_PEERS = {"jobsched", "jobsched_manual", "ppe_fork", "loky", "mp_pool"}
 
@@ -109,6 +110,9 @@ class Sizes:
     shm_blocks: int = 4  # alternating blocks of shm on / off per size
     shared_n: int = 1_000  # jobs reading the array of the shared_data scenario
     shared_mb: int = 200  # its size
+    cluster_n: int = 50_000  # tiny jobs on resident workers in the cluster scenario
+    cluster_task_n: int = 2_000  # the same per task, and as Dask's own tasks (some 600 a second)
+    cluster_rt_n: int = 200  # round trips timed in each mode
     shm_sizes: list[int] = field(default_factory=lambda: [16 << 10, 64 << 10, 128 << 10, 160 << 10, 192 << 10,
                                                           256 << 10, 384 << 10, 512 << 10, 1 << 20, 2 << 20,
                                                           4 << 20, 8 << 20])
@@ -122,7 +126,7 @@ class Sizes:
                    many_n=20_000, queue_n=100_000, map_n=10_000, dashboard_n=5_000,
                    dashboard_pairs=2, journal_n=5_000, journal_pairs=1, journal_records=10_000,
                    payload_big=16 << 20, payload_n=40, payload_big_n=3, shm_budget_mb=16.0, shm_blocks=2,
-                   shared_n=200, shared_mb=32,
+                   shared_n=200, shared_mb=32, cluster_n=10_000, cluster_task_n=500, cluster_rt_n=50,
                    slow_peer_n={"dask": 500}, slow_peer_roundtrip_n={"dask": 50})
 
 
@@ -175,4 +179,6 @@ def params_for(scenario: str, peer: str, sizes: Sizes) -> dict[str, Any] | None:
         return {"sizes": list(sizes.shm_sizes), "budget_mb": sizes.shm_budget_mb, "blocks": sizes.shm_blocks}
     if scenario == "shared_data":
         return {"workers": w, "n": sizes.shared_n, "size_mb": sizes.shared_mb}
+    if scenario == "cluster":
+        return {"workers": w, "n": sizes.cluster_n, "n_task": sizes.cluster_task_n, "rt_n": sizes.cluster_rt_n}
     raise ValueError(scenario)

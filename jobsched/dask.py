@@ -30,6 +30,8 @@ jobsched never starts or stops Dask workers (use ``cluster.scale`` / ``cluster.a
 remote-call worker's job step (``run_to_frame`` of ``jobsched.worker``), so results and ``JobError`` tracebacks are the
 same as on local workers, whatever the job raises (``BaseException`` included). A Dask task that fails is
 therefore Dask's own failure (e.g. jobsched cannot be imported there), reported as the job's ``JobError``.
+A job's progress reports come back as Dask events, and ``put`` data as one copy per Dask worker
+(``_dask/pertask.py``, ``_dask/shared.py``).
 Worker-file mode is refused at once: a Dask worker runs tasks, not a worker file's ``start_worker`` loop.
 
 **Failures.** A slot whose Dask worker died (or whose task was lost) is reported exited, and the state re-queues
@@ -44,6 +46,9 @@ subprocess); it connects back over TLS and serves jobs with jobsched's own proto
 cost. Dask places, restarts and scales the workers; a retired Dask worker's jobsched workers leave gracefully.
 See ``_dask/resident.py`` for how and why.
 
+**Parts.** ``_dask/pertask.py`` holds the job step that runs on the Dask worker (``run_payload``) and the slot
+records; ``_dask/hub.py`` the shared subscription to the cluster's events; ``_dask/resident.py`` resident mode.
+
 **Threads.** Dask calls back on its own threads; those callbacks only ``events.post`` closures, so slots and
 this backend's tables change on the scheduler's loop thread alone.
 """
@@ -51,13 +56,10 @@ this backend's tables change on the scheduler's loop thread alone.
 from __future__ import annotations
 
 import functools
-import os
-import re
-import threading
 import time
-import traceback
 import uuid
-from typing import TYPE_CHECKING, Any, NamedTuple
+import weakref
+from typing import TYPE_CHECKING, Any
 
 try:
     import distributed
@@ -66,13 +68,20 @@ except ImportError as exc:  # the optional extra: fail when used, and say how to
     raise ImportError(f"jobsched.dask needs dask.distributed ({exc}): pip install 'jobsched[dask]'") from exc
 
 from ._core.slot import Worker
-from ._dask.resident import RETIRE_GRACE, ResidentSlots
-from ._data.pickling import dumps
+from ._dask.hub import hub_for as _hub_for
+from ._dask.pertask import Lost as _Lost
+from ._dask.pertask import Outcome as _Outcome
+from ._dask.pertask import ProgressRelay, outcome, run_payload
+from ._dask.pertask import Seat as _Seat
+from ._dask.pertask import Slot as _Slot
+from ._dask.pertask import cancel as _cancel
+from ._dask.pertask import key_name as _key_name
+from ._dask.resident import RETIRE_GRACE, ResidentSlots, check_share
+from ._dask.shared import Shared
+from ._data import handles as _handles
 from ._local import wire as _wire
 from ._local.backend import default_worker_command
 from .errors import JobschedError
-from .remote_call import RemoteCall
-from .worker import run_remote_call_payload, run_to_frame
 
 if TYPE_CHECKING:
     import selectors
@@ -80,6 +89,7 @@ if TYPE_CHECKING:
 
     from ._core.backend import BackendEvents
     from ._core.state import Entry
+    from ._data.handles import Handle
     from .scheduler import Scheduler
 
 __all__ = ["DaskBackend", "DaskClientClosedError", "DaskWorker", "run_payload"]
@@ -104,64 +114,7 @@ class DaskClientClosedError(JobschedError, RuntimeError):
     """The Dask client closed under a running scheduler; its queued jobs stay queued."""
 
 
-# ---------------------------------------------------------------------------------------- on the Dask worker
-
-
-def run_payload(payload: bytes, index: int, seed: int | None = None) -> tuple[int, bytes, int]:
-    """Run one job on a Dask worker exactly as a local remote-call worker runs it.
-
-    It never raises: whatever the job raises (``KeyboardInterrupt`` and other ``BaseException`` included) or a
-    result that cannot be pickled travels as the same ERROR frame body as from a local worker.
-
-    Args:
-        payload: the pickled ``RemoteCall`` (``Scheduler`` pickled it when the job was added).
-        index: the job's index, for the message of a result that cannot be pickled.
-        seed: the job's seed (``Scheduler(seed=...)``): ``random``, numpy's global state if imported, and
-            ``job_seed()`` get it, as in a local worker. These are the process's: exact with one thread per Dask
-            worker; with more, draw from ``job_rng()`` or ``random.Random(job_seed())`` instead.
-
-    Returns:
-        ``(RESULT, pickled result, pid)`` or ``(ERROR, pickled error triple, pid)``.
-    """
-    if seed is None:
-        kind, body = run_to_frame(index, run_remote_call_payload, payload)
-        return kind, body, os.getpid()
-    from .worker import seeding
-
-    seeding.apply(seed)
-    try:
-        kind, body = run_to_frame(index, run_remote_call_payload, payload)
-    finally:
-        seeding.apply(None)
-    return kind, body, os.getpid()
-
-
 # ---------------------------------------------------------------------------------------- in the client process
-
-
-class _Seat(NamedTuple):
-    address: str  # the Dask worker
-    thread: int  # which of its threads (0 .. nthreads-1)
-
-
-class _Slot:
-    """What the backend holds for one incarnation of a slot (``Worker._io``): its seat and its task."""
-
-    __slots__ = ("seat", "key", "index", "future", "closing")
-
-    def __init__(self) -> None:
-        self.seat: _Seat | None = None  # None while waiting for a free thread
-        self.key: str | None = None  # the Dask key of the job in flight
-        self.index = -1  # that job's index
-        self.future: distributed.Future[Any] | None = None
-        self.closing = False  # close_worker came while busy: exit after the result
-
-
-class _Lost(NamedTuple):
-    why: str  # the task's result will never come (its worker died, it was cancelled)
-
-
-_Outcome = tuple[int, bytes, "int | None"] | _Lost
 
 
 class DaskBackend:
@@ -232,6 +185,8 @@ class DaskBackend:
         self._waiting: list[Worker] = []  # slots started but without a free seat yet
         self._abandoned: dict[str, tuple[_Seat, distributed.Future[Any]]] = {}  # given up, still running
         self._failure_reported = False
+        self._shared: weakref.WeakSet[Handle] = weakref.WeakSet()  # put's handles: released by close()
+        self._progress = ProgressRelay(client, self._on_progress)
 
     @property
     def resident(self) -> bool:
@@ -295,6 +250,23 @@ class DaskBackend:
             n = sum(self._threads.values())
         return max(1, n)
 
+    def share(self, handle: Handle, obj: Any) -> None:
+        """``put``: send ``obj`` once to each Dask worker (``_dask/shared.py``), or to each resident worker.
+
+        Per task, each job that takes the handle gets its Dask worker's copy, unpickled once on arrival.
+        Resident workers get the handle's pickle once each, ahead of their first job that takes it.
+
+        Raises:
+            ValueError: resident, the pickle is larger than one message (2 GiB).
+        """
+        if self._resident is not None:
+            check_share(handle)
+        else:
+            shared = Shared(self._client, obj)
+            _handles.hold(handle, shared)  # released with the handle, even if this scatter fails
+            shared.scatter_to_all()
+        self._shared.add(handle)
+
     # ---- the Backend protocol: the loop's thread
 
     def open(self, events: BackendEvents, selector: selectors.BaseSelector) -> None:
@@ -307,6 +279,7 @@ class DaskBackend:
         if not self._subscribed and not self._closed:
             self._subscribed = True
             _hub_for(self._client).add(self)
+            self._progress.open()
 
     def start_worker(self, w: Worker) -> None:
         """Seat ``w`` on a free Dask thread and report it ready at once; or let it wait for one."""
@@ -329,8 +302,12 @@ class DaskBackend:
         payload = entry.payload if isinstance(entry.payload, bytes) else b"".join(entry.payload)
         slot.key = key = f"jobsched-{_key_name(entry.data)}-{entry.index}-{uuid.uuid4().hex}"
         slot.index = entry.index
+        args: tuple[Any, ...] = (payload, entry.index, entry.seed)
         try:
-            future = self._client.submit(run_payload, payload, entry.index, entry.seed, key=key,
+            if entry.handles:  # the objects its Dask worker holds: a released handle's job fails, saying so
+                args = (*args, {h.token: s.future_for(slot.seat.address) for h in entry.handles
+                                if (s := _handles.held(h)) is not None})
+            future = self._client.submit(run_payload, *args, progress_topic=self._progress.topic, key=key,
                                          workers=[slot.seat.address],
                                          allow_other_workers=False, pure=False, retries=0)
         except Exception as exc:  # reported on the next turn of the loop, not from inside a command
@@ -418,6 +395,8 @@ class DaskBackend:
         if self._closed:
             return
         self._closed = True
+        for handle in list(self._shared):
+            handle.release()  # its data leaves the cluster (or the resident workers) with the scheduler
         if self._resident is not None:
             self._resident.close()
         futures = [future for _, future in self._abandoned.values()]
@@ -431,6 +410,7 @@ class DaskBackend:
         self._waiting.clear()
         if self._subscribed:
             _hub_for(self._client).discard(self)
+            self._progress.close()
         for future in futures:
             _cancel(future)
         if self._owns_client:
@@ -537,6 +517,14 @@ class DaskBackend:
         if slot.closing and w._io is slot and slot.key is None:
             self._exit(w, slot, "retired", clean=True)
 
+    def _progress_frame(self, index: int, body: bytes) -> None:
+        """A job's progress report: the slot's, while that job is still in flight there."""
+        for w in self._seated.values():
+            slot: _Slot = w._io
+            if slot.index == index and slot.key is not None and self._events is not None:
+                self._events.frames(w, [(_wire.PROGRESS, index, body)])
+                return
+
     def _on_membership(self, action: str, address: str, expected: bool) -> None:
         if action == "remove-worker":
             self._threads.pop(address, None)
@@ -578,29 +566,15 @@ class DaskBackend:
         if self._events is not None and not self._closed:
             self._events.post(fn)
 
+    def _on_progress(self, index: int, body: bytes) -> None:
+        self._post(functools.partial(self._progress_frame, index, body))
+
     def _on_done(self, w: Worker, slot: _Slot, key: str, future: distributed.Future[Any]) -> None:
         """Dask's callback thread: fetch the outcome, then hand it to the loop's thread."""
         self._post(functools.partial(self._settle, w, slot, key, self._outcome(future)))
 
     def _outcome(self, future: distributed.Future[Any]) -> _Outcome:
-        status = future.status
-        try:
-            if status == "finished":
-                kind, body, pid = future.result(timeout=self._result_timeout)
-                return int(kind), bytes(body), int(pid)
-            if status != "error":
-                return _Lost(f"its Dask task was {status}")
-            error = future.exception(timeout=self._result_timeout)
-            if error is None or isinstance(error, distributed.KilledWorker):
-                return _Lost(f"Dask gave up on it ({error})")
-            tb = "".join(traceback.format_exception(type(error), error, future.traceback()))
-        except Exception as exc:
-            return _Lost(f"its result could not be fetched ({type(exc).__name__}: {exc})")
-        # run_payload never raises: Dask itself failed to run the task (e.g. to unpickle run_payload there).
-        hint = (": are jobsched and the job's modules installed on the Dask workers?"
-                if isinstance(error, (ImportError, AttributeError)) else "")
-        message = f"{error} (raised by Dask while running the job's task, not by the job{hint})"
-        return _wire.ERROR, dumps((type(error).__name__, message, tb)), None
+        return outcome(future, self._result_timeout)
 
     def _on_event(self, event: tuple[float, Any]) -> None:
         """The client's IO loop: a Dask worker joined or left the cluster."""
@@ -612,83 +586,3 @@ class DaskBackend:
     def _log(self, message: str) -> None:
         if self._events is not None:
             self._events.log(message)
-
-
-def _cancel(future: distributed.Future[Any]) -> None:
-    try:
-        future.cancel()
-    except Exception:
-        pass  # the client or the cluster is gone: nothing is left to cancel
-
-
-def _key_name(data: object) -> str:
-    """A readable prefix for the Dask key (the Dask dashboard groups tasks by it)."""
-    name = data.fun_name if isinstance(data, RemoteCall) else "job"
-    return re.sub(r"[^0-9A-Za-z_]+", "_", name)[:40] or "job"
-
-
-# ---------------------------------------------------------------------------------------- cluster events
-
-
-class _Hub:
-    """One subscription to a client's "all" event topic, shared by every backend on that client.
-
-    ``Client.subscribe_topic`` keeps one handler per topic, so two schedulers on one client (or a handler of
-    the user's) would replace each other; the hub calls each of them.
-    """
-
-    def __init__(self, client: distributed.Client) -> None:
-        self.client = client
-        self.backends: set[DaskBackend] = set()
-        self.lock = threading.Lock()
-        self.previous: Callable[[Any], Any] | None = None
-
-    def add(self, backend: DaskBackend) -> None:
-        with self.lock:
-            first = not self.backends
-            self.backends.add(backend)
-        if first:
-            handlers = getattr(self.client, "_event_handlers", {})
-            self.previous = handlers.get("all")
-            self.client.subscribe_topic("all", self.handle)
-
-    def discard(self, backend: DaskBackend) -> None:
-        with self.lock:
-            self.backends.discard(backend)
-            last = not self.backends
-        if last:
-            with _hubs_lock:
-                _hubs.pop(self.client.id, None)
-            if self.client.status not in ("running", "connecting"):
-                return
-            try:
-                if self.previous is not None:
-                    self.client.subscribe_topic("all", self.previous)
-                else:
-                    # Unsubscribe, or the scheduler keeps sending events to this client; the client keeps
-                    # the handler after unsubscribing, so drop it too (a later hub must not chain to it).
-                    self.client.unsubscribe_topic("all")
-                    handlers = getattr(self.client, "_event_handlers", {})
-                    if handlers.get("all") == self.handle:
-                        del handlers["all"]
-            except Exception:
-                pass
-
-    def handle(self, event: Any) -> Any:
-        with self.lock:
-            backends = list(self.backends)
-        for backend in backends:
-            backend._on_event(event)
-        return self.previous(event) if self.previous is not None else None
-
-
-_hubs: dict[str, _Hub] = {}
-_hubs_lock = threading.Lock()
-
-
-def _hub_for(client: distributed.Client) -> _Hub:
-    with _hubs_lock:
-        hub = _hubs.get(client.id)
-        if hub is None:
-            hub = _hubs[client.id] = _Hub(client)
-        return hub

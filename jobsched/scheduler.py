@@ -309,8 +309,8 @@ class Scheduler:
         Dask's ``scatter``. ``obj`` is pickled once, its large buffers into shared memory; each worker maps
         that memory read-only (a numpy array arrives read-only, backed by the shared pages: one copy on the
         machine, whatever the number of workers), unpickles the object once and keeps it for later jobs. On
-        Dask (no shared memory), the handle carries the pickle with each job, and each Dask worker process
-        unpickles it once.
+        Dask (no shared memory), the data travels once per Dask worker: Dask's ``scatter(broadcast=True)``
+        per task, or one message per resident worker, which unpickles it once.
 
         The data lives until ``handle.release()``, until the handle is garbage-collected once no queued or
         running job refers to it, or until ``close()``. With a journal, the keys of jobs that take the handle
@@ -319,11 +319,17 @@ class Scheduler:
 
         Raises:
             TypeError: ``obj`` cannot be pickled (the message names the culprit).
+            ValueError: resident Dask workers, and ``obj`` pickles to more than 2 GiB (one message).
             SchedulerClosedError: the scheduler is closed.
         """
         if self._closed:
             raise SchedulerClosedError("this scheduler is closed; create a new Scheduler to put data")
-        return put_handle(obj, getattr(self._backend, "shm", None), self, self._journal is not None)
+        share = getattr(self._backend, "share", None)  # a backend that delivers the data itself (Dask)
+        handle = put_handle(obj, getattr(self._backend, "shm", None), self, self._journal is not None,
+                            carried=share is None)
+        if share is not None:
+            share(handle, obj)
+        return handle
 
     def _needs(self, needs: object, what: str) -> frozenset[str] | None:
         """Check ``needs=``: a tag that some worker has (the workers running now, or those to be started)."""

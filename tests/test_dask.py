@@ -119,6 +119,31 @@ def dsched(client: Any) -> Iterator[Scheduler]:
         s.close(timeout=10.0)
 
 
+MODES = ["per-task", "resident"]
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    """Both modes of ``DaskBackend``: one Dask task per job, or resident jobsched workers placed by Dask."""
+    if request.param == "resident":
+        pytest.importorskip("cryptography")  # TLS for the workers that connect back
+    return str(request.param)
+
+
+def backend_for(client: Any, mode: str) -> DaskBackend:
+    return DaskBackend(client, resident=mode == "resident")
+
+
+@pytest.fixture
+def msched(client: Any, mode: str) -> Iterator[Scheduler]:
+    """A scheduler on the module's cluster in each mode, closed after the test whatever happens."""
+    s = Scheduler(backend=backend_for(client, mode))
+    try:
+        yield s
+    finally:
+        s.close(timeout=10.0)
+
+
 def worker_pids(client: Any) -> dict[str, int]:
     return dict(client.run(os.getpid))
 
@@ -166,7 +191,7 @@ def test_the_cluster_listens_on_loopback_only(cluster: Any) -> None:
 # ---------------------------------------------------------------------------------------- the same API
 
 
-def test_remote_calls_give_the_results_of_local_workers(dsched: Scheduler) -> None:
+def test_remote_calls_give_the_results_of_local_workers(msched: Scheduler) -> None:
     offset = 7
     calls = [
         remote_call(helpers.add, 1, y=2),  # by reference
@@ -177,13 +202,13 @@ def test_remote_calls_give_the_results_of_local_workers(dsched: Scheduler) -> No
     ]
     results: dict[int, Any] = {}
     for rc in calls:
-        dsched.add_job(rc)
-    dsched.start(2, after_stop=lambda s, job, result: results.__setitem__(job.index, result))
+        msched.add_job(rc)
+    msched.start(2, after_stop=lambda s, job, result: results.__setitem__(job.index, result))
     assert results == {0: 3, 1: None, 2: 42, 3: {"nested": [1, 2.5, "three", (None,)]}, 4: b"\xab" * 3_000_000}
 
 
-def test_executor_map_on_dask(client: Any) -> None:
-    with Executor(backend=DaskBackend(client)) as ex:
+def test_executor_map_on_dask(client: Any, mode: str) -> None:
+    with Executor(backend=backend_for(client, mode)) as ex:
         assert list(ex.map(helpers.add, range(20), range(20), timeout=TIMEOUT)) == [2 * i for i in range(20)]
         assert ex.submit(pow, 2, 10).result(timeout=TIMEOUT) == 1024
         assert ex.scheduler.n_workers == 2
@@ -227,8 +252,8 @@ def _without_addresses(error: JobError) -> tuple[Any, ...]:
     return tuple(re.sub(r" at 0x[0-9a-f]+", " at 0x…", a) if isinstance(a, str) else a for a in error.args)
 
 
-def test_failures_are_the_job_errors_of_local_workers(dsched: Scheduler) -> None:
-    on_dask = _job_errors(dsched, 2)
+def test_failures_are_the_job_errors_of_local_workers(msched: Scheduler) -> None:
+    on_dask = _job_errors(msched, 2)
     local = Scheduler()
     try:
         on_local = _job_errors(local, 1)
@@ -482,10 +507,10 @@ def test_a_job_that_keeps_killing_its_dask_worker_fails_with_worker_died(fresh_c
         assert sched.stats()["restarts"] == 2 and sched.stats()["failed"] == 1
 
 
-def test_the_journal_works_the_same_on_dask(client: Any, tmp_path: Path) -> None:
+def test_the_journal_works_the_same_on_dask(client: Any, mode: str, tmp_path: Path) -> None:
     journal = tmp_path / "runs.sqlite"
     for expected in (0, 4):
-        with Scheduler(backend=DaskBackend(client), journal=journal) as s:
+        with Scheduler(backend=backend_for(client, mode), journal=journal) as s:
             s.start(2, wait=False)
             futures = [s.submit(helpers.add, i) for i in range(4)]
             assert [f.result(timeout=TIMEOUT) for f in futures] == [1, 2, 3, 4]
@@ -494,7 +519,7 @@ def test_the_journal_works_the_same_on_dask(client: Any, tmp_path: Path) -> None
     assert sorted(jobsched.Journal(journal).results().values()) == [1, 2, 3, 4]
 
 
-def test_seeded_jobs_draw_on_dask_what_they_draw_on_local_workers(client: Any) -> None:
+def test_seeded_jobs_draw_on_dask_what_they_draw_on_local_workers(client: Any, mode: str) -> None:
     """Scheduler(seed=S) on Dask: each job's random and numpy draws equal those of local workers."""
     import reproduce_jobs
 
@@ -502,7 +527,7 @@ def test_seeded_jobs_draw_on_dask_what_they_draw_on_local_workers(client: Any) -
         with Scheduler(seed=2024) as local:
             local.start(2, wait=False)
             expected = [f.result(timeout=TIMEOUT) for f in [local.submit(fn, i) for i in range(8)]]
-        s = Scheduler(backend=DaskBackend(client), seed=2024)
+        s = Scheduler(backend=backend_for(client, mode), seed=2024)
         try:
             s.start(wait=False)
             futures = [s.submit(fn, i) for i in reversed(range(8))]
@@ -510,3 +535,73 @@ def test_seeded_jobs_draw_on_dask_what_they_draw_on_local_workers(client: Any) -
         finally:
             s.close(timeout=10.0)
         assert got == expected
+
+
+# ---------------------------------------------------------------------------------------- both modes alike
+
+
+def test_one_slot_starts_jobs_in_cost_order(msched: Scheduler) -> None:
+    costs = [5, 1, 3, 0, 4, 2]
+    for cost in costs:
+        msched.add_job(remote_call(helpers.identity, cost), cost=cost)
+    order: list[int] = []
+    msched.start(1, after_stop=lambda s, job, result: order.append(result))
+    assert order == sorted(costs)
+
+
+def test_callbacks_add_jobs_that_keep_their_place_by_cost(msched: Scheduler) -> None:
+    """Each result adds two jobs: the cheap one runs next, the dear ones wait, lowest cost first."""
+    seen: list[int] = []
+
+    def after_stop(s: Scheduler, job: Any, result: int) -> None:
+        seen.append(result)
+        if result < 4:
+            s.add_job(remote_call(helpers.identity, 100 + result), cost=100 + result)
+            s.add_job(remote_call(helpers.add, result), cost=result + 1)
+
+    msched.add_job(remote_call(helpers.identity, 0), cost=0)
+    msched.start(1, after_stop=after_stop)
+    assert seen == [0, 1, 2, 3, 4, 100, 101, 102, 103]
+
+
+def test_futures_chain_wait_and_complete_as_on_local_workers(msched: Scheduler) -> None:
+    import concurrent.futures
+
+    msched.start(2, wait=False)
+    first = msched.submit(helpers.add, 1, 2)
+    second = msched.submit(helpers.add, first, 10)  # a Future argument: queued once first is done
+    many = [msched.submit(helpers.square, i) for i in range(10)]
+    done, pending = concurrent.futures.wait(many, timeout=TIMEOUT)
+    assert not pending and sorted(f.result() for f in done) == [i * i for i in range(10)]
+    assert sorted(f.result() for f in concurrent.futures.as_completed(many, timeout=TIMEOUT)) == \
+        [i * i for i in range(10)]
+    assert second.result(timeout=TIMEOUT) == 13
+    failed = msched.submit(helpers.raise_value_error, "boom")
+    assert isinstance(failed.exception(timeout=TIMEOUT), ValueError)
+
+
+def test_cancel_stops_a_running_job_and_drops_a_queued_one(msched: Scheduler, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    msched.start(1, wait=False)
+    try:
+        running = msched.submit(helpers.wait_for_file, str(release), "late")
+        queued = msched.submit(helpers.add, 1)
+        assert wait_until(lambda: msched.workers[0].job is not None), msched.workers
+        assert queued.cancel() and running.cancel()
+        assert queued.cancelled() and running.cancelled()
+    finally:
+        release.touch()  # a Dask thread cannot be stopped: the given-up task ends here
+    assert msched.submit(helpers.add, 2).result(timeout=TIMEOUT) == 3
+    assert msched.stats()["restarts"] == 0  # a cancel is no crash
+
+
+def test_progress_reported_by_a_job_shows_on_its_slot(msched: Scheduler, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    msched.start(1, wait=False)
+    try:
+        future = msched.submit(helpers.report_then_wait, str(release), 3, 10, "three of ten")
+        assert wait_until(lambda: msched.workers[0].progress == (3, 10, "three of ten")), msched.workers
+    finally:
+        release.touch()
+    assert future.result(timeout=TIMEOUT) == 3
+    assert wait_until(lambda: msched.workers[0].progress is None)

@@ -214,3 +214,12 @@ def test_hostile_clients_against_a_tls_listener_get_nothing(remote_sched: tuple[
     assert "TLS handshake failed" in err
     assert err.count("failed authentication") >= 2
     assert "broke the protocol" in err
+
+
+def test_workers_over_tls_take_jobs_sent_ahead_that_wait_a_while() -> None:
+    """With prefetch, a worker looks for a WITHDRAW before a job it has held for a while: over TLS too."""
+    with Scheduler(listen="127.0.0.1", prefetch=4, echo_output=False) as sched:
+        sched.start(2, wait=False)
+        futures = [sched.submit(helpers.sleep_then, 0.005, i) for i in range(100)]
+        assert [f.result(timeout=TIMEOUT) for f in futures] == list(range(100))
+        assert sched.stats()["restarts"] == 0

@@ -538,8 +538,9 @@ class SchedulerState(Dispatch):
             w._move(_READY)
         return entry
 
-    def delivered(self, failed: bool, cancelled: bool = False, from_journal: bool = False) -> None:
-        """A job's result reached its future and ``after_stop``: count it done."""
+    def delivered(self, failed: bool, cancelled: bool = False, from_journal: bool = False,
+                  worker: int = NO_WORKER) -> None:
+        """A job's result reached its future and ``after_stop``: count it done (``worker`` ran it)."""
         self.n_active -= 1
         self.n_done += 1
         if failed:

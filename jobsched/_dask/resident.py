@@ -28,6 +28,11 @@ Dask worker: they travel on Dask's own connections, which carry code to run anyw
 TLS (``security=``) where the network is not trusted. The worker reads them from its stdin, never its command
 line, and connects to the scheduler over TLS that it pins to the run's certificate.
 
+**Data sent once** (``put``). A resident worker cannot map this machine's shared memory: the handle's pickle
+goes to each worker once, in a DATA frame ahead of its first job that takes the handle (the connection
+remembers which it sent); the first such job unpickles it and the worker keeps the object. Once the handle is
+released, the worker's next jobs come after an empty DATA frame that makes it drop the object.
+
 **Retirement.** The task watches its Dask worker's status; when it leaves ``running`` (``retire_workers``,
 dask-jobqueue's ``--lifetime``, ``cluster.scale`` down), it writes ``retire`` to the worker's stdin. The worker
 sends RETIRE, finishes the job it runs and exits; the scheduler re-queues the jobs it had sent ahead, counts
@@ -47,10 +52,12 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import distributed
 
+from .._data import handles as _handles
 from .._local import wire as _wire
 from .._local.backend import send_job_frames
 from .._local.tls import Credentials, ServerIdentity
@@ -63,6 +70,7 @@ if TYPE_CHECKING:
     from .._core.backend import BackendEvents
     from .._core.slot import Worker
     from .._core.state import Entry
+    from .._data.handles import Handle
 
 RETIRE_GRACE = 30.0  # seconds a retiring worker has to finish its job before it is killed
 WATCH_INTERVAL = 0.2  # how often the task on the Dask worker looks at the worker's status
@@ -166,14 +174,46 @@ def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
 class _Seat:
     """What the backend holds for one incarnation of a resident slot (``Worker._io``)."""
 
-    __slots__ = ("token", "future", "conn", "retired", "gone")
+    __slots__ = ("token", "future", "conn", "retired", "gone", "sent")
 
     def __init__(self, token: str) -> None:
         self.token = token
+        self.sent: dict[str, weakref.ref[Handle]] = {}  # the handles whose data this worker has (DATA)
         self.future: distributed.Future[Any] | None = None
         self.conn: Connection | None = None
         self.retired = False  # it said RETIRE: its exit counts no crash
         self.gone = False  # its exit was reported
+
+
+def check_share(handle: Handle) -> None:
+    """``put`` in resident mode: the data must fit in one frame."""
+    if handle.nbytes + _wire.TOKEN_BYTES > _wire.MAX_FRAME:
+        handle.release()
+        raise ValueError(f"put: the object pickles to {handle.nbytes} bytes; resident workers on Dask receive it "
+                         f"in one message of at most {_wire.MAX_FRAME} bytes. Split it into several put() calls, "
+                         "or use DaskBackend(client) per task, where Dask scatters it")
+
+
+def _send_data(conn: Connection, sent: dict[str, weakref.ref[Handle]], handles: tuple[Handle, ...]) -> None:
+    """Send the data of ``handles`` that this worker has not received yet, once (DATA frames)."""
+    for handle in handles:
+        if handle.token in sent:
+            continue
+        pickled = _handles.held(handle)
+        if pickled is None:
+            continue  # released: the job fails on the worker, saying so
+        sent[handle.token] = weakref.ref(handle)
+        token = handle.token.encode("ascii")
+        conn.send([_wire.HEADER.pack(len(token) + len(pickled), _wire.DATA, 0), token, pickled])
+
+
+def _forget_released(conn: Connection, sent: dict[str, weakref.ref[Handle]]) -> None:
+    """Tell the worker to drop the objects of handles released since (an empty DATA frame each)."""
+    for token, ref in list(sent.items()):
+        handle = ref()
+        if handle is None or handle.released:
+            del sent[token]
+            conn.send([_wire.frame(_wire.DATA, 0, token.encode("ascii"))])
 
 
 def default_host(client: distributed.Client) -> str:
@@ -245,6 +285,11 @@ class ResidentSlots:
     def send_jobs(self, w: Worker, entries: list[Entry]) -> None:
         seat: _Seat | None = w._io
         if seat is not None and seat.conn is not None:
+            if seat.sent:
+                _forget_released(seat.conn, seat.sent)
+            for entry in entries:
+                if entry.handles:
+                    _send_data(seat.conn, seat.sent, entry.handles)
             send_job_frames(seat.conn, entries)
 
     def close_worker(self, w: Worker) -> None:

@@ -22,8 +22,15 @@ every segment of ``_data.shm``). A worker lets go of its copy at its next job on
 already released, by ``submit``/``add_job`` (``check``); a worker that cannot map the segments (released while
 its job was queued) fails that job with a ``JobError`` that says so.
 
-Without shared memory (/dev/shm missing or full, or on Dask), the handle carries the pickle itself: it
-travels with each job, and each worker process still unpickles it once.
+Without shared memory (/dev/shm missing or full), the handle carries the pickle itself: it travels with each
+job, and each worker process still unpickles it once.
+
+**Delivered by the backend.** A backend whose workers cannot map this machine's shared memory (Dask) takes the
+data over instead (``put(..., carried=False)``, then the backend's ``share``): the handle then pickles as its
+token alone, and the backend sees that each worker gets the data once before its first job that takes it. On
+Dask per task, one ``client.scatter`` per Dask worker (``_dask/shared.py``): the Dask worker holds the object,
+lent to the jobs that take it (``lent``); to a resident worker, one DATA frame with the pickle per
+connection (``deliver``), unpickled by the first job that takes it.
 """
 
 from __future__ import annotations
@@ -58,18 +65,20 @@ class Handle:
             the scheduler has a journal; else on first use).
     """
 
-    __slots__ = ("token", "nbytes", "_wire", "_names", "_digest", "_owner", "_finalizer", "__weakref__")
+    __slots__ = ("token", "nbytes", "_wire", "_names", "_held", "_digest", "_owner", "_finalizer", "__weakref__")
 
     def __init__(self, token: str, wire: tuple[Any, ...], names: tuple[str, ...], nbytes: int, owner: Any,
-                 digest: str | None) -> None:
+                 digest: str | None, held: list[Any] | None = None) -> None:
         global live
         self.token = token
         self.nbytes = nbytes
         self._wire = wire
         self._names = names
+        # Delivered by the backend: what it delivers (the pickle, or a Dask future), let go on release.
+        self._held: list[Any] = held if held is not None else []
         self._digest = digest
         self._owner = weakref.ref(owner)
-        self._finalizer = weakref.finalize(self, _drop, names)
+        self._finalizer = weakref.finalize(self, _drop, names, self._held)
         with _lock:
             live += 1
         weakref.finalize(self, _gone)  # a released handle still counts: submit must be able to refuse it
@@ -110,9 +119,15 @@ class Handle:
         return f"<jobsched.Handle {self.token[:8]} {state}>"
 
 
-def _drop(names: tuple[str, ...]) -> None:
+def _drop(names: tuple[str, ...], held: list[Any]) -> None:
     for name in names:
         _shm._unlink(name)
+    for item in held:
+        release = getattr(item, "release", None)  # copies on Dask: they leave the cluster
+        if release is not None:
+            with contextlib.suppress(Exception):  # its client is gone, and the data with it
+                release()
+    held.clear()
 
 
 def _gone() -> None:
@@ -128,10 +143,11 @@ def _digest_of(parts: list[Any]) -> str:
     return h.hexdigest()
 
 
-def put(obj: Any, area: _shm.Area | None, owner: Any, digest: bool) -> Handle:
+def put(obj: Any, area: _shm.Area | None, owner: Any, digest: bool, carried: bool = True) -> Handle:
     """Pickle ``obj`` once into shared memory (``area``) and return its handle.
 
-    Without ``area`` (or when it is full), the handle carries the pickle itself.
+    Without ``area`` (or when it is full), the handle carries the pickle itself; with ``carried=False`` it
+    holds it for the backend to deliver (its digest is then computed here: nothing else can read it later).
 
     Raises:
         TypeError: ``obj`` cannot be pickled (the message names the culprit).
@@ -144,7 +160,10 @@ def put(obj: Any, area: _shm.Area | None, owner: Any, digest: bool) -> Handle:
     parts: list[Any] = [pb.raw() for pb in buffers] + [inband]
     nbytes = sum(memoryview(p).nbytes for p in parts)
     token = os.urandom(16).hex()
-    key = _digest_of(parts) if digest else None
+    key = _digest_of(parts) if digest or not carried else None
+    if not carried:
+        return Handle(token, ((), (), None), (), nbytes, owner, key,
+                      [inband if isinstance(data, bytes) else data.inline()])
     if area is not None and area.enabled:
         try:
             body = _shm._write(area.prefix, HANDLE, _shm.OutOfBand(b"", [pickle.PickleBuffer(p) for p in parts], obj))
@@ -157,6 +176,16 @@ def put(obj: Any, area: _shm.Area | None, owner: Any, digest: bool) -> Handle:
             return Handle(token, (names, sizes, None), names, nbytes, owner, key)
     whole = inband if isinstance(data, bytes) else data.inline()
     return Handle(token, ((), (), whole), (), nbytes, owner, key)
+
+
+def held(handle: Handle) -> Any:
+    """What a handle delivered by its backend holds (its pickle, or its copies on Dask); None once released."""
+    return handle._held[0] if handle._held else None
+
+
+def hold(handle: Handle, item: Any) -> None:
+    """The backend keeps ``item`` instead (the data's copies on Dask); ``item.release()`` goes with the handle."""
+    handle._held[:] = [item]
 
 
 @contextlib.contextmanager
@@ -192,6 +221,28 @@ def check(handles: tuple[Handle, ...], owner: Any, what: str) -> None:
 
 _cache: dict[str, Any] = {}  # token -> the object, unpickled once per process
 _cache_names: dict[str, str] = {}  # token -> its first segment: gone once the handle is released
+_delivered: dict[str, bytes] = {}  # token -> the pickle a resident worker received (DATA), not unpickled yet
+_lending = threading.local()  # ``objects``: token -> the object a Dask worker holds, during one job
+
+
+@contextlib.contextmanager
+def lent(objects: dict[str, Any]) -> Iterator[None]:
+    """A job on a Dask worker: its handles resolve to ``objects`` (what Dask scattered), during the job only."""
+    outer = getattr(_lending, "objects", None)
+    _lending.objects = objects
+    try:
+        yield
+    finally:
+        _lending.objects = outer
+
+
+def deliver(token: str, pickled: bytes) -> None:
+    """A resident worker received a handle's pickle (DATA); empty: the handle was released, forget it."""
+    if pickled:
+        _delivered[token] = pickled
+    else:
+        _delivered.pop(token, None)
+        _cache.pop(token, None)
 
 
 def _resolve(token: str, wire: tuple[Any, ...]) -> Any:
@@ -202,6 +253,16 @@ def _resolve(token: str, wire: tuple[Any, ...]) -> Any:
     names, sizes, whole = wire
     if whole is not None:
         obj = pickle.loads(whole)
+    elif not names:  # delivered by the backend
+        lending = getattr(_lending, "objects", None)
+        if lending is not None and token in lending:
+            return lending[token]  # the Dask worker keeps it; so does this process's cache not
+        pickled = _delivered.pop(token, None)
+        if pickled is None:
+            raise RuntimeError(f"the shared data of handle {token[:8]} did not reach this worker (pid "
+                               f"{os.getpid()}). Was it released (handle.release(), or the scheduler closed) while "
+                               "this job was queued?")
+        obj = pickle.loads(pickled)
     else:
         try:
             maps = _map(names, sizes, _shm.SHM_DIR)

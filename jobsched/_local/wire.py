@@ -48,6 +48,9 @@ Protocol (one TCP connection per worker; on 127.0.0.1 unless ``Scheduler(listen=
              worker is being retired (its Dask worker closes gracefully). The worker finishes the job it runs,
              if any, sends its result, runs no other job and exits; the scheduler sends it CLOSE (an idle
              worker leaves at once) and re-queues the jobs it had sent ahead, and its exit counts no crash.
+      DATA (scheduler -> worker, kind 12; resident Dask workers only): index 0; body = a ``put`` handle's token
+             (``TOKEN_BYTES`` ASCII hex digits), then its pickle, sent once per connection before the first job
+             that takes it (``_data.handles.deliver``). With no pickle: the handle was released, forget it.
  8. A pickled job's data or result whose large buffers went through shared memory (``_data.shm``) starts with a
     0 byte (a pickle starts with 0x80): ``!BH`` = 0, number of segments; per segment ``!QQB`` = where its
     buffer starts in the segment, the buffer's size, the name's length, then the name (ASCII); then the
@@ -85,7 +88,10 @@ JOB_INT_SEED_HEADER = struct.Struct("!IBQqQ")  # HEADER + INT_COST + SEED
 RECV_SIZE = 1 << 16
 
 JOB, RESULT, ERROR, CLOSE, PROGRESS, JOB_INT, WITHDRAW, WITHDRAWN, JOB_SEED, JOB_INT_SEED, RETIRE = range(1, 12)
-KINDS = frozenset({JOB, RESULT, ERROR, CLOSE, PROGRESS, JOB_INT, WITHDRAW, WITHDRAWN, JOB_SEED, JOB_INT_SEED, RETIRE})
+DATA = 12
+KINDS = frozenset({JOB, RESULT, ERROR, CLOSE, PROGRESS, JOB_INT, WITHDRAW, WITHDRAWN, JOB_SEED, JOB_INT_SEED, RETIRE,
+                   DATA})
+TOKEN_BYTES = 32  # a handle's token in a DATA frame: 16 random bytes, hex
 # A job held this long (seconds) since its frame was read is checked for a WITHDRAW before it starts (one
 # non-blocking recv); a job just read had no time to be withdrawn, and costs nothing more.
 WITHDRAW_CHECK_AGE = 0.001
@@ -229,7 +235,7 @@ class FrameDecoder:
 
 SCHEDULER_ACCEPTS = frozenset({RESULT, ERROR, PROGRESS, WITHDRAWN})
 RESIDENT_ACCEPTS = SCHEDULER_ACCEPTS | {RETIRE}  # what a resident Dask worker may send
-WORKER_ACCEPTS = frozenset({JOB, JOB_INT, JOB_SEED, JOB_INT_SEED, CLOSE, WITHDRAW})
+WORKER_ACCEPTS = frozenset({JOB, JOB_INT, JOB_SEED, JOB_INT_SEED, CLOSE, WITHDRAW, DATA})
 
 
 class BlockingConnection:
@@ -297,9 +303,10 @@ class BlockingConnection:
         self._read_at = monotonic()
         decoder, sock = self._decoder, self.sock
         new: list[tuple[int, int, bytes | bytearray | memoryview]] = []
-        # A TLS socket takes no recv flags: it reads without waiting in non-blocking mode, for this poll only.
-        tls = type(sock) is not socket.socket
-        flags = 0 if tls else socket.MSG_DONTWAIT
+        # A TLS socket (``listen=``, resident workers) takes no recv flags: it is made non-blocking meanwhile,
+        # and says "nothing more" with SSLWantReadError (an OSError).
+        tls = hasattr(sock, "pending")
+        flags, timeout = (0, sock.gettimeout()) if tls else (socket.MSG_DONTWAIT, None)
         if tls:
             sock.setblocking(False)
         try:
@@ -317,12 +324,12 @@ class BlockingConnection:
                     new += decoder.feed(chunk)
         except (BlockingIOError, InterruptedError):
             pass
-        except OSError as exc:  # TLS: no whole record yet (ssl.SSLWantReadError, a subclass of OSError)
+        except OSError as exc:
             if not tls or type(exc).__name__ != "SSLWantReadError":
                 raise
         finally:
             if tls:
-                sock.setblocking(True)
+                sock.settimeout(timeout)
         if new:
             waiting = self._frames[self._next:]
             self._frames = waiting + self._sift(new, waiting)

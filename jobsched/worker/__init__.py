@@ -363,6 +363,11 @@ def _serve(run: Callable[[int, float, memoryview], Any]) -> None:
                 seeded, start = True, seeded_size
             elif kind == _wire.CLOSE:
                 return
+            elif kind == _wire.DATA:  # a handle's data, ahead of the first job that takes it
+                from .._data.handles import deliver
+
+                deliver(bytes(body[:_wire.TOKEN_BYTES]).decode("ascii"), bytes(memoryview(body)[_wire.TOKEN_BYTES:]))
+                continue
             else:
                 raise ConnectionError(f"unexpected frame kind {kind} from the scheduler")
             if retiring():  # the jobs sent ahead go back to the queue: the scheduler re-queues them
