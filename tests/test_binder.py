@@ -90,4 +90,4 @@ def test_binder_files_build_an_environment_that_runs_the_quickstart(tmp_path: Pa
     assert Path(module).resolve().is_relative_to(repo.resolve())
     statuses = ["".join(o.get("text", "") for o in cell.outputs) for cell in nb.cells
                 if cell.cell_type == "code" and "%jobsched status" in cell.source]
-    assert statuses == ["jobsched: 2 workers, 0 queued, 0 active, 52 done, 0 failed\n"]
+    assert statuses == ["jobsched: 2 workers, 0 queued, 0 active, 52 succeeded, 0 failed\n"]

@@ -350,7 +350,7 @@ def test_ctrl_c_during_the_exit_wait_says_what_it_waits_for_and_a_second_stops_i
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    assert "waits for the calls pending" in err and "Ctrl-C again" in err, err
+    assert "waiting for the calls pending" in err and "Ctrl-C again" in err, err
     assert "stopping the pending calls now" in err, err
 
 
