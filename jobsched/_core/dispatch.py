@@ -114,14 +114,7 @@ class Dispatch(JobQueue):
                 if entry.cancelled:
                     self.n_cancelled_queued -= 1
                     continue
-                self.n_active += 1
-                if not inflight:
-                    w._job_started = now
-                    w._pipelined = False
-                    w._move(_RUNNING)
-                    if entry.timeout is not None:
-                        self.maintain_at = min(self.maintain_at, now + entry.timeout)
-                inflight.append(entry)
+                self.hand(w, entry, now)
                 batch.append(entry)
                 n += 1
             if batch:
@@ -132,6 +125,17 @@ class Dispatch(JobQueue):
             if limit is not None and n >= limit:
                 break
         return out
+
+    def hand(self, w: Worker, entry: Entry, now: float) -> None:
+        """Give ``entry``, just taken from a queue, to ``w``: it is active, and ``w`` runs it if it held none."""
+        self.n_active += 1
+        if not w._inflight:
+            w._job_started = now
+            w._pipelined = False
+            w._move(_RUNNING)
+            if entry.timeout is not None:
+                self.maintain_at = min(self.maintain_at, now + entry.timeout)
+        w._inflight.append(entry)
 
     def _assign_first_jobs(self, now: float, limit: int | None) -> tuple[list[SendJobs], int]:
         """Give one job to each hungry worker that holds none (``assign`` with a depth above 1)."""
@@ -150,13 +154,7 @@ class Dispatch(JobQueue):
                 if entry.cancelled:
                     self.n_cancelled_queued -= 1
                     continue
-                self.n_active += 1
-                w._job_started = now
-                w._pipelined = False
-                w._move(_RUNNING)
-                if entry.timeout is not None:
-                    self.maintain_at = min(self.maintain_at, now + entry.timeout)
-                w._inflight.append(entry)
+                self.hand(w, entry, now)
                 out.append(SendJobs(w, [entry]))
                 n += 1
                 break

@@ -192,14 +192,7 @@ def assign_tagged(state: Dispatch, now: float, limit: int | None) -> list[SendJo
             entry = state.tagged.pop_for(state, w.tags)
             if entry is None:
                 break
-            state.n_active += 1
-            if not inflight:
-                w._job_started = now
-                w._pipelined = False
-                w._move(_RUNNING)
-                if entry.timeout is not None:
-                    state.maintain_at = min(state.maintain_at, now + entry.timeout)
-            inflight.append(entry)
+            state.hand(w, entry, now)
             batch.append(entry)
             n += 1
         if batch:
