@@ -60,6 +60,14 @@ SQLite, disk full...): the job succeeded and its result was delivered, so it run
 _OPEN: weakref.WeakSet[JournalWriter] = weakref.WeakSet()  # this process's open writers (Journal.clear tells them)
 
 
+def _value_limit(conn: sqlite3.Connection) -> int:
+    """The longest string or blob ``conn`` stores (SQLite's SQLITE_MAX_LENGTH; Python 3.11 can ask for it)."""
+    getlimit = getattr(conn, "getlimit", None)
+    if getlimit is None:
+        return 1_000_000_000  # SQLite's default, which Debian's and python.org's builds keep
+    return int(getlimit(0))  # 0 is SQLITE_LIMIT_LENGTH, a name the sqlite3 module has since Python 3.11
+
+
 class JournalWarning(RuntimeWarning):
     """A result was not journaled, or a journaled one could not be read back (its job runs again)."""
 
@@ -511,9 +519,12 @@ class JournalWriter:
         key, index = row[0], row[1]
         cause = exc.__cause__ if isinstance(exc, JournalError) and exc.__cause__ is not None else exc
         size = f", {len(row[3]):,} bytes pickled" if len(row) == _DONE_LEN else ""
+        limit = _value_limit(conn)
+        reason = f"{type(cause).__name__}: {cause}"
+        if len(row) == _DONE_LEN and len(row[3]) > limit:  # Python 3.10's sqlite3 names this "unsupported type"
+            reason = f"too big: SQLite stores at most {limit:,} bytes in one value ({reason})"
         message = (f"the result of job {index} (key {key}{size}) could not be stored in the journal "
-                   f"{self.path}: {type(cause).__name__}: {cause}; it was delivered, and the job runs again "
-                   "next time")
+                   f"{self.path}: {reason}; it was delivered, and the job runs again next time")
         if len(row) == _DONE_LEN:
             _key, _index, cost, _result, start_ms, stop_ms, worker, attempts, seed = row
         else:

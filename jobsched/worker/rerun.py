@@ -64,9 +64,8 @@ def post_mortem(exc: BaseException) -> None:
     while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename == __file__:
         tb = tb.tb_next
     if "IPython" in sys.modules:
-        from IPython import get_ipython
-
-        shell = get_ipython()
+        # IPython 8 (the last for Python 3.10) neither re-exports nor types get_ipython: ask the module
+        shell: Any = getattr(sys.modules["IPython"], "get_ipython")()  # noqa: B009
         if shell is not None:
             debugger = shell.debugger_cls()
             debugger.reset()
