@@ -130,6 +130,9 @@ def test_a_forked_worker_is_the_process_a_spawned_worker_is(monkeypatch: pytest.
         assert p["environ"]["ZYGOTE_TEST_VARIABLE"] == "from the scheduler"
         assert p["cmdline"][:3] == [sys.executable, "-m", "jobsched.worker"]
         assert p["notebook_stack"] == []
+    # Each worker's own JOBSCHED_TREE, which marks the processes its jobs start: the scheduler's tag, then its slot.
+    tags = [p["environ"].pop("JOBSCHED_TREE").rsplit(".", 2) for p in (spawned, forked)]
+    assert tags[0][0] == tags[1][0] and tags[0][1:] != tags[1][1:], tags
     for key in ("fds", "fd_kinds", "sys_path", "argv", "orig_argv", "main", "mp_main_is_main", "cwd", "environ",
                 "streams", "signals"):
         assert forked[key] == spawned[key], key

@@ -26,9 +26,12 @@ _DAEMON = ("import os, sys\n"
 
 
 def start_grandchild(pid_file: str, how: str) -> None:
-    """Start a process that leaves this process's group: ``setsid`` (its own session) or ``daemon``."""
+    """Start a process that leaves this process's group: ``setsid`` (its own session), ``bare`` (the same, with an
+    empty environment) or ``daemon``."""
     if how == "setsid":
         subprocess.Popen([sys.executable, "-c", _SLEEPER, pid_file], start_new_session=True)
+    elif how == "bare":  # and an environment of its own, without the worker's variables
+        subprocess.Popen([sys.executable, "-c", _SLEEPER, pid_file], start_new_session=True, env={})
     elif how == "daemon":
         subprocess.run([sys.executable, "-c", _DAEMON, pid_file], check=True, timeout=60)
     else:

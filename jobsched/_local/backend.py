@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from .._core.slot import Worker
 from .._data import shm as _shm
 from ..states import WorkerState
+from . import tree as _tree
 from . import wire as _wire
 from .memory import describe_oom, oom_kills
 from .output import OutputLines
@@ -82,16 +83,18 @@ def send_job_frames(conn: Connection, entries: list[Entry]) -> None:
 class _Process:
     """What the backend holds for one running worker process."""
 
-    __slots__ = ("proc", "pidfd", "out_fd", "lines", "conn", "exited", "signalled", "oom_kills")
+    __slots__ = ("proc", "tag", "pidfd", "out_fd", "lines", "conn", "exited", "signalled", "closing", "oom_kills")
 
-    def __init__(self, proc: WorkerProcess, lines: OutputLines) -> None:
+    def __init__(self, proc: WorkerProcess, tag: str, lines: OutputLines) -> None:
         self.proc = proc
+        self.tag = tag  # its JOBSCHED_TREE value, which the processes its jobs start inherit
         self.pidfd = -1
         self.out_fd = -1
         self.lines = lines
         self.conn: Connection | None = None
         self.exited = False
         self.signalled = False  # we sent it a signal: its SIGKILL is no OOM kill
+        self.closing = False  # we told it to close: it kills what its jobs left running (``_local.tree``)
         self.oom_kills = oom_kills()  # the cgroup's OOM-kill counter when it started
 
 
@@ -134,6 +137,7 @@ class LocalBackend:
         self._waiting: list[Worker] = []  # to be forked once the booting zygote is ready
         self._zygote_watch = -1  # our copy of the booting zygote's socket, on the selector while they wait
         self._workers: dict[int, Worker] = {}  # slot index -> slot, for the handshake
+        self._tree_tag = f"{os.getpid()}-{os.urandom(6).hex()}"  # this backend's JOBSCHED_TREE values start so
         self._reaper_lock = threading.Lock()  # the first segment may be written from any caller's thread
         self.shm = _shm.Area(self._start_reaper)  # the segments of large job data and results
         if listen is not None:  # a worker on another machine cannot map this one's /dev/shm: data goes in band
@@ -199,6 +203,7 @@ class LocalBackend:
             env[_shm.ENV_PREFIX] = self.shm.prefix
         env[_wire.ENV_SYS_PATH] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
         env["PYTHONUNBUFFERED"] = "1"
+        tag = env[_tree.ENV_TAG] = f"{self._tree_tag}.{w.index}.{w.generation}"
         if self._memory_limit is not None:
             env[_wire.ENV_MEMORY_LIMIT] = str(self._memory_limit)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
@@ -223,7 +228,7 @@ class LocalBackend:
             events.worker_spawned(w, None)  # no process yet (a replacement's pid was its dead predecessor's)
             self._wait_for_zygote(w)
             return
-        p = _Process(proc, OutputLines(w, self._echo))
+        p = _Process(proc, tag, OutputLines(w, self._echo))
         w._io = p
         self._workers[w.index] = w
         self._reaper.watch(proc.pid)
@@ -245,12 +250,14 @@ class LocalBackend:
         p: _Process | None = w._io
         if p is not None and p.conn is not None:
             p.conn.send([_wire.frame(_wire.CLOSE, 0)])
+            if isinstance(p, _Process):
+                p.closing = True
         self._forget_waiting(w)
 
     def _new_reaper(self) -> Reaper:
         with self._reaper_lock:
             if self._reaper is None:
-                self._reaper = Reaper(self.shm.prefix if self.shm.enabled else None)
+                self._reaper = Reaper(self.shm.prefix if self.shm.enabled else None, self._tree_tag)
             return self._reaper
 
     def _start_reaper(self) -> None:
@@ -477,6 +484,8 @@ class LocalBackend:
             p.pidfd = -1
         # The job's own processes go with it: the group outlives its leader while any member lives.
         signal_group(p.proc, signal.SIGKILL)
+        if not p.signalled and not p.closing:  # killed from outside, or crashed: it could not kill its strays
+            _tree.kill_tagged(p.tag)
         if self._reaper is not None:
             self._reaper.forget(p.proc.pid)
         for pipe in (p.proc.stdin, p.proc.stdout):

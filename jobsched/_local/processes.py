@@ -170,28 +170,51 @@ def signal_tree(proc: WorkerProcess, sig: int) -> None:
         signal_group(proc, signal.SIGCONT)
 
 
-# Reads "+PGID" / "-PGID" lines; when its stdin closes (our process exited, or close()), it SIGKILLs every
-# group still listed, then removes the segments under $1, the scheduler's shared-memory prefix (``_data.shm``).
+# Reads "+PGID" (a worker's group), "~PGID" (a zygote's) and "-PGID" (forget it) lines. When its stdin closes
+# (our process exited, or close()), it asks each zygote listed to end (SIGTERM: a zygote kills its whole tree,
+# the processes its workers' jobs started outside their groups included, then exits), SIGKILLs every group still
+# listed, removes the segments under $1, the scheduler's shared-memory prefix (``_data.shm``), and SIGKILLs
+# every process whose environment says it was started under one of the scheduler's workers (JOBSCHED_TREE=$2.*,
+# ``_local.tree``): those its jobs started outside their groups. A zygote still there two seconds later is
+# SIGKILLed.
 # Plain sh: it starts in about a millisecond and holds no GIL that a job could take.
 # `kill -KILL -PGID` without `--`: dash, Debian's /bin/sh, rejects `kill -KILL -- -PGID` and kills nothing.
 _REAPER_SCRIPT = """
 groups=" "
+zygotes=" "
 while IFS= read -r line; do
   case "$line" in
     +*) groups="$groups${line#+} " ;;
-    -*) g=${line#-}; kept=" "; for x in $groups; do [ "$x" = "$g" ] || kept="$kept$x "; done; groups=$kept ;;
+    ~*) zygotes="$zygotes${line#~} " ;;
+    -*) g=${line#-}
+        kept=" "; for x in $groups; do [ "$x" = "$g" ] || kept="$kept$x "; done; groups=$kept
+        kept=" "; for x in $zygotes; do [ "$x" = "$g" ] || kept="$kept$x "; done; zygotes=$kept ;;
   esac
 done
+for z in $zygotes; do kill -TERM "-$z" 2>/dev/null; done
 for g in $groups; do kill -KILL "-$g" 2>/dev/null; done
 [ -n "$1" ] && rm -f -- /dev/shm/"$1"*
+if [ -n "$2" ]; then
+  for round in 1 2 3 4 5; do
+    pids=$(grep -lsz "^JOBSCHED_TREE=$2[.]" /proc/[0-9]*/environ | cut -d/ -f3)
+    [ -z "$pids" ] && break
+    kill -KILL $pids 2>/dev/null
+    sleep 0.1
+  done
+fi
+if [ "$zygotes" != " " ]; then
+  sleep 2
+  for z in $zygotes; do kill -KILL "-$z" 2>/dev/null; done
+fi
 """
 
 
 class Reaper:
     """Kills the process groups of this scheduler's workers if the scheduler's process dies first."""
 
-    def __init__(self, shm_prefix: str | None = None) -> None:
+    def __init__(self, shm_prefix: str | None = None, tree_tag: str | None = None) -> None:
         self._shm_prefix = shm_prefix
+        self._tree_tag = tree_tag
         self._proc: subprocess.Popen[bytes] | None = None
         self._started = False
 
@@ -200,7 +223,7 @@ class Reaper:
         interpreter starts ~1.5 ms sooner (a worker dies with us by itself anyway: PR_SET_PDEATHSIG)."""
         self._started = True
         try:
-            argv = ["/bin/sh", "-c", _REAPER_SCRIPT, "jobsched-reaper", self._shm_prefix or ""]
+            argv = ["/bin/sh", "-c", _REAPER_SCRIPT, "jobsched-reaper", self._shm_prefix or "", self._tree_tag or ""]
             self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                           close_fds=True, start_new_session=True)
@@ -221,10 +244,11 @@ class Reaper:
         if not self._started:
             self._start()
 
-    def watch(self, pgid: int) -> None:
+    def watch(self, pgid: int, zygote: bool = False) -> None:
+        """Kill group ``pgid`` if we die; a ``zygote``'s gets SIGTERM first, so that it can kill its tree."""
         if not self._started:
             self._start()
-        self._say(f"+{pgid}")
+        self._say(f"~{pgid}" if zygote else f"+{pgid}")
 
     def forget(self, pgid: int) -> None:
         self._say(f"-{pgid}")

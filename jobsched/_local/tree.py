@@ -17,11 +17,25 @@ A worker leads its own process group, and one signal to the group reaches every 
 An orphan that exits stays a zombie of the worker (a pid, no memory) until the worker ends: reaping it would
 take a ``waitpid`` per job, which could also steal the exit status of a process a job still waits for.
 
-Cost: one ``prctl`` per worker start, and a scan of ``/proc`` per worker kill; nothing per job.
-Not covered: a worker killed from outside (the OOM killer, ``kill -9``) or a scheduler's process that is
-SIGKILLed takes the subtree's links with it: the processes still in the worker's group die (the group is
-killed, by the scheduler or its reaper), those that left it are re-parented to init. A cgroup would cover
-those too, but needs a writable cgroup v2 delegation, which most machines and containers do not give a user.
+3. Every worker starts with ``JOBSCHED_TREE=TAG.INDEX.GENERATION`` in its environment (TAG names its
+   scheduler), which every process its jobs start inherits unless it is given an environment of its own.
+   When a worker exits without being told to (the OOM killer, ``kill -9``, a crash), the scheduler kills the
+   processes that carry its value (``kill_tagged``, a read of each ``/proc/PID/environ``); when the
+   scheduler's process dies, its reaper kills those that carry its TAG.
+4. The zygote that forks the workers (``_local.zygote_process``) is a child subreaper too. A worker that dies
+   however it dies - the OOM killer, ``kill -9``, a crash - hands its orphans to the zygote, which kills
+   every child of its own that is not a worker, with its subtree (``kill_tree``). When the scheduler's process
+   dies, even by SIGKILL, the zygote is told (its end of the control pair closes, and the kernel sends it
+   SIGTERM): it freezes and kills its whole tree, workers and what their jobs started, before it exits.
+
+Cost: one ``prctl`` per worker start, and a scan of ``/proc`` per worker kill or unexpected death; nothing
+per job. Not covered: a process that left its worker's group *and* was given an environment without
+``JOBSCHED_TREE``, when its worker was spawned rather than forked from the zygote (the first workers of a cold
+start, ``JOBSCHED_ZYGOTE=0``, a worker command of the user's), and that worker is killed from outside or the
+scheduler's process is SIGKILLed: it is re-parented to init, and nothing marks it as the job's. (The scheduler
+does not make the user's process a subreaper: it would inherit every orphan of the user's other children.) A
+cgroup would cover it, but needs a writable cgroup v2 delegation, which most machines and containers do not
+give a user.
 
 Imports only the standard library: the worker loads this module.
 """
@@ -31,8 +45,13 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+ENV_TAG = "JOBSCHED_TREE"  # TAG.INDEX.GENERATION: which scheduler's which worker a process was started under
 _ROUNDS = 50  # a subtree that still grows after this many stop-and-walk rounds is a fork bomb: kill what we have
 
 
@@ -51,8 +70,8 @@ def become_subreaper() -> bool:
         return False
 
 
-def _parents() -> dict[int, tuple[int, int]]:
-    """Map each live pid to (parent pid, process group id), from ``/proc``; zombies are left out."""
+def _parents(zombies: bool = False) -> dict[int, tuple[int, int]]:
+    """Map each pid to (parent pid, process group id), from ``/proc``; zombies are left out unless asked for."""
     found: dict[int, tuple[int, int]] = {}
     try:
         names = os.listdir("/proc")
@@ -68,7 +87,7 @@ def _parents() -> dict[int, tuple[int, int]]:
             continue
         # "PID (COMM) STATE PPID PGRP ...": COMM may hold spaces and parentheses; it ends at the last ')'.
         fields = stat[stat.rfind(b")") + 2:].split()
-        if fields[:1] == [b"Z"]:  # exited, waiting for its parent to reap it: nothing left to kill
+        if fields[:1] == [b"Z"] and not zombies:  # exited, waiting for its parent to reap it: nothing to kill
             continue
         try:
             found[int(name)] = (int(fields[1]), int(fields[2]))
@@ -77,20 +96,31 @@ def _parents() -> dict[int, tuple[int, int]]:
     return found
 
 
-def strays(root: int) -> list[int]:
-    """Return the descendants of ``root`` that are outside its process group (they called ``setsid``)."""
+def children(parent: int) -> list[int]:
+    """Return the pids whose parent is ``parent``, zombies included (they wait for ``parent`` to reap them)."""
+    return [pid for pid, (ppid, _pgid) in _parents(zombies=True).items() if ppid == parent]
+
+
+def descendants(root: int, outside_group: bool = False) -> list[int]:
+    """Return the live descendants of ``root``; with ``outside_group``, only those outside its process group
+    (they called ``setsid``)."""
     table = _parents()
-    children: dict[int, list[int]] = {}
+    below: dict[int, list[int]] = {}
     for pid, (ppid, _pgid) in table.items():
-        children.setdefault(ppid, []).append(pid)
+        below.setdefault(ppid, []).append(pid)
     out: list[int] = []
-    todo = list(children.get(root, ()))
+    todo = list(below.get(root, ()))
     while todo:
         pid = todo.pop()
-        if table[pid][1] != root:
+        if not outside_group or table[pid][1] != root:
             out.append(pid)
-        todo.extend(children.get(pid, ()))
+        todo.extend(below.get(pid, ()))
     return out
+
+
+def strays(root: int) -> list[int]:
+    """Return the descendants of ``root`` that are outside its process group (they called ``setsid``)."""
+    return descendants(root, outside_group=True)
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -113,9 +143,55 @@ def kill_strays(root: int, freeze_group: bool) -> list[int]:
             os.killpg(root, signal.SIGSTOP)
         except OSError:
             pass
+    return _stop_then_kill(lambda: strays(root))
+
+
+def kill_tree(root: int) -> list[int]:
+    """SIGKILL ``root`` and all its descendants, stopped first so that none forks meanwhile; return their pids.
+
+    As for ``kill_strays``, ``root`` must be our child (alive or an unreaped zombie).
+    """
+    return _stop_then_kill(lambda: [root, *descendants(root)])
+
+
+def kill_descendants(root: int) -> list[int]:
+    """SIGKILL every descendant of ``root`` (this process, say), stopped first; return their pids."""
+    return _stop_then_kill(lambda: descendants(root))
+
+
+def tagged(value: str) -> list[int]:
+    """Return the pids (not this process's) whose environment holds ``JOBSCHED_TREE=value`` exactly."""
+    needle = f"\0{ENV_TAG}={value}\0".encode()
+    me = os.getpid()
+    found: list[int] = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:  # exited, or another user's
+            continue
+        if needle in b"\0" + environ + b"\0":
+            found.append(int(name))
+    return found
+
+
+def kill_tagged(value: str) -> list[int]:
+    """SIGKILL every process started under the worker whose ``JOBSCHED_TREE`` is ``value``, stopped first."""
+    return _stop_then_kill(lambda: tagged(value))
+
+
+def _stop_then_kill(find: Callable[[], list[int]]) -> list[int]:
+    """SIGSTOP what ``find`` lists until it lists nothing new (a stopped process can neither fork nor reap, so
+    no pid found can be reused meanwhile), then SIGKILL them all."""
     stopped: set[int] = set()
     for _ in range(_ROUNDS):
-        new = [pid for pid in strays(root) if pid not in stopped]
+        new = [pid for pid in find() if pid not in stopped]
         if not new:
             break
         for pid in new:

@@ -49,6 +49,7 @@ from collections.abc import Callable
 from typing import IO
 
 from .._data import shm as _shm
+from . import tree as _tree
 from . import wire as _wire
 from .processes import Reaper, WorkerProcess, on_spawner_thread, spawn
 
@@ -57,12 +58,13 @@ ENV_SWITCH = "JOBSCHED_ZYGOTE"
 ZYGOTE_CODE = "from jobsched._local.zygote_process import main; main()"
 START_TIMEOUT = 30.0  # seconds for the zygote to import what a worker needs; a loaded machine is slow
 REPLY_TIMEOUT = 30.0  # a fork, or the status of a worker already dead (or SIGKILLed just before)
-# Read (and removed) by each worker when it starts: they differ from one worker to the next, and a forked
-# worker gets its own. Any other difference from the zygote's environment means "spawn this one".
-PER_WORKER = frozenset({_wire.ENV_ADDRESS, _wire.ENV_WORKER, _wire.ENV_SYS_PATH, _shm.ENV_PREFIX})
+# They differ from one worker to the next, and a forked worker gets its own (most are read and removed by the
+# worker when it starts). Any other difference from the zygote's environment means "spawn this one".
+PER_WORKER = frozenset({_wire.ENV_ADDRESS, _wire.ENV_WORKER, _wire.ENV_SYS_PATH, _shm.ENV_PREFIX, _tree.ENV_TAG})
 DIED_WITH_ZYGOTE = "killed with the zygote that forked it (exit status unknown)"
 # Workers of a run spawned before the zygote is started: as many interpreters as the cores boot side by side.
 DIRECT_SPAWNS = os.cpu_count() or 1
+ZYGOTE_GRACE = 2.0  # seconds a zygote has to kill its tree and exit when it is closed, before SIGKILL
 
 
 class ZygoteGone(Exception):
@@ -245,10 +247,15 @@ class Zygote:
         proc, self._proc = getattr(self, "_proc", None), None
         if proc is not None:
             # Not "close the pair and wait": a copy of our end (LocalBackend's, while workers wait for the
-            # boot) would keep the pair open, and a hung zygote would not read it anyway. Killed before the
-            # pair closes: closing it with a reply unread (its "ready") would fail the zygote's recv.
-            proc.kill()
-            proc.wait()
+            # boot) would keep the pair open, and a hung zygote would not read it anyway. Signalled before
+            # the pair closes: closing it with a reply unread (its "ready") would fail the zygote's recv.
+            # SIGTERM, so that it kills its tree first (what dead workers' jobs left it); SIGKILL if it hangs.
+            proc.terminate()
+            try:
+                proc.wait(ZYGOTE_GRACE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         self._control.close()
 
     @property
@@ -405,7 +412,7 @@ class Starter:
         except ZygoteGone as exc:
             self._give_up(reaper, log, exc)
             return
-        reaper.watch(self._zygote.pid)  # its own group, killed with the workers' if we die (and PDEATHSIG)
+        reaper.watch(self._zygote.pid, zygote=True)  # its own group, ended with the workers' if we die
 
     def _give_up(self, reaper: Reaper | None, log: Callable[[str], None], exc: ZygoteGone) -> None:
         log(f"jobsched: {exc}; starting workers by spawning them from now on")

@@ -24,10 +24,14 @@ The zygote reaps a worker only when asked (``wait``), as ``Popen.wait`` does: un
 a zombie, so its pid - which is also its process group's id - cannot be reused while the scheduler may still
 signal that group.
 
-Deaths. The kernel SIGKILLs the zygote when its scheduler's process dies (``PR_SET_PDEATHSIG``, armed for
-the scheduler's spawner thread, which lives as long as that process), and each forked worker when the zygote
-dies (the same, armed for the zygote). So a dead scheduler still takes every worker along, even one whose
-job holds the GIL; a dead zygote takes its workers along too, and the scheduler replaces them.
+Deaths. The kernel sends the zygote SIGTERM when its scheduler's process dies (``PR_SET_PDEATHSIG``, armed
+for the scheduler's spawner thread, which lives as long as that process), and SIGKILLs each forked worker when
+the zygote dies (the same, armed for the zygote). The zygote is a child subreaper (``_local.tree``): when a
+worker dies, however it dies, the processes its jobs started that left its group are handed to the zygote,
+which kills every child that is not a worker, with its subtree. When its scheduler goes (SIGTERM, or the end of
+the pair), the zygote freezes and kills its whole tree before it exits: workers, and what their jobs started,
+in any group or session. So a dead scheduler takes every worker and every job's process along, even a worker
+whose job holds the GIL; a dead zygote takes its workers along too, and the scheduler replaces them.
 
 A forked child leaves the request loop and becomes ``python -m jobsched.worker ARGS`` run by this same
 interpreter, as ``-m`` runs it (in the ``__main__`` module, which ``_data.pickling`` aliases as ``__mp_main__``, so
@@ -38,10 +42,17 @@ that a worker file's classes pickle as in a spawned worker): its exit - an excep
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_workers: set[int] = set()  # the pids this zygote forked as workers and has not reaped: its other children are orphans
+_keep: list[socket.socket] = []  # the write end of the SIGCHLD wakeup, open for as long as the zygote runs
+
+
+class _SchedulerGone(Exception):
+    """SIGTERM: the scheduler's process died (``PR_SET_PDEATHSIG``), or someone asks the zygote to end."""
 ORPHAN_EXIT = 70  # as jobsched.worker.ORPHAN_EXIT: the process it belongs to is gone
 MAX_REQUEST = 1 << 24  # an environment of 16 MB is not an environment
 IDLE = 0.05  # seconds without a request before the zygote loads what only some workers need
@@ -58,10 +69,9 @@ class _Request:
         self.cwd = cwd
 
 
-def _die_with(parent: int) -> None:
-    """Have the kernel SIGKILL this process when ``parent`` (the thread that started it) dies."""
+def _die_with(parent: int, sig: int) -> None:
+    """Have the kernel send this process ``sig`` when ``parent`` (the thread that started it) dies."""
     import ctypes
-    import signal
 
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -69,7 +79,7 @@ def _die_with(parent: int) -> None:
         return
     prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     prctl.restype = ctypes.c_int
-    if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0 and os.getppid() != parent:
+    if prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0 and os.getppid() != parent:
         os._exit(ORPHAN_EXIT)  # it died before the signal was armed
 
 
@@ -133,14 +143,59 @@ def _close(fds: list[int]) -> None:
         os.close(fd)
 
 
-def _serve(control: socket.socket) -> _Request | None:
+def _watch_children() -> socket.socket:
+    """Become the subreaper of the workers' orphans; return the socket that wakes the loop at each SIGCHLD."""
+    from jobsched._local import tree
+
+    tree.become_subreaper()
+    wake, wake_write = socket.socketpair()
+    wake.setblocking(False)
+    wake_write.setblocking(False)
+    signal.set_wakeup_fd(wake_write.fileno(), warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # the wakeup byte is what matters
+
+    def scheduler_gone(signum: int, frame: object) -> None:
+        raise _SchedulerGone
+
+    signal.signal(signal.SIGTERM, scheduler_gone)
+    _keep.append(wake_write)  # the fd must stay open for as long as the wakeup refers to it
+    return wake
+
+
+
+def _reap_orphans(wake: socket.socket) -> None:
+    """At a SIGCHLD: kill each child that is not a worker (an orphan a dead worker's job left), and reap it."""
+    from jobsched._local import tree
+
+    try:
+        while wake.recv(512):
+            pass
+    except BlockingIOError:
+        pass
+    for pid in tree.children(os.getpid()):
+        if pid in _workers:
+            continue  # reaped when the scheduler asks (``wait``)
+        tree.kill_tree(pid)
+        try:
+            os.waitpid(pid, os.WNOHANG)  # not dead yet: its SIGCHLD comes, and the next call reaps it
+        except ChildProcessError:
+            pass
+
+
+def _serve(control: socket.socket, wake: socket.socket) -> _Request | None:
     """Answer requests until the scheduler hangs up (None); in a forked child, return what it is to become."""
     import select
 
     idle_work = [_preload_when_idle]
     while True:
-        if idle_work and not select.select([control], [], [], IDLE)[0]:
+        ready = select.select([control, wake], [], [], IDLE if idle_work else None)[0]
+        if not ready:
             idle_work.pop()()
+            continue
+        if wake in ready:
+            _reap_orphans(wake)
+            if control not in ready:
+                continue
         received = _receive(control)
         if received is None:
             return None
@@ -176,6 +231,7 @@ def _fork(control: socket.socket, child: _Request, fds: list[int]) -> _Request |
         except BaseException:
             os._exit(1)  # nowhere to report it: the output pipe may not be stderr yet
         return child
+    _workers.add(pid)
     _close(fds)  # the child holds them now; kept here, the output pipe would never reach its end
     _say(control, "pid", pid)
     return None
@@ -183,10 +239,14 @@ def _fork(control: socket.socket, child: _Request, fds: list[int]) -> _Request |
 
 def _become_child(zygote: int, stdin_fd: int, out_fd: int) -> None:
     """In the forked child: its own session, death with the zygote, the scheduler's pipes as stdio, no other fd."""
+    # None of the zygote's signal handling: a worker's jobs see the defaults, as in a spawned worker.
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # Its own session and process group, as a spawned worker's (start_new_session): a terminal's Ctrl-C
     # never reaches it, and one signal to the group stops it and every process its job started.
     os.setsid()
-    _die_with(zygote)
+    _die_with(zygote, signal.SIGKILL)
     os.dup2(stdin_fd, 0)
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)
@@ -210,6 +270,7 @@ def _wait(pid: int, block: bool) -> tuple[object, ...]:
         return "error", f"pid {pid} is not a child of the zygote: {exc}"
     if got == 0:
         return ("running",)
+    _workers.discard(pid)
     return "status", os.waitstatus_to_exitcode(status)
 
 
@@ -271,14 +332,19 @@ def main() -> None:
     """The zygote: ``python -c "from jobsched._local.zygote_process import main; main()" FD PARENT``."""
     fd, parent = int(sys.argv[1]), int(sys.argv[2])
     control = socket.socket(fileno=fd)
-    _die_with(parent)
+    _die_with(parent, signal.SIGTERM)
     _preload()
     try:
+        wake = _watch_children()
         _say(control, "ready", os.getpid())
-        child = _serve(control)
-    except BrokenPipeError:  # the scheduler went away while we answered: as the end of the pair
+        child = _serve(control, wake)
+    except (BrokenPipeError, _SchedulerGone):  # the scheduler went away: as the end of the pair
         child = None
     if child is None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not stop the killing halfway
+        from jobsched._local import tree
+
+        tree.kill_descendants(os.getpid())  # the workers and every process their jobs started
         control.close()
         return
     _become_worker(child)
