@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -76,3 +77,14 @@ def sched() -> Iterator[jobsched.Scheduler]:
         yield s
     finally:
         s.close(timeout=5.0)
+
+
+@pytest.fixture
+def dash(sched: jobsched.Scheduler) -> Iterator[Any]:
+    """The live dashboard of ``sched`` (skips without ipywidgets), closed after the test."""
+    pytest.importorskip("ipywidgets")
+    d = sched.dashboard()
+    try:
+        yield d
+    finally:
+        d.close()

@@ -9,6 +9,7 @@ process that a test SIGKILLs.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import hashlib
@@ -21,7 +22,11 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 # ---------------------------------------------------------------- ordinary jobs
 
@@ -510,3 +515,24 @@ def append_then_sleep(path: str, text: str, seconds: float) -> str:
     append_line(path, text)
     time.sleep(seconds)
     return text
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str, needed_for: str) -> Iterator[Path]:
+    """Mount a ``size`` tmpfs at the new folder ``where`` for the block, then unmount it; skip the test (saying
+    it was ``needed_for``) where this user may not mount one."""
+    import subprocess
+
+    import pytest
+
+    where.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True,
+                       capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"{needed_for} needs permission to mount a tmpfs, which this user lacks: {exc}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=False, capture_output=True, timeout=30)
+

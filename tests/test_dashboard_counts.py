@@ -6,7 +6,6 @@ Real workers; the assertions read the widgets' state (what the browser would get
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import helpers
@@ -19,15 +18,6 @@ from jobsched._core.snapshot import WorkerRow
 pytest.importorskip("ipywidgets")
 
 from jobsched.notebook.dashboard import Dashboard, eta_text
-
-
-@pytest.fixture
-def dash(sched: Scheduler) -> Iterator[Dashboard]:
-    d = sched.dashboard()
-    try:
-        yield d
-    finally:
-        d.close()
 
 
 def counts(dash: Dashboard) -> dict[str, str]:

@@ -6,7 +6,6 @@ Real workers; the assertions read the widgets' state (what the browser would get
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,6 @@ from jobsched.notebook import _common
 pytest.importorskip("ipywidgets")
 
 from jobsched.notebook.dashboard import Dashboard
-
-
-@pytest.fixture
-def dash(sched: Scheduler) -> Iterator[Dashboard]:
-    d = sched.dashboard()
-    try:
-        yield d
-    finally:
-        d.close()
 
 
 def report_then_wait() -> Any:

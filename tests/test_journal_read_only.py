@@ -181,22 +181,13 @@ def test_a_read_only_folder_refuses_writing_naming_the_folder(tmp_path: Path) ->
 @pytest.fixture
 def read_only_mount(tmp_path: Path) -> Iterator[Callable[[], Path]]:
     """A small tmpfs mounted at a fresh folder; calling the fixture's value remounts it read-only."""
-    where = tmp_path / "mnt"
-    where.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(where)], check=True,
-                       capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"a read-only mount needs permission to mount a tmpfs, which this user lacks: {exc}")
+    with helpers.tmpfs(tmp_path / "mnt", "8m", "a read-only mount") as where:
 
-    def remount() -> Path:
-        subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True, capture_output=True, timeout=30)
-        return where
+        def remount() -> Path:
+            subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True, capture_output=True, timeout=30)
+            return where
 
-    try:
         yield remount
-    finally:
-        subprocess.run(["umount", str(where)], check=False, capture_output=True, timeout=30)
 
 
 def test_a_journal_on_a_read_only_mount_is_read_and_writing_is_refused(

@@ -5,7 +5,6 @@ results are journaled, and the record says what went wrong; the job runs again n
 
 from __future__ import annotations
 
-import subprocess
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,17 +23,8 @@ BLOB_LIMIT = 1_000_000_000  # SQLite's default SQLITE_MAX_LENGTH: no string or b
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A folder on a 1 MB tmpfs: a journal there fills it with one result of a few MB."""
-    where = tmp_path / "small"
-    where.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], check=True,
-                       capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"a full disk is a small tmpfs, and this user may not mount one: {exc}")
-    try:
+    with helpers.tmpfs(tmp_path / "small", "1m", "a full disk") as where:
         yield where
-    finally:
-        subprocess.run(["umount", str(where)], check=False, capture_output=True, timeout=30)
 
 
 def _run_around_a_big_result(path: Path, big: int, *, rerun_failed: bool = True) -> list[str]:

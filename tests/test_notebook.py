@@ -377,15 +377,6 @@ def values(dash: Dashboard) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def dash(sched: Scheduler) -> Iterator[Dashboard]:
-    d = sched.dashboard()
-    try:
-        yield d
-    finally:
-        d.close()
-
-
 def test_dom_contract_classes_and_buttons(dash: Dashboard) -> None:
     assert isinstance(dash, widgets.VBox) and "jobsched-dashboard" in dash._dom_classes
     found: dict[str, list[Any]] = {}

@@ -108,12 +108,10 @@ class Dispatch(JobQueue):
                 continue
             inflight = w._inflight
             batch: list[Entry] = []
-            while len(inflight) < prefetch and heap and (limit is None or n < limit):
-                _, _, entry = heapq.heappop(heap)
-                entry.queued = False
-                if entry.cancelled:
-                    self.n_cancelled_queued -= 1
-                    continue
+            while len(inflight) < prefetch and (limit is None or n < limit):
+                entry = self._pop_queued()
+                if entry is None:
+                    break
                 self.hand(w, entry, now)
                 batch.append(entry)
                 n += 1
@@ -148,17 +146,24 @@ class Dispatch(JobQueue):
                 break
             if w._inflight or w._retiring or w.state is not _READY:
                 continue
-            while heap:
-                _, _, entry = heapq.heappop(heap)
-                entry.queued = False
-                if entry.cancelled:
-                    self.n_cancelled_queued -= 1
-                    continue
-                self.hand(w, entry, now)
-                out.append(SendJobs(w, [entry]))
-                n += 1
+            entry = self._pop_queued()
+            if entry is None:
                 break
+            self.hand(w, entry, now)
+            out.append(SendJobs(w, [entry]))
+            n += 1
         return out, n
+
+    def _pop_queued(self) -> Entry | None:
+        """Take the cheapest job from the queue, dropping cancelled ones on the way; None when it is empty."""
+        heap = self.heap
+        while heap:
+            _, _, entry = heapq.heappop(heap)
+            entry.queued = False
+            if not entry.cancelled:
+                return entry
+            self.n_cancelled_queued -= 1
+        return None
 
     def _rehunger(self, depth: int) -> None:
         for w in self.workers:

@@ -448,15 +448,8 @@ class Area:
             self._finalizer.detach()
 
     def _sweep(self, start: str) -> None:
-        if not self.enabled:
-            return
-        try:
-            names = os.listdir(SHM_DIR)
-        except OSError:
-            return
-        for name in names:
-            if name.startswith(start):
-                _unlink(name)
+        if self.enabled:
+            _unlink_all(start)
 
 
 _accepted: set[str] = set()  # prefixes of the live schedulers of this process
@@ -467,12 +460,17 @@ def _sweep_at_end(prefix: str, pid: int) -> None:
     if os.getpid() != pid:  # a forked child's exit: the segments are its parent's
         return
     _accepted.discard(prefix)
+    _unlink_all(prefix)
+
+
+def _unlink_all(start: str) -> None:
+    """Remove every segment whose name starts with ``start``."""
     try:
         names = os.listdir(SHM_DIR)
     except OSError:
         return
     for name in names:
-        if name.startswith(prefix):
+        if name.startswith(start):
             _unlink(name)
 
 
