@@ -24,7 +24,7 @@ SCENARIO_HELP = {
     "journal": "jobs/s with a journal vs without, bytes per job",
     "payload": "arrays of 1 KiB, 1 MiB, 100 MiB there and back vs one memcpy",
     "shm_threshold": "16 KiB to 8 MiB arrays, shared memory forced on vs off",
-    "shared_data": "200 MiB put() once, read by 1,000 jobs; PSS; Dask scatter",
+    "shared_data": "200 MiB put() once, given to 1,000 jobs; PSS; Dask scatter",
     "cluster": "tiny jobs on a LocalCluster: resident, per-task, Dask itself",
 }
 PEER_HELP = {

