@@ -48,7 +48,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 ENV_TAG = "JOBSCHED_TREE"  # TAG.INDEX.GENERATION: which scheduler's which worker a process was started under
@@ -70,27 +70,33 @@ def become_subreaper() -> bool:
         return False
 
 
-def _parents(zombies: bool = False) -> dict[int, tuple[int, int]]:
-    """Map each pid to (parent pid, process group id), from ``/proc``; zombies are left out unless asked for."""
-    found: dict[int, tuple[int, int]] = {}
+def _each_process(entry: str) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(pid, contents of /proc/PID/entry)`` for each process we may read (one that exits meanwhile, or
+    another user's, is skipped)."""
     try:
         names = os.listdir("/proc")
     except OSError:
-        return found
+        return
     for name in names:
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:  # exited while we looked
+            with open(f"/proc/{name}/{entry}", "rb") as f:
+                yield int(name), f.read()
+        except OSError:
             continue
+
+
+def _parents(zombies: bool = False) -> dict[int, tuple[int, int]]:
+    """Map each pid to (parent pid, process group id), from ``/proc``; zombies are left out unless asked for."""
+    found: dict[int, tuple[int, int]] = {}
+    for pid, stat in _each_process("stat"):
         # "PID (COMM) STATE PPID PGRP ...": COMM may hold spaces and parentheses; it ends at the last ')'.
         fields = stat[stat.rfind(b")") + 2:].split()
         if fields[:1] == [b"Z"] and not zombies:  # exited, waiting for its parent to reap it: nothing to kill
             continue
         try:
-            found[int(name)] = (int(fields[1]), int(fields[2]))
+            found[pid] = (int(fields[1]), int(fields[2]))
         except (IndexError, ValueError):
             continue
     return found
@@ -163,22 +169,7 @@ def tagged(value: str) -> list[int]:
     """Return the pids (not this process's) whose environment holds ``JOBSCHED_TREE=value`` exactly."""
     needle = f"\0{ENV_TAG}={value}\0".encode()
     me = os.getpid()
-    found: list[int] = []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return found
-    for name in names:
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                environ = f.read()
-        except OSError:  # exited, or another user's
-            continue
-        if needle in b"\0" + environ + b"\0":
-            found.append(int(name))
-    return found
+    return [pid for pid, environ in _each_process("environ") if pid != me and needle in b"\0" + environ + b"\0"]
 
 
 def kill_tagged(value: str) -> list[int]:
