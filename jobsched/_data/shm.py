@@ -20,6 +20,10 @@ file, so an array is backed by the segment itself: no copy at all on that side. 
 ``SCM_RIGHTS`` over a Unix socket (our wire is TCP) or ``/proc/<pid>/fd`` paths that ptrace rules may
 refuse; a named file in /dev/shm has neither problem.
 
+**Why one file, a little over 600 lines.** Writing, naming, mapping and removing a segment are one
+protocol: who may unlink a name depends on who wrote it and how the other side mapped it, so the rules
+below are kept beside the code that follows them.
+
 **Who owns a segment, and when it goes.**
 
 * A job's data: created in the caller's thread by ``add_job`` (that is the copy, a snapshot of the data as

@@ -2,6 +2,10 @@
 
 ``JournalRecord`` and ``JournalWriter``, which the scheduler drives from its loop thread; the file itself (schema,
 checks, locks, conversion) is ``_journaling.file``. ``jobsched.journal`` re-exports the public names.
+
+It is one file, a little over 600 lines, because a record and the writer are two sides of one row format: the
+columns that ``JournalWriter`` fills are the ones ``JournalRecord`` reads back, and a change to one is a change
+to the other.
 """
 
 from __future__ import annotations
