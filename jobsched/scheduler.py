@@ -499,14 +499,16 @@ class Scheduler:
     def stats(self) -> dict[str, Any]:
         """Return a snapshot: queued, active, done, failed, workers, jobs_per_s, and a few more.
 
-        ``done`` counts every finished job, and ``failed``, ``cancelled`` and ``from_journal`` overlap with it
-        and with each other (a cancelled job is also failed). ``outcomes`` splits ``done`` into disjoint counts
-        that add up to it: ``{"succeeded", "failed", "cancelled", "from_journal"}`` (a job that raised, timed
-        out or whose worker died is failed; a journal hit is from_journal whatever it recorded; a queued job
-        whose future was cancelled, which ``done`` leaves out, is cancelled there): with ``queued`` and
-        ``active``, they add up to every job added. This is what
-        the dashboard and ``%jobsched status`` show. ``mean_job_s`` is the mean time a job took on its worker
-        (None before the first one), which the dashboard's ETA uses.
+        A job counts as done (and no longer active) as soon as its outcome is in, before its future is
+        resolved, so stats read after ``future.result()`` include it; ``wait()`` still waits for its
+        ``after_stop``. ``done`` counts every finished job, and ``failed``, ``cancelled`` and
+        ``from_journal`` overlap with it and with each other (a cancelled job is also failed). ``outcomes``
+        splits ``done`` into disjoint counts that add up to it: ``{"succeeded", "failed", "cancelled",
+        "from_journal"}`` (a job that raised, timed out or whose worker died is failed; a journal hit is
+        from_journal whatever it recorded; a queued job whose future was cancelled, which ``done`` leaves
+        out, is cancelled there): with ``queued`` and ``active``, they add up to every job added. This is
+        what the dashboard and ``%jobsched status`` show. ``mean_job_s`` is the mean time a job took on its
+        worker (None before the first one), which the dashboard's ETA uses.
         """
         with self._lock:
             counts = stats_of(self._state, time.monotonic())

@@ -231,6 +231,16 @@ def test_close_of_a_never_started_scheduler() -> None:
     assert s.stats()["closed"]
 
 
+def test_stats_read_right_after_a_result_count_that_job(sched: Scheduler) -> None:
+    # The job is counted done before its future is resolved: no window in which result() has returned and
+    # stats() still shows the job active.
+    sched.start(2, wait=False)
+    for i in range(200):
+        assert sched.submit(helpers.add, i).result(timeout=TIMEOUT) == i + 1
+        stats = sched.stats()
+        assert (stats["done"], stats["active"]) == (i + 1, 0), f"after job {i}"
+
+
 def test_stats_snapshot(sched: Scheduler) -> None:
     assert {"queued", "active", "done", "failed", "workers", "jobs_per_s"} <= sched.stats().keys()
     sched.start(2, wait=False)

@@ -14,6 +14,7 @@ import pytest
 
 from jobsched import JobCancelled, JobError, JobTimeout, WorkerStartupError, WorkerState
 from jobsched._core.slot import Worker
+from jobsched._core.snapshot import counts
 from jobsched._core.state import (
     AUTO_MAX,
     CLOSE_GRACE,
@@ -71,7 +72,8 @@ def finish(state: SchedulerState, w: Worker, clock: Clock) -> Entry:
     job = w._inflight[0]
     done = state.job_done(w, job.index, clock.now)
     assert done is job
-    state.delivered(False)
+    state.finished(False)
+    state.delivered()
     return done
 
 
@@ -459,15 +461,19 @@ def test_recycling_by_memory() -> None:
 # ---------------------------------------------------------------------------------------------- accounting
 
 
-def test_a_job_counts_as_active_until_delivered() -> None:
+def test_a_job_counts_as_done_before_its_future_and_keeps_the_scheduler_busy_until_delivered() -> None:
     state, clock = SchedulerState(), Clock()
     state.add(entry())
     (w,) = bring_up(state, clock, 1)
     state.assign(clock.now)
     state.job_done(w, 0, clock.now)
     assert not state.is_idle(), "not idle while its future and after_stop are pending"
-    state.delivered(False)
-    assert state.is_idle() and state.n_done == 1
+    state.finished(True)
+    stats = counts(state, clock.now)
+    assert (stats["done"], stats["failed"], stats["active"]) == (1, 1, 0), "counted before its future is resolved"
+    assert not state.is_idle(), "still busy while after_stop may add jobs"
+    state.delivered()
+    assert state.is_idle() and (state.n_done, state.n_active) == (1, 0)
 
 
 def test_a_result_for_a_job_the_worker_does_not_hold_drops_the_worker() -> None:

@@ -255,16 +255,19 @@ class Engine:
     # ------------------------------------------------------------------ results
 
     def deliver(self, entry: Entry, result: Any, failed: bool, worker: int = -1) -> None:
-        """Resolve the job's future, run after_stop, then count the job done.
+        """Count the job done, resolve its future, run after_stop, then let it leave the active jobs.
 
-        It stays counted as active until here, so that ``wait()`` cannot see the scheduler idle while a
-        future is unresolved or an ``after_stop`` that may add jobs has yet to run. ``worker`` is the index
-        of the worker that ran it (-1: none, or not known here), for the timeline.
+        It is counted done first, so that whoever sees its future resolved reads stats that include it, and
+        it stays active until the end, so that ``wait()`` cannot see the scheduler idle while a future is
+        unresolved or an ``after_stop`` that may add jobs has yet to run. ``worker`` is the index of the
+        worker that ran it (-1: none, or not known here), for the timeline.
         """
         timeline = self.timeline
         if timeline is not None:
             timeline.record(worker, entry, result, failed)
         release(entry.payload)  # its data's shared-memory segments, if any: never sent again
+        with self.lock:
+            self.state.finished(failed, cancelled=entry.cancelled, from_journal=entry.from_journal, worker=worker)
         future = entry.future
         if future is not None:
             # The future and its entry point at each other: a cycle that only the garbage collector would
@@ -298,7 +301,7 @@ class Engine:
                 if not first:
                     self.log(f"jobsched: another callback error while stopping: {type(exc).__name__}: {exc}")
         with self.lock:
-            self.state.delivered(failed, cancelled=entry.cancelled, from_journal=entry.from_journal, worker=worker)
+            self.state.delivered()
             idle = self.state.is_idle()
         if idle:
             with self.idle:

@@ -62,7 +62,7 @@ def counts(state: SchedulerState, now: float) -> dict[str, Any]:
     live = [w for w in state.live_workers() if w.state is not WorkerState.CLOSED]
     return {
         "queued": state.n_queued,
-        "active": state.n_active,
+        "active": state.n_active - state.n_delivering,  # a job is done once counted (a callback may still run)
         "done": state.n_done,
         "failed": state.n_failed,
         "cancelled": state.n_cancelled,

@@ -105,6 +105,7 @@ class SchedulerState(Dispatch):
         self.ready: collections.deque[Deliver] = collections.deque()  # settled without a worker (journal, cancel)
         self.n_cancelled_queued = 0  # cancelled entries still in the heap (skipped when popped)
         self.n_active = 0  # taken from the queue and not yet delivered
+        self.n_delivering = 0  # of those, counted done: their future is being resolved, or after_stop runs
         self.n_done = 0
         self.n_failed = 0
         self.n_cancelled = 0
@@ -538,10 +539,13 @@ class SchedulerState(Dispatch):
             w._move(_READY)
         return entry
 
-    def delivered(self, failed: bool, cancelled: bool = False, from_journal: bool = False,
-                  worker: int = NO_WORKER) -> None:
-        """A job's result reached its future and ``after_stop``: count it done (``worker`` ran it)."""
-        self.n_active -= 1
+    def finished(self, failed: bool, cancelled: bool = False, from_journal: bool = False,
+                 worker: int = NO_WORKER) -> None:
+        """A job's outcome is known and its future is about to be resolved: count it done (``worker`` ran it).
+
+        Counted before the future, so that whoever sees the future resolved reads stats that include it.
+        """
+        self.n_delivering += 1
         self.n_done += 1
         if failed:
             self.n_failed += 1
@@ -550,6 +554,15 @@ class SchedulerState(Dispatch):
         if from_journal:
             self.n_from_journal += 1
         self.outcomes.count(failed, cancelled, from_journal, worker)
+
+    def delivered(self) -> None:
+        """A finished job's future is resolved and its ``after_stop`` has returned: it is no longer active.
+
+        Until here it keeps the scheduler busy, so that ``wait()`` cannot see it idle while an ``after_stop``
+        that may add jobs has yet to return.
+        """
+        self.n_active -= 1
+        self.n_delivering -= 1
 
     def set_progress(self, w: Worker, index: int, progress: Progress) -> None:
         if w._inflight and w._inflight[0].index == index:
