@@ -245,6 +245,14 @@ def test_a_job_future_sets_what_a_future_sets() -> None:
 
     ours = JobFuture(lambda entry, **kw: False)
     assert set(vars(Future())) == set(vars(ours)) - {"_cancel_entry", "entry", "rerun"}
-    with ours._condition, ours._condition:  # concurrent.futures.wait() takes it twice
-        pass
+    cond = ours._condition
+    assert set(vars(cond)) == {"_lock", "_waiters"}, "no bound methods: fewer objects for the collector"
+    woke: list[bool] = []
+    with cond, cond:  # concurrent.futures.wait() takes it twice; wait() releases both levels meanwhile
+        notifier = threading.Timer(0.05, lambda: cond.acquire() and (cond.notify_all(), cond.release()))
+        notifier.start()
+        woke.append(cond.wait(timeout=TIMEOUT))
+        assert cond._is_owned()
+    notifier.join(timeout=TIMEOUT)
+    assert woke == [True] and not cond._is_owned()
     assert not ours.done() and ours.cancel() and ours.cancelled()  # not yet queued: the plain cancel

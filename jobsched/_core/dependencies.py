@@ -27,9 +27,16 @@ Submit = Callable[[tuple[Any, ...], dict[str, Any]], "Future[Any]"]
 def futures_in(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Future[Any]]:
     """Return the futures found in ``args`` and ``kwargs``, at any depth of lists, tuples and dict values."""
     found: list[Future[Any]] = []
-    _collect(args, found, 0)
-    _collect(kwargs, found, 0)
+    for value in args:  # this runs for every submit: a plain argument costs one set lookup
+        if value.__class__ not in _PLAIN:
+            _collect(value, found, 1)
+    for value in kwargs.values():
+        if value.__class__ not in _PLAIN:
+            _collect(value, found, 1)
     return found
+
+
+_PLAIN = frozenset({int, float, str, bytes, bool, complex, type(None)})  # never a future, nor holds one
 
 
 def _collect(value: Any, found: list[Future[Any]], depth: int) -> None:
