@@ -67,12 +67,14 @@ def test_each_worker_process_unpickles_the_data_once_whatever_the_number_of_jobs
     assert {(n, size) for _, n, size in results} == {(1, PAYLOAD)}  # unpickled once in each process
     pids = {pid for pid, _, _ in results}
     assert 1 <= len(pids) <= 2
-    # Nor does it travel again: 40 more jobs make their worker processes read far less than the data.
+    # Nor does it travel again to a process that has it: 40 more jobs make those processes read far less than
+    # the data. (A second worker that was still starting during the first 40 may run some of these: it
+    # unpickles the data once too, which the first assert checks.)
     before = {pid: _bytes_read(pid) for pid in pids}
     more = [f.result(timeout=TIMEOUT) for f in [dsched.submit(dask_put_jobs.read, {"data": handle})
                                                 for _ in range(40)]]
     assert {(n, size) for _, n, size in more} == {(1, PAYLOAD)}
-    assert {pid for pid, _, _ in more} <= pids
+    assert len(pids | {pid for pid, _, _ in more}) <= 2
     assert sum(_bytes_read(pid) - before[pid] for pid in pids) < PAYLOAD // 2
 
 
