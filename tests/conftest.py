@@ -18,6 +18,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
+import helpers  # noqa: E402  # tests/ is on the path only from here on
+
 # In CI, a test that cannot run its real component (browser, Dask) fails instead of skipping.
 STRICT = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -44,8 +46,7 @@ def no_leaked_processes() -> Iterator[None]:
     deadline = time.monotonic() + 10.0
     leaked: list[psutil.Process] = []
     while time.monotonic() < deadline:
-        leaked = [p for p in _children() if p.pid not in before and p.is_running()
-                  and p.status() != psutil.STATUS_ZOMBIE]
+        leaked = [p for p in _children() if p.pid not in before and helpers.is_live(p)]
         if not leaked:
             break
         time.sleep(0.05)

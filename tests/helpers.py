@@ -40,6 +40,20 @@ def host_port(sched: Any) -> tuple[str, int]:
     return parse_address(sched.address, "sched.address")
 
 
+def is_live(p: Any) -> bool:
+    """Whether ``p`` (a pid or a ``psutil.Process``) runs and is no zombie; False once it is gone, at any moment.
+
+    A process may end between any two psutil calls: each of them may raise ``NoSuchProcess``.
+    """
+    import psutil
+
+    try:
+        proc = p if isinstance(p, psutil.Process) else psutil.Process(p)
+        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
 def add(x: int, y: int = 1) -> int:
     return x + y
 

@@ -151,8 +151,7 @@ def test_scale_down_lets_busy_workers_finish_their_job(sched: Scheduler, tmp_pat
     stats = sched.stats()
     assert (stats["failed"], stats["restarts"], stats["workers"]) == (0, 0, 1)
     retired = [pid for pid, w in zip(pids, [0, 1, 2], strict=True) if w >= 1]
-    eventually(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                               for p in retired), "the retired processes to exit")
+    eventually(lambda: not any(helpers.is_live(p) for p in retired), "the retired processes to exit")
     assert sched.submit(helpers.add, 41).result(timeout=TIMEOUT) == 42
 
 
@@ -217,7 +216,7 @@ def test_close_is_idempotent_cancels_queued_futures_and_refuses_new_jobs(sched: 
     sched.close()
     sched.close(timeout=1)
     assert not sched.running and sched.stats()["closed"] and sched.workers == []
-    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
+    assert not any(helpers.is_live(p) for p in pids)
     with pytest.raises(SchedulerClosedError):
         sched.submit(helpers.add, 1)
     with pytest.raises(SchedulerClosedError):

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import conftest
+import helpers
 import psutil
 import pytest
 
@@ -183,7 +184,7 @@ class JupyterServer:
         #    process-group signal does not reach them: only a clean kernel shutdown does).
         procs = list(self.seen.values())
         _, alive = psutil.wait_procs(procs, timeout=15)
-        alive = [p for p in alive if _is_live(p)]
+        alive = [p for p in alive if helpers.is_live(p)]
         for p in alive:
             try:
                 problems.append(f"left running: pid {p.pid} {' '.join(p.cmdline())[:200]}")
@@ -198,14 +199,6 @@ def _killpg(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _is_live(p: psutil.Process) -> bool:
-    try:
-        live: bool = p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-        return live
-    except psutil.Error:
-        return False
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -709,7 +702,7 @@ def _drive(flavor: str, server: JupyterServer, page: Page, nb: PreparedNotebook,
             f"`%jobsched stop` printed {shown!r}; the notebook saved {nb.held_back_output.strip()!r}"
     _poll(lambda: len(read_dashboard(ours).rows), lambda n: n == 0, 30, "no worker row after `%jobsched stop`", page)
     _, alive = psutil.wait_procs(workers, timeout=15)
-    assert not [p for p in alive if _is_live(p)], f"workers still running after `%jobsched stop`: {alive}"
+    assert not [p for p in alive if helpers.is_live(p)], f"workers still running after `%jobsched stop`: {alive}"
     _check_no_errors(page, "after `%jobsched stop`")
     phase("stopped")
 

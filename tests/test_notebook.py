@@ -47,13 +47,7 @@ STATUS = re.compile(r"^jobsched: (\d+) workers?, (\d+) queued, (\d+) active, (\d
 
 def gone(pids: list[int]) -> bool:
     """True when none of ``pids`` is a live (non-zombie) process."""
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                return False
-        except psutil.NoSuchProcess:
-            pass
-    return True
+    return not any(helpers.is_live(pid) for pid in pids)
 
 
 def dashboard_threads() -> list[threading.Thread]:

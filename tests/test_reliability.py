@@ -31,7 +31,7 @@ def test_a_job_over_its_timeout_fails_and_its_worker_is_replaced(sched: Schedule
     assert "killed by signal SIGKILL (timeout)" in info.value.remote_message
     new_pid = after.result(timeout=TIMEOUT)
     assert new_pid != pid
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not helpers.is_live(pid)
 
 
 def test_the_scheduler_default_timeout_applies_to_add_job() -> None:
@@ -235,5 +235,5 @@ def test_interpreter_exit_closes_every_worker_even_a_busy_one(tmp_path: Path) ->
     assert lines[0] == "2"
     pids = [int(p) for p in lines[1].split()]
     assert len(pids) == 2
-    eventually(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                               for p in pids), "the workers to exit with the interpreter", timeout=10)
+    eventually(lambda: not any(helpers.is_live(p) for p in pids), "the workers to exit with the interpreter",
+               timeout=10)

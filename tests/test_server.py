@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import psutil
+import helpers
 import pytest
 
 from jobsched import make_server, server_close, server_start, start_simple_server
@@ -33,8 +33,7 @@ def test_make_server_keeps_its_workers_across_server_start_calls(tmp_path: Path)
     # server_close let each worker's code after start_simple_worker run (it wrote a marker and exited).
     closed = sorted(p.name for p in tmp_path.iterdir())
     assert closed == sorted(f"closed-{pid}" for pid in worker_pids)
-    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-                   for pid in worker_pids)
+    assert not any(helpers.is_live(pid) for pid in worker_pids)
 
 
 def test_server_start_with_close_workers_closes_them(tmp_path: Path) -> None:
