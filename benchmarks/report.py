@@ -46,10 +46,12 @@ def evaluate(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
         a, b = _get(results, *num), _get(results, *den)
         if a is None or b is None or b == 0:
             return
-        r = a / (b * factor)
+        compare(name, a / (b * factor), op, bound, f"{num[1]} {a:.4g} / {den[1]} {b:.4g}")
+
+    def compare(name: str, r: float, op: str, bound: float, detail: str) -> None:
         met = r >= bound if op == ">=" else r < bound if op == "<" else r <= bound
         targets.append({"target": name, "value": r, "bound": f"{op} {bound:g}", "met": met, "group": group,
-                        "detail": f"{num[1]} {a:.4g} / {den[1]} {b:.4g}"})
+                        "detail": detail})
 
     def at_least(name: str, value: float | None, bound: float, detail: str) -> None:
         if value is not None:
@@ -134,13 +136,10 @@ def evaluate(results: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
     # "No slower than today": against the baseline (--baseline), within NOISE, repeat by repeat (_paired).
     def against_baseline(name: str, scenario: str, peer: str, key: str, op: str, bound: float) -> None:
         base = BASE + peer
-        r, a, b = _paired(results, scenario, peer, base, key), _get(results, scenario, peer, key), \
-            _get(results, scenario, base, key)
-        if r is None or a is None or b is None:
-            return
-        met = r >= bound if op == ">=" else r <= bound
-        targets.append({"target": name, "value": r, "bound": f"{op} {bound:g}", "met": met, "group": group,
-                        "detail": f"median of per-repeat ratios; medians {peer} {a:.4g} / {base} {b:.4g}"})
+        r = _paired(results, scenario, peer, base, key)
+        a, b = _get(results, scenario, peer, key), _get(results, scenario, base, key)
+        if r is not None and a is not None and b is not None:
+            compare(name, r, op, bound, f"median of per-repeat ratios; medians {peer} {a:.4g} / {base} {b:.4g}")
 
     for peer, api in (("jobsched", "submit"), ("jobsched_manual", "add_job")):
         against_baseline(f"default throughput ({api}) / baseline", tp, peer, "jobs_per_s", ">=", 1.0 - NOISE)
